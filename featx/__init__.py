@@ -18,6 +18,8 @@ from ._backbones import (
 )
 from ._errors import BadImageError, FeatxError, FeatxUsageError, StoreInUseError, StoreMismatchError
 from ._extract import extract
+from ._finetune import finetune
+from ._sklearn import FeatureExtractor
 from ._sources import ArraySource, CsvSource, DigitsSource, ImageFolderSource, Item, Source, open_source
 from ._store import FeatureStore
 
@@ -36,6 +38,8 @@ __all__ = [
     "StoreInUseError",
     "StoreMismatchError",
     "extract",
+    "finetune",
+    "FeatureExtractor",
     "ArraySource",
     "CsvSource",
     "DigitsSource",

@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
+RANDOM_INIT_SEED = 0
 POOLINGS = ("avg", "max", "avgmax", "catavgmax", "token")
 _WEIGHT_KEYWORDS = {"hub": "hub", "pretrained": "hub", "random": "random", "none": "random", "scratch": "random"}
 
@@ -194,6 +195,8 @@ class BackboneSpec:
             weights["sha256"] = self.weights_sha256
         if self.weights_kind == "hub":
             weights["tag"] = self.hub_tag or "default"
+        if self.weights_kind == "random":
+            weights["seed"] = RANDOM_INIT_SEED
         return {"model": self.model, "weights": weights, "model_kwargs": self.model_kwargs, "pooling": self.pooling}
 
 
@@ -326,9 +329,13 @@ def _build(spec: BackboneSpec) -> nn.Module:
                 f"{type(exc).__name__}. Offline, give a checkpoint with --weights PATH (.pth or .safetensors) "
                 "or use an offline backbone (featx backbones)"
             ) from None
-    model = timm.create_model(spec.model, pretrained=False, **kwargs)
     if spec.weights_kind == "random":
-        return model
+        # Seeded so that "random" names one model: a resumed store, a re-run and the
+        # from-scratch control all see the same initial weights.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return timm.create_model(spec.model, pretrained=False, **kwargs)
+    model = timm.create_model(spec.model, pretrained=False, **kwargs)
     state = load_state_dict_file(spec.weights_path)
     if spec.offline is not None and spec.offline.key_mapping == "order":
         state = _map_by_order(state, model, spec.offline.name)

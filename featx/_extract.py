@@ -169,8 +169,7 @@ def extract(
             check_existing(path, config, fingerprint)
             store = FeatureStore(path)
             if store.complete:
-                if not quiet:
-                    print(f"featx: reusing complete store {path} ({store.n_done} rows); backbone not run", file=sys.stderr)
+                store.reused = True
                 return store
             writer = StoreWriter.reopen(path)
         else:

@@ -16,6 +16,7 @@ Rules (documented in the README, tested in ``tests/test_images.py``):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -81,10 +82,9 @@ def load_image(source: str | os.PathLike | bytes, max_pixels: int | None = None)
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Apply EXIF orientation and convert any mode to 8-bit RGB (alpha composited on white)."""
-    try:
+    # A corrupt EXIF block should not lose the pixels: keep the image as stored.
+    with contextlib.suppress(Exception):
         img = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - a corrupt EXIF block should not lose the pixels
-        pass
     mode = img.mode
     if mode == "RGB":
         return img

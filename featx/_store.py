@@ -133,6 +133,8 @@ class FeatureStore:
             for i, r in zip(skipped, reasons)
         ]
         self._features: np.ndarray | None = None
+        #: True when :func:`featx.extract` returned this store without running the backbone.
+        self.reused = False
 
     # A complete flag alone could lie if the file was edited by hand; trust it only
     # when the status column agrees.

@@ -19,7 +19,7 @@ from ._errors import FeatxError
 
 __all__ = ["main", "cli", "FeatxClickError", "json_default"]
 
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES: list[str] = ["featx._cli_finetune", "featx._cli_pipeline"]
 
 
 class FeatxClickError(click.ClickException):
@@ -89,7 +89,9 @@ def extract(source, backbone, weights, pooling, out, batch_size, device, workers
         f"{store.path}: {info['n_done']} x {info['dim']} features ({info['backbone']}, {info['weights']['kind']} weights), "
         f"{info['n_skipped']} skipped, {len(info['classes'])} classes, splits: {splits}"
     )
-    if info["run"].get("images_per_second"):
+    if store.reused:
+        click.echo("reused the complete store: same config and source, backbone not run (--overwrite to redo)")
+    elif info["run"].get("images_per_second"):
         click.echo(f"extraction: {info['run']['images_per_second']:.1f} images/s on {info['run']['device']}")
 
 
