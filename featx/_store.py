@@ -183,17 +183,24 @@ class FeatureStore:
     def splits(self) -> np.ndarray:
         return self._all_splits[self._done]
 
-    def split_assignment(self, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> tuple[np.ndarray, dict]:
+    def split_assignment(self, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                         usable_only: bool = True) -> tuple[np.ndarray, dict]:
         """Train/val/test for the usable rows (aligned with ``features``), computed over all items.
 
         Computing over every item of the source, skipped ones included, gives the very
         assignment the fine-tune baseline computes from the source itself.
+        ``usable_only=False`` returns it for every item (aligned with ``all_ids``).
         """
         from ._splits import assign_splits
 
         splits, rule = assign_splits(self._all_ids, self._all_labels, self._all_splits, seed=seed,
                                      val_fraction=val_fraction, test_fraction=test_fraction)
-        return splits[self._done], rule
+        return (splits[self._done] if usable_only else splits), rule
+
+    @property
+    def all_ids(self) -> np.ndarray:
+        """Ids of every item of the source, skipped ones included."""
+        return self._all_ids
 
     @property
     def has_splits(self) -> bool:

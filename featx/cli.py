@@ -19,7 +19,7 @@ from ._errors import FeatxError
 
 __all__ = ["main", "cli", "FeatxClickError", "json_default"]
 
-_COMMAND_MODULES: list[str] = ["featx._cli_finetune", "featx._cli_pipeline"]
+_COMMAND_MODULES: list[str] = ["featx._cli_finetune", "featx._cli_pipeline", "featx._cli_heads"]
 
 
 class FeatxClickError(click.ClickException):

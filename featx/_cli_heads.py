@@ -1,0 +1,156 @@
+"""Commands of stage 2: ``featx train``, ``featx evaluate``, ``featx predict``, ``featx heads``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ._errors import FeatxError, FeatxUsageError
+
+__all__ = ["COMMANDS", "train", "evaluate", "predict", "heads"]
+
+
+def _head_names(value: str) -> list[str]:
+    from ._heads import get_head
+
+    names = [h.strip() for h in value.split(",") if h.strip()]
+    if not names:
+        raise FeatxUsageError("--heads needs at least one head name (see `featx heads`)")
+    for name in names:
+        get_head(name)
+    return names
+
+
+def _parse_params(values: tuple[str, ...], heads: list[str]) -> dict:
+    """``--param knn.n_neighbors=5`` -> ``{"knn": {"n_neighbors": 5}}`` (values read as YAML scalars)."""
+    import yaml
+
+    out: dict = {}
+    for raw in values:
+        key, sep, text = raw.partition("=")
+        head, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise FeatxUsageError(f"--param {raw!r}: expected HEAD.NAME=VALUE, e.g. knn.n_neighbors=5")
+        if head not in heads:
+            raise FeatxUsageError(f"--param {raw!r}: head {head!r} is not in --heads")
+        out.setdefault(head, {})[name] = yaml.safe_load(text)
+    from ._heads import create_head
+
+    for head, params in out.items():
+        try:
+            create_head(head, **params)
+        except (TypeError, ValueError) as exc:
+            raise FeatxUsageError(f"invalid parameters for {head}: {exc}") from None
+    return out
+
+
+def _print_entries(entries: list[dict]) -> None:
+    from ._train import results_table
+
+    header, rows = results_table(entries)
+    keep = [header.index(k) for k in ("head", "accuracy", "accuracy_ci", "macro_f1", "fit_seconds",
+                                      "predict_seconds_per_1k", "params")]
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in keep[:-1]]
+    click.echo("  ".join(header[i].ljust(w) for i, w in zip(keep, widths)) + "  params")
+    for row in rows:
+        click.echo("  ".join(row[i].ljust(w) for i, w in zip(keep, widths)) + "  " + row[keep[-1]])
+
+
+@click.command()
+@click.option("--features", "features", required=True, type=click.Path(dir_okay=False), help="Feature store (.h5) from `featx extract`.")
+@click.option("--heads", "heads_", default="logreg", show_default=True, help="Comma-separated heads (see `featx heads`).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results directory.")
+@click.option("--per-class", type=click.IntRange(min=1), default=None, help="Few-shot: N training items per class.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat with seeds 0..K-1.")
+@click.option("--splits", "splits", type=click.Path(dir_okay=False, exists=True), default=None, help="Reuse a recorded splits.json.")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the split when the store has none.")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--test-fraction", type=float, default=0.2, show_default=True)
+@click.option("--param", "param", multiple=True, help="Fix a head parameter instead of searching it: HEAD.NAME=VALUE.")
+@click.option("--bootstrap", type=click.IntRange(min=100), default=1000, show_default=True, help="Bootstrap resamples for the CIs.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="BLAS/OpenMP threads per fit; 0: the libraries' default (1 is fastest on a machine busy with other work).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def train(features, heads_, out, per_class, seeds, splits, split_seed, val_fraction, test_fraction, param, bootstrap,
+          threads, quiet):
+    """Train, select (on val) and evaluate (on test) classical heads on a feature store."""
+    from ._train import train_heads
+
+    names = _head_names(heads_)
+    entries = train_heads(
+        features, heads=names, params=_parse_params(param, names), per_class=per_class, seeds=seeds, out=out,
+        splits=splits, split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
+        n_boot=bootstrap, threads=threads or None, quiet=quiet,
+    )
+    _print_entries(entries)
+    click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); heads saved under {out}/<head>/")
+
+
+@click.command()
+@click.option("--model", "model", required=True, type=click.Path(file_okay=False), help="A saved head: DIR/<head> from `featx train`.")
+@click.option("--features", "features", required=True, type=click.Path(dir_okay=False), help="Feature store (.h5) to evaluate on.")
+@click.option("--splits", "splits", type=click.Path(dir_okay=False, exists=True), default=None, help="splits.json giving the test split.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full entry as JSON.")
+def evaluate(model, features, splits, as_json):
+    """Re-evaluate a saved head on the test split of a feature store."""
+    from ._train import evaluate_head
+
+    entry = evaluate_head(model, features, splits=splits)
+    if as_json:
+        from ._persist import json_text
+
+        click.echo(json_text(entry))
+        return
+    ci = entry["accuracy_ci"]
+    click.echo(f"{entry['head']} on {features} ({entry['n_test']} test items): accuracy {entry['accuracy']:.4f} "
+               f"[{ci[0]:.4f}, {ci[1]:.4f}], macro-F1 {entry['macro_f1']:.4f}, balanced accuracy {entry['balanced_accuracy']:.4f}")
+
+
+@click.command()
+@click.option("--model", "model", required=True, type=click.Path(file_okay=False), help="A saved head: DIR/<head> from `featx train`.")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write predictions here (default: stdout).")
+@click.option("--json", "as_json", is_flag=True, help="JSON rows instead of CSV.")
+@click.option("--weights", default=None, help="Backbone checkpoint file, for heads trained on --weights FILE features.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def predict(model, images, out, as_json, weights, batch_size, device):
+    """Predict IMAGE_OR_FOLDER... end to end (backbone + saved head): id, class, probabilities."""
+    from ._persist import json_text, load_head, write_atomic
+    from ._predict import predict as run_predict
+    from ._predict import rows_to_csv
+
+    rows = run_predict(model, images, weights=weights, batch_size=batch_size, device=device)
+    text = json_text(rows) + "\n" if as_json else rows_to_csv(rows, load_head(model).class_names)
+    if out:
+        write_atomic(Path(out), text)
+    else:
+        click.echo(text, nl=False)
+    bad = [r for r in rows if r["error"]]
+    for row in bad[:20]:
+        click.echo(f"featx: skipped {row['id']}: {row['error']}", err=True)
+    if out:
+        click.echo(f"{len(rows) - len(bad)} predicted, {len(bad)} skipped -> {out}", err=True)
+    if len(bad) == len(rows):
+        raise FeatxError(f"none of the {len(rows)} file(s) could be read as an image")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Names, descriptions, search spaces and budgets as JSON.")
+def heads(as_json):
+    """List the classical heads, one line each."""
+    from ._heads import get_head, list_heads
+
+    specs = [get_head(name) for name in list_heads()]
+    if as_json:
+        click.echo(json.dumps([{"name": s.name, "description": s.description, "search_space": s.search_space,
+                                "budget": s.budget, "selection": s.selection} for s in specs], indent=2, default=list))
+        return
+    width = max(len(s.name) for s in specs)
+    for spec in specs:
+        click.echo(f"{spec.name:{width}s}  {spec.description}")
+
+
+COMMANDS = [train, evaluate, predict, heads]

@@ -1,0 +1,231 @@
+"""Saving and loading trained heads, in safe formats only.
+
+A saved head is a directory::
+
+    manifest.json   what the head was trained on: backbone identity, store_id, feature
+                    dimension, class names, the backbone's data config, the head's
+                    parameters, library versions, and which model files follow
+    model.skops     the scikit-learn estimator (for xgboost: its preprocessing steps)
+    model.ubj       XGBoost's booster in XGBoost's own UBJSON format (xgboost only)
+    result.json     the results entry of the run that produced it (written by train)
+
+Nothing is ever unpickled. ``.skops`` files are loaded only after
+:func:`skops.io.get_untrusted_types` has listed every type they would instantiate
+beyond skops' own defaults and each of those is in :data:`TRUSTED_TYPES`, the types
+featx's own heads are made of; anything else (a tampered or foreign file) is refused
+with the offending type names. Loading a head for features from another backbone or
+of another dimension fails with both sides named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline
+
+from ._errors import FeatxError, FeatxUsageError
+
+__all__ = ["TrainedHead", "save_head", "load_head", "TRUSTED_TYPES", "MANIFEST_FILE", "HEAD_FORMAT"]
+
+HEAD_FORMAT = 1
+MANIFEST_FILE = "manifest.json"
+SKOPS_FILE = "model.skops"
+XGBOOST_FILE = "model.ubj"
+
+# Types in featx's heads that skops does not trust by default (found with
+# ``skops.io.get_untrusted_types`` on every registered head; tests/test_persist.py
+# checks each head saves and loads with this list and nothing else).
+TRUSTED_TYPES = frozenset({
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+})
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write a file under a temporary name and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if isinstance(data, str):
+        tmp.write_text(data, encoding="utf-8")
+    else:
+        tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def json_text(data) -> str:
+    def default(value):
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        return str(value)
+
+    return json.dumps(data, indent=2, default=default)
+
+
+def _is_xgboost(estimator) -> bool:
+    try:
+        from xgboost import XGBModel
+    except ImportError:  # pragma: no cover - xgboost is a dependency
+        return False
+    return isinstance(estimator, XGBModel)
+
+
+def save_head(path: str | os.PathLike, estimator: BaseEstimator, manifest: dict) -> Path:
+    """Save a fitted head and its manifest into directory ``path``; the manifest is written last."""
+    import skops.io as sio
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+    files: dict = {"skops": None, "xgboost": None}
+    if _is_xgboost(final):
+        prefix = estimator.steps[:-1] if isinstance(estimator, Pipeline) else []
+        if prefix:
+            write_atomic(path / SKOPS_FILE, sio.dumps(Pipeline(prefix)))
+            files["skops"] = SKOPS_FILE
+        tmp = path / f".{XGBOOST_FILE}.{os.getpid()}.tmp.ubj"
+        final.save_model(str(tmp))
+        os.replace(tmp, path / XGBOOST_FILE)
+        files["xgboost"] = XGBOOST_FILE
+        files["final_step"] = estimator.steps[-1][0] if isinstance(estimator, Pipeline) else None
+    else:
+        write_atomic(path / SKOPS_FILE, sio.dumps(estimator))
+        files["skops"] = SKOPS_FILE
+    doc = {"featx_head_format": HEAD_FORMAT, **manifest, "files": files, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_atomic(path / MANIFEST_FILE, json_text(doc))
+    return path
+
+
+def load_skops(path: Path):
+    """Load a ``.skops`` file after checking every type it needs against :data:`TRUSTED_TYPES`."""
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means the same: not a readable model
+        raise FeatxError(f"{path} is not a readable skops model file ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    refused = sorted(set(untrusted) - TRUSTED_TYPES)
+    if refused:
+        raise FeatxError(
+            f"refusing to load {path}: it needs type(s) featx does not trust: {', '.join(refused)}. "
+            "It was not written by featx or has been altered; retrain the head"
+        )
+    return sio.load(path, trusted=untrusted)
+
+
+@dataclass
+class TrainedHead:
+    """A loaded head: the fitted estimator plus the manifest of what it was trained on."""
+
+    path: Path
+    manifest: dict
+    estimator: BaseEstimator
+
+    @property
+    def name(self) -> str:
+        return self.manifest["head"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest["class_names"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def backbone(self) -> dict:
+        return self.manifest["backbone"]
+
+    def check_features(self, backbone: dict, dim: int, where: str = "the features") -> None:
+        """Raise unless features of ``backbone`` (an identity dict) and ``dim`` are what this head was fitted on."""
+        mine, theirs = _describe(self.backbone), _describe(backbone)
+        if _canonical(backbone) != _canonical(self.backbone):
+            raise FeatxError(
+                f"head {self.path} was trained on {mine} features but {where} come from {theirs}; "
+                "extract features with the head's backbone, or train a head on these features"
+            )
+        if int(dim) != self.dim:
+            raise FeatxError(f"head {self.path} expects {self.dim}-dim features ({mine}) but {where} are {dim}-dim")
+
+    def check_store(self, store) -> None:
+        self.check_features(store.config["backbone"], store.dim, where=f"store {store.path}")
+        if list(store.class_names) != self.class_names:
+            raise FeatxError(
+                f"head {self.path} predicts classes {self.class_names[:6]} but store {store.path} has "
+                f"{list(store.class_names)[:6]}; evaluate on a store of the same dataset"
+            )
+
+    def _check_dim(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.dim:
+            raise FeatxUsageError(f"head {self.name} expects (n, {self.dim}) features; got shape {X.shape}")
+        return X
+
+    def predict(self, X) -> np.ndarray:
+        return self.estimator.predict(self._check_dim(X))
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self.estimator.predict_proba(self._check_dim(X))
+
+    def __repr__(self) -> str:
+        return f"TrainedHead({self.name!r}, {len(self.class_names)} classes, {self.dim}-dim {_describe(self.backbone)})"
+
+
+def _canonical(identity: dict) -> str:
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
+def _describe(identity: dict) -> str:
+    weights = identity.get("weights", {})
+    detail = weights.get("name") or weights.get("tag") or (weights.get("sha256") or "")[:12] or ""
+    return f"{identity.get('model')} ({weights.get('kind', '?')}{' ' + detail if detail else ''}, pooling {identity.get('pooling')})"
+
+
+def load_head(path: str | os.PathLike, store=None) -> TrainedHead:
+    """Load a head saved by :func:`featx.train_heads`; with ``store``, check it fits that store's features."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise FeatxUsageError(f"{path} is not a saved head (no {MANIFEST_FILE}); give a directory DIR/<head> from `featx train`")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise FeatxError(f"{manifest_path} is not valid JSON ({exc})") from None
+    fmt = manifest.get("featx_head_format")
+    if not isinstance(fmt, int) or fmt > HEAD_FORMAT:
+        raise FeatxError(f"{path} holds head format {fmt!r}; this featx reads up to {HEAD_FORMAT}: upgrade featx")
+    files = manifest.get("files", {})
+    prefix = load_skops(path / files["skops"]) if files.get("skops") else None
+    if files.get("xgboost"):
+        from xgboost import XGBClassifier
+
+        from ._heads import xgboost_device
+
+        booster = XGBClassifier()
+        try:
+            booster.load_model(str(path / files["xgboost"]))
+        except Exception as exc:  # noqa: BLE001 - XGBoostError and friends
+            raise FeatxError(f"cannot read {path / files['xgboost']}: {exc}".splitlines()[0]) from None
+        booster.set_params(device=xgboost_device("auto"))
+        steps = list(prefix.steps) if prefix is not None else []
+        estimator = Pipeline([*steps, (files.get("final_step") or "clf", booster)])
+    elif prefix is not None:
+        estimator = prefix
+    else:
+        raise FeatxError(f"{manifest_path} names no model file")
+    head = TrainedHead(path, manifest, estimator)
+    if store is not None:
+        head.check_store(store)
+    return head

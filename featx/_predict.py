@@ -1,0 +1,138 @@
+"""End-to-end prediction: images -> the head's backbone -> the saved head -> classes.
+
+The backbone is rebuilt from the head's manifest (model, weights, pooling) and must
+resolve to the very identity the head was trained on; images go through timm's eval
+transform for the recorded data config, exactly as in ``featx extract``. A file that
+cannot be used gives a row with its reason in ``error`` instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import BadImageError, FeatxUsageError
+from ._persist import TrainedHead, load_head
+
+__all__ = ["predict", "collect_images", "rows_to_csv", "backbone_for_head"]
+
+
+def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand folders (recursively, hidden files ignored, sorted) and keep files as given."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*")
+                              if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)))
+        elif path.exists():
+            out.append(path)
+        else:
+            raise FeatxUsageError(f"image or folder not found: {path}")
+    if not out:
+        raise FeatxUsageError("no images to predict: the folders given are empty")
+    return out
+
+
+def backbone_for_head(head: TrainedHead, weights: str | os.PathLike | None = None):
+    """Resolve the backbone the head was trained on; ``weights`` is needed for file checkpoints."""
+    from ._backbones import resolve_backbone
+
+    identity = head.backbone
+    recorded = identity.get("weights", {})
+    kind = recorded.get("kind")
+    name = identity["model"]
+    if weights is None:
+        if kind == "offline":
+            name = recorded.get("name", name)
+        elif kind == "hub":
+            weights = "hub"
+            if recorded.get("tag") not in (None, "default"):
+                name = f"{name}.{recorded['tag']}"
+        elif kind == "random":
+            weights = "random"
+        elif kind == "file":
+            raise FeatxUsageError(
+                f"head {head.path} was trained on {name} features from a checkpoint file "
+                f"(sha256 {recorded.get('sha256', '?')[:12]}...): pass that file with --weights"
+            )
+    spec = resolve_backbone(name, weights=weights, pooling=identity.get("pooling", "avg"))
+    head.check_features(spec.identity(), head.dim, where=f"the backbone {spec.display_name}")
+    return spec
+
+
+def _data_config(manifest: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in manifest["data_config"].items()}
+
+
+def predict(
+    model_dir: str | os.PathLike,
+    images: Sequence[str | os.PathLike],
+    *,
+    weights: str | os.PathLike | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    max_pixels: int | None = None,
+) -> list[dict]:
+    """Predict the class of every image (files or folders of them) with a saved head.
+
+    Returns one row per file, in order: ``id`` (the path), ``predicted`` (class name),
+    ``confidence``, ``probabilities`` ({class: p}) and ``error`` (``None``, or why
+    the file was skipped, with ``predicted`` ``None``).
+    """
+    import torch
+
+    from ._backbones import create_backbone
+    from ._extract import make_eval_transform, resolve_device, resolve_precision
+    from ._images import load_image
+
+    if batch_size < 1:
+        raise FeatxUsageError("batch size must be at least 1")
+    head = load_head(model_dir)
+    files = collect_images(images)
+    spec = backbone_for_head(head, weights)
+    model, _ = create_backbone(spec)
+    dev = resolve_device(device)
+    model.to(dev)
+    transform = make_eval_transform(_data_config(head.manifest))
+    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if resolve_precision("auto", dev) == "bf16"
+                else torch.autocast(dev.type, enabled=False))
+    classes = head.class_names
+    rows: list[dict] = []
+    for start in range(0, len(files), batch_size):
+        batch, tensors = [], []
+        for path in files[start:start + batch_size]:
+            row = {"id": str(path), "predicted": None, "confidence": None, "probabilities": None, "error": None}
+            try:
+                tensors.append(transform(load_image(path, max_pixels=max_pixels)))
+                batch.append(row)
+            except BadImageError as exc:
+                row["error"] = str(exc)
+            rows.append(row)
+        if not tensors:
+            continue
+        with torch.inference_mode(), autocast:
+            features = model(torch.stack(tensors).to(dev)).float().reshape(len(tensors), -1).cpu().numpy()
+        proba = head.predict_proba(features)
+        for row, p in zip(batch, proba):
+            best = int(np.argmax(p))
+            row.update(predicted=classes[best], confidence=float(p[best]),
+                       probabilities={c: float(v) for c, v in zip(classes, p)})
+    return rows
+
+
+def rows_to_csv(rows: Sequence[dict], class_names: Sequence[str]) -> str:
+    """CSV text: id, predicted, confidence, one ``p_<class>`` column per class, error."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "predicted", "confidence", *(f"p_{c}" for c in class_names), "error"])
+    for row in rows:
+        probs = row["probabilities"] or {}
+        writer.writerow([row["id"], row["predicted"] or "", "" if row["confidence"] is None else f"{row['confidence']:.6f}",
+                         *("" if c not in probs else f"{probs[c]:.6f}" for c in class_names), row["error"] or ""])
+    return buffer.getvalue()

@@ -1,0 +1,385 @@
+"""Running a pipeline: plan the stages, reuse what is cached, run the rest, write the report.
+
+Stages, in order: one ``extract`` per backbone (``OUT/features/<backbone>.h5``); one
+``head`` stage per (backbone, head, training-set size) on that store
+(``OUT/heads/<backbone>/<head>[-pcN]/``); one ``finetune`` stage per (mode, backbone,
+size) (``OUT/finetune/<backbone>/<mode>[-pcN]/``); then the report in ``OUT``.
+
+Caching: each stage has a key, a hash of everything its output depends on:
+
+* extract: the source fingerprint (ids, labels, file sizes and mtimes), the
+  backbone identity (model, weights and their sha256, pooling), precision, dtype;
+* head: the feature store's ``store_id`` (its config + source fingerprint), the
+  head and its parameters, the training-set size, the seeds, the split options;
+* finetune: the source fingerprint, the backbone identity, the mode and its
+  options, the training-set size, the split options.
+
+``OUT/state.json`` records each finished stage's key. A stage whose key is unchanged
+and whose output is still there is *cached*: it is not run (no forward pass, no
+training). A stage whose key changed starts from an empty directory; a stage that
+failed or was interrupted keeps its directory, so the next run resumes it (a
+partial feature store continues where it stopped, a fine-tune after its last
+epoch). A failed stage does not stop the others: stages that need its output are
+skipped, everything else runs, and the report is written from what exists, with
+the failed and skipped stages listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ._errors import FeatxError, FeatxUsageError, StoreMismatchError
+from ._pipeline import Pipeline, load_pipeline
+from ._report import RESULTS_FILE, load_results, write_json_atomic, write_report
+
+__all__ = ["run_pipeline", "plan_pipeline", "Stage", "PipelineRun", "stage_table", "STATE_FILE", "RESOLVED_FILE"]
+
+STATE_FILE = "state.json"
+RESOLVED_FILE = "pipeline.resolved.yaml"
+_DONE = ("done", "cached")
+
+
+@dataclass
+class Stage:
+    """One unit of work. ``status``: to run, cached, done, failed or skipped."""
+
+    id: str
+    kind: str
+    title: str
+    path: Path
+    backbone: dict
+    head: dict | None = None
+    finetune: dict | None = None
+    per_class: int | None = None
+    after: str | None = None
+    key: str | None = None
+    status: str = "to run"
+    seconds: float | None = None
+    error: str | None = None
+
+    def row(self) -> dict:
+        return {"stage": self.title, "id": self.id, "status": self.status, "seconds": self.seconds, "error": self.error}
+
+
+@dataclass
+class PipelineRun:
+    """What :func:`run_pipeline` did: every stage with its status, the entries and the report path."""
+
+    pipeline: Pipeline
+    out: Path
+    stages: list[Stage]
+    entries: list[dict] = field(default_factory=list)
+    report: Path | None = None
+    dry_run: bool = False
+
+    @property
+    def failed(self) -> list[Stage]:
+        return [s for s in self.stages if s.status in ("failed", "skipped")]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for stage in self.stages:
+            out[stage.status] = out.get(stage.status, 0) + 1
+        return out
+
+
+def _hash(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _size_tag(per_class: int | None) -> str:
+    return "" if per_class is None else f"-pc{per_class}"
+
+
+def plan_pipeline(pipeline: Pipeline, out: Path) -> list[Stage]:
+    """The stages of ``pipeline`` in run order, without keys (those need the data)."""
+    stages = []
+    for bb in pipeline.backbones:
+        label = bb["label"]
+        extract_id = f"extract:{label}"
+        stages.append(Stage(extract_id, "extract", f"extract {label}", out / "features" / f"{label}.h5", bb))
+        for per_class in pipeline.per_class:
+            size = "" if per_class is None else f" ({per_class}/class)"
+            for head in pipeline.heads:
+                stages.append(Stage(
+                    f"head:{label}:{head['label']}{_size_tag(per_class)}", "head", f"head {head['label']} on {label}{size}",
+                    out / "heads" / label / f"{head['label']}{_size_tag(per_class)}", bb, head=head,
+                    per_class=per_class, after=extract_id,
+                ))
+    for entry in pipeline.finetune:
+        for bb in (b for b in pipeline.backbones if b["label"] in entry["backbones"]):
+            for per_class in pipeline.per_class:
+                size = "" if per_class is None else f" ({per_class}/class)"
+                stages.append(Stage(
+                    f"finetune:{bb['label']}:{entry['mode']}{_size_tag(per_class)}", "finetune",
+                    f"finetune {entry['mode']} {bb['label']}{size}",
+                    out / "finetune" / bb["label"] / f"{entry['mode']}{_size_tag(per_class)}", bb, finetune=entry,
+                    per_class=per_class,
+                ))
+    return stages
+
+
+def _read_state(out: Path) -> dict:
+    path = out / STATE_FILE
+    if not path.exists():
+        return {"stages": {}}
+    try:
+        state = json.loads(path.read_text())
+    except ValueError:
+        # A damaged state only costs cache hits; stores and fine-tunes check their own configs.
+        return {"stages": {}}
+    state.setdefault("stages", {})
+    return state
+
+
+def stage_table(out: str | os.PathLike) -> tuple[str | None, list[dict] | None]:
+    """(pipeline name, stage rows for the report) recorded in ``out/state.json``, or (None, None)."""
+    state = _read_state(Path(out))
+    if not state.get("order"):
+        return None, None
+    rows = []
+    for stage_id in state["order"]:
+        record = state["stages"].get(stage_id, {})
+        rows.append({"stage": record.get("title", stage_id), "id": stage_id, "status": record.get("status", "not run"),
+                     "seconds": record.get("seconds"), "error": record.get("error")})
+    return state.get("pipeline"), rows
+
+
+class _Runner:
+    def __init__(self, pipeline: Pipeline, out: Path, dry_run: bool, quiet: bool):
+        self.pipeline, self.out, self.dry_run, self.quiet = pipeline, out, dry_run, quiet
+        self.state = _read_state(out)
+        self._source = None
+        self._fingerprint: str | None = None
+        self._specs: dict[str, object] = {}
+        self.by_id: dict[str, Stage] = {}
+        self.split = {k: pipeline.source[k] for k in ("split_seed", "val_fraction", "test_fraction")}
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            print(f"featx: {message}", file=sys.stderr, flush=True)
+
+    # -- inputs, computed once and only when a stage needs them
+
+    @property
+    def source(self):
+        if self._source is None:
+            from ._sources import open_source
+
+            try:
+                self._source = open_source(self.pipeline.source["path"])
+            except FeatxUsageError as exc:
+                where = self.pipeline.path or "pipeline"
+                raise FeatxUsageError(f"{where}: source.path: {exc} (or --set source.path=...)") from None
+        return self._source
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = self.source.fingerprint()
+        return self._fingerprint
+
+    def spec(self, bb: dict):
+        from ._backbones import resolve_backbone
+
+        if bb["label"] not in self._specs:
+            self._specs[bb["label"]] = resolve_backbone(bb["name"], weights=bb["weights"], pooling=bb["pooling"])
+        return self._specs[bb["label"]]
+
+    def store_id(self, extract_stage: Stage) -> str | None:
+        record = self.state["stages"].get(extract_stage.id, {})
+        return record.get("store_id") if extract_stage.status in _DONE else None
+
+    # -- keys and cache checks
+
+    def key(self, stage: Stage, stages: dict[str, Stage]) -> str | None:
+        identity = self.spec(stage.backbone).identity()
+        if stage.kind == "extract":
+            from ._extract import resolve_device, resolve_precision
+
+            precision = resolve_precision(stage.backbone["precision"], resolve_device(self.pipeline.device))
+            return _hash({"source": self.fingerprint, "backbone": identity, "precision": precision,
+                          "dtype": stage.backbone["dtype"]})
+        if stage.kind == "head":
+            store_id = self.store_id(stages[stage.after])
+            if store_id is None:
+                return None  # known once the store exists
+            return _hash({"store": store_id, "head": stage.head["name"], "params": stage.head["params"],
+                          "per_class": stage.per_class, "seeds": self.pipeline.seeds, "split": self.split})
+        options = {k: v for k, v in stage.finetune.items() if k != "backbones"}
+        return _hash({"source": self.fingerprint, "backbone": identity, "finetune": options,
+                      "per_class": stage.per_class, "split": self.split})
+
+    def is_cached(self, stage: Stage) -> bool:
+        record = self.state["stages"].get(stage.id, {})
+        if stage.key is None or record.get("key") != stage.key or record.get("status") not in _DONE:
+            return False
+        if stage.kind == "extract":
+            from ._store import FeatureStore
+
+            try:
+                store = FeatureStore(stage.path)
+            except FeatxError:
+                return False
+            return store.complete and store.store_id == record.get("store_id")
+        return (stage.path / RESULTS_FILE).exists()
+
+    def record(self, stage: Stage, **extra) -> None:
+        self.state["stages"][stage.id] = {
+            "title": stage.title, "kind": stage.kind, "key": stage.key, "status": stage.status,
+            "seconds": stage.seconds, "error": stage.error, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
+        }
+        if not self.dry_run:
+            write_json_atomic(self.out / STATE_FILE, self.state)
+
+    # -- stages
+
+    def run_extract(self, stage: Stage) -> dict:
+        from ._extract import extract
+
+        bb = stage.backbone
+        kwargs = dict(batch_size=bb["batch_size"], device=self.pipeline.device, workers=bb["workers"],
+                      precision=bb["precision"], dtype=bb["dtype"], quiet=self.quiet)
+        try:
+            store = extract(self.source, self.spec(bb), stage.path, **kwargs)
+        except StoreMismatchError:
+            # The pipeline owns this file: a store of an older config is stale, not precious.
+            self.say(f"{stage.path} holds features of an older config; replacing it")
+            store = extract(self.source, self.spec(bb), stage.path, overwrite=True, **kwargs)
+        return {"store_id": store.store_id}
+
+    def run_head(self, stage: Stage) -> dict:
+        from ._store import FeatureStore
+        from ._train import train_heads
+
+        store = FeatureStore(self.by_id[stage.after].path).require_complete()
+        train_heads(store, heads=[stage.head["name"]], params={stage.head["name"]: stage.head["params"]},
+                    per_class=stage.per_class, seeds=self.pipeline.seeds, out=stage.path, quiet=self.quiet,
+                    **self.split)
+        return {}
+
+    def run_finetune(self, stage: Stage) -> dict:
+        from ._finetune import finetune
+
+        bb = stage.backbone
+        options = {k: v for k, v in stage.finetune.items() if k not in ("mode", "backbones")}
+        finetune(self.source, self.spec(bb), stage.path, mode=stage.finetune["mode"], per_class=stage.per_class,
+                 device=self.pipeline.device, resume=True, quiet=self.quiet, **self.split, **options)
+        return {}
+
+    def execute(self, stages: list[Stage]) -> None:
+        self.by_id = by_id = {s.id: s for s in stages}
+        self.state["pipeline"] = self.pipeline.name
+        self.state["order"] = [s.id for s in stages]
+        for number, stage in enumerate(stages, start=1):
+            tag = f"[{number}/{len(stages)}] {stage.title}"
+            if stage.after and by_id[stage.after].status in ("failed", "skipped"):
+                stage.status, stage.error = "skipped", f"needs {by_id[stage.after].title}, which did not finish"
+                self.say(f"{tag}: skipped ({stage.error})")
+                self.record(stage)
+                continue
+            stage.key = self.key(stage, by_id)
+            if self.is_cached(stage):
+                stage.status = "cached"
+                stage.seconds = self.state["stages"][stage.id].get("seconds")
+                self.say(f"{tag}: cached")
+                continue
+            if self.dry_run:
+                stage.status = "to run"
+                continue
+            previous = self.state["stages"].get(stage.id, {})
+            if previous.get("key") not in (None, stage.key) and stage.kind != "extract" and stage.path.exists():
+                # Inputs changed: old outputs would be refused (or, worse, mixed in).
+                shutil.rmtree(stage.path)
+            self.say(f"{tag}: running")
+            started = time.perf_counter()
+            try:
+                extra = getattr(self, f"run_{stage.kind}")(stage)
+            except Exception as exc:  # noqa: BLE001 - one failed stage must not lose the others
+                stage.seconds = round(time.perf_counter() - started, 3)
+                stage.status = "failed"
+                stage.error = (str(exc).splitlines() or [""])[0] if isinstance(exc, FeatxError) else f"{type(exc).__name__}: {exc}"
+                self.say(f"{tag}: FAILED after {stage.seconds:.1f} s: {stage.error}")
+                self.record(stage, traceback=traceback.format_exc(limit=20))
+                continue
+            stage.seconds = round(time.perf_counter() - started, 3)
+            stage.status = "done"
+            self.say(f"{tag}: done in {stage.seconds:.1f} s")
+            self.record(stage, **extra)
+
+    # -- results
+
+    def entries(self, stages: list[Stage]) -> list[dict]:
+        """Every finished stage's entries, tagged with the dataset and, for heads, their store
+        (whose extraction cost and size the report adds)."""
+        out = []
+        for stage in stages:
+            if stage.kind == "extract" or stage.status not in _DONE:
+                continue
+            for entry in load_results(stage.path):
+                entry = {**entry, "dataset": self.pipeline.name, "backbone_label": stage.backbone["label"], "stage": stage.id}
+                if stage.kind == "head":
+                    entry["store_path"] = str(self.by_id[stage.after].path)
+                    if stage.head["label"] != stage.head["name"]:
+                        entry["head"] = stage.head["label"]
+                out.append(entry)
+        return out
+
+
+def run_pipeline(
+    pipeline: str | os.PathLike | dict | Pipeline,
+    *,
+    overrides=(),
+    out: str | os.PathLike | None = None,
+    dry_run: bool = False,
+    quiet: bool = False,
+) -> PipelineRun:
+    """Run every stage of a pipeline that is not cached, then write the report; return what happened.
+
+    ``dry_run=True`` only plans: each stage comes back ``cached`` or ``to run`` and
+    nothing is written. Failed stages do not raise: they come back ``failed`` (and
+    the stages that needed them ``skipped``), the report shows what exists, and
+    :attr:`PipelineRun.failed` lists them; running again resumes.
+    """
+    if not isinstance(pipeline, Pipeline):
+        pipeline = load_pipeline(pipeline, overrides, out=out)
+    elif out is not None:
+        pipeline.out = str(out)
+    out_dir = Path(pipeline.out)
+    stages = plan_pipeline(pipeline, out_dir)
+    runner = _Runner(pipeline, out_dir, dry_run, quiet or dry_run)
+    result = PipelineRun(pipeline, out_dir, stages, dry_run=dry_run)
+    runner.source  # noqa: B018 - a missing source is a usage error before anything is written
+    if dry_run:
+        runner.execute(stages)
+        return result
+
+    from filelock import FileLock, Timeout
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out_dir / ".featx-run.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise FeatxError(f"another `featx run` is writing {out_dir}; wait for it or use another --out") from None
+    try:
+        resolved = out_dir / RESOLVED_FILE
+        resolved.write_text(f"# {pipeline.path or 'pipeline'} as run: overrides and defaults applied\n"
+                            + yaml.safe_dump(pipeline.to_dict(), sort_keys=False))
+        runner.execute(stages)
+        result.entries = runner.entries(stages)
+        rows = [s.row() for s in stages]
+        result.report = write_report(out_dir, result.entries, title=f"featx report: {pipeline.name}", stages=rows)
+    finally:
+        lock.release()
+    return result

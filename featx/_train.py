@@ -1,0 +1,529 @@
+"""Stage 2: fit classical heads on a feature store, choose them honestly, evaluate once.
+
+Protocol, the same for every head:
+
+1. Splits: the store's own train/val/test when it has them (val carved from train
+   if absent), otherwise a stratified, seeded split (:meth:`FeatureStore.split_assignment`),
+   or a recorded ``splits.json``. The assignment is written to ``OUT/splits.json``.
+2. Few-shot (``per_class=N``): N training items per class drawn from the training
+   split only (:func:`featx._splits.few_shot_mask`), before validation data is
+   touched. Validation stays the full validation split.
+3. Selection on validation accuracy, within the head's fixed budget:
+   ``grid`` fits each candidate on train; ``path`` (logreg) walks the L2 grid from
+   strong to weak regularisation with warm starts and stops once validation accuracy
+   has not improved for ``patience`` grid points; ``early_stopping`` (boosters) lets
+   the booster stop on the validation split and keeps the best number of rounds.
+4. Refit of the chosen configuration on train+val (on the few-shot training items
+   alone when ``per_class`` is set, so the head still sees N items per class), then
+   a single evaluation on the test split: :func:`featx._metrics.classification_metrics`.
+5. Seeds ``0..K-1`` redraw the few-shot subset and the model's ``random_state``; the
+   entry reports seed 0 and ``seed_summary`` gives mean/std over the seeds.
+
+``fit_seconds`` is selection + refit wall time; ``predict_seconds_per_1k`` is the
+head's ``predict`` on the test split, per 1,000 items.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+
+from ._errors import FeatxError, FeatxUsageError
+from ._heads import HeadSpec, get_head
+from ._metrics import classification_metrics, summarise_seeds
+from ._persist import json_text, load_head, save_head, write_atomic
+from ._splits import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
+from ._store import FeatureStore
+
+__all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
+
+RESULTS_FILE, CONFIG_FILE, ENTRY_FILE = "results.json", "config.json", "result.json"
+PATH_PATIENCE = 8  # grid points (two decades of C) without a better val accuracy end the path
+
+
+def versions() -> dict:
+    import importlib.metadata
+
+    from ._store import _versions
+
+    try:
+        xgb = importlib.metadata.version("xgboost")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        xgb = None
+    return {**_versions(), "xgboost": xgb}
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(f"featx: {message}", file=sys.stderr, flush=True)
+
+
+# -- selection -------------------------------------------------------------------
+
+
+def _fit_candidate(spec: HeadSpec, params: dict, seed: int, X, y) -> BaseEstimator:
+    return spec.create(**{**params, **spec.search_only}, random_state=seed).fit(X, y)
+
+
+def _select_grid(spec, candidates, seed, train, val):
+    trace = []
+    for params in candidates:
+        started = time.perf_counter()
+        try:
+            model = _fit_candidate(spec, params, seed, *train)
+        except ValueError as exc:  # e.g. PCA or k larger than a few-shot training set allows
+            trace.append({"params": params, "error": str(exc).splitlines()[0]})
+            continue
+        trace.append({"params": params, "val_accuracy": float(model.score(*val)),
+                      "seconds": round(time.perf_counter() - started, 3)})
+    return trace, {}
+
+
+def _select_path(spec, candidates, seed, train, val, patience: int = PATH_PATIENCE):
+    """Warm-started regularisation path: C from small (strong L2) to large, stopped after the peak."""
+    (X, y), (Xv, yv) = train, val
+    fixed = {k: v for k, v in candidates[0].items() if k != "C"}
+    model = spec.create(**fixed, random_state=seed)
+    prep, clf = model[:-1], model[-1]
+    Z, Zv = prep.fit_transform(X), prep.transform(Xv)
+    clf.set_params(warm_start=True)
+    trace, best, since_best, coefs = [], -1.0, 0, {}
+    for C in sorted({float(c["C"]) for c in candidates}):
+        started = time.perf_counter()
+        clf.set_params(C=C)
+        with warnings.catch_warnings():
+            # Far along the path a step may stop at max_iter; its val accuracy is still what counts.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(Z, y)
+        acc = float(clf.score(Zv, yv))
+        trace.append({"params": {**fixed, "C": C}, "val_accuracy": acc, "n_iter": int(np.max(clf.n_iter_)),
+                      "seconds": round(time.perf_counter() - started, 3)})
+        if acc > best:
+            best, since_best = acc, 0
+            coefs = {"coef": clf.coef_.copy(), "intercept": clf.intercept_.copy()}
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
+    return trace, coefs
+
+
+def _rounds_param(clf) -> str:
+    return "n_estimators" if hasattr(clf, "get_booster") else "max_iter"
+
+
+def _select_early_stopping(spec, candidates, seed, train, val, rounds_patience: int = 20):
+    """Each candidate's booster stops on the validation split; its best round count is kept."""
+    (X, y), (Xv, yv) = train, val
+    trace = []
+    for params in candidates:
+        started = time.perf_counter()
+        model = spec.create(**params, random_state=seed)
+        prep, clf = model[:-1], model[-1]
+        try:
+            Z = prep.fit_transform(X, y) if len(model) > 1 else X
+        except ValueError as exc:
+            trace.append({"params": params, "error": str(exc).splitlines()[0]})
+            continue
+        Zv = prep.transform(Xv) if len(model) > 1 else Xv
+        if _rounds_param(clf) == "n_estimators":
+            clf.set_params(early_stopping_rounds=rounds_patience, eval_metric="mlogloss")
+            clf.fit(Z, y, eval_set=[(Zv, yv)], verbose=False)
+            rounds = int(clf.best_iteration) + 1
+        else:
+            clf.set_params(early_stopping=True, n_iter_no_change=rounds_patience, scoring="loss")
+            clf.fit(Z, y, X_val=Zv, y_val=yv)
+            # validation_score_[i] is the score after i rounds (index 0: before any).
+            rounds = max(1, int(np.argmax(clf.validation_score_)))
+        trace.append({"params": {**params, _rounds_param(clf): rounds}, "val_accuracy": float(clf.score(Zv, yv)),
+                      "seconds": round(time.perf_counter() - started, 3)})
+    return trace, {}
+
+
+def _fit_pca_to(params: dict, n_rows: int, dim: int) -> dict:
+    """A PCA cannot have more components than training rows or features: cap it (few-shot sets)."""
+    pca = params.get("pca")
+    if isinstance(pca, int) and pca > min(n_rows, dim):
+        return {**params, "pca": min(n_rows, dim)}
+    return params
+
+
+_SELECTORS = {"grid": _select_grid, "path": _select_path, "early_stopping": _select_early_stopping}
+
+
+def select_and_fit(
+    spec: HeadSpec | str,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    refit: tuple[np.ndarray, np.ndarray],
+    *,
+    params: Mapping | None = None,
+    seed: int = 0,
+) -> tuple[BaseEstimator, dict]:
+    """Choose a head's hyper-parameters on ``val``, refit on ``refit``; return (model, selection record).
+
+    ``params`` are fixed (not searched). The record holds the chosen parameters, every
+    candidate's validation accuracy and the selection and refit wall times.
+    """
+    spec = get_head(spec) if isinstance(spec, str) else spec
+    candidates = [_fit_pca_to(c, *train[0].shape) for c in spec.candidates(params, seed=seed)]
+    started = time.perf_counter()
+    trace, state = _SELECTORS[spec.selection](spec, candidates, seed, train, val)
+    scored = [t for t in trace if "val_accuracy" in t]
+    if not scored:
+        reasons = "; ".join(f"{t['params']}: {t['error']}" for t in trace[:3])
+        raise FeatxError(f"no {spec.name} configuration could be fitted on this training set ({reasons})")
+    # First best wins ties: candidates are ordered simple/strongly regularised first.
+    chosen = max(scored, key=lambda t: t["val_accuracy"])
+    selection_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    model = spec.create(**chosen["params"], random_state=seed)
+    if state.get("coef") is not None:
+        # The path's solution at the chosen C is an excellent start for the refit.
+        prep, clf = model[:-1], model[-1]
+        Z = prep.fit_transform(*refit)
+        clf.set_params(warm_start=True)
+        clf.coef_, clf.intercept_ = state["coef"], state["intercept"]
+        clf.fit(Z, refit[1])
+        clf.set_params(warm_start=False)
+    else:
+        model.fit(*refit)
+    refit_seconds = time.perf_counter() - started
+    record = {
+        "params": chosen["params"],
+        "val_accuracy": chosen["val_accuracy"],
+        "metric": "val_accuracy",
+        "method": spec.selection,
+        "budget": spec.budget,
+        "candidates": trace,
+        "selection_seconds": round(selection_seconds, 3),
+        "refit_seconds": round(refit_seconds, 3),
+    }
+    return model, record
+
+
+# -- splits ----------------------------------------------------------------------
+
+
+def resolve_splits(store: FeatureStore, splits_file=None, split_seed: int = 0, val_fraction: float = 0.1,
+                   test_fraction: float = 0.2) -> tuple[np.ndarray, dict]:
+    """Train/val/test per row of ``store``: a recorded split file, or the store's assignment."""
+    if splits_file is not None:
+        return load_splits(splits_file, store.ids), {"rule": f"loaded from {splits_file}"}
+    return store.split_assignment(seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+def training_rows(ids, labels, split: np.ndarray, per_class: int | None, seed: int) -> dict[str, np.ndarray]:
+    """Boolean row masks: ``train`` (few-shot when ``per_class``), ``val``, ``refit``, ``test``.
+
+    The few-shot draw looks at the training split only; validation and test rows are
+    the full splits whatever ``per_class`` and ``seed`` are.
+    """
+    train = split == "train"
+    if per_class is not None:
+        train = train & few_shot_mask(ids, labels, split, per_class, seed)
+    val = split == "val"
+    return {"train": train, "val": val, "refit": train if per_class is not None else train | val, "test": split == "test"}
+
+
+def split_record(store: FeatureStore, split: np.ndarray, rule: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, splits) of every source item, skipped ones included, when the split was computed.
+
+    Recording all items makes ``splits.json`` and its digest identical to the ones the
+    fine-tune baseline writes from the source, and lets it reload this file.
+    """
+    if "seed" in rule:
+        full, _ = store.split_assignment(seed=rule["seed"], val_fraction=rule["val_fraction"],
+                                         test_fraction=rule["test_fraction"], usable_only=False)
+        return store.all_ids, full
+    return store.ids, split
+
+
+def _record_splits(out: Path, store: FeatureStore, splits: np.ndarray, rule: dict) -> None:
+    path = out / SPLITS_FILE
+    ids, full = split_record(store, splits, rule)
+    digest = splits_digest(ids, full)
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text()).get("digest")
+        except ValueError:
+            previous = None
+        if previous not in (None, digest):
+            raise FeatxUsageError(
+                f"{out} holds results made on another split ({path}); use another --out, "
+                f"or --splits {path} to train on that same split"
+            )
+    save_splits(path, ids, full, rule)
+
+
+# -- evaluation and results ------------------------------------------------------
+
+
+def _predict_timed(model, X) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    pred = model.predict(X)
+    seconds = time.perf_counter() - started
+    return np.asarray(pred), seconds / max(len(X), 1) * 1000.0
+
+
+def _base_entry(store: FeatureStore, head: str) -> dict:
+    return {
+        "kind": "head", "head": head, "mode": None, "backbone": store.backbone,
+        "weights": store.config["backbone"]["weights"], "store_id": store.store_id, "dim": store.dim,
+    }
+
+
+def _metric_fields(metrics: dict) -> dict:
+    keys = ("accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "balanced_accuracy", "per_class_metrics",
+            "confusion_matrix", "class_names", "n_test", "ci_level", "n_boot")
+    return {k: metrics[k] for k in keys}
+
+
+def _fmt_ci(ci) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def results_table(entries: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["head", "per_class", "seeds", "n_train", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci",
+              "balanced_accuracy", "fit_seconds", "predict_seconds_per_1k", "params"]
+    rows = []
+    for e in entries:
+        rows.append([
+            str(e["head"]), "all" if e.get("per_class") is None else str(e["per_class"]), str(len(e.get("seeds") or [])),
+            str(e.get("n_train")), f"{e['accuracy']:.4f}", _fmt_ci(e["accuracy_ci"]), f"{e['macro_f1']:.4f}",
+            _fmt_ci(e["macro_f1_ci"]), f"{e['balanced_accuracy']:.4f}", f"{e['fit_seconds']:.2f}",
+            f"{e['predict_seconds_per_1k']:.4f}" if e.get("predict_seconds_per_1k") is not None else "",
+            json.dumps(e.get("params", {}), sort_keys=True, default=str),
+        ])
+    return header, rows
+
+
+def _write_tables(out: Path, entries: Sequence[dict]) -> None:
+    header, rows = results_table(entries)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomic(out / "results.csv", buffer.getvalue())
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    write_atomic(out / "results.md", "\n".join(md) + "\n")
+
+
+def _merge_results(out: Path, entries: Sequence[dict]) -> list[dict]:
+    """Replace this run's (head, store, per_class) entries in ``out/results.json``, keep the rest."""
+    from filelock import FileLock
+
+    path = out / RESULTS_FILE
+    with FileLock(str(path) + ".lock"):
+        try:
+            existing = json.loads(path.read_text()) if path.exists() else []
+        except ValueError:
+            raise FeatxError(f"{path} is not valid JSON; move it away and run again") from None
+
+        def key(e):
+            return e.get("kind"), e.get("head"), e.get("store_id"), e.get("per_class")
+
+        new_keys = {key(e) for e in entries}
+        merged = [e for e in existing if key(e) not in new_keys] + list(entries)
+        write_atomic(path, json_text(merged))
+    return merged
+
+
+# -- the stage -------------------------------------------------------------------
+
+
+def _open_store(store) -> FeatureStore:
+    if not isinstance(store, FeatureStore):
+        store = FeatureStore(store)
+    return store.require_complete()
+
+
+def train_heads(
+    store: FeatureStore | str | os.PathLike,
+    heads: Sequence[str] = ("logreg",),
+    *,
+    params: Mapping[str, Mapping] | None = None,
+    per_class: int | None = None,
+    seeds: int | Sequence[int] = 1,
+    out: str | os.PathLike | None = None,
+    splits: str | os.PathLike | None = None,
+    split_seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    n_boot: int = 1000,
+    threads: int | None = None,
+    quiet: bool = True,
+) -> list[dict]:
+    """Train, select and evaluate ``heads`` on ``store``; return one results entry per head.
+
+    ``params`` maps a head name to fixed parameters (not searched). ``seeds`` is a
+    count K (seeds 0..K-1) or a list. With ``out``, each head is saved under
+    ``out/<head>/`` and ``results.json`` / ``results.csv`` / ``results.md``,
+    ``splits.json`` and ``config.json`` are written next to them (atomically).
+
+    ``threads`` caps the BLAS and OpenMP threads of the fits (``None``: library
+    defaults). Set it to 1 on a machine busy with other work: there the spinning
+    threads of OpenBLAS and OpenMP made fits far slower than one thread (on a 2-core
+    machine at load 8, a digits logreg fit took 16 s instead of 0.5 s, 20
+    gradient-boosting rounds 37 s instead of 4 s); joblib-parallel forests still use
+    every core.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads):
+        return _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction,
+                            test_fraction, n_boot, threads, quiet)
+
+
+def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction, test_fraction, n_boot,
+                 threads, quiet) -> list[dict]:
+    store = _open_store(store)
+    heads = list(heads)
+    if not heads:
+        raise FeatxUsageError("no heads given; choose from `featx heads`")
+    specs = [get_head(h) for h in heads]
+    params = {k: dict(v) for k, v in (params or {}).items()}
+    for name in params:
+        get_head(name)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise FeatxUsageError("seeds must be at least 1")
+    if per_class is not None and per_class < 1:
+        raise FeatxUsageError("--per-class must be a positive number of training items per class")
+
+    split, rule = resolve_splits(store, splits, split_seed, val_fraction, test_fraction)
+    for name in ("train", "val", "test"):
+        if not np.any(split == name):
+            raise FeatxUsageError(f"the {name} split of {store.path} is empty: give a store with more items per class")
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _record_splits(out_dir, store, split, rule)
+    X, y, names = store.features, store.labels, store.class_names
+    val, test = split == "val", split == "test"
+    digest = splits_digest(*split_record(store, split, rule))
+
+    entries = []
+    for spec in specs:
+        fixed = params.get(spec.name, {})
+        runs = []
+        for seed in seed_list:
+            rows = training_rows(store.ids, y, split, per_class, seed)
+            train, refit = rows["train"], rows["refit"]
+            started = time.perf_counter()
+            model, selection = select_and_fit(spec, (X[train], y[train]), (X[val], y[val]), (X[refit], y[refit]),
+                                              params=fixed, seed=seed)
+            fit_seconds = time.perf_counter() - started
+            if out_dir is not None and seed == seed_list[0]:
+                # Evaluate the saved head itself, so `featx evaluate` reproduces these numbers
+                # exactly (a reloaded array's memory layout can move float sums by an ulp).
+                manifest = {
+                    "head": spec.name, "params": selection["params"], "backbone": store.config["backbone"],
+                    "store_id": store.store_id, "store_path": str(store.path), "dim": store.dim,
+                    "class_names": list(names), "data_config": store.config["data_config"],
+                    "precision": store.config.get("precision"), "source": store.config.get("source"),
+                    "per_class": per_class, "seed": seed, "splits_digest": digest, "split_rule": rule,
+                    "versions": versions(),
+                }
+                model = load_head(save_head(out_dir / spec.name, model, manifest)).estimator
+            pred, per_1k = _predict_timed(model, X[test])
+            metrics = classification_metrics(y[test], pred, names, n_boot=n_boot, seed=seed)
+            runs.append({"seed": seed, "model": model, "selection": selection, "metrics": metrics,
+                         "fit_seconds": fit_seconds, "predict_seconds_per_1k": per_1k,
+                         "n_train": int(train.sum())})
+            _say(quiet, f"{spec.name} seed {seed}: val {selection['val_accuracy']:.4f} with "
+                        f"{json.dumps(selection['params'], default=str)}; test accuracy {metrics['accuracy']:.4f}, "
+                        f"fit {fit_seconds:.1f} s")
+        first = runs[0]
+        entry = {
+            **_base_entry(store, spec.name),
+            "per_class": per_class, "seeds": seed_list,
+            "n_train": first["n_train"], "n_val": int(val.sum()), "n_test": int(test.sum()),
+            "refit_on": "train" if per_class is not None else "train+val",
+            "splits_digest": digest, "split_rule": rule,
+            **_metric_fields(first["metrics"]),
+            "seed_summary": summarise_seeds([r["metrics"] for r in runs]) if len(runs) > 1 else {},
+            "fit_seconds": round(first["fit_seconds"], 3),
+            "predict_seconds_per_1k": round(first["predict_seconds_per_1k"], 5),
+            "params": first["selection"]["params"],
+            "selection": {k: v for k, v in first["selection"].items() if k != "params"},
+            "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if len(runs) > 1:
+            entry["seed_runs"] = [{"seed": r["seed"], "params": r["selection"]["params"],
+                                   "accuracy": r["metrics"]["accuracy"], "macro_f1": r["metrics"]["macro_f1"],
+                                   "fit_seconds": round(r["fit_seconds"], 3)} for r in runs]
+        entries.append(entry)
+        if out_dir is not None:
+            write_atomic(out_dir / spec.name / ENTRY_FILE, json_text(entry))
+
+    if out_dir is not None:
+        merged = _merge_results(out_dir, entries)
+        _write_tables(out_dir, merged)
+        config = {
+            "store": str(store.path), "store_id": store.store_id, "backbone": store.config["backbone"],
+            "source": store.config.get("source"), "heads": heads, "params": params, "per_class": per_class,
+            "seeds": seed_list, "splits": str(splits) if splits is not None else None, "split_rule": rule,
+            "splits_digest": digest, "n_boot": n_boot, "refit_on": entries[0]["refit_on"],
+            "path_patience": PATH_PATIENCE, "threads": threads, "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_atomic(out_dir / CONFIG_FILE, json_text(config))
+    return entries
+
+
+def evaluate_head(
+    model_dir: str | os.PathLike,
+    store: FeatureStore | str | os.PathLike,
+    *,
+    splits: str | os.PathLike | None = None,
+    n_boot: int = 1000,
+) -> dict:
+    """Re-evaluate a saved head on the test split of ``store``; return a results entry.
+
+    The test split is ``splits`` if given, else the ``splits.json`` of the run the head
+    was saved in (when it covers this store), else the store's split recomputed with the
+    rule recorded in the head's manifest.
+    """
+    store = _open_store(store)
+    head = load_head(model_dir, store=store)
+    recorded = Path(model_dir).resolve().parent / SPLITS_FILE
+    if splits is None and recorded.is_file():
+        try:
+            split, rule = load_splits(recorded, store.ids), {"rule": f"loaded from {recorded}"}
+        except FeatxError:
+            split = None
+    else:
+        split = None
+    if split is None:
+        if splits is not None:
+            split, rule = resolve_splits(store, splits)
+        else:
+            old = head.manifest.get("split_rule") or {}
+            split, rule = resolve_splits(store, None, old.get("seed", 0), old.get("val_fraction", 0.1),
+                                         old.get("test_fraction", 0.2))
+    test = split == "test"
+    if not test.any():
+        raise FeatxUsageError(f"the test split of {store.path} is empty")
+    pred, per_1k = _predict_timed(head.estimator, store.features[test])
+    metrics = classification_metrics(store.labels[test], pred, store.class_names, n_boot=n_boot)
+    return {
+        **_base_entry(store, head.name), "per_class": head.manifest.get("per_class"), "seeds": [head.manifest.get("seed", 0)],
+        "n_train": None, "n_val": int((split == "val").sum()), "n_test": int(test.sum()),
+        "splits_digest": splits_digest(*split_record(store, split, rule)), "split_rule": rule, **_metric_fields(metrics),
+        "seed_summary": {}, "fit_seconds": None, "predict_seconds_per_1k": round(per_1k, 5),
+        "params": head.manifest.get("params", {}), "model": str(model_dir), "trained_on_store_id": head.manifest.get("store_id"),
+        "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
