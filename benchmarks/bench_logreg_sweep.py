@@ -8,7 +8,7 @@ L2, stopped once val accuracy has not improved for 8 points) plus its refit. The
 side fits ``make_logreg(C)`` from scratch (lbfgs, max_iter=1000) at a few C values spread
 over the same range the path walked; its per-C mean times the number of points the path
 walked is what a naive sweep of that range would cost. Both sides run with the same BLAS
-thread setting (one, as ``train_heads`` does by default).
+thread setting (``--blas-threads``, default one).
 
     python benchmarks/bench_logreg_sweep.py                       # 50,000 x 1,280, 10 classes
     python benchmarks/bench_logreg_sweep.py --n 5000 --naive 3    # quick look

@@ -282,6 +282,8 @@ def _base_entry(store: FeatureStore, head: str) -> dict:
     return {
         "kind": "head", "head": head, "mode": None, "backbone": store.backbone,
         "weights": store.config["backbone"]["weights"], "store_id": store.store_id, "dim": store.dim,
+        # Lets a report add the store's extraction time and size to this head's cost.
+        "store_path": str(store.path),
     }
 
 
@@ -469,10 +471,10 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
         entries.append(entry)
         if out_dir is not None:
             write_atomic(out_dir / spec.name / ENTRY_FILE, json_text(entry))
+            # Merge after every head, so an interrupted multi-head run keeps what finished.
+            _write_tables(out_dir, _merge_results(out_dir, [entry]))
 
     if out_dir is not None:
-        merged = _merge_results(out_dir, entries)
-        _write_tables(out_dir, merged)
         config = {
             "store": str(store.path), "store_id": store.store_id, "backbone": store.config["backbone"],
             "source": store.config.get("source"), "heads": heads, "params": params, "per_class": per_class,
