@@ -62,15 +62,17 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     return path
 
 
-def json_text(data) -> str:
-    def default(value):
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        return str(value)
+def json_default(value):
+    """JSON encoder fallback for NumPy scalars and arrays (and paths, as strings)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
 
-    return json.dumps(data, indent=2, default=default)
+
+def json_text(data) -> str:
+    return json.dumps(data, indent=2, default=json_default)
 
 
 def _is_xgboost(estimator) -> bool:

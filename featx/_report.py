@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._errors import FeatxError, FeatxUsageError
+from ._persist import json_text, write_atomic
 
 __all__ = ["write_report", "load_results", "total_seconds", "recommend", "REPORT_FILES"]
 
@@ -40,9 +41,7 @@ _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#
 
 
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json_text(data))
 
 
 def load_results(path: str | os.PathLike) -> list[dict]:
@@ -247,15 +246,8 @@ def _plot_pareto(entries: Sequence[dict], rec: dict, path: Path, title: str) -> 
     if total_seconds(rec) is not None:
         ax.scatter([total_seconds(rec)], [100 * rec["accuracy"]], s=260, facecolors="none", edgecolors="#e6a000",
                    linewidths=2, label="recommended", zorder=5)
-    ax.set_xscale("log")
-    _log_axis(ax.xaxis)
-    ax.set_xlabel("total compute time to result (s, log scale): extraction + fit, or fine-tune training")
-    ax.set_ylabel("test accuracy (%), 95% CI")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7.5, loc="best")
-    fig.savefig(path)
-    return path
+    return _save_accuracy_plot(fig, ax, path, title,
+                               "total compute time to result (s, log scale): extraction + fit, or fine-tune training")
 
 
 def _plot_best(entry: dict, path: Path) -> Path:
@@ -326,9 +318,15 @@ def _plot_learning_curve(entries: Sequence[dict], path: Path, title: str) -> Pat
         style = "--" if "scratch" in name else "-"
         ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o" + style, capsize=3, ms=5, label=name,
                     color=_PALETTE[i % len(_PALETTE)])
+    return _save_accuracy_plot(fig, ax, path, title,
+                               "training images per class (log scale; rightmost point = full training set when run)")
+
+
+def _save_accuracy_plot(fig, ax, path: Path, title: str, xlabel: str) -> Path:
+    """Shared finish of the accuracy plots: log x axis with plain ticks, labels, grid, legend."""
     ax.set_xscale("log")
     _log_axis(ax.xaxis)
-    ax.set_xlabel("training images per class (log scale; rightmost point = full training set when run)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%), 95% CI")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.25)

@@ -17,7 +17,7 @@ import click
 
 from ._errors import FeatxError
 
-__all__ = ["main", "cli", "FeatxClickError", "json_default"]
+__all__ = ["main", "cli", "FeatxClickError"]
 
 _COMMAND_MODULES: list[str] = ["featx._cli_finetune", "featx._cli_pipeline", "featx._cli_heads"]
 
@@ -42,17 +42,6 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("featx: interrupted; run the same command again to resume", err=True)
             ctx.exit(130)
-
-
-def json_default(value):
-    """JSON encoder for NumPy scalars/arrays and paths in command output."""
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -100,6 +89,7 @@ def extract(source, backbone, weights, pooling, out, batch_size, device, workers
 @click.option("--json", "as_json", is_flag=True, help="Print the full description as JSON.")
 def info(store_path, as_json):
     """Describe a feature store: size, backbone, classes, splits, skipped items, config."""
+    from ._persist import json_default
     from ._store import FeatureStore
 
     store = FeatureStore(store_path)
