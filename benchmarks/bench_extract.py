@@ -10,7 +10,7 @@ features (cosine similarity to fp32, and a 5-fold logistic-regression accuracy o
 both). Prints the ratios. Example::
 
     python benchmarks/bench_extract.py --source digits --n 800
-    python benchmarks/bench_extract.py --source /tmp/cifar10/test --n 1000   # JPEG files
+    python benchmarks/bench_extract.py --source data/cifar10/test --n 400    # JPEG files
 """
 
 from __future__ import annotations
