@@ -57,6 +57,18 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def autocast_context(device: torch.device, precision: str):
+    """The autocast context for a resolved precision: bf16 autocast, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def jsonable_data_config(data_config: dict) -> dict:
+    """A timm data config with tuples as lists, as it reads back from JSON."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()}
+
+
 def make_eval_transform(data_config: dict):
     import timm.data
 
@@ -111,7 +123,8 @@ def default_store_path(source: Source, spec: BackboneSpec, root: str | os.PathLi
     return Path(root) / f"{source.name}__{spec.model}__{key}.h5"
 
 
-def _embedding_dim(model: torch.nn.Module, input_size, device) -> int:
+def embedding_dim(model: torch.nn.Module, input_size, device) -> int:
+    """Width of the model's output, from one forward pass on a blank image."""
     with torch.inference_mode():
         out = model(torch.zeros((1, *input_size), device=device))
     return int(out.reshape(1, -1).shape[1])
@@ -158,7 +171,7 @@ def extract(
     config = {
         "source": {"kind": src.kind, "name": src.name},
         "backbone": spec.identity(),
-        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
+        "data_config": jsonable_data_config(data_config),
         "precision": prec,
         "dtype": dtype,
     }
@@ -175,10 +188,8 @@ def extract(
                 return store
             writer = StoreWriter.reopen(path)
         else:
-            if channels_last is None:
-                channels_last = dev.type == "cuda"
             model.to(dev)
-            dim = _embedding_dim(model, data_config["input_size"], dev)
+            dim = embedding_dim(model, data_config["input_size"], dev)
             writer = StoreWriter.create(
                 path, config=config, fingerprint=fingerprint, ids=src.ids, labels=src.labels,
                 splits=[item.split for item in src.items], class_names=src.class_names, dim=dim, dtype=dtype,
@@ -207,7 +218,7 @@ def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channe
         dataset, batch_sampler=batches, num_workers=workers, pin_memory=dev.type == "cuda",
         persistent_workers=False, prefetch_factor=4 if workers else None,
     )
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if prec == "bf16" else contextlib.nullcontext()
+    autocast = autocast_context(dev, prec)
     total = sum(len(b) for b in batches)
     n_skipped = 0
     started = time.perf_counter()

@@ -39,7 +39,6 @@ are computed once and only the classifier runs on them after the first epoch.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
@@ -57,7 +56,7 @@ from torch import nn
 
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
 from ._errors import FeatxError, FeatxUsageError
-from ._extract import resolve_device, resolve_precision, tune_malloc
+from ._extract import autocast_context, jsonable_data_config, resolve_device, resolve_precision, tune_malloc
 from ._finetune_data import (
     CROP_SCALE,
     epoch_seed,
@@ -289,7 +288,7 @@ def finetune(
     config = {
         "source": {"kind": src.kind, "name": src.name, "fingerprint": src.fingerprint()},
         "backbone": spec.identity(), "weights": weights_record, "options": options,
-        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
+        "data_config": jsonable_data_config(data_config),
         "splits_digest": splits_digest(src.ids, data.splits),
     }
     finished = _check_out_dir(out, config, resume, mode)
@@ -305,7 +304,7 @@ def finetune(
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if prec == "bf16" else contextlib.nullcontext()
+    autocast = autocast_context(dev, prec)
     trainer = _Trainer(model, mode, unfreeze, head_epochs, lr, weight_decay, layer_decay, label_smoothing,
                        warmup_epochs, epochs, _steps_per_epoch(len(data.train), batch_size))
     state = trainer.load(out / LAST_FILE, config) if resume else None

@@ -88,7 +88,7 @@ def predict(
     import torch
 
     from ._backbones import create_backbone
-    from ._extract import make_eval_transform, resolve_device, resolve_precision
+    from ._extract import autocast_context, make_eval_transform, resolve_device, resolve_precision
     from ._images import load_image
 
     if batch_size < 1:
@@ -100,8 +100,7 @@ def predict(
     dev = resolve_device(device)
     model.to(dev)
     transform = make_eval_transform(_data_config(head.manifest))
-    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if resolve_precision("auto", dev) == "bf16"
-                else torch.autocast(dev.type, enabled=False))
+    autocast = autocast_context(dev, resolve_precision("auto", dev))
     classes = head.class_names
     rows: list[dict] = []
     for start in range(0, len(files), batch_size):

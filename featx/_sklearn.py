@@ -13,7 +13,6 @@ aligned with ``y``), so a bad image raises :class:`featx.FeatxError` naming it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +28,15 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import DEFAULT_BACKBONE, create_backbone, resolve_backbone
 from ._errors import BadImageError, FeatxError, FeatxUsageError, StoreMismatchError
-from ._extract import make_eval_transform, resolve_device, resolve_precision, tune_malloc
+from ._extract import (
+    autocast_context,
+    embedding_dim,
+    jsonable_data_config,
+    make_eval_transform,
+    resolve_device,
+    resolve_precision,
+    tune_malloc,
+)
 from ._images import load_image, to_rgb
 
 __all__ = ["FeatureExtractor"]
@@ -152,12 +159,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.model_, self.data_config_ = create_backbone(self.spec_)
         self.model_.to(self.device_)
         self.transform_ = make_eval_transform(self.data_config_)
-        with torch.inference_mode():
-            probe = self.model_(torch.zeros((1, *self.data_config_["input_size"]), device=self.device_))
-        self.n_features_out_ = int(probe.reshape(1, -1).shape[1])
+        self.n_features_out_ = embedding_dim(self.model_, self.data_config_["input_size"], self.device_)
         self.config_key_ = json.dumps(
-            {"backbone": self.spec_.identity(), "data_config": {k: list(v) if isinstance(v, tuple) else v
-                                                               for k, v in self.data_config_.items()},
+            {"backbone": self.spec_.identity(), "data_config": jsonable_data_config(self.data_config_),
              "precision": self.precision_}, sort_keys=True)
         return self
 
@@ -202,8 +206,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _embed(self, items: list) -> np.ndarray:
         tune_malloc()
-        autocast = (torch.autocast(self.device_.type, dtype=torch.bfloat16) if self.precision_ == "bf16"
-                    else contextlib.nullcontext())
+        autocast = autocast_context(self.device_, self.precision_)
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(items), int(self.batch_size)):
