@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 import featx
-from featx._extract import make_eval_transform, tune_malloc
+from featx.core.runtime import tune_malloc
+from featx.extraction import make_eval_transform
 
 
 def subset(source, n: int):

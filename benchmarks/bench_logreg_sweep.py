@@ -2,7 +2,7 @@
 
 Data: a synthetic N x D, K-class problem with a linear signal in correlated features
 (class centroids plus noise with a decaying spectrum, like pooled CNN embeddings), split
-80/20 into train/val. featx's side is the real selection (``featx._train.select_and_fit``
+80/20 into train/val. featx's side is the real selection (``featx.heads._train.select_and_fit``
 with the ``logreg`` head: 45 C values from 1e-6 to 1e5, warm starts from strong to weak
 L2, stopped once val accuracy has not improved for 8 points) plus its refit. The naive
 side fits ``make_logreg(C)`` from scratch (lbfgs, max_iter=1000) at a few C values spread
@@ -24,8 +24,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-from featx._heads import make_logreg
-from featx._train import select_and_fit
+from featx.heads._registry import make_logreg
+from featx.heads._train import select_and_fit
 
 
 def make_problem(n: int, dim: int, classes: int, seed: int = 0):

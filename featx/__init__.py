@@ -7,28 +7,33 @@ compares them with a fine-tune baseline of the same backbone on the same splits.
 
 __version__ = "0.1.0"
 
-from ._backbones import (
+from .core.errors import BadImageError, FeatxError, FeatxUsageError, StoreInUseError, StoreMismatchError
+from .data import ArraySource, CsvSource, DigitsSource, ImageFolderSource, Item, Source, open_source
+from .extraction import (
     DEFAULT_BACKBONE,
     BackboneSpec,
+    FeatureExtractor,
+    FeatureStore,
     OfflineWeights,
     create_backbone,
+    extract,
     list_offline_weights,
     register_offline_weights,
     resolve_backbone,
 )
-from ._errors import BadImageError, FeatxError, FeatxUsageError, StoreInUseError, StoreMismatchError
-from ._extract import extract
-from ._finetune import finetune
-from ._heads import HeadSpec, create_head, list_heads, register_head
-from ._persist import TrainedHead, load_head
-from ._pipeline import Pipeline, load_pipeline
-from ._predict import predict
-from ._report import write_report
-from ._runner import PipelineRun, run_pipeline
-from ._sklearn import FeatureExtractor
-from ._sources import ArraySource, CsvSource, DigitsSource, ImageFolderSource, Item, Source, open_source
-from ._store import FeatureStore
-from ._train import evaluate_head, train_heads
+from .finetuning import finetune
+from .heads import (
+    HeadSpec,
+    TrainedHead,
+    create_head,
+    evaluate_head,
+    list_heads,
+    load_head,
+    predict,
+    register_head,
+    train_heads,
+)
+from .pipeline import Pipeline, PipelineRun, load_pipeline, run_pipeline, write_report
 
 __all__ = [
     "__version__",

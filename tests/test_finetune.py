@@ -24,10 +24,10 @@ from featx import (
     open_source,
     resolve_backbone,
 )
-from featx._finetune import MODES, keep_frozen_in_eval, model_stages, set_trainable
-from featx._finetune_data import select_items
-from featx._splits import few_shot_mask
 from featx.cli import cli
+from featx.data._splits import few_shot_mask
+from featx.finetuning._data import select_items
+from featx.finetuning._finetune import MODES, keep_frozen_in_eval, model_stages, set_trainable
 
 from .conftest import write_image_folder
 
@@ -201,7 +201,7 @@ def test_few_shot_subset_and_test_set_equal_the_heads_with_bad_images(tiny_spec,
 
 
 def test_best_checkpoint_round_trips_through_safetensors(runs, spec, source):
-    from featx._extract import make_eval_transform
+    from featx.extraction._extractor import make_eval_transform
 
     entry, tmp_path = runs["partial"]
     model, data_config = create_backbone(spec, num_classes=3, frozen=True)
@@ -233,7 +233,7 @@ def test_cli_finetune(tmp_path, image_folder):
 
 
 def test_linear_mode_validation_cache_gives_the_same_predictions(spec, source):
-    from featx._finetune_data import predict
+    from featx.finetuning._data import predict
 
     model, data_config = create_backbone(spec, num_classes=3, frozen=False)
     data_config = {**data_config, "input_size": (3, 32, 32)}

@@ -13,8 +13,8 @@ from threadpoolctl import threadpool_limits
 
 import featx
 from featx import FeatxUsageError, create_head, list_heads
-from featx._heads import LOGREG_C_GRID, get_head
 from featx.cli import cli
+from featx.heads._registry import LOGREG_C_GRID, get_head
 
 HEADS = ["logreg", "linear_svm", "knn", "decision_tree", "random_forest", "gradient_boosting", "xgboost"]
 # Small settings so each head fits in well under a second on 16 features.

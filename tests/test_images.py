@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from featx import BadImageError
-from featx._images import load_image
+from featx.data._images import load_image
 
 
 def _save(img: Image.Image, path, **kwargs):

@@ -162,13 +162,13 @@ def test_tiny_pipeline_writes_every_report_file(tiny_run):
 
 
 def test_second_run_recomputes_nothing(tiny_run, tmp_path, monkeypatch):
-    import featx._extract
-    import featx._finetune
-    import featx._train
+    import featx.extraction
+    import featx.finetuning
+    import featx.heads
 
     _, config, _ = tiny_run
     out = _copy_run(tiny_run, tmp_path)
-    _forbid(monkeypatch, (featx._extract, "extract"), (featx._train, "train_heads"), (featx._finetune, "finetune"))
+    _forbid(monkeypatch, (featx.extraction, "extract"), (featx.heads, "train_heads"), (featx.finetuning, "finetune"))
     result = CliRunner().invoke(cli, ["run", str(config), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "4 cached" in result.output and "nothing recomputed" in result.output
@@ -190,19 +190,19 @@ def test_dry_run_shows_cached_and_to_run_and_writes_nothing(tiny_run, tmp_path):
 
 
 def test_failed_stage_keeps_results_and_next_run_resumes(tiny_run, tmp_path, monkeypatch):
-    import featx._extract
-    import featx._train
+    import featx.extraction
+    import featx.heads
 
     _, config, _ = tiny_run
     out = _copy_run(tiny_run, tmp_path)
-    real_train = featx._train.train_heads
+    real_train = featx.heads.train_heads
 
     def broken(store, heads, *args, **kwargs):
         if "knn" in heads:
             raise RuntimeError("knn exploded")
         return real_train(store, heads, *args, **kwargs)
 
-    monkeypatch.setattr(featx._train, "train_heads", broken)
+    monkeypatch.setattr(featx.heads, "train_heads", broken)
     heads = "heads=[logreg, {name: decision_tree, params: {pca: null}}, {name: knn, params: {pca: null, n_neighbors: 3}}]"
     args = ["run", str(config), "--out", str(out), "--set", heads]
     result = CliRunner().invoke(cli, args)
@@ -213,8 +213,8 @@ def test_failed_stage_keeps_results_and_next_run_resumes(tiny_run, tmp_path, mon
     assert "knn exploded" in (out / "report.html").read_text()
     assert json.loads((out / "state.json").read_text())["stages"]["head:tiny:knn"]["status"] == "failed"
 
-    monkeypatch.setattr(featx._train, "train_heads", real_train)
-    _forbid(monkeypatch, (featx._extract, "extract"))
+    monkeypatch.setattr(featx.heads, "train_heads", real_train)
+    _forbid(monkeypatch, (featx.extraction, "extract"))
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "1 ran" in result.output and "4 cached" in result.output

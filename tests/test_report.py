@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from featx._metrics import classification_metrics
-from featx._report import recommend, summarise, total_seconds, write_report
 from featx.cli import cli
+from featx.core.metrics import classification_metrics
+from featx.pipeline._report import recommend, summarise, total_seconds, write_report
 
 CLASSES = ["a", "b", "c"]
 

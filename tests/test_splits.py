@@ -7,8 +7,8 @@ import pytest
 
 import featx
 from featx import FeatxError, FeatxUsageError
-from featx._splits import assign_splits, few_shot_mask, load_splits, save_splits, splits_digest
-from featx._train import split_record
+from featx.data._splits import assign_splits, few_shot_mask, load_splits, save_splits, splits_digest
+from featx.heads._train import split_record
 
 from .conftest import write_image_folder
 

@@ -46,7 +46,7 @@ def open_ids(folder):
 def test_features_match_a_direct_forward_pass(image_folder, tiny_spec, tmp_path):
     import torch
 
-    from featx._extract import make_eval_transform
+    from featx.extraction._extractor import make_eval_transform
 
     store = extract(image_folder, tiny_spec, tmp_path / "f.h5", batch_size=3, quiet=True)
     model, data_config = featx.create_backbone(tiny_spec)
@@ -87,7 +87,7 @@ def test_reuse_runs_no_backbone(image_folder, tiny_spec, tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the backbone ran on a complete, matching store")
 
-    monkeypatch.setattr(featx._extract, "_run", forbidden)
+    monkeypatch.setattr(featx.extraction._extractor, "_run", forbidden)
     again = extract(image_folder, tiny_spec, tmp_path / "f.h5", quiet=True)
     np.testing.assert_array_equal(again.features, first.features)
 

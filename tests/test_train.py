@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from featx import FeatxError, FeatxUsageError, evaluate_head, train_heads
-from featx._splits import load_splits
-from featx._train import PATH_PATIENCE, select_and_fit, training_rows
 from featx.cli import cli
+from featx.data._splits import load_splits
+from featx.heads._train import PATH_PATIENCE, select_and_fit, training_rows
 from tests._head_stores import CLASSES, write_store
 
 CONTRACT = ("kind", "head", "mode", "backbone", "weights", "store_id", "dim", "per_class", "seeds", "n_train", "n_val",
@@ -161,7 +161,7 @@ def test_cli_exit_codes(store, run, tmp_path):
 
 
 def test_pca_is_capped_on_tiny_training_sets():
-    from featx._train import select_and_fit
+    from featx.heads._train import select_and_fit
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(30, 200)), np.arange(30) % 3

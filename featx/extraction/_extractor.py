@@ -9,8 +9,6 @@ backbone; one that differs is never reused silently (see ``_store.check_existing
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import sys
 import time
@@ -20,48 +18,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..core.errors import BadImageError, FeatxError, FeatxUsageError
+from ..core.runtime import autocast_context, resolve_device, resolve_precision, tune_malloc
+from ..data import Source, open_source
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
-from ._errors import BadImageError, FeatxError, FeatxUsageError
-from ._sources import Source, open_source
 from ._store import FeatureStore, StoreWriter, check_existing, writer_lock
 
-__all__ = ["extract", "resolve_device", "resolve_precision", "default_store_path", "make_eval_transform"]
+__all__ = ["extract", "default_store_path", "make_eval_transform", "jsonable_data_config", "embedding_dim", "ItemDataset", "FEATURE_DTYPES"]
 
-PRECISIONS = ("auto", "fp32", "bf16")
 FEATURE_DTYPES = ("float32", "float16")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise FeatxUsageError(f"device {device!r} is not one of auto, cpu, cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FeatxUsageError("device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bf16 autocast on CUDA and fp32 on CPU.
-
-    On a 2-core CPU, EfficientNet-Lite0 at 224 px, bf16 ran the bare model 1.48x and the
-    whole extraction 1.23x faster, but moved the embeddings by 8% in relative L2 norm
-    (cosine 0.997 on average, 0.979 at worst; ``benchmarks/bench_extract.py``). fp32
-    stays the CPU default so cached features do not depend on the CPU's bf16 support;
-    ``precision="bf16"`` is there for those who want the speed.
-    """
-    if precision not in PRECISIONS:
-        raise FeatxUsageError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def autocast_context(device: torch.device, precision: str):
-    """The autocast context for a resolved precision: bf16 autocast, or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def jsonable_data_config(data_config: dict) -> dict:
@@ -75,25 +40,7 @@ def make_eval_transform(data_config: dict):
     return timm.data.create_transform(**data_config, is_training=False)
 
 
-def tune_malloc() -> None:
-    """Keep freed activation buffers in the heap instead of returning them to the OS.
-
-    With glibc's defaults every batch re-faults its large activation buffers (mmap +
-    page faults); measured up to 2.7x on a 2-core VM. Same effect as the
-    MALLOC_MMAP_MAX_/MALLOC_TRIM_THRESHOLD_/MALLOC_TOP_PAD_ variables, applied at run
-    time. ``FEATX_NO_MALLOC_TUNING=1`` turns it off.
-    """
-    if not sys.platform.startswith("linux") or os.environ.get("FEATX_NO_MALLOC_TUNING"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
-        libc.mallopt(m_mmap_max, 0)
-        libc.mallopt(m_trim_threshold, 2**30)
-        libc.mallopt(m_top_pad, 1 << 28)
-
-
-class _ItemDataset(Dataset):
+class ItemDataset(Dataset):
     """Yields ``(index, tensor, reason)``; a bad image gives a zero tensor and its reason."""
 
     def __init__(self, source: Source, transform, input_size: tuple[int, int, int]):
@@ -213,7 +160,7 @@ def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channe
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    dataset = _ItemDataset(src, make_eval_transform(data_config), tuple(data_config["input_size"]))
+    dataset = ItemDataset(src, make_eval_transform(data_config), tuple(data_config["input_size"]))
     loader = DataLoader(
         dataset, batch_sampler=batches, num_workers=workers, pin_memory=dev.type == "cuda",
         persistent_workers=False, prefetch_factor=4 if workers else None,

@@ -30,24 +30,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ._errors import FeatxError, FeatxUsageError, StoreInUseError, StoreMismatchError
+from ..core.errors import FeatxError, FeatxUsageError, StoreInUseError, StoreMismatchError
+from ..core.runtime import library_versions
 
 __all__ = ["FeatureStore", "STATUS_PENDING", "STATUS_DONE", "STATUS_SKIPPED", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 STATUS_PENDING, STATUS_DONE, STATUS_SKIPPED = 0, 1, 2
 _REASON_BYTES = 256
-
-
-def _versions() -> dict:
-    import sklearn
-    import timm
-    import torch
-
-    from . import __version__
-
-    return {"featx": __version__, "timm": timm.__version__, "torch": torch.__version__,
-            "h5py": h5py.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__}
 
 
 def _open_h5(path: Path, mode: str) -> h5py.File:
@@ -191,7 +181,7 @@ class FeatureStore:
         assignment the fine-tune baseline computes from the source itself.
         ``usable_only=False`` returns it for every item (aligned with ``all_ids``).
         """
-        from ._splits import assign_splits
+        from ..data import assign_splits
 
         splits, rule = assign_splits(self._all_ids, self._all_labels, self._all_splits, seed=seed,
                                      val_fraction=val_fraction, test_fraction=test_fraction)
@@ -267,7 +257,7 @@ class StoreWriter:
             h5.attrs["config"] = json.dumps(_canonical(config), sort_keys=True)
             h5.attrs["fingerprint"] = fingerprint
             h5.attrs["class_names"] = json.dumps(list(class_names))
-            h5.attrs["versions"] = json.dumps(_versions(), sort_keys=True)
+            h5.attrs["versions"] = json.dumps(library_versions(xgboost=False), sort_keys=True)
             h5.attrs["complete"] = False
             h5.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             h5.attrs["run"] = "{}"

@@ -30,18 +30,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._errors import FeatxError, FeatxUsageError
-from ._persist import json_text, write_atomic
+from ..core.errors import FeatxError, FeatxUsageError
+from ..core.io import write_atomic, write_json_atomic
 
 __all__ = ["write_report", "load_results", "total_seconds", "recommend", "REPORT_FILES"]
 
-RESULTS_FILE = "results.json"
+from ..core.results import RESULTS_FILE  # noqa: E402  (one name for the file, shared with heads)
+
 REPORT_FILES = ("report.html", "report.md", RESULTS_FILE)
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
-
-
-def write_json_atomic(path: Path, data) -> None:
-    write_atomic(path, json_text(data))
 
 
 def load_results(path: str | os.PathLike) -> list[dict]:
@@ -408,7 +405,7 @@ img{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0}
 
 def _fill_store_fields(entries: list[dict]) -> None:
     """Add extraction cost and store size to head entries that name a readable store and lack them."""
-    from ._store import FeatureStore
+    from ..extraction import FeatureStore
 
     stores: dict[str, dict] = {}
     for entry in entries:
@@ -441,6 +438,27 @@ def _stage_rows(stages: Sequence[dict]) -> list[list[str]]:
     return [[s.get("stage", "?"), s.get("status", "?"), _secs(s.get("seconds")), s.get("error") or ""] for s in stages]
 
 
+class _Document:
+    """The report as two parallel documents: HTML parts and Markdown lines."""
+
+    def __init__(self) -> None:
+        self.html: list[str] = []
+        self.md: list[str] = []
+
+    def add(self, html_part: str, md_lines: Sequence[str]) -> None:
+        self.html.append(html_part)
+        self.md.extend(md_lines)
+
+    def write(self, out: Path, title: str) -> Path:
+        document = (
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+            + "\n".join(self.html) + "</body></html>\n"
+        )
+        write_atomic(out / "report.md", "\n".join(self.md) + "\n")
+        return write_atomic(out / "report.html", document)
+
+
 def write_report(
     out_dir: str | os.PathLike,
     entries: Sequence[dict] | None = None,
@@ -468,97 +486,98 @@ def write_report(
     for entry in entries:
         datasets.setdefault(str(entry.get("dataset") or "results"), []).append(entry)
 
-    html_parts = [f"<h1>{html.escape(title)}</h1>"]
+    doc = _Document()
+    _add_header(doc, title, entries, datasets)
+    for name, group in datasets.items():
+        suffix = "" if len(datasets) == 1 else f"-{_slug(name)}"
+        _add_dataset(doc, out, name, group, suffix)
+    if stages:
+        _add_stages(doc, stages)
+    return doc.write(out, title)
+
+
+def _add_header(doc: _Document, title: str, entries: Sequence[dict], datasets: dict[str, list[dict]]) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M")
     versions = next((e.get("versions") for e in entries if e.get("versions")), {}) or {}
     meta = f"generated {stamp}; {len(entries)} result(s)" + "".join(f"; {k} {v}" for k, v in sorted(versions.items()))
-    html_parts.append(f'<p class="meta">{html.escape(meta)}</p>')
-    md_parts = [f"# {title}", "", f"_{meta}_", ""]
+    doc.add(f"<h1>{html.escape(title)}</h1>" + f'<p class="meta">{html.escape(meta)}</p>', [f"# {title}", "", f"_{meta}_", ""])
     if not entries:
-        html_parts.append('<p class="summary">No results yet: every stage failed or none has run.</p>')
-        md_parts.append("No results yet: every stage failed or none has run.")
+        empty = "No results yet: every stage failed or none has run."
+        doc.add(f'<p class="summary">{empty}</p>', [empty])
     summaries = [summarise(name, group) for name, group in datasets.items() if group]
     if summaries:
-        html_parts.append("<h2>Summary</h2>" + "".join(f'<p class="summary">{html.escape(s)}</p>' for s in summaries))
-        md_parts += ["## Summary", ""] + [f"> {s}" + "\n" for s in summaries]
+        doc.add("<h2>Summary</h2>" + "".join(f'<p class="summary">{html.escape(s)}</p>' for s in summaries),
+                ["## Summary", ""] + [f"> {s}" + "\n" for s in summaries])
 
-    for name, group in datasets.items():
-        suffix = "" if len(datasets) == 1 else f"-{_slug(name)}"
-        main = _main_setting(group)
-        best, rec = recommend(main)
-        ordered = sorted(main, key=_rank_key)
-        marks = ["best rec" if e is best and e is rec else "best" if e is best else "rec" if e is rec else "" for e in ordered]
-        rows = [_row(e) for e in ordered]
-        for row, mark in zip(rows, marks):
-            row[1] += " ★" if "best" in mark else ""
-            row[1] += " ✓" if "rec" in mark else ""
-        digests = {e.get("splits_digest") for e in main if e.get("kind") != "finetune" or e.get("splits_digest")}
-        same_split = len(digests - {None}) <= 1
-        split_note = (
-            f"All rows are evaluated on the same test split (digest {next(iter(digests - {None}), '?')})."
-            if same_split else "Warning: rows were evaluated on different test splits (splits_digest differs); compare with care."
-        )
-        legend = (
-            "★ best accuracy; ✓ recommended (cheapest within the best entry's 95% CI). Accuracy and macro-F1 on the "
-            "test split with 95% bootstrap CIs. Images/s: extraction throughput of the feature store (fine-tunes: "
-            "training throughput). Fit s: head selection + refit (fine-tunes: training). Total s: extraction + fit, "
-            "or fine-tune training, i.e. compute from raw images to this result. Dim: feature dimension. Store MB: "
-            "size of the feature store. " + split_note
-        )
-        section_title = f"{name}" + ("" if _size(main[0]) is None else f" — {_size(main[0])} training images per class")
-        html_parts.append(f"<h2>{html.escape(section_title)}</h2>")
-        html_parts.append(_html_table(_COLUMNS, rows, marks))
-        html_parts.append(f'<p class="legend">{html.escape(legend)}</p>')
-        md_parts += [f"## {section_title}", "", _md_table(_COLUMNS, rows), "", f"_{legend}_", ""]
 
-        plots = [
-            (_plot_pareto(main, rec, out / f"pareto{suffix}.png", f"{name}: accuracy vs total compute"),
-             "Accuracy vs total compute time",
-             "Each point is one choice (circles: frozen features + head; squares: fine-tunes; crosses: from scratch), "
-             "coloured by backbone, with its 95% CI. The dashed step line is the Pareto front: the choices no cheaper "
-             "choice beats. The ringed point is the recommendation."),
-            (_plot_best(best, out / f"best{suffix}.png"), f"Best choice: {_label(best)}",
-             "Confusion matrix on the test split (cell = count, colour = share of the true class) and per-class F1."),
-        ]
-        curve = _curve_table(group)
-        if curve is not None:
-            plots.append((
-                _plot_learning_curve(group, out / f"learning_curve{suffix}.png", f"{name}: learning curve"),
-                "Learning curve",
-                "Test accuracy vs training images per class for the best head of each backbone, each fine-tune mode "
-                "and training from scratch (dashed), all on the same test split.",
-            ))
-        for path, heading, caption in plots:
-            html_parts.append(f"<h3>{html.escape(heading)}</h3><p class=\"legend\">{html.escape(caption)}</p>")
-            html_parts.append(f'<img src="{_data_uri(path)}" alt="{html.escape(heading)}">')
-            md_parts += [f"### {heading}", "", caption, "", f"![{heading}]({path.name})", ""]
-        if curve is not None:
-            header, curve_rows = curve
-            html_parts.append("<h3>Accuracy by training images per class</h3>" + _html_table(header, curve_rows))
-            md_parts += ["### Accuracy by training images per class", "", _md_table(header, curve_rows), ""]
+def _split_note(main: Sequence[dict]) -> str:
+    digests = {e.get("splits_digest") for e in main if e.get("kind") != "finetune" or e.get("splits_digest")}
+    if len(digests - {None}) <= 1:
+        return f"All rows are evaluated on the same test split (digest {next(iter(digests - {None}), '?')})."
+    return "Warning: rows were evaluated on different test splits (splits_digest differs); compare with care."
 
-    if stages:
-        classes = ["failed" if s.get("status") == "failed" else "missing" if s.get("status") in ("not run", "skipped") else ""
-                   for s in stages]
-        header = ["Stage", "Status", "Seconds", "Error"]
-        rows = _stage_rows(stages)
-        html_parts.append("<h2>Pipeline stages</h2>" + _html_table(header, rows, classes))
-        md_parts += ["## Pipeline stages", "", _md_table(header, rows), ""]
-        incomplete = [s for s in stages if s.get("status") in ("failed", "not run", "skipped")]
-        if incomplete:
-            note = (f"{len(incomplete)} stage(s) did not produce results; this report shows what exists. "
-                    "Re-run the same `featx run` command to resume.")
-            html_parts.append(f'<p class="failed">{html.escape(note)}</p>')
-            md_parts += [f"**{note}**", ""]
 
-    document = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        + "\n".join(html_parts) + "</body></html>\n"
+def _add_dataset(doc: _Document, out: Path, name: str, group: list[dict], suffix: str) -> None:
+    """One dataset: the ranked table with its legend, then the plots."""
+    main = _main_setting(group)
+    best, rec = recommend(main)
+    ordered = sorted(main, key=_rank_key)
+    marks = ["best rec" if e is best and e is rec else "best" if e is best else "rec" if e is rec else "" for e in ordered]
+    rows = [_row(e) for e in ordered]
+    for row, mark in zip(rows, marks):
+        row[1] += " ★" if "best" in mark else ""
+        row[1] += " ✓" if "rec" in mark else ""
+    legend = (
+        "★ best accuracy; ✓ recommended (cheapest within the best entry's 95% CI). Accuracy and macro-F1 on the "
+        "test split with 95% bootstrap CIs. Images/s: extraction throughput of the feature store (fine-tunes: "
+        "training throughput). Fit s: head selection + refit (fine-tunes: training). Total s: extraction + fit, "
+        "or fine-tune training, i.e. compute from raw images to this result. Dim: feature dimension. Store MB: "
+        "size of the feature store. " + _split_note(main)
     )
-    (out / "report.md").write_text("\n".join(md_parts) + "\n", encoding="utf-8")
-    target = out / "report.html"
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(document, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    section_title = f"{name}" + ("" if _size(main[0]) is None else f" — {_size(main[0])} training images per class")
+    doc.add(f"<h2>{html.escape(section_title)}</h2>" + _html_table(_COLUMNS, rows, marks)
+            + f'<p class="legend">{html.escape(legend)}</p>',
+            [f"## {section_title}", "", _md_table(_COLUMNS, rows), "", f"_{legend}_", ""])
+    _add_plots(doc, out, name, group, main, best, rec, suffix)
+
+
+def _add_plots(doc: _Document, out: Path, name: str, group, main, best: dict, rec: dict, suffix: str) -> None:
+    plots = [
+        (_plot_pareto(main, rec, out / f"pareto{suffix}.png", f"{name}: accuracy vs total compute"),
+         "Accuracy vs total compute time",
+         "Each point is one choice (circles: frozen features + head; squares: fine-tunes; crosses: from scratch), "
+         "coloured by backbone, with its 95% CI. The dashed step line is the Pareto front: the choices no cheaper "
+         "choice beats. The ringed point is the recommendation."),
+        (_plot_best(best, out / f"best{suffix}.png"), f"Best choice: {_label(best)}",
+         "Confusion matrix on the test split (cell = count, colour = share of the true class) and per-class F1."),
+    ]
+    curve = _curve_table(group)
+    if curve is not None:
+        plots.append((
+            _plot_learning_curve(group, out / f"learning_curve{suffix}.png", f"{name}: learning curve"),
+            "Learning curve",
+            "Test accuracy vs training images per class for the best head of each backbone, each fine-tune mode "
+            "and training from scratch (dashed), all on the same test split.",
+        ))
+    for path, heading, caption in plots:
+        doc.add(f"<h3>{html.escape(heading)}</h3><p class=\"legend\">{html.escape(caption)}</p>"
+                + f'<img src="{_data_uri(path)}" alt="{html.escape(heading)}">',
+                [f"### {heading}", "", caption, "", f"![{heading}]({path.name})", ""])
+    if curve is not None:
+        header, curve_rows = curve
+        doc.add("<h3>Accuracy by training images per class</h3>" + _html_table(header, curve_rows),
+                ["### Accuracy by training images per class", "", _md_table(header, curve_rows), ""])
+
+
+def _add_stages(doc: _Document, stages: Sequence[dict]) -> None:
+    classes = ["failed" if s.get("status") == "failed" else "missing" if s.get("status") in ("not run", "skipped") else ""
+               for s in stages]
+    header = ["Stage", "Status", "Seconds", "Error"]
+    rows = _stage_rows(stages)
+    doc.add("<h2>Pipeline stages</h2>" + _html_table(header, rows, classes),
+            ["## Pipeline stages", "", _md_table(header, rows), ""])
+    incomplete = [s for s in stages if s.get("status") in ("failed", "not run", "skipped")]
+    if incomplete:
+        note = (f"{len(incomplete)} stage(s) did not produce results; this report shows what exists. "
+                "Re-run the same `featx run` command to resume.")
+        doc.add(f'<p class="failed">{html.escape(note)}</p>', [f"**{note}**", ""])

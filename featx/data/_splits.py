@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxError, FeatxUsageError
 
 __all__ = ["assign_splits", "few_shot_mask", "save_splits", "load_splits", "splits_digest", "SPLITS_FILE"]
 

@@ -30,10 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ._errors import BadImageError, FeatxUsageError
-from ._extract import _ItemDataset, make_eval_transform
-from ._sources import Source
-from ._splits import assign_splits, few_shot_mask, load_splits
+from ..core.errors import BadImageError, FeatxUsageError
+from ..data import Source, assign_splits, few_shot_mask, load_splits
+from ..extraction import ItemDataset, make_eval_transform
 
 __all__ = ["FinetuneData", "select_items", "make_train_transform", "epoch_seed", "seed_everything",
            "train_loader", "predict"]
@@ -147,7 +146,7 @@ def train_loader(data: FinetuneData, transform, input_size, batch_size: int, wor
     if len(batches) > 1 and len(batches[-1]) < 2:
         batches.pop()
     return DataLoader(
-        _ItemDataset(data.source, transform, tuple(input_size)), batch_sampler=batches, num_workers=workers,
+        ItemDataset(data.source, transform, tuple(input_size)), batch_sampler=batches, num_workers=workers,
         generator=generator, pin_memory=pin_memory, prefetch_factor=4 if workers else None,
     )
 
@@ -170,7 +169,7 @@ def predict(model: torch.nn.Module, data: FinetuneData, indices: np.ndarray, dat
         with torch.inference_mode():
             preds = classifier(features.to(device)).float().argmax(1).cpu().numpy()
         return kept, preds, time.perf_counter() - started
-    dataset = _ItemDataset(data.source, make_eval_transform(data_config), tuple(data_config["input_size"]))
+    dataset = ItemDataset(data.source, make_eval_transform(data_config), tuple(data_config["input_size"]))
     batches = [indices[i:i + batch_size].tolist() for i in range(0, len(indices), batch_size)]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if workers else None)

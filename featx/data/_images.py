@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ._errors import BadImageError
+from ..core.errors import BadImageError
 
 __all__ = ["ALLOWED_FORMATS", "IMAGE_EXTENSIONS", "ALPHA_BACKGROUND", "load_image", "to_rgb"]
 

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import yaml
 
-from ._errors import FeatxUsageError
+from ..core.errors import FeatxUsageError
 
 __all__ = ["Pipeline", "load_pipeline", "parse_overrides", "SPLIT_DEFAULTS"]
 
@@ -243,8 +243,8 @@ def _validate_source(value, locator) -> dict:
 
 
 def _validate_backbones(value, locator) -> list[dict]:
-    from ._backbones import resolve_backbone
-    from ._extract import FEATURE_DTYPES, PRECISIONS
+    from ..core.runtime import PRECISIONS
+    from ..extraction import FEATURE_DTYPES, resolve_backbone
 
     if not isinstance(value, list) or not value:
         raise locator.error(("backbones",), "must be a non-empty list of timm model names or mappings")
@@ -278,7 +278,7 @@ def _validate_backbones(value, locator) -> list[dict]:
 
 
 def _validate_heads(value, locator) -> list[dict]:
-    from ._heads import create_head, list_heads
+    from ..heads import create_head, list_heads
 
     if not isinstance(value, list):
         raise locator.error(("heads",), "must be a list of head names or mappings {name, params, label}")
@@ -307,7 +307,7 @@ def _validate_heads(value, locator) -> list[dict]:
 
 def finetune_options() -> dict[str, object]:
     """The options a ``finetune:`` entry may set: the keywords of :func:`featx.finetune` the pipeline does not own."""
-    from ._finetune import finetune
+    from ..finetuning import finetune
 
     return {name: p.default for name, p in inspect.signature(finetune).parameters.items()
             if name not in _FINETUNE_OWNED and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
@@ -318,7 +318,7 @@ def _validate_finetune(value, backbones, locator) -> list[dict]:
         return []
     if not isinstance(value, list):
         raise locator.error(("finetune",), "must be a list of modes or mappings {mode, epochs, ...}")
-    from ._finetune import MODES
+    from ..finetuning import MODES
 
     options = finetune_options()
     known_labels = [b["label"] for b in backbones]

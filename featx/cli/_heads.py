@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from ._errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxError, FeatxUsageError
 
 __all__ = ["COMMANDS", "train", "evaluate", "predict", "heads"]
 
 
 def _head_names(value: str) -> list[str]:
-    from ._heads import get_head
+    from ..heads import get_head
 
     names = [h.strip() for h in value.split(",") if h.strip()]
     if not names:
@@ -36,7 +36,7 @@ def _parse_params(values: tuple[str, ...], heads: list[str]) -> dict:
         if head not in heads:
             raise FeatxUsageError(f"--param {raw!r}: head {head!r} is not in --heads")
         out.setdefault(head, {})[name] = yaml.safe_load(text)
-    from ._heads import create_head
+    from ..heads import create_head
 
     for head, params in out.items():
         try:
@@ -47,7 +47,7 @@ def _parse_params(values: tuple[str, ...], heads: list[str]) -> dict:
 
 
 def _print_entries(entries: list[dict]) -> None:
-    from ._train import results_table
+    from ..core.results import results_table
 
     header, rows = results_table(entries)
     keep = [header.index(k) for k in ("head", "accuracy", "accuracy_ci", "macro_f1", "fit_seconds",
@@ -76,7 +76,7 @@ def _print_entries(entries: list[dict]) -> None:
 def train(features, heads_, out, per_class, seeds, splits, split_seed, val_fraction, test_fraction, param, bootstrap,
           threads, quiet):
     """Train, select (on val) and evaluate (on test) classical heads on a feature store."""
-    from ._train import train_heads
+    from ..heads import train_heads
 
     names = _head_names(heads_)
     entries = train_heads(
@@ -95,11 +95,11 @@ def train(features, heads_, out, per_class, seeds, splits, split_seed, val_fract
 @click.option("--json", "as_json", is_flag=True, help="Print the full entry as JSON.")
 def evaluate(model, features, splits, as_json):
     """Re-evaluate a saved head on the test split of a feature store."""
-    from ._train import evaluate_head
+    from ..heads import evaluate_head
 
     entry = evaluate_head(model, features, splits=splits)
     if as_json:
-        from ._persist import json_text
+        from ..core.io import json_text
 
         click.echo(json_text(entry))
         return
@@ -118,9 +118,9 @@ def evaluate(model, features, splits, as_json):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def predict(model, images, out, as_json, weights, batch_size, device):
     """Predict IMAGE_OR_FOLDER... end to end (backbone + saved head): id, class, probabilities."""
-    from ._persist import json_text, load_head, write_atomic
-    from ._predict import predict as run_predict
-    from ._predict import rows_to_csv
+    from ..core.io import json_text, write_atomic
+    from ..heads import load_head, rows_to_csv
+    from ..heads import predict as run_predict
 
     rows = run_predict(model, images, weights=weights, batch_size=batch_size, device=device)
     text = json_text(rows) + "\n" if as_json else rows_to_csv(rows, load_head(model).class_names)
@@ -141,7 +141,7 @@ def predict(model, images, out, as_json, weights, batch_size, device):
 @click.option("--json", "as_json", is_flag=True, help="Names, descriptions, search spaces and budgets as JSON.")
 def heads(as_json):
     """List the classical heads, one line each."""
-    from ._heads import get_head, list_heads
+    from ..heads import get_head, list_heads
 
     specs = [get_head(name) for name in list_heads()]
     if as_json:

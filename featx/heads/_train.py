@@ -25,8 +25,6 @@ head's ``predict`` on the test split, per 1,000 items.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import sys
@@ -39,29 +37,20 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 
-from ._errors import FeatxError, FeatxUsageError
-from ._heads import HeadSpec, get_head
-from ._metrics import classification_metrics, summarise_seeds
-from ._persist import json_text, load_head, save_head, write_atomic
-from ._splits import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
-from ._store import FeatureStore
+from ..core.errors import FeatxError, FeatxUsageError
+from ..core.io import json_text, write_atomic
+from ..core.metrics import classification_metrics, summarise_seeds
+from ..core.results import RESULTS_FILE, merge_results, metric_fields, write_tables
+from ..core.runtime import library_versions
+from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
+from ..extraction import FeatureStore
+from ._persist import load_head, save_head
+from ._registry import HeadSpec, get_head
 
 __all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
 
-RESULTS_FILE, CONFIG_FILE, ENTRY_FILE = "results.json", "config.json", "result.json"
+CONFIG_FILE, ENTRY_FILE = "config.json", "result.json"
 PATH_PATIENCE = 8  # grid points (two decades of C) without a better val accuracy end the path
-
-
-def versions() -> dict:
-    import importlib.metadata
-
-    from ._store import _versions
-
-    try:
-        xgb = importlib.metadata.version("xgboost")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-        xgb = None
-    return {**_versions(), "xgboost": xgb}
 
 
 def _say(quiet: bool, message: str) -> None:
@@ -287,63 +276,6 @@ def _base_entry(store: FeatureStore, head: str) -> dict:
     }
 
 
-def _metric_fields(metrics: dict) -> dict:
-    keys = ("accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "balanced_accuracy", "per_class_metrics",
-            "confusion_matrix", "class_names", "n_test", "ci_level", "n_boot")
-    return {k: metrics[k] for k in keys}
-
-
-def _fmt_ci(ci) -> str:
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-def results_table(entries: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["head", "per_class", "seeds", "n_train", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci",
-              "balanced_accuracy", "fit_seconds", "predict_seconds_per_1k", "params"]
-    rows = []
-    for e in entries:
-        rows.append([
-            str(e["head"]), "all" if e.get("per_class") is None else str(e["per_class"]), str(len(e.get("seeds") or [])),
-            str(e.get("n_train")), f"{e['accuracy']:.4f}", _fmt_ci(e["accuracy_ci"]), f"{e['macro_f1']:.4f}",
-            _fmt_ci(e["macro_f1_ci"]), f"{e['balanced_accuracy']:.4f}", f"{e['fit_seconds']:.2f}",
-            f"{e['predict_seconds_per_1k']:.4f}" if e.get("predict_seconds_per_1k") is not None else "",
-            json.dumps(e.get("params", {}), sort_keys=True, default=str),
-        ])
-    return header, rows
-
-
-def _write_tables(out: Path, entries: Sequence[dict]) -> None:
-    header, rows = results_table(entries)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_atomic(out / "results.csv", buffer.getvalue())
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    write_atomic(out / "results.md", "\n".join(md) + "\n")
-
-
-def _merge_results(out: Path, entries: Sequence[dict]) -> list[dict]:
-    """Replace this run's (head, store, per_class) entries in ``out/results.json``, keep the rest."""
-    from filelock import FileLock
-
-    path = out / RESULTS_FILE
-    with FileLock(str(path) + ".lock"):
-        try:
-            existing = json.loads(path.read_text()) if path.exists() else []
-        except ValueError:
-            raise FeatxError(f"{path} is not valid JSON; move it away and run again") from None
-
-        def key(e):
-            return e.get("kind"), e.get("head"), e.get("store_id"), e.get("per_class")
-
-        new_keys = {key(e) for e in entries}
-        merged = [e for e in existing if key(e) not in new_keys] + list(entries)
-        write_atomic(path, json_text(merged))
-    return merged
-
-
 # -- the stage -------------------------------------------------------------------
 
 
@@ -393,6 +325,43 @@ def train_heads(
 def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction, test_fraction, n_boot,
                  threads, quiet) -> list[dict]:
     store = _open_store(store)
+    specs, params, seed_list = _check_request(heads, params, seeds, per_class)
+    split, rule = resolve_splits(store, splits, split_seed, val_fraction, test_fraction)
+    for name in ("train", "val", "test"):
+        if not np.any(split == name):
+            raise FeatxUsageError(f"the {name} split of {store.path} is empty: give a store with more items per class")
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _record_splits(out_dir, store, split, rule)
+    task = {"store": store, "split": split, "rule": rule, "per_class": per_class, "n_boot": n_boot,
+            "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet}
+
+    entries = []
+    for spec in specs:
+        runs = [_fit_seed(task, spec, params.get(spec.name, {}), seed, save=seed == seed_list[0]) for seed in seed_list]
+        entry = _head_entry(task, spec, runs, seed_list)
+        entries.append(entry)
+        if out_dir is not None:
+            write_atomic(out_dir / spec.name / ENTRY_FILE, json_text(entry))
+            # Merge after every head, so an interrupted multi-head run keeps what finished.
+            write_tables(out_dir, merge_results(out_dir, [entry]))
+
+    if out_dir is not None:
+        config = {
+            "store": str(store.path), "store_id": store.store_id, "backbone": store.config["backbone"],
+            "source": store.config.get("source"), "heads": [s.name for s in specs], "params": params,
+            "per_class": per_class, "seeds": seed_list, "splits": str(splits) if splits is not None else None,
+            "split_rule": rule, "splits_digest": task["digest"], "n_boot": n_boot, "refit_on": entries[0]["refit_on"],
+            "path_patience": PATH_PATIENCE, "threads": threads, "versions": library_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_atomic(out_dir / CONFIG_FILE, json_text(config))
+    return entries
+
+
+def _check_request(heads, params, seeds, per_class) -> tuple[list[HeadSpec], dict, list[int]]:
+    """The head specs, their fixed params and the seeds, or a usage error naming what is wrong."""
     heads = list(heads)
     if not heads:
         raise FeatxUsageError("no heads given; choose from `featx heads`")
@@ -405,85 +374,63 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
         raise FeatxUsageError("seeds must be at least 1")
     if per_class is not None and per_class < 1:
         raise FeatxUsageError("--per-class must be a positive number of training items per class")
+    return specs, params, seed_list
 
-    split, rule = resolve_splits(store, splits, split_seed, val_fraction, test_fraction)
-    for name in ("train", "val", "test"):
-        if not np.any(split == name):
-            raise FeatxUsageError(f"the {name} split of {store.path} is empty: give a store with more items per class")
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _record_splits(out_dir, store, split, rule)
+
+def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) -> dict:
+    """Select on val, refit, (save), then score the test split once, for one seed."""
+    store, split = task["store"], task["split"]
     X, y, names = store.features, store.labels, store.class_names
     val, test = split == "val", split == "test"
-    digest = splits_digest(*split_record(store, split, rule))
-
-    entries = []
-    for spec in specs:
-        fixed = params.get(spec.name, {})
-        runs = []
-        for seed in seed_list:
-            rows = training_rows(store.ids, y, split, per_class, seed)
-            train, refit = rows["train"], rows["refit"]
-            started = time.perf_counter()
-            model, selection = select_and_fit(spec, (X[train], y[train]), (X[val], y[val]), (X[refit], y[refit]),
-                                              params=fixed, seed=seed)
-            fit_seconds = time.perf_counter() - started
-            if out_dir is not None and seed == seed_list[0]:
-                # Evaluate the saved head itself, so `featx evaluate` reproduces these numbers
-                # exactly (a reloaded array's memory layout can move float sums by an ulp).
-                manifest = {
-                    "head": spec.name, "params": selection["params"], "backbone": store.config["backbone"],
-                    "store_id": store.store_id, "store_path": str(store.path), "dim": store.dim,
-                    "class_names": list(names), "data_config": store.config["data_config"],
-                    "precision": store.config.get("precision"), "source": store.config.get("source"),
-                    "per_class": per_class, "seed": seed, "splits_digest": digest, "split_rule": rule,
-                    "versions": versions(),
-                }
-                model = load_head(save_head(out_dir / spec.name, model, manifest)).estimator
-            pred, per_1k = _predict_timed(model, X[test])
-            metrics = classification_metrics(y[test], pred, names, n_boot=n_boot, seed=seed)
-            runs.append({"seed": seed, "model": model, "selection": selection, "metrics": metrics,
-                         "fit_seconds": fit_seconds, "predict_seconds_per_1k": per_1k,
-                         "n_train": int(train.sum())})
-            _say(quiet, f"{spec.name} seed {seed}: val {selection['val_accuracy']:.4f} with "
+    rows = training_rows(store.ids, y, split, task["per_class"], seed)
+    train, refit = rows["train"], rows["refit"]
+    started = time.perf_counter()
+    model, selection = select_and_fit(spec, (X[train], y[train]), (X[val], y[val]), (X[refit], y[refit]),
+                                      params=fixed, seed=seed)
+    fit_seconds = time.perf_counter() - started
+    if task["out"] is not None and save:
+        # Evaluate the saved head itself, so `featx evaluate` reproduces these numbers
+        # exactly (a reloaded array's memory layout can move float sums by an ulp).
+        manifest = {
+            "head": spec.name, "params": selection["params"], "backbone": store.config["backbone"],
+            "store_id": store.store_id, "store_path": str(store.path), "dim": store.dim,
+            "class_names": list(names), "data_config": store.config["data_config"],
+            "precision": store.config.get("precision"), "source": store.config.get("source"),
+            "per_class": task["per_class"], "seed": seed, "splits_digest": task["digest"], "split_rule": task["rule"],
+            "versions": library_versions(),
+        }
+        model = load_head(save_head(task["out"] / spec.name, model, manifest)).estimator
+    pred, per_1k = _predict_timed(model, X[test])
+    metrics = classification_metrics(y[test], pred, names, n_boot=task["n_boot"], seed=seed)
+    _say(task["quiet"], f"{spec.name} seed {seed}: val {selection['val_accuracy']:.4f} with "
                         f"{json.dumps(selection['params'], default=str)}; test accuracy {metrics['accuracy']:.4f}, "
                         f"fit {fit_seconds:.1f} s")
-        first = runs[0]
-        entry = {
-            **_base_entry(store, spec.name),
-            "per_class": per_class, "seeds": seed_list,
-            "n_train": first["n_train"], "n_val": int(val.sum()), "n_test": int(test.sum()),
-            "refit_on": "train" if per_class is not None else "train+val",
-            "splits_digest": digest, "split_rule": rule,
-            **_metric_fields(first["metrics"]),
-            "seed_summary": summarise_seeds([r["metrics"] for r in runs]) if len(runs) > 1 else {},
-            "fit_seconds": round(first["fit_seconds"], 3),
-            "predict_seconds_per_1k": round(first["predict_seconds_per_1k"], 5),
-            "params": first["selection"]["params"],
-            "selection": {k: v for k, v in first["selection"].items() if k != "params"},
-            "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        if len(runs) > 1:
-            entry["seed_runs"] = [{"seed": r["seed"], "params": r["selection"]["params"],
-                                   "accuracy": r["metrics"]["accuracy"], "macro_f1": r["metrics"]["macro_f1"],
-                                   "fit_seconds": round(r["fit_seconds"], 3)} for r in runs]
-        entries.append(entry)
-        if out_dir is not None:
-            write_atomic(out_dir / spec.name / ENTRY_FILE, json_text(entry))
-            # Merge after every head, so an interrupted multi-head run keeps what finished.
-            _write_tables(out_dir, _merge_results(out_dir, [entry]))
+    return {"seed": seed, "model": model, "selection": selection, "metrics": metrics, "fit_seconds": fit_seconds,
+            "predict_seconds_per_1k": per_1k, "n_train": int(train.sum())}
 
-    if out_dir is not None:
-        config = {
-            "store": str(store.path), "store_id": store.store_id, "backbone": store.config["backbone"],
-            "source": store.config.get("source"), "heads": heads, "params": params, "per_class": per_class,
-            "seeds": seed_list, "splits": str(splits) if splits is not None else None, "split_rule": rule,
-            "splits_digest": digest, "n_boot": n_boot, "refit_on": entries[0]["refit_on"],
-            "path_patience": PATH_PATIENCE, "threads": threads, "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        write_atomic(out_dir / CONFIG_FILE, json_text(config))
-    return entries
+
+def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[int]) -> dict:
+    """The results entry of one head: the first seed's model and metrics, the spread over seeds."""
+    split, first = task["split"], runs[0]
+    entry = {
+        **_base_entry(task["store"], spec.name),
+        "per_class": task["per_class"], "seeds": seed_list,
+        "n_train": first["n_train"], "n_val": int((split == "val").sum()), "n_test": int((split == "test").sum()),
+        "refit_on": "train" if task["per_class"] is not None else "train+val",
+        "splits_digest": task["digest"], "split_rule": task["rule"],
+        **metric_fields(first["metrics"]),
+        "seed_summary": summarise_seeds([r["metrics"] for r in runs]) if len(runs) > 1 else {},
+        "fit_seconds": round(first["fit_seconds"], 3),
+        "predict_seconds_per_1k": round(first["predict_seconds_per_1k"], 5),
+        "params": first["selection"]["params"],
+        "selection": {k: v for k, v in first["selection"].items() if k != "params"},
+        "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if len(runs) > 1:
+        entry["seed_runs"] = [{"seed": r["seed"], "params": r["selection"]["params"],
+                               "accuracy": r["metrics"]["accuracy"], "macro_f1": r["metrics"]["macro_f1"],
+                               "fit_seconds": round(r["fit_seconds"], 3)} for r in runs]
+    return entry
 
 
 def evaluate_head(
@@ -524,8 +471,8 @@ def evaluate_head(
     return {
         **_base_entry(store, head.name), "per_class": head.manifest.get("per_class"), "seeds": [head.manifest.get("seed", 0)],
         "n_train": None, "n_val": int((split == "val").sum()), "n_test": int(test.sum()),
-        "splits_digest": splits_digest(*split_record(store, split, rule)), "split_rule": rule, **_metric_fields(metrics),
+        "splits_digest": splits_digest(*split_record(store, split, rule)), "split_rule": rule, **metric_fields(metrics),
         "seed_summary": {}, "fit_seconds": None, "predict_seconds_per_1k": round(per_1k, 5),
         "params": head.manifest.get("params", {}), "model": str(model_dir), "trained_on_store_id": head.manifest.get("store_id"),
-        "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

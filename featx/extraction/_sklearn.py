@@ -26,18 +26,11 @@ from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ..core.errors import BadImageError, FeatxError, FeatxUsageError, StoreMismatchError
+from ..core.runtime import autocast_context, resolve_device, resolve_precision, tune_malloc
+from ..data import load_image, to_rgb
 from ._backbones import DEFAULT_BACKBONE, create_backbone, resolve_backbone
-from ._errors import BadImageError, FeatxError, FeatxUsageError, StoreMismatchError
-from ._extract import (
-    autocast_context,
-    embedding_dim,
-    jsonable_data_config,
-    make_eval_transform,
-    resolve_device,
-    resolve_precision,
-    tune_malloc,
-)
-from ._images import load_image, to_rgb
+from ._extractor import embedding_dim, jsonable_data_config, make_eval_transform
 
 __all__ = ["FeatureExtractor"]
 

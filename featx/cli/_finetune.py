@@ -41,7 +41,7 @@ def finetune(source, backbone, weights, mode, out, epochs, per_class, val_per_cl
              weight_decay, layer_decay, warmup_epochs, head_epochs, patience, image_size, splits_file, split_seed,
              device, precision, workers, resume, quiet):
     """Fine-tune BACKBONE on SOURCE with the heads' splits and metrics; write OUT/results.json."""
-    from ._finetune import finetune as run_finetune
+    from ..finetuning import finetune as run_finetune
 
     entry = run_finetune(
         source, backbone, out, mode=mode, weights=weights, epochs=epochs, per_class=per_class,

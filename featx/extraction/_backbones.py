@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxError, FeatxUsageError
 
 __all__ = [
     "OfflineWeights",

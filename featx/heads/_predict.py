@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import BadImageError, FeatxUsageError
+from ..core.errors import BadImageError, FeatxUsageError
 from ._persist import TrainedHead, load_head
 
 __all__ = ["predict", "collect_images", "rows_to_csv", "backbone_for_head"]
@@ -41,7 +41,7 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 def backbone_for_head(head: TrainedHead, weights: str | os.PathLike | None = None):
     """Resolve the backbone the head was trained on; ``weights`` is needed for file checkpoints."""
-    from ._backbones import resolve_backbone
+    from ..extraction import resolve_backbone
 
     identity = head.backbone
     recorded = identity.get("weights", {})
@@ -87,9 +87,9 @@ def predict(
     """
     import torch
 
-    from ._backbones import create_backbone
-    from ._extract import autocast_context, make_eval_transform, resolve_device, resolve_precision
-    from ._images import load_image
+    from ..core.runtime import autocast_context, resolve_device, resolve_precision
+    from ..data import load_image
+    from ..extraction import create_backbone, make_eval_transform
 
     if batch_size < 1:
         raise FeatxUsageError("batch size must be at least 1")

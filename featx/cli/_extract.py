@@ -1,56 +1,15 @@
-"""The ``featx`` command line: one click group, one exception policy.
-
-Stages map onto commands (extract -> train / finetune -> report, or ``run`` for a
-whole pipeline). Every :class:`featx.FeatxError` becomes one line on stderr and an
-exit code (2 for usage mistakes, 1 for runtime failures), never a traceback.
-Commands of later stages live in their own ``featx/_cli_*.py`` modules, listed in
-``_COMMAND_MODULES``, so each stage's CLI sits next to nothing but itself.
-"""
+"""``featx extract``, ``featx info`` and ``featx backbones``: stage 1 from the command line."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 
 import click
 
-from ._errors import FeatxError
-
-__all__ = ["main", "cli", "FeatxClickError"]
-
-_COMMAND_MODULES: list[str] = ["featx._cli_finetune", "featx._cli_pipeline", "featx._cli_heads"]
+__all__ = ["COMMANDS", "extract", "info", "backbones"]
 
 
-class FeatxClickError(click.ClickException):
-    """A featx error as click sees it: one line, the error's own exit code."""
-
-    def __init__(self, error: FeatxError):
-        super().__init__(str(error).splitlines()[0] if str(error) else type(error).__name__)
-        self.exit_code = error.exit_code
-
-    def show(self, file=None) -> None:
-        click.echo(f"featx: error: {self.format_message()}", err=True)
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except FeatxError as exc:
-            raise FeatxClickError(exc) from None
-        except KeyboardInterrupt:
-            click.echo("featx: interrupted; run the same command again to resume", err=True)
-            ctx.exit(130)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="featx")
-def cli() -> None:
-    """featx: extract features once with a frozen timm backbone, then fit many heads on them."""
-
-
-@cli.command()
+@click.command()
 @click.option("--source", "source", required=True, help="Image folder, CSV manifest (path,label[,split]) or built-in name (digits).")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True, help="Any timm model name, optionally with a tag.")
 @click.option("--weights", default=None, help="Checkpoint file (.pth/.pt/.safetensors), 'hub' or 'random'. Default: offline weights when registered, else the hub.")
@@ -66,7 +25,7 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, strict, overwrite, quiet):
     """Extract embeddings of every image of SOURCE into an HDF5 feature store (resumable)."""
-    from ._extract import extract as run_extract
+    from ..extraction import extract as run_extract
 
     store = run_extract(
         source, backbone, out, weights=weights, pooling=pooling, batch_size=batch_size, device=device,
@@ -84,13 +43,13 @@ def extract(source, backbone, weights, pooling, out, batch_size, device, workers
         click.echo(f"extraction: {info['run']['images_per_second']:.1f} images/s on {info['run']['device']}")
 
 
-@cli.command()
+@click.command()
 @click.argument("store_path", metavar="FILE.h5", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the full description as JSON.")
 def info(store_path, as_json):
     """Describe a feature store: size, backbone, classes, splits, skipped items, config."""
-    from ._persist import json_default
-    from ._store import FeatureStore
+    from ..core.io import json_default
+    from ..extraction import FeatureStore
 
     store = FeatureStore(store_path)
     data = store.info()
@@ -110,10 +69,10 @@ def info(store_path, as_json):
         click.echo(f"  skipped   ... and {len(data['skipped']) - 20} more (--json lists all)")
 
 
-@cli.command()
+@click.command()
 def backbones():
     """List the backbones with offline weights, and how to use any other timm model."""
-    from ._backbones import DEFAULT_BACKBONE, list_offline_weights
+    from ..extraction import DEFAULT_BACKBONE, list_offline_weights
 
     click.echo("Offline-ready ImageNet checkpoints (no hub needed):")
     for cfg in list_offline_weights():
@@ -129,14 +88,4 @@ def backbones():
     )
 
 
-for _module in _COMMAND_MODULES:
-    for _command in importlib.import_module(_module).COMMANDS:
-        cli.add_command(_command)
-
-
-def main() -> None:
-    cli.main(prog_name="featx", standalone_mode=True)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+COMMANDS = [extract, info, backbones]

@@ -32,7 +32,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.pipeline import Pipeline
 
-from ._errors import FeatxUsageError
+from ..core.errors import FeatxUsageError
 
 __all__ = ["HeadSpec", "register_head", "create_head", "list_heads", "get_head", "LOGREG_C_GRID", "SELECTIONS"]
 

@@ -29,7 +29,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
-from ._errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxError, FeatxUsageError
+from ..core.io import json_text, write_atomic
 
 __all__ = ["TrainedHead", "save_head", "load_head", "TRUSTED_TYPES", "MANIFEST_FILE", "HEAD_FORMAT"]
 
@@ -47,32 +48,6 @@ TRUSTED_TYPES = frozenset({
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.tree._tree.Tree",
 })
-
-
-def write_atomic(path: Path, data: bytes | str) -> Path:
-    """Write a file under a temporary name and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, str):
-        tmp.write_text(data, encoding="utf-8")
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
-def json_default(value):
-    """JSON encoder fallback for NumPy scalars and arrays (and paths, as strings)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def json_text(data) -> str:
-    return json.dumps(data, indent=2, default=json_default)
 
 
 def _is_xgboost(estimator) -> bool:
@@ -213,7 +188,7 @@ def load_head(path: str | os.PathLike, store=None) -> TrainedHead:
     if files.get("xgboost"):
         from xgboost import XGBClassifier
 
-        from ._heads import xgboost_device
+        from ._registry import xgboost_device
 
         booster = XGBClassifier()
         try:

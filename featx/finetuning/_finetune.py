@@ -54,10 +54,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
-from ._errors import FeatxError, FeatxUsageError
-from ._extract import autocast_context, jsonable_data_config, resolve_device, resolve_precision, tune_malloc
-from ._finetune_data import (
+from ..core.errors import FeatxError, FeatxUsageError
+from ..core.io import json_text, write_atomic
+from ..core.metrics import classification_metrics
+from ..core.results import merge_results, metric_fields
+from ..core.runtime import autocast_context, library_versions, resolve_device, resolve_precision, tune_malloc
+from ..data import SPLITS_FILE, Source, open_source, save_splits, splits_digest
+from ..extraction import (
+    DEFAULT_BACKBONE,
+    BackboneSpec,
+    create_backbone,
+    jsonable_data_config,
+    resolve_backbone,
+)
+from ._data import (
     CROP_SCALE,
     epoch_seed,
     make_train_transform,
@@ -66,11 +76,6 @@ from ._finetune_data import (
     select_items,
     train_loader,
 )
-from ._metrics import classification_metrics
-from ._persist import json_text, write_atomic
-from ._sources import Source, open_source
-from ._splits import SPLITS_FILE, save_splits, splits_digest
-from ._train import _merge_results, _metric_fields, versions
 
 __all__ = ["finetune", "model_stages", "set_trainable", "keep_frozen_in_eval", "MODES", "DEFAULT_LR"]
 
@@ -175,7 +180,7 @@ def _canonical(config: dict) -> dict:
 def save_results_entry(out: Path, entry: dict) -> None:
     """Write ``<out>/finetune_<mode>.json`` and merge the entry into ``<out>/results.json`` as ``featx train`` does."""
     _write_json(out / f"finetune_{entry['mode']}.json", entry)
-    _merge_results(out, [entry])
+    merge_results(out, [entry])
 
 
 def _check_out_dir(out: Path, config: dict, resume: bool, mode: str) -> dict | None:
@@ -189,7 +194,7 @@ def _check_out_dir(out: Path, config: dict, resume: bool, mode: str) -> dict | N
         return None
     old = json.loads(config_path.read_text())
     if old != _canonical(config):
-        from ._store import diff_configs
+        from ..extraction import diff_configs
 
         diff = diff_configs(old, _canonical(config))
         raise FeatxUsageError(
@@ -254,43 +259,24 @@ def finetune(
     finished entry, or resumes an interrupted run after its last completed epoch.
     ``callback(record)`` is called after each epoch's checkpoint is saved.
     """
-    if mode not in MODES:
-        raise FeatxUsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
-    for name, value, low in (("epochs", epochs, 1), ("batch size", batch_size, 2), ("patience", patience, 1),
-                             ("unfreeze", unfreeze, 1), ("workers", workers, 0), ("head epochs", head_epochs, 0)):
-        if value < low:
-            raise FeatxUsageError(f"{name} must be at least {low}")
-    if (per_class is not None and per_class < 1) or (val_per_class is not None and val_per_class < 1):
-        raise FeatxUsageError("per_class and val_per_class must be positive numbers of images per class")
-    if image_size is not None and image_size < 16:
-        raise FeatxUsageError("image size must be at least 16 pixels")
+    _check_options(mode, epochs=epochs, batch_size=batch_size, patience=patience, unfreeze=unfreeze, workers=workers,
+                   head_epochs=head_epochs, per_class=per_class, val_per_class=val_per_class, image_size=image_size)
     lr = DEFAULT_LR[mode] if lr is None else float(lr)
     head_epochs = head_epochs if mode == "full" else 0
     src = open_source(source)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    prec = resolve_precision(precision, dev := resolve_device(device))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-
     data = select_items(src, per_class=per_class, seed=seed, val_per_class=val_per_class, splits_file=splits,
                         split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction)
     seed_everything(seed)  # the new classifier (and in scratch mode every layer) is initialised from it
     model, data_config, weights_record = _build_model(spec, mode, len(src.class_names), image_size)
-    options = {
-        "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-        "layer_decay": layer_decay if mode == "full" else None, "unfreeze": unfreeze if mode == "partial" else None,
-        "label_smoothing": label_smoothing, "warmup_epochs": warmup_epochs, "head_epochs": head_epochs,
-        "patience": patience, "crop_scale": list(crop_scale), "precision": prec, "seed": seed, "per_class": per_class,
-        "val_per_class": val_per_class, "input_size": list(data_config["input_size"]),
-        "image_size_override": image_size,
-    }
-    config = {
-        "source": {"kind": src.kind, "name": src.name, "fingerprint": src.fingerprint()},
-        "backbone": spec.identity(), "weights": weights_record, "options": options,
-        "data_config": jsonable_data_config(data_config),
-        "splits_digest": splits_digest(src.ids, data.splits),
-    }
+    options = _options(mode, data_config, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                       layer_decay=layer_decay, unfreeze=unfreeze, label_smoothing=label_smoothing,
+                       warmup_epochs=warmup_epochs, head_epochs=head_epochs, patience=patience, crop_scale=crop_scale,
+                       precision=prec, seed=seed, per_class=per_class, val_per_class=val_per_class, image_size=image_size)
+    config = _run_config(src, spec, weights_record, options, data_config, data)
     finished = _check_out_dir(out, config, resume, mode)
     if finished is not None:
         if not quiet:
@@ -299,49 +285,112 @@ def finetune(
     _write_json(out / CONFIG_FILE, config)
     save_splits(out / SPLITS_FILE, src.ids, data.splits, data.rule)
 
+    trainer = _Trainer(model, mode, unfreeze, head_epochs, lr, weight_decay, layer_decay, label_smoothing,
+                       warmup_epochs, epochs, _steps_per_epoch(len(data.train), batch_size))
+    run = _Run(out=out, config=config, model=model, data=data, data_config=data_config, trainer=trainer,
+               loop=_device_settings(model, dev, prec, eval_batch_size or batch_size, workers))
+    state = _initial_state(run, resume, quiet)
+    _train_epochs(run, state, seed=seed, epochs=epochs, patience=patience, batch_size=batch_size, workers=workers,
+                  crop_scale=crop_scale, quiet=quiet, callback=callback)
+    entry = _test_entry(run, state, src, spec, weights_record, options, seed=seed, n_boot=n_boot, workers=workers)
+    save_results_entry(out, entry)
+    return entry
+
+
+def _options(mode: str, data_config: dict, *, layer_decay, unfreeze, crop_scale, image_size, **options) -> dict:
+    """The training options as recorded (and compared on resume); mode-specific ones are None elsewhere."""
+    return {
+        "mode": mode, **{k: options[k] for k in ("epochs", "batch_size", "lr", "weight_decay")},
+        "layer_decay": layer_decay if mode == "full" else None, "unfreeze": unfreeze if mode == "partial" else None,
+        **{k: options[k] for k in ("label_smoothing", "warmup_epochs", "head_epochs", "patience")},
+        "crop_scale": list(crop_scale),
+        **{k: options[k] for k in ("precision", "seed", "per_class", "val_per_class")},
+        "input_size": list(data_config["input_size"]), "image_size_override": image_size,
+    }
+
+
+def _run_config(src: Source, spec: BackboneSpec, weights_record: dict, options: dict, data_config: dict, data) -> dict:
+    """What identifies this run: a directory holding another config is refused, not mixed in."""
+    return {
+        "source": {"kind": src.kind, "name": src.name, "fingerprint": src.fingerprint()},
+        "backbone": spec.identity(), "weights": weights_record, "options": options,
+        "data_config": jsonable_data_config(data_config),
+        "splits_digest": splits_digest(src.ids, data.splits),
+    }
+
+
+def _check_options(mode: str, *, per_class, val_per_class, image_size, **minimums) -> None:
+    if mode not in MODES:
+        raise FeatxUsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    lows = {"epochs": 1, "batch_size": 2, "patience": 1, "unfreeze": 1, "workers": 0, "head_epochs": 0}
+    for name, value in minimums.items():
+        if value < lows[name]:
+            raise FeatxUsageError(f"{name.replace('_', ' ')} must be at least {lows[name]}")
+    if (per_class is not None and per_class < 1) or (val_per_class is not None and val_per_class < 1):
+        raise FeatxUsageError("per_class and val_per_class must be positive numbers of images per class")
+    if image_size is not None and image_size < 16:
+        raise FeatxUsageError("image size must be at least 16 pixels")
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every step of one fine-tune run shares."""
+
+    out: Path
+    config: dict
+    model: nn.Module
+    data: object
+    data_config: dict
+    trainer: _Trainer
+    loop: dict  # device, autocast, channels_last, batch_size, workers: the keyword arguments of predict()
+    val_cache: dict | None = None
+
+
+def _device_settings(model: nn.Module, dev: torch.device, prec: str, eval_batch_size: int, workers: int) -> dict:
+    """Move the model to its device (channels_last on GPU) and return how batches run there."""
     tune_malloc()
     channels_last = dev.type == "cuda"
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    autocast = autocast_context(dev, prec)
-    trainer = _Trainer(model, mode, unfreeze, head_epochs, lr, weight_decay, layer_decay, label_smoothing,
-                       warmup_epochs, epochs, _steps_per_epoch(len(data.train), batch_size))
-    state = trainer.load(out / LAST_FILE, config) if resume else None
+    return {"device": dev, "autocast": autocast_context(dev, prec), "channels_last": channels_last,
+            "batch_size": eval_batch_size, "workers": workers}
+
+
+def _initial_state(run: _Run, resume: bool, quiet: bool) -> dict:
+    """The counters after the last completed epoch (from ``last.pt``), or a fresh start."""
+    state = run.trainer.load(run.out / LAST_FILE, run.config) if resume else None
     state = state or {"epoch": 0, "num_updates": 0, "best_metric": -1.0, "best_epoch": None, "bad_epochs": 0,
                       "history": [], "train_seconds": 0.0, "step_seconds": 0.0, "images_seen": 0}
-    data.skipped.update(state.get("skipped", {}))
-    train_transform = make_train_transform(data_config, crop_scale)
-    eval_bs = eval_batch_size or batch_size
-    run = {"device": dev, "autocast": autocast, "channels_last": channels_last, "batch_size": eval_bs, "workers": workers}
-    val_cache = {} if mode == "linear" else None  # a frozen body gives each val image the same pre-logits every epoch
-
+    run.data.skipped.update(state.get("skipped", {}))
+    # A frozen body gives each val image the same pre-logits every epoch.
+    run.val_cache = {} if run.trainer.mode == "linear" else None
     if not quiet and state["epoch"]:
-        print(f"featx: resuming {out} after epoch {state['epoch']}", file=sys.stderr)
+        print(f"featx: resuming {run.out} after epoch {state['epoch']}", file=sys.stderr)
+    return state
+
+
+def _train_epochs(run: _Run, state: dict, *, seed, epochs, patience, batch_size, workers, crop_scale, quiet,
+                  callback) -> None:
+    """Train epoch after epoch until ``epochs`` or early stopping; checkpoint after each."""
+    train_transform = make_train_transform(run.data_config, crop_scale)
     while state["epoch"] < epochs and state["bad_epochs"] < patience:
         epoch = state["epoch"]
         started = time.perf_counter()
         generator = seed_everything(epoch_seed(seed, epoch))
-        loader = train_loader(data, train_transform, data_config["input_size"], batch_size, workers, generator,
-                              pin_memory=dev.type == "cuda")
-        loss, n_images, step_seconds = trainer.train_epoch(epoch, loader, data, run, state)
-        val_idx, val_pred, _ = predict(model, data, data.val, data_config, **run, cache=val_cache, cache_key="val")
-        val_f1 = _macro_f1(data.labels[val_idx], val_pred)
-        improved = val_f1 > state["best_metric"]
-        if improved:
-            trainer.save_best(out, epoch, val_f1)
-            state.update(best_metric=val_f1, best_epoch=epoch + 1, bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
+        loader = train_loader(run.data, train_transform, run.data_config["input_size"], batch_size, workers, generator,
+                              pin_memory=run.loop["device"].type == "cuda")
+        loss, n_images, step_seconds = run.trainer.train_epoch(epoch, loader, run.data, run.loop, state)
+        improved, val_f1 = _validate(run, state, epoch)
         seconds = time.perf_counter() - started
         record = {"epoch": epoch + 1, "train_loss": loss, "val_macro_f1": val_f1, "images_per_second":
                   round(n_images / step_seconds, 2) if step_seconds else None, "seconds": round(seconds, 3),
-                  "lr": max(g["lr"] for g in trainer.optimizer.param_groups)}
+                  "lr": max(g["lr"] for g in run.trainer.optimizer.param_groups)}
         state["history"].append(record)
         state.update(epoch=epoch + 1, train_seconds=state["train_seconds"] + seconds,
                      step_seconds=state["step_seconds"] + step_seconds, images_seen=state["images_seen"] + n_images,
-                     skipped=dict(data.skipped))
-        trainer.save_last(out / LAST_FILE, config, state)
+                     skipped=dict(run.data.skipped))
+        run.trainer.save_last(run.out / LAST_FILE, run.config, state)
         if not quiet:
             left = (epochs - epoch - 1) * state["train_seconds"] / len(state["history"])
             print(f"epoch {epoch + 1}/{epochs}  loss {loss:.4f}  val macro-F1 {val_f1:.4f}"
@@ -353,30 +402,48 @@ def finetune(
         print(f"featx: early stop after epoch {state['epoch']}: val macro-F1 did not improve for {patience} epochs",
               file=sys.stderr)
 
-    trainer.load_best(out)
-    test_idx, test_pred, predict_seconds = predict(model, data, data.test, data_config, **run)
+
+def _validate(run: _Run, state: dict, epoch: int) -> tuple[bool, float]:
+    """Score the epoch on val (macro-F1); keep the best epoch's weights."""
+    val_idx, val_pred, _ = predict(run.model, run.data, run.data.val, run.data_config, **run.loop,
+                                   cache=run.val_cache, cache_key="val")
+    val_f1 = _macro_f1(run.data.labels[val_idx], val_pred)
+    improved = val_f1 > state["best_metric"]
+    if improved:
+        run.trainer.save_best(run.out, epoch, val_f1)
+        state.update(best_metric=val_f1, best_epoch=epoch + 1, bad_epochs=0)
+    else:
+        state["bad_epochs"] += 1
+    return improved, val_f1
+
+
+def _test_entry(run: _Run, state: dict, src: Source, spec: BackboneSpec, weights_record: dict, options: dict, *,
+                seed: int, n_boot: int, workers: int) -> dict:
+    """Evaluate the best epoch once on test; the results entry in the shape ``featx train`` writes."""
+    run.trainer.load_best(run.out)
+    data = run.data
+    test_idx, test_pred, predict_seconds = predict(run.model, data, data.test, run.data_config, **run.loop)
     if not len(test_idx):
         raise FeatxError(f"no usable test image in {src.name}: every test item failed to load")
     metrics = classification_metrics(data.labels[test_idx], test_pred, src.class_names, n_boot=n_boot, seed=seed)
-    entry = {
+    mode = options["mode"]
+    return {
         "kind": "finetune", "head": f"finetune:{mode}", "mode": mode, "backbone": spec.model, "weights": weights_record,
-        "store_id": None, "dim": None, "per_class": per_class, "seeds": [seed],
+        "store_id": None, "dim": None, "per_class": options["per_class"], "seeds": [seed],
         "n_train": len(data.usable(data.train)), "n_val": len(data.usable(data.val)), "n_test": len(test_idx),
         "n_skipped": len(data.skipped), "skipped": [{"id": k, "reason": v} for k, v in list(data.skipped.items())[:100]],
-        "splits_digest": config["splits_digest"], "split_rule": data.rule,
-        **_metric_fields(metrics),
+        "splits_digest": run.config["splits_digest"], "split_rule": data.rule,
+        **metric_fields(metrics),
         "seed_summary": {}, "fit_seconds": round(state["train_seconds"], 3),
         "predict_seconds_per_1k": round(predict_seconds / len(test_idx) * 1000, 3),
-        "params": {**options, "trainable_stages": trainer.stage_labels, "trainable_params": trainer.n_trainable,
-                   "best_epoch": state["best_epoch"], "best_val_macro_f1": state["best_metric"], "device": str(dev),
-                   "workers": workers},
-        "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "params": {**options, "trainable_stages": run.trainer.stage_labels, "trainable_params": run.trainer.n_trainable,
+                   "best_epoch": state["best_epoch"], "best_val_macro_f1": state["best_metric"],
+                   "device": str(run.loop["device"]), "workers": workers},
+        "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "train_seconds": round(state["train_seconds"], 3), "epochs_run": state["epoch"],
         "images_per_second": round(state["images_seen"] / state["step_seconds"], 2) if state["step_seconds"] else None,
         "history": state["history"],
     }
-    save_results_entry(out, entry)
-    return entry
 
 
 def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -38,9 +38,11 @@ from pathlib import Path
 
 import yaml
 
-from ._errors import FeatxError, FeatxUsageError, StoreMismatchError
-from ._pipeline import Pipeline, load_pipeline
-from ._report import RESULTS_FILE, load_results, write_json_atomic, write_report
+from ..core.errors import FeatxError, FeatxUsageError, StoreMismatchError
+from ..core.io import write_json_atomic
+from ..core.results import RESULTS_FILE
+from ._config import Pipeline, load_pipeline
+from ._report import load_results, write_report
 
 __all__ = ["run_pipeline", "plan_pipeline", "Stage", "PipelineRun", "stage_table", "STATE_FILE", "RESOLVED_FILE"]
 
@@ -174,7 +176,7 @@ class _Runner:
     @property
     def source(self):
         if self._source is None:
-            from ._sources import open_source
+            from ..data import open_source
 
             try:
                 self._source = open_source(self.pipeline.source["path"])
@@ -190,7 +192,7 @@ class _Runner:
         return self._fingerprint
 
     def spec(self, bb: dict):
-        from ._backbones import resolve_backbone
+        from ..extraction import resolve_backbone
 
         if bb["label"] not in self._specs:
             self._specs[bb["label"]] = resolve_backbone(bb["name"], weights=bb["weights"], pooling=bb["pooling"])
@@ -205,7 +207,7 @@ class _Runner:
     def key(self, stage: Stage, stages: dict[str, Stage]) -> str | None:
         identity = self.spec(stage.backbone).identity()
         if stage.kind == "extract":
-            from ._extract import resolve_device, resolve_precision
+            from ..core.runtime import resolve_device, resolve_precision
 
             precision = resolve_precision(stage.backbone["precision"], resolve_device(self.pipeline.device))
             return _hash({"source": self.fingerprint, "backbone": identity, "precision": precision,
@@ -225,7 +227,7 @@ class _Runner:
         if stage.key is None or record.get("key") != stage.key or record.get("status") not in _DONE:
             return False
         if stage.kind == "extract":
-            from ._store import FeatureStore
+            from ..extraction import FeatureStore
 
             try:
                 store = FeatureStore(stage.path)
@@ -245,7 +247,7 @@ class _Runner:
     # -- stages
 
     def run_extract(self, stage: Stage) -> dict:
-        from ._extract import extract
+        from ..extraction import extract
 
         bb = stage.backbone
         kwargs = dict(batch_size=bb["batch_size"], device=self.pipeline.device, workers=bb["workers"],
@@ -259,8 +261,8 @@ class _Runner:
         return {"store_id": store.store_id}
 
     def run_head(self, stage: Stage) -> dict:
-        from ._store import FeatureStore
-        from ._train import train_heads
+        from ..extraction import FeatureStore
+        from ..heads import train_heads
 
         store = FeatureStore(self.by_id[stage.after].path).require_complete()
         train_heads(store, heads=[stage.head["name"]], params={stage.head["name"]: stage.head["params"]},
@@ -269,7 +271,7 @@ class _Runner:
         return {}
 
     def run_finetune(self, stage: Stage) -> dict:
-        from ._finetune import finetune
+        from ..finetuning import finetune
 
         bb = stage.backbone
         options = {k: v for k, v in stage.finetune.items() if k not in ("mode", "backbones")}
@@ -297,25 +299,29 @@ class _Runner:
             if self.dry_run:
                 stage.status = "to run"
                 continue
-            previous = self.state["stages"].get(stage.id, {})
-            if previous.get("key") not in (None, stage.key) and stage.kind != "extract" and stage.path.exists():
-                # Inputs changed: old outputs would be refused (or, worse, mixed in).
-                shutil.rmtree(stage.path)
-            self.say(f"{tag}: running")
-            started = time.perf_counter()
-            try:
-                extra = getattr(self, f"run_{stage.kind}")(stage)
-            except Exception as exc:  # noqa: BLE001 - one failed stage must not lose the others
-                stage.seconds = round(time.perf_counter() - started, 3)
-                stage.status = "failed"
-                stage.error = (str(exc).splitlines() or [""])[0] if isinstance(exc, FeatxError) else f"{type(exc).__name__}: {exc}"
-                self.say(f"{tag}: FAILED after {stage.seconds:.1f} s: {stage.error}")
-                self.record(stage, traceback=traceback.format_exc(limit=20))
-                continue
+            self._run_stage(stage, tag)
+
+    def _run_stage(self, stage: Stage, tag: str) -> None:
+        """Run one stage; a failure is recorded with its reason and does not stop the others."""
+        previous = self.state["stages"].get(stage.id, {})
+        if previous.get("key") not in (None, stage.key) and stage.kind != "extract" and stage.path.exists():
+            # Inputs changed: old outputs would be refused (or, worse, mixed in).
+            shutil.rmtree(stage.path)
+        self.say(f"{tag}: running")
+        started = time.perf_counter()
+        try:
+            extra = getattr(self, f"run_{stage.kind}")(stage)
+        except Exception as exc:  # noqa: BLE001 - one failed stage must not lose the others
             stage.seconds = round(time.perf_counter() - started, 3)
-            stage.status = "done"
-            self.say(f"{tag}: done in {stage.seconds:.1f} s")
-            self.record(stage, **extra)
+            stage.status = "failed"
+            stage.error = (str(exc).splitlines() or [""])[0] if isinstance(exc, FeatxError) else f"{type(exc).__name__}: {exc}"
+            self.say(f"{tag}: FAILED after {stage.seconds:.1f} s: {stage.error}")
+            self.record(stage, traceback=traceback.format_exc(limit=20))
+            return
+        stage.seconds = round(time.perf_counter() - started, 3)
+        stage.status = "done"
+        self.say(f"{tag}: done in {stage.seconds:.1f} s")
+        self.record(stage, **extra)
 
     # -- results
 

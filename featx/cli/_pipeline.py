@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._errors import FeatxError
+from ..core.errors import FeatxError
 
 __all__ = ["COMMANDS", "run", "report"]
 
@@ -33,7 +33,7 @@ def run(pipeline_file, out, overrides, dry_run, quiet):
     Stages whose inputs did not change since the last run are reused; a failed stage
     does not stop the others, and running the same command again resumes.
     """
-    from ._runner import run_pipeline
+    from ..pipeline import run_pipeline
 
     result = run_pipeline(pipeline_file, overrides=overrides, out=out, dry_run=dry_run, quiet=quiet)
     if dry_run:
@@ -66,8 +66,7 @@ def run(pipeline_file, out, overrides, dry_run, quiet):
 @click.option("--title", default=None, help="Report title (default: from the pipeline's name).")
 def report(out_dir, title):
     """Rebuild DIR/report.html, report.md and the plots from DIR/results.json, without recomputing."""
-    from ._report import write_report
-    from ._runner import stage_table
+    from ..pipeline import stage_table, write_report
 
     name, stages = stage_table(out_dir)
     default_title = f"featx report: {name}" if name else f"featx report: {Path(out_dir).resolve().name}"

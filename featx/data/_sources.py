@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._errors import BadImageError, FeatxUsageError
+from ..core.errors import BadImageError, FeatxUsageError
 from ._images import IMAGE_EXTENSIONS, load_image, to_rgb
 
 __all__ = [

@@ -1,0 +1,48 @@
+"""The ``featx`` command line: one click group, one exception policy.
+
+Stages map onto commands (extract -> train / finetune -> report, or ``run`` for a
+whole pipeline). Every :class:`featx.FeatxError` becomes one line on stderr and an
+exit code (2 for usage mistakes, 1 for runtime failures), never a traceback.
+Each stage's commands live in their own module of ``featx.cli`` (``_extract``,
+``_heads``, ``_finetune``, ``_pipeline``), each exporting ``COMMANDS``; the package
+``__init__`` adds them to this group.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ..core.errors import FeatxError
+
+__all__ = ["main", "cli", "FeatxClickError"]
+
+class FeatxClickError(click.ClickException):
+    """A featx error as click sees it: one line, the error's own exit code."""
+
+    def __init__(self, error: FeatxError):
+        super().__init__(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        self.exit_code = error.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"featx: error: {self.format_message()}", err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FeatxError as exc:
+            raise FeatxClickError(exc) from None
+        except KeyboardInterrupt:
+            click.echo("featx: interrupted; run the same command again to resume", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="featx")
+def cli() -> None:
+    """featx: extract features once with a frozen timm backbone, then fit many heads on them."""
+
+
+def main() -> None:
+    cli.main(prog_name="featx", standalone_mode=True)

@@ -1,0 +1,42 @@
+"""What the images and labels are: sources (folders, CSV manifests, built-ins, arrays),
+image decoding with its skip rules, and the seeded train/val/test splits every stage shares.
+"""
+
+from __future__ import annotations
+
+from ._images import ALLOWED_FORMATS, ALPHA_BACKGROUND, IMAGE_EXTENSIONS, load_image, to_rgb
+from ._sources import (
+    SPLIT_NAMES,
+    ArraySource,
+    CsvSource,
+    DigitsSource,
+    ImageFolderSource,
+    Item,
+    Source,
+    list_builtin_sources,
+    open_source,
+)
+from ._splits import SPLITS_FILE, assign_splits, few_shot_mask, load_splits, save_splits, splits_digest
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "IMAGE_EXTENSIONS",
+    "ALPHA_BACKGROUND",
+    "load_image",
+    "to_rgb",
+    "Item",
+    "Source",
+    "ImageFolderSource",
+    "CsvSource",
+    "DigitsSource",
+    "ArraySource",
+    "open_source",
+    "list_builtin_sources",
+    "SPLIT_NAMES",
+    "assign_splits",
+    "few_shot_mask",
+    "save_splits",
+    "load_splits",
+    "splits_digest",
+    "SPLITS_FILE",
+]

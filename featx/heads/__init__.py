@@ -1,0 +1,47 @@
+"""Stage 2: the head registry, the training protocol (selection on val, refit on
+train+val, one test evaluation), safe persistence, and prediction from images.
+"""
+
+from __future__ import annotations
+
+from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
+from ._predict import backbone_for_head, collect_images, predict, rows_to_csv
+from ._registry import LOGREG_C_GRID, SELECTIONS, HeadSpec, create_head, get_head, list_heads, register_head
+from ._train import (
+    CONFIG_FILE,
+    ENTRY_FILE,
+    RESULTS_FILE,
+    evaluate_head,
+    resolve_splits,
+    select_and_fit,
+    train_heads,
+    training_rows,
+)
+
+__all__ = [
+    "TrainedHead",
+    "save_head",
+    "load_head",
+    "TRUSTED_TYPES",
+    "MANIFEST_FILE",
+    "HEAD_FORMAT",
+    "predict",
+    "collect_images",
+    "rows_to_csv",
+    "backbone_for_head",
+    "HeadSpec",
+    "register_head",
+    "create_head",
+    "list_heads",
+    "get_head",
+    "LOGREG_C_GRID",
+    "SELECTIONS",
+    "train_heads",
+    "evaluate_head",
+    "select_and_fit",
+    "training_rows",
+    "resolve_splits",
+    "RESULTS_FILE",
+    "CONFIG_FILE",
+    "ENTRY_FILE",
+]

@@ -1,0 +1,28 @@
+"""YAML pipelines: the config and its validation, the stage runner with its cache keys,
+and the HTML/Markdown report.
+"""
+
+from __future__ import annotations
+
+from ._config import SPLIT_DEFAULTS, Pipeline, load_pipeline, parse_overrides
+from ._report import REPORT_FILES, load_results, recommend, total_seconds, write_report
+from ._runner import RESOLVED_FILE, STATE_FILE, PipelineRun, Stage, plan_pipeline, run_pipeline, stage_table
+
+__all__ = [
+    "Pipeline",
+    "load_pipeline",
+    "parse_overrides",
+    "SPLIT_DEFAULTS",
+    "write_report",
+    "load_results",
+    "total_seconds",
+    "recommend",
+    "REPORT_FILES",
+    "run_pipeline",
+    "plan_pipeline",
+    "Stage",
+    "PipelineRun",
+    "stage_table",
+    "STATE_FILE",
+    "RESOLVED_FILE",
+]
