@@ -7,7 +7,15 @@ compares them with a fine-tune baseline of the same backbone on the same splits.
 
 __version__ = "0.1.0"
 
-from .core.errors import BadImageError, FeatxError, FeatxUsageError, StoreInUseError, StoreMismatchError
+from .core.errors import (
+    BadImageError,
+    DiskError,
+    FeatxError,
+    FeatxUsageError,
+    StoreDamagedError,
+    StoreInUseError,
+    StoreMismatchError,
+)
 from .data import ArraySource, CsvSource, DigitsSource, ImageFolderSource, Item, Source, open_source
 from .extraction import (
     DEFAULT_BACKBONE,
@@ -49,6 +57,8 @@ __all__ = [
     "FeatxUsageError",
     "StoreInUseError",
     "StoreMismatchError",
+    "StoreDamagedError",
+    "DiskError",
     "extract",
     "finetune",
     "FeatureExtractor",

@@ -14,6 +14,7 @@ import featx
 ROOT = Path(featx.__file__).parent
 # The data path: a package may import packages of a lower rank (and itself), never higher.
 RANK = {"core": 0, "data": 1, "extraction": 2, "heads": 3, "finetuning": 3, "pipeline": 4, "cli": 5}
+# The documented API before the layout move; later issues may add names, never drop one.
 PUBLIC_API = {
     "__version__", "DEFAULT_BACKBONE", "BackboneSpec", "OfflineWeights", "create_backbone", "list_offline_weights",
     "register_offline_weights", "resolve_backbone", "BadImageError", "FeatxError", "FeatxUsageError",
@@ -61,9 +62,9 @@ def _package(module: str) -> str | None:
     return parts[1] if len(parts) > 1 else None
 
 
-def test_public_api_unchanged():
-    assert set(featx.__all__) == PUBLIC_API
-    for name in PUBLIC_API:
+def test_public_api_kept():
+    assert set(featx.__all__) >= PUBLIC_API, PUBLIC_API - set(featx.__all__)
+    for name in featx.__all__:
         assert hasattr(featx, name), name
     assert callable(featx.extract) and callable(featx.finetune)  # not shadowed by subpackages
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import click
 
-from ..core.errors import FeatxError
+from ..core.errors import DiskError, FeatxError
+from ..core.io import is_disk_error
 
 __all__ = ["main", "cli", "FeatxClickError"]
 
@@ -36,6 +37,11 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("featx: interrupted; run the same command again to resume", err=True)
             ctx.exit(130)
+        except (OSError, RuntimeError) as exc:
+            # A write path that did not wrap its own disk errors still gets one line, not a traceback.
+            if not is_disk_error(exc):
+                raise
+            raise FeatxClickError(DiskError(f"{str(exc).splitlines()[0]}")) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

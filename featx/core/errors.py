@@ -9,7 +9,8 @@ Either way the user sees one line, never a traceback.
 
 from __future__ import annotations
 
-__all__ = ["FeatxError", "FeatxUsageError", "StoreInUseError", "StoreMismatchError", "BadImageError"]
+__all__ = ["FeatxError", "FeatxUsageError", "StoreInUseError", "StoreMismatchError", "StoreDamagedError", "DiskError",
+           "BadImageError"]
 
 
 class FeatxError(Exception):
@@ -34,3 +35,11 @@ class StoreMismatchError(FeatxError):
 
 class BadImageError(FeatxError):
     """An image that cannot be used; the message is the reason recorded in the store."""
+
+
+class StoreDamagedError(FeatxError):
+    """A feature store (or a saved head) whose bytes are not what was written: truncated, corrupted, tampered."""
+
+
+class DiskError(FeatxError):
+    """The storage failed while featx was writing (no space left, quota, I/O error); nothing half-written is kept."""

@@ -1,26 +1,110 @@
-"""Atomic file writes and the JSON encoding featx uses for every file it writes."""
+"""Atomic file writes, disk-error reporting and the JSON encoding featx uses for every
+file it writes.
+
+Every file featx writes goes through one of two mechanisms, so a full disk or an I/O
+error anywhere behaves the same way: the temporary file is removed, the earlier file
+(if any) is untouched, and the user sees one line naming what was being written
+(``no space left on device while writing X``), exit code 1.
+
+- :func:`write_atomic` for whole small files (JSON, CSV, Markdown, HTML): written to a
+  temporary name in the same folder, flushed and fsynced, then renamed into place.
+- :func:`disk_errors` around any other write (HDF5 stores, model files): it turns
+  ``OSError`` with a disk errno into :class:`~featx.core.errors.DiskError`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_atomic", "json_default", "json_text", "write_json_atomic"]
+from .errors import DiskError
+
+__all__ = ["write_atomic", "json_default", "json_text", "write_json_atomic", "disk_errors", "is_disk_error",
+           "fsync_dir", "DISK_ERRNOS"]
+
+# errno values that mean "the storage failed us", not "the user asked for something odd".
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+_REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+            errno.EIO: "input/output error", errno.EROFS: "read-only file system", errno.EFBIG: "file too large"}
 
 
-def write_atomic(path: Path, data: bytes | str) -> Path:
-    """Write a file under a temporary name and rename it into place."""
+def is_disk_error(exc: BaseException) -> bool:
+    """True for an OSError (or an h5py error wrapping one) caused by the storage itself."""
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        return True
+    # h5py reports a failed write as OSError/RuntimeError without errno; its text names the cause.
+    text = str(exc).lower()
+    return isinstance(exc, (OSError, RuntimeError)) and any(
+        phrase in text for phrase in ("no space left", "disk quota", "errno = 28", "errno = 5,", "file write failed")
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno in _REASONS:
+        return _REASONS[exc.errno]
+    return "no space left on device" if "space" in str(exc).lower() else f"write failed ({str(exc).splitlines()[0]})"
+
+
+@contextlib.contextmanager
+def disk_errors(what: str | os.PathLike, *cleanup: str | os.PathLike) -> Iterator[None]:
+    """Turn a disk failure inside the block into one :class:`DiskError` line naming ``what``.
+
+    ``cleanup`` paths (temporary files or folders) are removed on any failure, so a full
+    disk is not filled further by half-written leftovers.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        for path in cleanup:
+            _remove(Path(path))
+        if isinstance(exc, DiskError) or not is_disk_error(exc):
+            raise
+        raise DiskError(f"{_reason(exc)} while writing {what}") from exc
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write a file under a temporary name, fsync it and rename it into place.
+
+    A failure (full disk, I/O error, interrupt) removes the temporary file and leaves any
+    earlier file at ``path`` untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, str):
-        tmp.write_text(data, encoding="utf-8")
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with disk_errors(path, tmp):
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    fsync_dir(path.parent)
     return path
 
 
@@ -37,5 +121,5 @@ def json_text(data) -> str:
     return json.dumps(data, indent=2, default=json_default)
 
 
-def write_json_atomic(path: Path, data) -> Path:
+def write_json_atomic(path: str | os.PathLike, data) -> Path:
     return write_atomic(path, json_text(data))
