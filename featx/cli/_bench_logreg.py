@@ -1,0 +1,3 @@
+"""``featx bench logreg`` (issue 12)."""
+
+COMMANDS: list = []
