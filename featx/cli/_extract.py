@@ -14,7 +14,7 @@ __all__ = ["COMMANDS", "extract", "info", "backbones"]
 @click.option("--backbone", default="efficientnet_lite0", show_default=True, help="Any timm model name, optionally with a tag.")
 @click.option("--weights", default=None, help="Checkpoint file (.pth/.pt/.safetensors), 'hub' or 'random'. Default: offline weights when registered, else the hub.")
 @click.option("--pooling", default="avg", show_default=True, type=click.Choice(["avg", "max", "avgmax", "catavgmax", "token"]))
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Feature store to write (.h5).")
+@click.option("--out", "out", required=True, type=click.Path(), help="Feature store to write (.h5), or a directory for a sharded store.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0), help="DataLoader worker processes.")
@@ -23,13 +23,21 @@ __all__ = ["COMMANDS", "extract", "info", "backbones"]
 @click.option("--strict", is_flag=True, help="Fail on the first bad image instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with another config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, strict, overwrite, quiet):
+@click.option("--shard-size", default=None, type=click.IntRange(min=1), help="Write a sharded store (directory of part-NNNNN.h5) with this many rows per shard.")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="ray: decode and embed on a Ray cluster (pip install 'featx[ray]'); always writes a sharded store.")
+@click.option("--address", default=None, help="Ray cluster: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted for a local Ray.")
+@click.option("--actors", default=None, type=click.IntRange(min=1), help="Ray: backbone replicas (default: one per GPU, else one).")
+@click.option("--gpus-per-actor", default=None, type=click.FloatRange(min=0), help="Ray: GPUs per backbone replica (default 1 with --device cuda/auto on a GPU cluster, else 0).")
+def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, strict, overwrite,
+            quiet, shard_size, engine, address, actors, gpus_per_actor):
     """Extract embeddings of every image of SOURCE into an HDF5 feature store (resumable)."""
     from ..extraction import extract as run_extract
 
     store = run_extract(
         source, backbone, out, weights=weights, pooling=pooling, batch_size=batch_size, device=device,
         workers=workers, precision=precision, dtype=dtype, strict=strict, overwrite=overwrite, quiet=quiet,
+        shard_size=shard_size, engine=engine,
+        ray_options={"address": address, "actors": actors, "gpus_per_actor": gpus_per_actor},
     )
     info = store.info()
     splits = ", ".join(f"{k}={v}" for k, v in info["splits"].items())
@@ -44,7 +52,7 @@ def extract(source, backbone, weights, pooling, out, batch_size, device, workers
 
 
 @click.command()
-@click.argument("store_path", metavar="FILE.h5", type=click.Path(dir_okay=False))
+@click.argument("store_path", metavar="STORE", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the full description as JSON.")
 def info(store_path, as_json):
     """Describe a feature store: size, backbone, classes, splits, skipped items, config."""

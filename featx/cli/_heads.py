@@ -59,7 +59,7 @@ def _print_entries(entries: list[dict]) -> None:
 
 
 @click.command()
-@click.option("--features", "features", required=True, type=click.Path(dir_okay=False), help="Feature store (.h5) from `featx extract`.")
+@click.option("--features", "features", required=True, type=click.Path(), help="Feature store (.h5 file or sharded directory) from `featx extract`.")
 @click.option("--heads", "heads_", default="logreg", show_default=True, help="Comma-separated heads (see `featx heads`).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results directory.")
 @click.option("--per-class", type=click.IntRange(min=1), default=None, help="Few-shot: N training items per class.")
@@ -90,7 +90,7 @@ def train(features, heads_, out, per_class, seeds, splits, split_seed, val_fract
 
 @click.command()
 @click.option("--model", "model", required=True, type=click.Path(file_okay=False), help="A saved head: DIR/<head> from `featx train`.")
-@click.option("--features", "features", required=True, type=click.Path(dir_okay=False), help="Feature store (.h5) to evaluate on.")
+@click.option("--features", "features", required=True, type=click.Path(), help="Feature store (.h5 file or sharded directory) to evaluate on.")
 @click.option("--splits", "splits", type=click.Path(dir_okay=False, exists=True), default=None, help="splits.json giving the test split.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full entry as JSON.")
 def evaluate(model, features, splits, as_json):

@@ -95,6 +95,14 @@ class FeatureStore:
     >>> X, y = store.features, store.labels                   # doctest: +SKIP
     """
 
+    def __new__(cls, path: str | os.PathLike, *args, **kwargs):
+        # A directory is a sharded store (see _shards); every caller reads it through this class.
+        if cls is FeatureStore and Path(path).is_dir():
+            from ._shards import ShardedFeatureStore
+
+            cls = ShardedFeatureStore
+        return super().__new__(cls)
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         with _open_h5(self.path, "r") as h5:
