@@ -1,0 +1,221 @@
+"""The Ray engine: decode in Ray tasks, embed in an actor pool, one shard per Ray row.
+
+The driver lists the source and owns the manifest (``_shard_engine``). It turns each
+pending shard into one row ``{shard, start, stop}`` of a Ray dataset; a decode task
+opens the shard's images and applies the PIL half of timm's eval transform (resize,
+centre crop) to uint8 pixels; an actor of the pool (one backbone replica per GPU, or
+per ``cpus_per_actor`` CPUs) applies the tensor half (scale, normalise), runs the
+model and commits the shard file itself, by atomic rename, on the shared file system.
+Only the shard's manifest entry travels back to the driver.
+
+Faults: Ray Data retries a failed decode task and restarts a dead actor, re-running its
+shard (``max_task_retries=-1`` by default for actor pools). A shard is always the same
+rows, written under a unique temporary name and renamed, so a retry overwrites it with
+the same file and never duplicates a row; a killed node costs the shards in flight.
+A killed driver loses only manifest entries, which the next run adopts from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.errors import BadImageError, FeatxError, FeatxUsageError
+
+__all__ = ["connect", "run_ray_shards", "RayCluster", "split_eval_transform"]
+
+
+@dataclass
+class RayCluster:
+    """What the driver resolved about the cluster before writing anything."""
+
+    device_type: str
+    actors: int
+    gpus_per_actor: float
+    cpus_per_actor: float
+    started_here: bool
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the engine needs Ray Data, not only the core
+    except ImportError:
+        raise FeatxError("the ray engine needs Ray Data: pip install 'featx[ray]'") from None
+    return ray
+
+
+def _init(ray, address: str | None) -> bool:
+    """Join ``address`` (or start a local Ray); True when this process started it."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                 configure_logging=True)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own types here
+        where = address or "a local Ray instance"
+        raise FeatxError(f"cannot connect to the Ray cluster at {where}: {str(exc).splitlines()[0]}") from None
+    return True
+
+
+def connect(device: str = "auto", address: str | None = None, actors: int | None = None,
+            gpus_per_actor: float | None = None, cpus_per_actor: float = 1.0) -> RayCluster:
+    """Connect to Ray and resolve the device and pool size; fails in one line before any write."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise FeatxUsageError(f"with --engine ray, --device is auto, cpu or cuda (the actors pick their GPU); got {device!r}")
+    ray = _import_ray()
+    started = _init(ray, address)
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    if device == "cuda" and gpus == 0:
+        if started:
+            ray.shutdown()
+        raise FeatxError("--device cuda was asked for but the Ray cluster has no GPUs; use --device cpu or auto")
+    use_gpu = gpus > 0 and device != "cpu" and gpus_per_actor != 0
+    per_actor = (gpus_per_actor or 1.0) if use_gpu else 0.0
+    if actors is None:
+        actors = max(1, int(gpus // per_actor)) if use_gpu else 1
+    return RayCluster("cuda" if use_gpu else "cpu", int(actors), per_actor, cpus_per_actor, started)
+
+
+def split_eval_transform(data_config: dict):
+    """timm's eval transform cut in two: the PIL part (resize, crop) and the tensor part (normalise).
+
+    Decode tasks ship uint8 pixels (4x smaller than float32); ``to_tensor`` of those pixels
+    then equals what the single-process loader computes from the PIL image.
+    """
+    from ._extractor import make_eval_transform
+
+    steps = list(make_eval_transform(data_config).transforms)
+    cut = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
+    return steps[:cut], steps[cut + 1:]
+
+
+def _decode_shards(batch: dict, source, data_config: dict) -> dict:
+    """Ray task: one shard row -> its resized, cropped uint8 pixels and per-item skip reasons."""
+    pil_steps, _ = split_eval_transform(data_config)
+    _, height, width = data_config["input_size"]
+    out = {"shard": [], "start": [], "pixels": [], "reasons": [], "ids": []}
+    for shard, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
+        pixels = np.zeros((int(stop) - int(start), height, width, 3), dtype=np.uint8)
+        reasons = []
+        for row, index in enumerate(range(int(start), int(stop))):
+            try:
+                image = source.load(index)
+                for step in pil_steps:
+                    image = step(image)
+                pixels[row] = np.asarray(image, dtype=np.uint8)
+                reasons.append(None)
+            except BadImageError as exc:
+                reasons.append(str(exc))
+        out["shard"].append(int(shard))
+        out["start"].append(int(start))
+        out["pixels"].append(pixels.tobytes())
+        out["reasons"].append(json.dumps(reasons))
+        out["ids"].append(json.dumps([source.items[i].id for i in range(int(start), int(stop))]))
+    return {k: np.array(v) if k in ("shard", "start") else np.array(v, dtype=object) for k, v in out.items()}
+
+
+class _EmbedShards:
+    """Ray actor: one backbone replica; embeds a decoded shard and commits it as ``part-NNNNN.h5``."""
+
+    def __init__(self, spec, data_config: dict, device_type: str, precision: str, cpus: float, batch_size: int,
+                 out_dir: str, dtype: str):
+        import torch
+
+        from ..core.runtime import tune_malloc
+        from ._backbones import create_backbone
+
+        # A CPU actor owns `cpus` cores; more torch threads would only spin against its neighbours.
+        torch.set_num_threads(max(1, int(cpus)))
+        tune_malloc()
+        self.device = torch.device(device_type)
+        self.model, _ = create_backbone(spec)
+        self.model.to(self.device)
+        _, self.tensor_steps = split_eval_transform(data_config)
+        self.shape = tuple(data_config["input_size"])
+        self.precision, self.batch_size = precision, batch_size
+        self.out_dir, self.dtype = out_dir, dtype
+
+    def _embed(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        from ..core.runtime import autocast_context
+
+        feats = []
+        with torch.inference_mode():
+            for lo in range(0, len(pixels), self.batch_size):
+                x = torch.from_numpy(pixels[lo:lo + self.batch_size]).permute(0, 3, 1, 2).contiguous()
+                x = x.to(dtype=torch.get_default_dtype()).div(255)
+                for step in self.tensor_steps:
+                    x = step(x)
+                with autocast_context(self.device, self.precision):
+                    out = self.model(x.to(self.device))
+                feats.append(out.float().reshape(len(x), -1).cpu().numpy())
+        return np.concatenate(feats) if feats else np.zeros((0, 0), dtype=np.float32)
+
+    def __call__(self, batch: dict) -> dict:
+        from ._shards import write_shard
+
+        entries = []
+        for shard, start, blob, reasons_json, ids_json in zip(batch["shard"], batch["start"], batch["pixels"],
+                                                              batch["reasons"], batch["ids"]):
+            reasons = json.loads(reasons_json)
+            pixels = np.frombuffer(blob, dtype=np.uint8).reshape(len(reasons), self.shape[1], self.shape[2], 3)
+            feats = self._embed(pixels)
+            feats[[i for i, r in enumerate(reasons) if r]] = 0.0
+            entry = write_shard(self.out_dir, int(shard), int(start), json.loads(ids_json), feats, reasons, self.dtype)
+            entries.append(json.dumps(entry))
+        return {"entry": np.array(entries, dtype=object)}
+
+
+def run_ray_shards(writer, src, spec, data_config: dict, cluster: RayCluster, *, prec: str, dtype: str,
+                   batch_size: int, strict: bool, quiet: bool) -> dict:
+    """Run the pending shards of ``writer`` on Ray; record each shard in the manifest as it lands."""
+    ray = _import_ray()
+    from tqdm.auto import tqdm
+
+    try:
+        pending = writer.pending_shards()
+        rows = [dict(zip(("shard", "start", "stop"), (k, *writer.shard_range(k)))) for k in pending]
+        total = sum(r["stop"] - r["start"] for r in rows)
+        if rows:
+            _drive(ray, writer, src, spec, data_config, cluster, rows, prec, dtype, batch_size, strict, quiet, tqdm)
+    finally:
+        if cluster.started_here:
+            ray.shutdown()
+    return {"engine": "ray", "device": cluster.device_type, "actors": cluster.actors,
+            "gpus_per_actor": cluster.gpus_per_actor, "batch_size": batch_size,
+            "shard_size": writer.manifest["shard_size"], "rows_this_run": total}
+
+
+def _drive(ray, writer, src, spec, data_config, cluster, rows, prec, dtype, batch_size, strict, quiet, tqdm) -> None:
+    import logging
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Plain dicts travel to the workers; the Source object pickles with its paths, not its images' bytes.
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map_batches(_decode_shards, batch_size=1, fn_kwargs={"source": src, "data_config": data_config},
+                        num_cpus=1)
+    ds = ds.map_batches(
+        _EmbedShards, batch_size=1, compute=ray.data.ActorPoolStrategy(size=cluster.actors), num_gpus=cluster.gpus_per_actor or None,
+        num_cpus=cluster.cpus_per_actor,
+        fn_constructor_kwargs={
+            "spec": spec, "data_config": data_config, "device_type": cluster.device_type, "precision": prec,
+            "cpus": cluster.cpus_per_actor, "batch_size": batch_size, "out_dir": os.fspath(writer.path),
+            "dtype": dtype,
+        },
+    )
+    total = sum(r["stop"] - r["start"] for r in rows)
+    with tqdm(total=total, unit="img", desc="extract (ray)", disable=quiet, dynamic_ncols=True) as bar:
+        for row in ds.iter_rows():
+            entry = json.loads(row["entry"])
+            writer.record(entry)
+            bar.update(entry["rows"])
+            if strict and entry["skipped"]:
+                row_index, reason = entry["skipped"][0]
+                raise FeatxError(f"bad image {src.items[row_index].id}: {reason} (--strict)")
