@@ -65,11 +65,14 @@ def _open_writer(path: Path, src: Source, config: dict, fingerprint: str, dim_of
         if not (path / "manifest.json").is_file():
             raise FeatxUsageError(f"{path} exists and is not a featx store; use another --out or --overwrite")
         check_existing(path, config, fingerprint)
-        store = ShardedFeatureStore(path)
-        if store.complete:
+        # Reopening checks every listed shard's sha256 (a damaged one is dropped and rebuilt), so a
+        # reused store is one whose bytes are what was committed, not one that only says so.
+        writer = ShardedWriter.reopen(path)
+        if writer.manifest["complete"] and not writer.pending_shards():
+            store = ShardedFeatureStore(path)
             store.reused = True
             return None, store
-        return ShardedWriter.reopen(path), None
+        return writer, None
     writer = ShardedWriter.create(
         path, config=config, fingerprint=fingerprint, ids=src.ids, labels=src.labels,
         splits=[item.split for item in src.items], class_names=src.class_names, dim=dim_of(), dtype=dtype,

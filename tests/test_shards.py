@@ -1,0 +1,126 @@
+"""Sharded feature stores with the local engine: layout, equality with a single file, resume
+shard by shard, sha256 checks, the exactly-once id check, and every reader going through them."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from featx import FeatureStore, extract
+from featx.cli import cli
+from featx.core.errors import FeatxError, FeatxUsageError, StoreDamagedError
+
+from .conftest import write_image_folder
+
+TINY = ["--backbone", "test_efficientnet", "--weights", "random"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = write_image_folder(tmp_path_factory.mktemp("shards") / "imgs", n_per_class=6, classes=("a", "b", "c"))
+    (root / "b" / "002.png").write_bytes(b"not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def single(folder, tiny_spec, tmp_path_factory):
+    return extract(folder, tiny_spec, tmp_path_factory.mktemp("single") / "f.h5", quiet=True, workers=0)
+
+
+def _manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+def test_sharded_equals_single_file(folder, tiny_spec, single, tmp_path):
+    store = extract(folder, tiny_spec, tmp_path / "s", shard_size=5, quiet=True, workers=0)
+    assert isinstance(store, FeatureStore) and store.complete
+    assert sorted(p.name for p in (tmp_path / "s").glob("part-*.h5")) == [f"part-{i:05d}.h5" for i in range(4)]
+    manifest = _manifest(tmp_path / "s")
+    assert manifest["complete"] and manifest["n_shards"] == 4 and manifest["config"] == single.config
+    assert [manifest["shards"][str(i)]["rows"] for i in range(4)] == [5, 5, 5, 3]
+    assert manifest["shards"]["0"]["first_id"] == "a/000.png"
+    assert store.ids.tolist() == single.ids.tolist() and store.skipped == single.skipped
+    assert store.labels.tolist() == single.labels.tolist()
+    np.testing.assert_allclose(store.features, single.features, atol=1e-5)
+    # Reopening by path gives the same view; a second run reuses it.
+    again = extract(folder, tiny_spec, tmp_path / "s", shard_size=5, quiet=True, workers=0)
+    assert again.reused and again.store_id == store.store_id
+    assert store.store_id == single.store_id  # same config + source: the same identity as the file
+
+
+def test_resume_rebuilds_only_missing_shards(folder, tiny_spec, single, tmp_path):
+    out = tmp_path / "s"
+    extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)
+    manifest = _manifest(out)
+    # A killed run: shard 2 never written, shard 3 committed but the driver died before the manifest.
+    (out / "part-00002.h5").unlink()
+    kept = (out / "part-00001.h5").stat().st_mtime_ns
+    adopted = (out / "part-00003.h5").stat().st_mtime_ns
+    del manifest["shards"]["2"], manifest["shards"]["3"]
+    manifest["complete"] = False
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    partial = FeatureStore(out)
+    assert not partial.complete and partial.n_pending == 8
+    with pytest.raises(FeatxError, match="incomplete"):
+        partial.require_complete()
+    resumed = extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)
+    assert resumed.complete and not resumed.reused
+    assert (out / "part-00001.h5").stat().st_mtime_ns == kept
+    assert (out / "part-00003.h5").stat().st_mtime_ns == adopted
+    assert resumed.run_info["rows_this_run"] == 5  # only shard 2 ran the backbone
+    np.testing.assert_allclose(resumed.features, single.features, atol=1e-5)
+
+
+def test_sha256_mismatch_is_caught_and_rebuilt(folder, tiny_spec, single, tmp_path):
+    out = tmp_path / "s"
+    extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)
+    with h5py.File(out / "part-00001.h5", "r+") as h5:
+        h5["features"][0] = h5["features"][0] + 1.0
+    with pytest.raises(StoreDamagedError, match="part-00001.h5"):
+        _ = FeatureStore(out).features
+    # Resume drops the damaged shard, rebuilds it, and the store reads right again.
+    store = extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)
+    assert store.run_info["rows_this_run"] == 5
+    np.testing.assert_allclose(store.features, single.features, atol=1e-5)
+
+
+def test_never_complete_with_a_duplicate_id(folder, tiny_spec, tmp_path):
+    from featx.extraction._shards import ShardedWriter
+
+    out = tmp_path / "s"
+    extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)
+    writer = ShardedWriter.reopen(out)
+    with h5py.File(out / "part-00001.h5", "r+") as h5:
+        h5["ids"][0] = "a/000.png"  # now shard 0 and shard 1 both claim a/000.png
+    with pytest.raises(FeatxError, match="duplicate"):
+        writer.finish({"seconds_this_run": 0})
+
+
+def test_single_file_out_refused_for_shards(folder, tiny_spec, single):
+    with pytest.raises(FeatxUsageError, match="single-file store"):
+        extract(folder, tiny_spec, single.path, shard_size=5, quiet=True)
+
+
+def test_cli_info_train_evaluate_on_sharded_store(folder, single, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "s"
+    made = runner.invoke(cli, ["extract", "--source", str(folder), *TINY, "--out", str(out), "--shard-size", "4",
+                               "--workers", "0", "-q"])
+    assert made.exit_code == 0, made.output
+    info = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).output)
+    assert info["complete"] and info["n_done"] == 17 and info["layout"]["n_shards"] == 5
+    results = {}
+    for name, store in (("sharded", out), ("single", single.path)):
+        trained = runner.invoke(cli, ["train", "--features", str(store), "--heads", "logreg",
+                                      "--out", str(tmp_path / name)])
+        assert trained.exit_code == 0, trained.output
+        evaluated = runner.invoke(cli, ["evaluate", "--model", str(tmp_path / name / "logreg"),
+                                        "--features", str(store), "--json"])
+        assert evaluated.exit_code == 0, evaluated.output
+        results[name] = json.loads(evaluated.output)
+    assert results["sharded"]["accuracy"] == results["single"]["accuracy"]
+    assert results["sharded"]["n_test"] == results["single"]["n_test"] > 0
