@@ -48,10 +48,29 @@ def _import_ray():
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A TCP probe of HOST:PORT first: ``ray.init`` retries an unreachable GCS for minutes."""
+    import socket
+
+    if address == "auto":
+        return  # Ray finds the local cluster from its session files, and fails at once without one
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise FeatxUsageError(f"--address {address!r} is not 'auto', HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise FeatxError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} "
+                         "(start one with `ray start --head`, or check the address)") from None
+
+
 def _init(ray, address: str | None) -> bool:
     """Join ``address`` (or start a local Ray); True when this process started it."""
     if ray.is_initialized():
         return False
+    if address:
+        _check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                  configure_logging=True)
@@ -138,6 +157,9 @@ class _EmbedShards:
         self.shape = tuple(data_config["input_size"])
         self.precision, self.batch_size = precision, batch_size
         self.out_dir, self.dtype = out_dir, dtype
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()
 
     def _embed(self, pixels: np.ndarray) -> np.ndarray:
         import torch
@@ -167,6 +189,7 @@ class _EmbedShards:
             feats = self._embed(pixels)
             feats[[i for i, r in enumerate(reasons) if r]] = 0.0
             entry = write_shard(self.out_dir, int(shard), int(start), json.loads(ids_json), feats, reasons, self.dtype)
+            entry["node"] = self.node  # which machine wrote it: for the record, and the node-loss test
             entries.append(json.dumps(entry))
         return {"entry": np.array(entries, dtype=object)}
 
@@ -202,7 +225,7 @@ def _drive(ray, writer, src, spec, data_config, cluster, rows, prec, dtype, batc
     ds = ds.map_batches(_decode_shards, batch_size=1, fn_kwargs={"source": src, "data_config": data_config},
                         num_cpus=1)
     ds = ds.map_batches(
-        _EmbedShards, batch_size=1, compute=ray.data.ActorPoolStrategy(size=cluster.actors), num_gpus=cluster.gpus_per_actor or None,
+        _EmbedShards, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cluster.actors), num_gpus=cluster.gpus_per_actor or None,
         num_cpus=cluster.cpus_per_actor,
         fn_constructor_kwargs={
             "spec": spec, "data_config": data_config, "device_type": cluster.device_type, "precision": prec,
