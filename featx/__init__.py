@@ -16,7 +16,17 @@ from .core.errors import (
     StoreInUseError,
     StoreMismatchError,
 )
-from .data import ArraySource, CsvSource, DigitsSource, ImageFolderSource, Item, Source, open_source
+from .data import (
+    ArraySource,
+    CsvSource,
+    DigitsSource,
+    ImageFolderSource,
+    Item,
+    ParquetSource,
+    Source,
+    WebDatasetSource,
+    open_source,
+)
 from .extraction import (
     DEFAULT_BACKBONE,
     BackboneSpec,
@@ -63,6 +73,8 @@ __all__ = [
     "finetune",
     "FeatureExtractor",
     "ArraySource",
+    "WebDatasetSource",
+    "ParquetSource",
     "CsvSource",
     "DigitsSource",
     "ImageFolderSource",

@@ -16,6 +16,7 @@ from ._sources import (
     list_builtin_sources,
     open_source,
 )
+from ._scale_sources import ParquetSource, WebDatasetSource, expand_braces
 from ._splits import SPLITS_FILE, assign_splits, few_shot_mask, load_splits, save_splits, splits_digest
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
     "CsvSource",
     "DigitsSource",
     "ArraySource",
+    "WebDatasetSource",
+    "ParquetSource",
+    "expand_braces",
     "open_source",
     "list_builtin_sources",
     "SPLIT_NAMES",

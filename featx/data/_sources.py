@@ -308,12 +308,18 @@ def list_builtin_sources() -> list[str]:
 
 
 def open_source(spec: str | os.PathLike | Source, max_pixels: int | None = None) -> Source:
-    """Resolve a source spec: a :class:`Source`, a built-in name, a folder or a ``.csv`` file."""
+    """Resolve a source spec: a :class:`Source`, a built-in name, a folder, a ``.csv`` file, WebDataset
+    ``.tar`` shards or ``.parquet`` files (``{00000..00099}`` brace patterns)."""
     if isinstance(spec, Source):
         return spec
     text = str(spec)
     if text in _BUILTINS:
         return _BUILTINS[text]()
+    from ._scale_sources import ParquetSource, WebDatasetSource, looks_like_scale_source
+
+    if looks_like_scale_source(text):  # tar shards or Parquet files, brace patterns included
+        cls = ParquetSource if "parquet" in text.lower() else WebDatasetSource
+        return cls(text, max_pixels=max_pixels)
     path = Path(text).expanduser()
     if path.is_dir():
         return ImageFolderSource(path, max_pixels=max_pixels)
