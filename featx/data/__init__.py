@@ -5,6 +5,7 @@ image decoding with its skip rules, and the seeded train/val/test splits every s
 from __future__ import annotations
 
 from ._images import ALLOWED_FORMATS, ALPHA_BACKGROUND, IMAGE_EXTENSIONS, load_image, to_rgb
+from ._scale_sources import ParquetSource, WebDatasetSource, expand_braces
 from ._sources import (
     SPLIT_NAMES,
     ArraySource,
@@ -16,7 +17,6 @@ from ._sources import (
     list_builtin_sources,
     open_source,
 )
-from ._scale_sources import ParquetSource, WebDatasetSource, expand_braces
 from ._splits import SPLITS_FILE, assign_splits, few_shot_mask, load_splits, save_splits, splits_digest
 
 __all__ = [
