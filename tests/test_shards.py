@@ -124,3 +124,34 @@ def test_cli_info_train_evaluate_on_sharded_store(folder, single, tmp_path):
         results[name] = json.loads(evaluated.output)
     assert results["sharded"]["accuracy"] == results["single"]["accuracy"]
     assert results["sharded"]["n_test"] == results["single"]["n_test"] > 0
+
+
+@pytest.mark.parametrize("layout", ["single", "sharded"])
+def test_export_parquet_reads_back_with_pyarrow(folder, tiny_spec, single, tmp_path, layout):
+    pq = pytest.importorskip("pyarrow.parquet")
+    store = single if layout == "single" else extract(folder, tiny_spec, tmp_path / "s", shard_size=4, quiet=True,
+                                                      workers=0)
+    result = CliRunner().invoke(cli, ["export", str(store.path), "--format", "parquet", str(tmp_path / "f.parquet")])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "f.parquet")
+    assert table.schema.field("features").type.list_size == store.dim
+    assert table["id"].to_pylist() == store.ids.tolist()
+    assert table["label"].to_pylist() == store.labels.tolist()
+    assert table["label_name"].to_pylist() == [store.class_names[i] for i in store.labels]
+    assert table["split"].to_pylist() == store.split_assignment()[0].tolist()
+    features = np.asarray(table["features"].combine_chunks().flatten()).reshape(-1, store.dim)
+    np.testing.assert_allclose(features, store.features, atol=1e-6)
+    assert json.loads(table.schema.metadata[b"featx"])["store_id"] == store.store_id
+
+
+def test_export_refuses_incomplete_store(folder, tiny_spec, tmp_path):
+    out = tmp_path / "s"
+    extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)
+    (out / "part-00000.h5").unlink()
+    manifest = _manifest(out)
+    del manifest["shards"]["0"]
+    manifest["complete"] = False
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, ["export", str(out), str(tmp_path / "f.parquet")])
+    assert result.exit_code == 1 and "incomplete" in result.output
+    assert not (tmp_path / "f.parquet").exists()

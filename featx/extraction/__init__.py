@@ -15,6 +15,7 @@ from ._backbones import (
     register_offline_weights,
     resolve_backbone,
 )
+from ._export import EXPORT_FORMATS, export_store
 from ._extractor import (
     FEATURE_DTYPES,
     ItemDataset,
@@ -51,4 +52,6 @@ __all__ = [
     "STATUS_SKIPPED",
     "FORMAT_VERSION",
     "diff_configs",
+    "export_store",
+    "EXPORT_FORMATS",
 ]

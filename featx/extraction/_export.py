@@ -1,0 +1,77 @@
+"""``featx export``: a feature store as Parquet, for tools that do not speak featx.
+
+One row per usable item: ``id`` (string), ``label`` (int64), ``label_name`` (string),
+``split`` (train/val/test: the assignment ``featx train`` uses with its default seed and
+fractions, which keeps the source's own split where it has one) and ``features``
+(``fixed_size_list<float32>[D]``, which Spark, Ray Data, pandas and embedding indexes read
+as one vector per row). The store's config, fingerprint, store id and class names go into
+the schema metadata under ``featx``. A sharded store is written one shard at a time, so
+export never holds more than one shard's features; the file appears by atomic rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import FeatxError, FeatxUsageError
+from ..core.io import disk_errors, fsync_dir
+from ._store import FeatureStore
+
+__all__ = ["export_store", "EXPORT_FORMATS"]
+
+EXPORT_FORMATS = ("parquet",)
+
+
+def _chunks(store: FeatureStore, splits: np.ndarray):
+    """(features, labels, ids, splits) in source order, a shard (or 65,536 rows) at a time."""
+    if hasattr(store, "iter_shards"):
+        offset = 0
+        for feats, labels, ids, _ in store.iter_shards():
+            yield feats, labels, ids, splits[offset:offset + len(ids)]
+            offset += len(ids)
+        return
+    feats, labels, ids = store.features, store.labels, store.ids
+    for lo in range(0, len(ids), 65536):
+        sl = slice(lo, lo + 65536)
+        yield feats[sl], labels[sl], ids[sl], splits[sl]
+
+
+def export_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike, fmt: str = "parquet") -> Path:
+    """Write the usable rows of a complete store to ``out``; returns the path."""
+    if fmt not in EXPORT_FORMATS:
+        raise FeatxUsageError(f"export format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise FeatxError("export to Parquet needs pyarrow: pip install 'featx[parquet]'") from None
+    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    store.require_complete()
+    splits, rule = store.split_assignment()
+    names = np.asarray(store.class_names, dtype=object)
+    meta = {"config": store.config, "fingerprint": store.fingerprint, "store_id": store.store_id,
+            "class_names": store.class_names, "split_rule": rule}
+    schema = pa.schema([("id", pa.string()), ("label", pa.int64()), ("label_name", pa.string()),
+                        ("split", pa.string()), ("features", pa.list_(pa.float32(), store.dim))],
+                       metadata={"featx": json.dumps(meta, sort_keys=True, default=str)})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with disk_errors(out, tmp):
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for feats, labels, ids, chunk_splits in _chunks(store, np.asarray(splits)):
+                flat = pa.array(np.ascontiguousarray(feats, dtype=np.float32).reshape(-1))
+                writer.write_table(pa.table({
+                    "id": pa.array(ids.astype(str).tolist(), pa.string()),
+                    "label": pa.array(labels.astype(np.int64)),
+                    "label_name": pa.array(names[labels].tolist(), pa.string()),
+                    "split": pa.array(np.asarray(chunk_splits).astype(str).tolist(), pa.string()),
+                    "features": pa.FixedSizeListArray.from_arrays(flat, store.dim),
+                }, schema=schema))
+        os.replace(tmp, out)
+    fsync_dir(out.parent)
+    return out
