@@ -103,8 +103,7 @@ def extract(
     Re-running with the same arguments reuses a complete store and resumes an
     incomplete one. Bad images are skipped and recorded (``strict=True`` raises on
     the first one instead). The default batch size of 8 was the fastest on a 2-core
-    CPU; on a GPU use 64 or more. ``shard_size`` (or ``engine="ray"``, or an ``out``
-    that is a directory) writes a sharded store directory instead (see ``_shards``).
+    CPU; on a GPU use 64 or more. ``shard_size``, ``engine="ray"`` or a directory ``out``: a sharded store.
     """
     if batch_size < 1:
         raise FeatxUsageError("batch size must be at least 1")
@@ -117,11 +116,10 @@ def extract(
     if shard_size is not None or engine != "local" or (out is not None and Path(out).is_dir()):
         from ._shard_engine import extract_sharded
 
-        path = Path(out) if out is not None else default_store_path(src, spec).with_suffix("")
-        return extract_sharded(src, spec, path, device=device, precision=precision, batch_size=batch_size,
-                               workers=workers, dtype=dtype, channels_last=channels_last, strict=strict,
-                               overwrite=overwrite, quiet=quiet, shard_size=shard_size, engine=engine,
-                               ray_options=ray_options)
+        return extract_sharded(src, spec, Path(out) if out is not None else default_store_path(src, spec).with_suffix(""),
+                               device=device, precision=precision, batch_size=batch_size, workers=workers, dtype=dtype,
+                               channels_last=channels_last, strict=strict, overwrite=overwrite, quiet=quiet,
+                               shard_size=shard_size, engine=engine, ray_options=ray_options)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     path = Path(out) if out is not None else default_store_path(src, spec)
