@@ -82,6 +82,8 @@ def test_sha256_mismatch_is_caught_and_rebuilt(folder, tiny_spec, single, tmp_pa
         h5["features"][0] = h5["features"][0] + 1.0
     with pytest.raises(StoreDamagedError, match="part-00001.h5"):
         _ = FeatureStore(out).features
+    verify = CliRunner().invoke(cli, ["info", str(out), "--verify"])
+    assert verify.exit_code == 1 and "part-00001.h5: sha256 differs" in verify.output
     # Resume drops the damaged shard, rebuilds it, and the store reads right again.
     store = extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)
     assert store.run_info["rows_this_run"] == 5

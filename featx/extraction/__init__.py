@@ -25,8 +25,11 @@ from ._extractor import (
     jsonable_data_config,
     make_eval_transform,
 )
+from ._lock import lock_holder
+from ._progress import read_progress
 from ._sklearn import FeatureExtractor
 from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, diff_configs
+from ._verify import VerifyReport, verify_store
 
 __all__ = [
     "OfflineWeights",
@@ -54,4 +57,8 @@ __all__ = [
     "diff_configs",
     "export_store",
     "EXPORT_FORMATS",
+    "verify_store",
+    "VerifyReport",
+    "read_progress",
+    "lock_holder",
 ]

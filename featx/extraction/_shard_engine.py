@@ -64,7 +64,7 @@ def _open_writer(path: Path, src: Source, config: dict, fingerprint: str, dim_of
     if path.is_dir() and any(path.iterdir()):
         if not (path / "manifest.json").is_file():
             raise FeatxUsageError(f"{path} exists and is not a featx store; use another --out or --overwrite")
-        check_existing(path, config, fingerprint)
+        check_existing(path, config, src)
         # Reopening checks every listed shard's sha256 (a damaged one is dropped and rebuilt), so a
         # reused store is one whose bytes are what was committed, not one that only says so.
         writer = ShardedWriter.reopen(path)

@@ -47,7 +47,7 @@ from ._store import (
 )
 
 __all__ = ["ShardedFeatureStore", "ShardedWriter", "write_shard", "shard_name", "is_sharded_store",
-           "MANIFEST", "ITEMS"]
+           "verify_sharded", "MANIFEST", "ITEMS"]
 
 MANIFEST, ITEMS = "manifest.json", "items.h5"
 _SHARD_RE = re.compile(r"^part-(\d{5,})\.h5$")
@@ -150,6 +150,8 @@ class ShardedFeatureStore(FeatureStore):
         self.config, self.fingerprint = m["config"], m["fingerprint"]
         self.class_names, self.versions, self.run_info = m["class_names"], m["versions"], m.get("run", {})
         self._complete_attr = bool(m.get("complete", False))
+        # Shards carry a sha256 each (checked on read) instead of per-item content hashes.
+        self.has_item_hashes, self.content_digest = False, None
         self._all_ids, self._all_labels, self._all_splits = _read_items(self.path)
         self.n_items, self.dim, self.feature_dtype = len(self._all_ids), int(m["dim"]), m["dtype"]
         self._status = np.full(self.n_items, STATUS_PENDING, dtype=np.uint8)
@@ -202,6 +204,29 @@ class ShardedFeatureStore(FeatureStore):
         data["layout"] = {"kind": "sharded", "shard_size": self.manifest["shard_size"],
                           "n_shards": self.manifest["n_shards"], "committed": len(self.shards)}
         return data
+
+
+def verify_sharded(report):
+    """``featx info --verify`` for a directory: manifest, item listing, and every shard's sha256."""
+    try:
+        manifest = _read_manifest(report.path)
+        _read_items(report.path)
+    except FeatxError as exc:
+        if exc.exit_code == 2:
+            raise
+        report.problems.append(str(exc))
+        return report
+    report.checked.extend([MANIFEST, ITEMS])
+    for entry in sorted(manifest["shards"].values(), key=lambda e: e["index"]):
+        shard = report.path / entry["name"]
+        if not shard.is_file():
+            report.problems.append(f"{entry['name']}: missing (rows {entry['start']}-{entry['stop'] - 1})")
+        elif _sha256(shard) != entry["sha256"]:
+            report.problems.append(f"{entry['name']}: sha256 differs from the manifest (rows {entry['start']}-"
+                                   f"{entry['stop'] - 1})")
+        else:
+            report.checked.append(entry["name"])
+    return report
 
 
 def verify_shard_ids(path: Path, manifest: dict, all_ids: np.ndarray) -> None:
