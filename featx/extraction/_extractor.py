@@ -139,7 +139,11 @@ def extract(
         target = path.with_name(path.name + ".new") if overwrite and path.exists() else path
         writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet)
         if isinstance(writer, FeatureStore):
-            return writer
+            if target == path:
+                return writer
+            # An --overwrite build that an interrupted run finished: replace the old store now.
+            _replace(target, path)
+            return FeatureStore(path)
         progress = ProgressFile(path)
         writer.on_progress = progress
         try:
@@ -157,9 +161,13 @@ def extract(
             raise
         if target != path:
             # --overwrite: the old store is replaced only now that the new one is complete.
-            os.replace(target, path)
-            fsync_dir(path.parent)
+            _replace(target, path)
     return FeatureStore(path)
+
+
+def _replace(new: Path, path: Path) -> None:
+    os.replace(new, path)
+    fsync_dir(path.parent)
 
 
 def _close_quietly(writer: StoreWriter) -> None:
