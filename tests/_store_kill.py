@@ -53,11 +53,12 @@ def arm(point: str) -> None:
         _die_on_replace(".creating")
     elif point == "rows":
         real = _store.StoreWriter._write_records
+        calls = {"n": 0}
 
-        def records_then_die(self, start, records, _n={"n": 0}):
+        def records_then_die(self, start, records):
             real(self, start, records)
-            _n["n"] += 1
-            if _n["n"] == 3:
+            calls["n"] += 1
+            if calls["n"] == 3:
                 self.h5.flush()
                 _die()
 

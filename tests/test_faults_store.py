@@ -235,7 +235,7 @@ def test_flipped_feature_bytes_fail_at_read_and_verify_names_them(made):
     assert ok.exit_code == 0 and "OK" in ok.output
     _flip_in_chunk(made, "features")
     with pytest.raises(StoreDamagedError, match="damaged .*--overwrite"):
-        FeatureStore(made).features
+        _ = FeatureStore(made).features
     result = CliRunner().invoke(cli, ["info", str(made), "--verify"])
     assert result.exit_code == 1
     assert "DAMAGED" in result.output and "/features: 1 damaged chunk(s) (rows 0-" in result.output
