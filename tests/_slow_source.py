@@ -24,5 +24,6 @@ class SlowFolder(ImageFolderSource):
 
 if __name__ == "__main__":
     folder, out, marker, mark_after = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+    workers = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     spec = resolve_backbone("test_efficientnet", weights="random")
-    extract(SlowFolder(folder, marker, mark_after), spec, out, batch_size=4, workers=0, quiet=True)
+    extract(SlowFolder(folder, marker, mark_after), spec, out, batch_size=4, workers=workers, quiet=True)
