@@ -213,8 +213,10 @@ def test_info_shows_progress_and_workers_die_with_a_killed_parent(tmp_path):
     folder = write_image_folder(tmp_path / "imgs", n_per_class=30, classes=("a", "b"), size=(12, 10))
     out, marker = tmp_path / "f.h5", tmp_path / "marker"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tests._slow_source", str(folder), str(out), str(marker), "16", "1"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # One worker, 0.4 s per image: without PR_SET_PDEATHSIG the worker finishes its batch
+    # (up to 1.6 s) before it notices; with it, the kernel kills it with the parent.
+    proc = subprocess.Popen([sys.executable, "-m", "tests._slow_source", str(folder), str(out), str(marker), "6", "1",
+                             "0.4"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while not (marker.exists() and (tmp_path / "f.h5.progress.json").exists()):
@@ -235,7 +237,7 @@ def test_info_shows_progress_and_workers_die_with_a_killed_parent(tmp_path):
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                assert time.monotonic() - killed < 0.5, "a DataLoader worker outlived its killed parent"
+                assert time.monotonic() - killed < 0.6, "a DataLoader worker outlived its killed parent"
                 time.sleep(0.01)
     finally:
         os.close(lock)
