@@ -32,6 +32,10 @@ def results_table(entries: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
               "balanced_accuracy", "fit_seconds", "predict_seconds_per_1k", "params"]
     rows = []
     for e in entries:
+        if e.get("skipped"):  # a head the data could not support: its reason instead of metrics
+            rows.append([str(e["head"]), "all" if e.get("per_class") is None else str(e["per_class"]),
+                         str(len(e.get("seeds") or [])), "", "skipped", "", "", "", "", "", "", str(e["skipped"])])
+            continue
         rows.append([
             str(e["head"]), "all" if e.get("per_class") is None else str(e["per_class"]), str(len(e.get("seeds") or [])),
             str(e.get("n_train")), f"{e['accuracy']:.4f}", _fmt_ci(e["accuracy_ci"]), f"{e['macro_f1']:.4f}",

@@ -476,11 +476,14 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries = load_results(out) if entries is None else [dict(e) for e in entries]
+    # Heads the data could not support stay in results.json with their reason; they have no metrics to plot.
+    skipped = [e for e in entries if e.get("skipped")]
+    entries = [e for e in entries if not e.get("skipped")]
     missing_fields = [e.get("head", "?") for e in entries if "accuracy" not in e or "backbone" not in e]
     if missing_fields:
         raise FeatxError(f"results entries without accuracy/backbone ({', '.join(missing_fields[:3])}): not featx results")
     _fill_store_fields(entries)
-    write_json_atomic(out / RESULTS_FILE, entries)
+    write_json_atomic(out / RESULTS_FILE, entries + skipped)
     title = title or "featx benchmark report"
     datasets: dict[str, list[dict]] = {}
     for entry in entries:
