@@ -29,7 +29,7 @@ import numpy as np
 from .errors import DiskError
 
 __all__ = ["write_atomic", "json_default", "json_text", "write_json_atomic", "disk_errors", "is_disk_error",
-           "fsync_dir", "DISK_ERRNOS", "atomic_dir", "recover_dir"]
+           "fsync_dir", "DISK_ERRNOS", "atomic_dir", "recover_dir", "folder_lock"]
 
 # errno values that mean "the storage failed us", not "the user asked for something odd".
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
@@ -249,3 +249,33 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
         return False
     raise OSError(err, os.strerror(err), str(b))
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` for the block, leaving no lock file behind.
+
+    On POSIX the folder itself is locked (``flock`` on a descriptor of the directory; the
+    OS drops it when the process dies), so nothing is created that a full disk could
+    refuse or a kill could leave. Elsewhere a ``.featx.lock`` file is used and removed.
+    """
+    folder = Path(folder)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        from filelock import FileLock
+
+        marker = folder / ".featx.lock"
+        try:
+            with FileLock(str(marker)):
+                yield
+        finally:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

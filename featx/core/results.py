@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import FeatxError
-from .io import json_text, write_atomic
+from .io import folder_lock, json_text, write_atomic
 
 __all__ = ["RESULTS_FILE", "metric_fields", "results_table", "write_tables", "merge_results"]
 
@@ -60,10 +60,8 @@ def write_tables(out: Path, entries: Sequence[dict]) -> None:
 
 def merge_results(out: Path, entries: Sequence[dict]) -> list[dict]:
     """Replace this run's (head, store, per_class) entries in ``out/results.json``, keep the rest."""
-    from filelock import FileLock
-
     path = out / RESULTS_FILE
-    with FileLock(str(path) + ".lock"):
+    with folder_lock(out):  # no results.json.lock file left behind
         try:
             existing = json.loads(path.read_text()) if path.exists() else []
         except ValueError:
