@@ -180,8 +180,9 @@ def _canonical(config: dict) -> dict:
 
 def save_results_entry(out: Path, entry: dict) -> None:
     """Write ``<out>/finetune_<mode>.json`` and merge the entry into ``<out>/results.json`` as ``featx train`` does."""
-    _write_json(out / f"finetune_{entry['mode']}.json", entry)
     merge_results(out, [entry])
+    # Written last: its presence marks the run finished, so a failure above leaves it to be redone.
+    _write_json(out / f"finetune_{entry['mode']}.json", entry)
 
 
 def _check_out_dir(out: Path, config: dict, resume: bool, mode: str) -> dict | None:

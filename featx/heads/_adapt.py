@@ -16,11 +16,22 @@ import numpy as np
 
 from ..core.errors import FeatxError
 
-__all__ = ["HeadUnfitError", "adapt_params", "check_classes_usable", "few_shot_shortfall"]
+__all__ = ["HeadUnfitError", "adapt_params", "factory_defaults", "check_classes_usable", "few_shot_shortfall",
+           "ADAPTED"]
+
+ADAPTED = ("pca", "n_neighbors", "calibration_folds")  # the parameters adapt_params may cap
 
 
 class HeadUnfitError(FeatxError):
     """This head cannot be fitted on this training set; the message says why."""
+
+
+def factory_defaults(spec) -> dict:
+    """The head factory's own defaults for the parameters :func:`adapt_params` caps."""
+    import inspect
+
+    return {name: p.default for name, p in inspect.signature(spec.factory).parameters.items()
+            if name in ADAPTED and p.default is not inspect.Parameter.empty}
 
 
 def adapt_params(params: dict, X: np.ndarray, y: np.ndarray) -> tuple[dict, dict]:

@@ -44,7 +44,7 @@ from ..core.results import RESULTS_FILE, merge_results, metric_fields, write_tab
 from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
 from ..extraction import FeatureStore
-from ._adapt import HeadUnfitError, adapt_params, check_classes_usable, few_shot_shortfall
+from ._adapt import HeadUnfitError, adapt_params, check_classes_usable, factory_defaults, few_shot_shortfall
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
 
@@ -172,7 +172,9 @@ def select_and_fit(
     selection_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    refit_params, caps = adapt_params(chosen["params"], *refit)
+    # The factory's defaults count too (linear_svm calibrates with 3 folds unless told otherwise).
+    adapted, caps = adapt_params({**factory_defaults(spec), **chosen["params"]}, *refit)
+    refit_params = {**chosen["params"], **{name: adapted[name] for name in caps}}
     model = spec.create(**refit_params, random_state=seed)
     if state.get("coef") is not None:
         # The path's solution at the chosen C is an excellent start for the refit.
