@@ -148,7 +148,9 @@ def test_a_kill_at_any_step_of_a_head_save_leaves_the_old_or_the_new_head(store,
 
 def test_a_kill_anywhere_in_train_never_leaves_a_head_that_evaluate_scores_wrongly(store, tmp_path):
     out = tmp_path / "run"
-    first = train_heads(store, heads=["logreg"], params={"logreg": {"C": 1e-3}}, out=out, n_boot=50)[0]
+    first = train_heads(store, heads=["logreg"], params={"logreg": {"C": 1e-5}}, out=out, n_boot=50)[0]
+    second = train_heads(store, heads=["logreg"], params={"logreg": {"C": 0.01}}, out=tmp_path / "new", n_boot=50)[0]
+    assert first["accuracy"] != second["accuracy"]
     baseline = _tree(out)
     n = 1
     while True:
@@ -157,13 +159,12 @@ def test_a_kill_anywhere_in_train_never_leaves_a_head_that_evaluate_scores_wrong
         for name, data in baseline.items():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_bytes(data)
-        taken = _kill_before_step(n, True, lambda: train_heads(store, heads=["logreg"], params={"logreg": {"C": 10.0}},
+        taken = _kill_before_step(n, True, lambda: train_heads(store, heads=["logreg"], params={"logreg": {"C": 0.01}},
                                                                out=out, n_boot=50))
         head = load_head(out / "logreg")
         entry = evaluate_head(out / "logreg", store, n_boot=50)
-        expected = first["accuracy"] if head.manifest["params"]["C"] == 1e-3 else None
-        if expected is not None:
-            assert entry["accuracy"] == expected
+        # The score always belongs to the model the manifest describes, old or new, never a mix.
+        assert entry["accuracy"] == (first if head.manifest["params"]["C"] == 1e-5 else second)["accuracy"], n
         for name in ("results.json", "splits.json"):
             json.loads((out / name).read_text())  # every results file is complete, old or new
         if taken >= 0:
