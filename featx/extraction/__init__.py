@@ -24,8 +24,11 @@ from ._extractor import (
     jsonable_data_config,
     make_eval_transform,
 )
+from ._lock import lock_holder
+from ._progress import read_progress
 from ._sklearn import FeatureExtractor
 from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, diff_configs
+from ._verify import VerifyReport, verify_store
 
 __all__ = [
     "OfflineWeights",
@@ -51,4 +54,8 @@ __all__ = [
     "STATUS_SKIPPED",
     "FORMAT_VERSION",
     "diff_configs",
+    "verify_store",
+    "VerifyReport",
+    "read_progress",
+    "lock_holder",
 ]
