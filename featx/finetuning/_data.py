@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..core.errors import BadImageError, FeatxUsageError
+from ..core.interrupts import check_interrupt
 from ..data import Source, assign_splits, few_shot_mask, load_splits
 from ..extraction import ItemDataset, make_eval_transform
 
@@ -177,6 +178,7 @@ def predict(model: torch.nn.Module, data: FinetuneData, indices: np.ndarray, dat
     started = time.perf_counter()
     with torch.inference_mode():
         for batch_indices, images, reasons in loader:
+            check_interrupt()
             good = [i for i, reason in enumerate(reasons) if not reason]
             for i, reason in enumerate(reasons):
                 if reason:

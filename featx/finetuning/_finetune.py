@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from ..core.errors import FeatxError, FeatxUsageError
+from ..core.interrupts import check_interrupt, sticky_interrupts
 from ..core.io import json_text, write_atomic
 from ..core.metrics import classification_metrics
 from ..core.results import merge_results, metric_fields
@@ -179,8 +180,9 @@ def _canonical(config: dict) -> dict:
 
 def save_results_entry(out: Path, entry: dict) -> None:
     """Write ``<out>/finetune_<mode>.json`` and merge the entry into ``<out>/results.json`` as ``featx train`` does."""
-    _write_json(out / f"finetune_{entry['mode']}.json", entry)
     merge_results(out, [entry])
+    # Written last: its presence marks the run finished, so a failure above leaves it to be redone.
+    _write_json(out / f"finetune_{entry['mode']}.json", entry)
 
 
 def _check_out_dir(out: Path, config: dict, resume: bool, mode: str) -> dict | None:
@@ -258,7 +260,19 @@ def finetune(
     list ``featx train`` writes). Rerunning with the same arguments returns the
     finished entry, or resumes an interrupted run after its last completed epoch.
     ``callback(record)`` is called after each epoch's checkpoint is saved.
+    An interrupt (Ctrl-C) always stops the run with ``KeyboardInterrupt``, even one that
+    arrives while a DataLoader starts its workers (:mod:`featx.core.interrupts`); the
+    completed epochs stay in ``last.pt`` for the resume.
     """
+    arguments = dict(locals())
+    with sticky_interrupts():
+        return _finetune(**arguments)
+
+
+def _finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_class, seed, val_per_class, unfreeze,
+              batch_size, lr, weight_decay, layer_decay, label_smoothing, warmup_epochs, head_epochs, patience,
+              image_size, crop_scale, splits, split_seed, val_fraction, test_fraction, device, precision, workers,
+              eval_batch_size, n_boot, resume, quiet, callback) -> dict:
     _check_options(mode, epochs=epochs, batch_size=batch_size, patience=patience, unfreeze=unfreeze, workers=workers,
                    head_epochs=head_epochs, per_class=per_class, val_per_class=val_per_class, image_size=image_size)
     lr = DEFAULT_LR[mode] if lr is None else float(lr)
@@ -293,6 +307,7 @@ def finetune(
     _train_epochs(run, state, seed=seed, epochs=epochs, patience=patience, batch_size=batch_size, workers=workers,
                   crop_scale=crop_scale, quiet=quiet, callback=callback)
     entry = _test_entry(run, state, src, spec, weights_record, options, seed=seed, n_boot=n_boot, workers=workers)
+    check_interrupt()  # never record a finished run that an interrupt was meant to stop
     save_results_entry(out, entry)
     return entry
 
@@ -381,6 +396,7 @@ def _train_epochs(run: _Run, state: dict, *, seed, epochs, patience, batch_size,
         loader = train_loader(run.data, train_transform, run.data_config["input_size"], batch_size, workers, generator,
                               pin_memory=run.loop["device"].type == "cuda")
         loss, n_images, step_seconds = run.trainer.train_epoch(epoch, loader, run.data, run.loop, state)
+        check_interrupt()  # before validation and the checkpoint: the epoch may have been cut short
         improved, val_f1 = _validate(run, state, epoch)
         seconds = time.perf_counter() - started
         record = {"epoch": epoch + 1, "train_loss": loss, "val_macro_f1": val_f1, "images_per_second":
@@ -484,6 +500,7 @@ class _Trainer:
         labels = torch.as_tensor(data.labels)
         total_loss, n_images, seconds = 0.0, 0, 0.0
         for indices, images, reasons in loader:
+            check_interrupt()
             good = [i for i, reason in enumerate(reasons) if not reason]
             for i, reason in enumerate(reasons):
                 if reason:

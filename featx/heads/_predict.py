@@ -107,7 +107,7 @@ def predict(
     model.to(dev)
     transform = make_eval_transform(_data_config(head.manifest))
     autocast = autocast_context(dev, resolve_precision("auto", dev))
-    classes = head.class_names
+    classes = head.proba_names  # predict_proba's columns, in order
     rows: list[dict] = []
     for start in range(0, len(files), batch_size):
         batch, tensors = [], []
