@@ -33,7 +33,7 @@ __all__ = ["COMMANDS", "finetune"]
 @click.option("--splits", "splits_file", default=None, type=click.Path(dir_okay=False, exists=True), help="Reuse a recorded splits.json.")
 @click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the train/val/test assignment (as in featx train).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]), help="auto: fp16 autocast on GPU, fp32 on CPU.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]), help="auto: bf16 autocast on GPU, fp32 on CPU.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0), help="DataLoader worker processes.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run in --out, or start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-epoch progress.")
