@@ -15,6 +15,7 @@ from ._backbones import (
     register_offline_weights,
     resolve_backbone,
 )
+from ._bench import bench_extract, check_cores, format_table, subset_source
 from ._engine import device_batches, prepare_model
 from ._extractor import (
     FEATURE_DTYPES,
@@ -79,4 +80,8 @@ __all__ = [
     "auto_batch_size",
     "resolve_batch_size",
     "resolve_workers",
+    "bench_extract",
+    "format_table",
+    "check_cores",
+    "subset_source",
 ]

@@ -103,11 +103,9 @@ def extract(
 
     Re-running with the same arguments reuses a complete store and resumes an
     incomplete one. Bad images are skipped and recorded (``strict=True`` raises on
-    the first one instead). The default batch size of 8 was the fastest on a 2-core
-    CPU; on a GPU use ``batch_size="auto"`` (the largest power of two up to 1024 that
-    fits). ``workers="auto"`` uses the cores this process may use, less one.
-    ``compile=True`` runs the model through ``torch.compile`` (worth it for long runs on
-    a GPU); ``decode="gpu"`` decodes JPEG files on the GPU (nvjpeg).
+    the first one instead). Batch size 8 was the fastest on a 2-core CPU; on a GPU use
+    ``"auto"`` (the largest power of two <= 1024 that fits); ``workers="auto"``: the
+    usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
     """
     if batch_size != "auto":
         resolve_batch_size(batch_size)

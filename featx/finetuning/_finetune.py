@@ -77,7 +77,7 @@ from ._data import (
     train_loader,
 )
 
-__all__ = ["finetune", "model_stages", "set_trainable", "keep_frozen_in_eval", "MODES", "DEFAULT_LR"]
+__all__ = ["finetune", "training_precision", "model_stages", "set_trainable", "keep_frozen_in_eval", "MODES", "DEFAULT_LR"]
 
 MODES = ("linear", "partial", "full", "scratch")
 DEFAULT_LR = {"linear": 3e-3, "partial": 1e-3, "full": 5e-4, "scratch": 2e-3}
@@ -265,12 +265,7 @@ def finetune(
     head_epochs = head_epochs if mode == "full" else 0
     src = open_source(source)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
-    dev = resolve_device(device)
-    # Training keeps bf16 as its CUDA default: fp16 gradients need loss scaling, and the
-    # feature drift that made fp16 the extraction default is no concern for a model in training.
-    prec = resolve_precision("bf16" if precision == "auto" and dev.type == "cuda" else precision, dev)
-    if prec == "fp16":
-        raise FeatxUsageError("fine-tuning runs in fp32 or bf16 (fp16 training would need loss scaling)")
+    prec = training_precision(precision, dev := resolve_device(device))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = select_items(src, per_class=per_class, seed=seed, val_per_class=val_per_class, splits_file=splits,
@@ -300,6 +295,15 @@ def finetune(
     entry = _test_entry(run, state, src, spec, weights_record, options, seed=seed, n_boot=n_boot, workers=workers)
     save_results_entry(out, entry)
     return entry
+
+
+def training_precision(precision: str, dev: torch.device) -> str:
+    """Training keeps bf16 as its CUDA default: fp16 gradients need loss scaling, and the
+    feature drift that made fp16 the extraction default is no concern for a model in training."""
+    prec = resolve_precision("bf16" if precision == "auto" and dev.type == "cuda" else precision, dev)
+    if prec == "fp16":
+        raise FeatxUsageError("fine-tuning runs in fp32 or bf16 (fp16 training would need loss scaling)")
+    return prec
 
 
 def _options(mode: str, data_config: dict, *, layer_decay, unfreeze, crop_scale, image_size, **options) -> dict:
