@@ -88,3 +88,31 @@ def test_compiled_features_equal_eager_ones(image_folder, tiny_spec, tmp_path):
     a, b = compiled.features, eager.features
     rel = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
     assert rel.max() < 1e-4, rel
+
+
+def test_gpu_decode_workers_ship_plain_jpeg_bytes_and_decode_the_rest(tmp_path):
+    """The CPU half of --decode gpu: which files go to nvjpeg, which are decoded in the worker."""
+    from PIL import Image
+
+    from featx.extraction import make_uint8_transform
+    from featx.extraction._gpu_decode import GpuDecodeDataset, collate_payloads
+
+    folder = tmp_path / "imgs" / "a"
+    folder.mkdir(parents=True)
+    pixels = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "0.jpg")
+    Image.fromarray(pixels).save(folder / "1.png")
+    data = (folder / "0.jpg").read_bytes()
+    (folder / "2.jpg").write_bytes(data[: len(data) // 2])  # truncated: the CPU path rejects it
+    Image.fromarray(pixels).convert("CMYK").save(folder / "3.jpg")
+    source = featx.open_source(tmp_path / "imgs")
+    config = {"input_size": (3, 16, 16), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3,
+              "crop_pct": 1.0, "crop_mode": "center"}
+    dataset = GpuDecodeDataset(source, make_uint8_transform(config), config["input_size"], with_records=True)
+    items = [dataset[i] for i in range(len(source))]
+    kinds = {source.items[i].id: (item[1][0], item[2]) for i, item in enumerate(items)}
+    assert kinds["a/0.jpg"] == ("jpeg", "") and kinds["a/1.png"] == ("pixels", "") and kinds["a/3.jpg"] == ("pixels", "")
+    assert kinds["a/2.jpg"][0] == "pixels" and "truncated" in kinds["a/2.jpg"][1].lower()
+    assert bytes(items[0][1][1].numpy()) == data and len(items[0][3]) == 64  # the bytes and their content hash
+    indices, payloads, reasons, digests, stats = collate_payloads(items)
+    assert indices.tolist() == [0, 1, 2, 3] and stats.shape == (4, 3) and len(payloads) == 4

@@ -35,9 +35,12 @@ from ._loader import (
     make_loader,
     make_uint8_transform,
 )
+from ._lock import lock_holder
+from ._progress import read_progress
 from ._sizing import CPU_BATCH_SIZE, auto_batch_size, resolve_batch_size, resolve_workers
 from ._sklearn import FeatureExtractor
 from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, diff_configs
+from ._verify import VerifyReport, verify_store
 from ._writer import BackgroundWriter, to_host
 
 __all__ = [
@@ -84,4 +87,8 @@ __all__ = [
     "format_table",
     "check_cores",
     "subset_source",
+    "verify_store",
+    "VerifyReport",
+    "read_progress",
+    "lock_holder",
 ]

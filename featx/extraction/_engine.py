@@ -21,6 +21,7 @@ from ._loader import (
     DeviceBatches,
     DeviceNormalizer,
     Uint8ItemDataset,
+    batch_records,
     input_dtype,
     make_loader,
     make_uint8_transform,
@@ -41,18 +42,18 @@ def prepare_model(model: torch.nn.Module, dev: torch.device, channels_last: bool
 
 
 def device_batches(src: Source, data_config: dict, batches: list[list[int]], *, dev: torch.device, precision: str,
-                   workers: int, channels_last: bool, decode: str = "cpu", max_pixels: int | None = None
-                   ) -> DeviceBatches:
-    """``(indices, model-ready images, reasons)`` batches for ``batches`` of ``src``'s rows."""
+                   workers: int, channels_last: bool, decode: str = "cpu", max_pixels: int | None = None,
+                   with_records: bool = False) -> DeviceBatches:
+    """``(indices, model-ready images, reasons[, digests, stats])`` batches for ``batches`` of ``src``'s rows."""
     normalizer = DeviceNormalizer(data_config["mean"], data_config["std"], dev, input_dtype(dev, precision),
                                   channels_last)
     transform = make_uint8_transform(data_config)
     input_size = tuple(data_config["input_size"])
     if decode == "gpu":
-        dataset = GpuDecodeDataset(src, transform, input_size, max_pixels=max_pixels)
+        dataset = GpuDecodeDataset(src, transform, input_size, max_pixels=max_pixels, with_records=with_records)
         loader = make_loader(dataset, batches, workers, dev, collate_fn=collate_payloads)
         return DeviceBatches(loader, GpuDecoder(data_config, normalizer, dev), dev)
-    loader = make_loader(Uint8ItemDataset(src, transform, input_size), batches, workers, dev)
+    loader = make_loader(Uint8ItemDataset(src, transform, input_size, with_records), batches, workers, dev)
     return DeviceBatches(loader, normalizer, dev)
 
 
@@ -64,7 +65,8 @@ def run_extraction(writer, src: Source, model, data_config: dict, batches: list[
 
     tune_malloc()
     stream = device_batches(src, data_config, batches, dev=dev, precision=precision, workers=workers,
-                            channels_last=channels_last, decode=decode, max_pixels=getattr(src, "max_pixels", None))
+                            channels_last=channels_last, decode=decode, max_pixels=getattr(src, "max_pixels", None),
+                            with_records=True)
     autocast = autocast_context(dev, precision)
     total = sum(len(b) for b in batches)
     n_skipped = 0
@@ -73,7 +75,7 @@ def run_extraction(writer, src: Source, model, data_config: dict, batches: list[
     background = BackgroundWriter(writer)
     try:
         with torch.inference_mode():
-            for indices, images, reasons in stream:
+            for indices, images, reasons, digests, stats in stream:
                 start = int(indices[0])
                 bad = [r or None for r in reasons]
                 if strict and any(bad):
@@ -82,7 +84,7 @@ def run_extraction(writer, src: Source, model, data_config: dict, batches: list[
                 with autocast:
                     feats = model(images)
                 host, event = to_host(feats, len(bad))
-                background.submit(start, host, event, bad)
+                background.submit(start, host, event, bad, batch_records(digests, stats))
                 n_skipped += sum(1 for r in bad if r)
                 bar.update(len(bad))
                 if n_skipped:

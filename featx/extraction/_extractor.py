@@ -17,14 +17,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..core.errors import BadImageError, FeatxUsageError
+from ..core.errors import DiskError, FeatxUsageError, StoreDamagedError, StoreMismatchError
+from ..core.io import fsync_dir
 from ..core.runtime import resolve_device, resolve_precision
-from ..data import Source, open_source
+from ..data import ItemRecord, Source, open_source
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
 from ._engine import prepare_model, run_extraction
 from ._gpu_decode import check_gpu_decode
+from ._progress import ProgressFile
 from ._sizing import resolve_batch_size, resolve_workers
-from ._store import FeatureStore, StoreWriter, check_existing, writer_lock
+from ._store import FeatureStore, StoreWriter, check_existing, check_store_items, writer_lock
 
 __all__ = ["extract", "default_store_path", "make_eval_transform", "jsonable_data_config", "embedding_dim", "ItemDataset", "FEATURE_DTYPES"]
 
@@ -43,20 +45,26 @@ def make_eval_transform(data_config: dict):
 
 
 class ItemDataset(Dataset):
-    """Yields ``(index, tensor, reason)``; a bad image gives a zero tensor and its reason."""
+    """Yields ``(index, tensor, reason)``; a bad image gives a zero tensor and its reason.
 
-    def __init__(self, source: Source, transform, input_size: tuple[int, int, int]):
+    ``with_records=True`` adds the item's content hash and (3,) stat data
+    (``featx.data.ItemRecord``; '' and -1s for items without one), read with the image.
+    """
+
+    def __init__(self, source: Source, transform, input_size: tuple[int, int, int], with_records: bool = False):
         self.source, self.transform, self.input_size = source, transform, input_size
+        self.with_records = with_records
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int):
-        try:
-            image = self.source.load(index)
-            return index, self.transform(image), ""
-        except BadImageError as exc:
-            return index, torch.zeros(self.input_size), str(exc)
+        image, reason, record = self.source.load_item(index)
+        tensor = torch.zeros(self.input_size) if image is None else self.transform(image)
+        if not self.with_records:
+            return index, tensor, reason
+        record = record or ItemRecord()
+        return index, tensor, reason, record.digest, torch.tensor(record.stat, dtype=torch.int64)
 
 
 def _block_batches(pending: np.ndarray, batch_size: int, n: int) -> list[list[int]]:
@@ -120,7 +128,6 @@ def extract(
     path = Path(out) if out is not None else default_store_path(src, spec)
 
     model, data_config = create_backbone(spec)
-    check_gpu_decode(decode, dev, data_config)
     config = {
         "source": {"kind": src.kind, "name": src.name},
         "backbone": spec.identity(),
@@ -132,32 +139,84 @@ def extract(
         # GPU resizing is not bit-identical to Pillow's: its features are another store.
         # (Absent for CPU decode, so stores made before this option still match.)
         config["decode"] = "gpu"
-    fingerprint = src.fingerprint()
-
     with writer_lock(path):
-        if path.exists() and overwrite:
-            path.unlink()
-        if path.exists():
-            check_existing(path, config, fingerprint)
-            store = FeatureStore(path)
-            if store.complete:
-                store.reused = True
-                return store
-            writer = StoreWriter.reopen(path)
-        else:
-            model.to(dev)
-            dim = embedding_dim(model, data_config["input_size"], dev)
-            writer = StoreWriter.create(
-                path, config=config, fingerprint=fingerprint, ids=src.ids, labels=src.labels,
-                splits=[item.split for item in src.items], class_names=src.class_names, dim=dim, dtype=dtype,
-            )
+        target = path.with_name(path.name + ".new") if overwrite and path.exists() else path
+        writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet)
+        if isinstance(writer, FeatureStore):
+            return writer
+        progress = ProgressFile(path)
+        writer.on_progress = progress
         try:
-            run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet,
-                            compile, decode)
-            writer.finish(run_info)
-        finally:
-            writer.close()
+            try:
+                run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
+                                quiet, compile, decode)
+                writer.finish(run_info)
+            finally:
+                _close_quietly(writer)
+                progress.remove()
+        except DiskError:
+            # A full disk must not be filled further by a half-built replacement; the old store stays.
+            if target != path:
+                target.unlink(missing_ok=True)
+            raise
+        if target != path:
+            # --overwrite: the old store is replaced only now that the new one is complete.
+            os.replace(target, path)
+            fsync_dir(path.parent)
     return FeatureStore(path)
+
+
+def _close_quietly(writer: StoreWriter) -> None:
+    # Closing after a failed write fails too; the first error is the one to report.
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        writer.close()
+
+
+def _open_writer(target: Path, src, config, model, data_config, dev, dtype, *, rebuild: bool, quiet: bool):
+    """A writer for ``target`` (created, resumed or refreshed), or the complete store to reuse.
+
+    ``rebuild``: ``target`` is the ``.new`` file of an --overwrite; one left by an
+    interrupted --overwrite is resumed when it matches, else started again.
+    """
+    if target.exists():
+        try:
+            store = check_existing(target, config, src)
+        except (StoreMismatchError, StoreDamagedError):
+            if not rebuild:
+                raise
+            target.unlink()
+        else:
+            return _reuse_or_resume(target, store, src, quiet)
+    model.to(dev)
+    dim = embedding_dim(model, data_config["input_size"], dev)
+    return StoreWriter.create(
+        target, config=config, fingerprint=src.structure_fingerprint(), ids=src.ids, labels=src.labels,
+        splits=[item.split for item in src.items], class_names=src.class_names, dim=dim, dtype=dtype,
+        item_records=src.item_paths() is not None,
+    )
+
+
+def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool):
+    check = check_store_items(store, src)
+    if check is None or not (check.touched or check.changed):
+        if store.complete:
+            store.reused = True
+            return store
+        return StoreWriter.reopen(target)
+    writer = StoreWriter.reopen(target)
+    writer.refresh_items(check.touched, check.changed)
+    if check.changed and not quiet:
+        first = store.all_ids[check.changed[0]]
+        print(f"featx: {len(check.changed)} file(s) changed since extraction (first: {first}); extracting them again",
+              file=sys.stderr)
+    if not check.changed and store.complete:
+        _close_quietly(writer)
+        reused = FeatureStore(target)
+        reused.reused = True
+        return reused
+    return writer
 
 
 def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet, compile,
@@ -177,7 +236,7 @@ def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channe
     info = run_extraction(writer, src, model, data_config, batches, dev=dev, precision=prec, workers=workers,
                           channels_last=bool(channels_last), strict=strict, quiet=quiet, decode=decode)
     # compile, decode and sizing are how the run went, not what the features are: kept
-    # here, out of the config (the cache key); see README "Speed".
+    # here, out of the config (the cache key); see README "Performance".
     return {"device": str(dev), "batch_size": batch_size, "batch_size_auto": auto, "workers": workers,
             "channels_last": bool(channels_last), "compile": bool(compile), "decode": decode, "precision": prec,
             **info}

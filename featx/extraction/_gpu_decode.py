@@ -25,8 +25,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..core.errors import BadImageError, FeatxUsageError
-from ..data import Source
+from ..core.errors import FeatxUsageError
+from ..data import ItemRecord, Source, read_item_file
+from ._loader import with_record
 
 __all__ = ["DECODES", "check_gpu_decode", "GpuDecodeDataset", "collate_payloads", "GpuDecoder"]
 
@@ -52,22 +53,25 @@ def check_gpu_decode(decode: str, device: torch.device, data_config: dict | None
 class GpuDecodeDataset(Dataset):
     """Yields ``(index, (kind, tensor), reason)``: ``("jpeg", bytes)`` or ``("pixels", uint8 CHW)``."""
 
-    def __init__(self, source: Source, cpu_transform, input_size, max_pixels: int | None = None):
+    def __init__(self, source: Source, cpu_transform, input_size, max_pixels: int | None = None,
+                 with_records: bool = False):
         self.source, self.cpu_transform, self.input_size = source, cpu_transform, tuple(input_size)
+        self.with_records = with_records
         self.max_pixels = max_pixels if max_pixels is not None else int(Image.MAX_IMAGE_PIXELS or 2**31)
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def _jpeg_bytes(self, index: int) -> bytes | None:
+    def _jpeg_bytes(self, index: int) -> tuple[bytes, ItemRecord] | None:
+        # File sources only; an item found unusable while listing goes to ``load_item``, which says why.
         path_of = getattr(self.source, "path_of", None)
-        if path_of is None:
+        if path_of is None or getattr(self.source, "_unusable", {}).get(index):
             return None
         path = path_of(index)
         if path.suffix.lower() not in _JPEG_SUFFIXES:
             return None
         try:
-            data = path.read_bytes()
+            data, record = read_item_file(path)
             with Image.open(io.BytesIO(data)) as img:
                 plain = (img.format == "JPEG" and img.mode in ("RGB", "L")
                          and img.width * img.height <= self.max_pixels
@@ -75,22 +79,25 @@ class GpuDecodeDataset(Dataset):
         except Exception:  # noqa: BLE001 - the CPU path decides and records the reason
             return None
         # A JPEG ends with the EOI marker; a truncated one goes to the CPU path, which rejects it.
-        return data if plain and data.rstrip(b"\x00").endswith(b"\xff\xd9") else None
+        return (data, record) if plain and data.rstrip(b"\x00").endswith(b"\xff\xd9") else None
 
     def __getitem__(self, index: int):
-        data = self._jpeg_bytes(index)
-        if data is not None:
-            return index, ("jpeg", torch.frombuffer(bytearray(data), dtype=torch.uint8)), ""
-        try:
-            return index, ("pixels", self.cpu_transform(self.source.load(index))), ""
-        except BadImageError as exc:
-            return index, ("pixels", torch.zeros(self.input_size, dtype=torch.uint8)), str(exc)
+        found = self._jpeg_bytes(index)
+        if found is not None:
+            payload = ("jpeg", torch.frombuffer(bytearray(found[0]), dtype=torch.uint8))
+            return with_record((index, payload, ""), found[1], self.with_records)
+        image, reason, record = self.source.load_item(index)
+        pixels = torch.zeros(self.input_size, dtype=torch.uint8) if image is None else self.cpu_transform(image)
+        return with_record((index, ("pixels", pixels), reason), record, self.with_records)
 
 
 def collate_payloads(items):
-    """Batches of mixed sizes: ``(indices, [(kind, tensor)], [reason])``, nothing stacked."""
-    indices = torch.tensor([i for i, _, _ in items], dtype=torch.int64)
-    return indices, [payload for _, payload, _ in items], [reason for _, _, reason in items]
+    """Batches of mixed sizes: ``(indices, [(kind, tensor)], [reason][, [digest], stats])``, images not stacked."""
+    indices = torch.tensor([item[0] for item in items], dtype=torch.int64)
+    batch = (indices, [item[1] for item in items], [item[2] for item in items])
+    if len(items[0]) > 3:
+        batch = (*batch, [item[3] for item in items], torch.stack([item[4] for item in items]))
+    return batch
 
 
 class GpuDecoder:

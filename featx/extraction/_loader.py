@@ -22,11 +22,11 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..core.errors import BadImageError
-from ..data import Source
+from ..core.runtime import die_with_parent
+from ..data import NO_STAT, ItemRecord, Source
 
 __all__ = ["make_uint8_transform", "Uint8ItemDataset", "DeviceNormalizer", "DeviceBatches", "make_loader",
-           "input_dtype"]
+           "input_dtype", "batch_records", "with_record"]
 
 
 def make_uint8_transform(data_config: dict):
@@ -37,19 +37,37 @@ def make_uint8_transform(data_config: dict):
 
 
 class Uint8ItemDataset(Dataset):
-    """Yields ``(index, uint8 CHW tensor, reason)``; a bad image gives zeros and its reason (as ``ItemDataset``)."""
+    """Yields ``(index, uint8 CHW tensor, reason)``; a bad image gives zeros and its reason (as ``ItemDataset``).
 
-    def __init__(self, source: Source, transform, input_size: tuple[int, int, int]):
+    ``with_records=True`` adds the item's content hash and (3,) stat data, read with the
+    image (``featx.data.ItemRecord``; '' and -1s for items without one).
+    """
+
+    def __init__(self, source: Source, transform, input_size: tuple[int, int, int], with_records: bool = False):
         self.source, self.transform, self.input_size = source, transform, tuple(input_size)
+        self.with_records = with_records
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int):
-        try:
-            return index, self.transform(self.source.load(index)), ""
-        except BadImageError as exc:
-            return index, torch.zeros(self.input_size, dtype=torch.uint8), str(exc)
+        image, reason, record = self.source.load_item(index)
+        tensor = torch.zeros(self.input_size, dtype=torch.uint8) if image is None else self.transform(image)
+        return with_record((index, tensor, reason), record, self.with_records)
+
+
+def with_record(item: tuple, record: ItemRecord | None, wanted: bool) -> tuple:
+    """``item`` plus the record's digest and stat tensor when ``wanted`` (what the default collate can batch)."""
+    if not wanted:
+        return item
+    record = record or ItemRecord()
+    return (*item, record.digest, torch.tensor(record.stat, dtype=torch.int64))
+
+
+def batch_records(digests, stats) -> list[ItemRecord | None]:
+    """The collated digests and stats back into one record (or None) per row, for ``StoreWriter.write_batch``."""
+    return [None if not d and tuple(st) == NO_STAT else ItemRecord(tuple(int(v) for v in st), d)
+            for d, st in zip(digests, stats.tolist())]
 
 
 def input_dtype(device: torch.device, precision: str) -> torch.dtype:
@@ -85,10 +103,11 @@ class DeviceNormalizer:
         return x
 
 
-def worker_init(_worker_id: int) -> None:
+def worker_init(worker_id: int) -> None:
     # A worker's torch ops (uint8 stacking) need no intra-op threads; more would fight the
     # main process's model threads for the same cores.
     torch.set_num_threads(1)
+    die_with_parent(worker_id)
 
 
 def make_loader(dataset: Dataset, batches: list[list[int]], workers: int, device: torch.device,
@@ -102,7 +121,7 @@ def make_loader(dataset: Dataset, batches: list[list[int]], workers: int, device
 
 
 class DeviceBatches:
-    """Iterate ``(indices, images, reasons)`` with images normalised on the device.
+    """Iterate ``(indices, images, reasons[, digests, stats])`` with images normalised on the device.
 
     ``prepare(images_on_device)`` turns the loader's uint8 batch into the model input
     (a :class:`DeviceNormalizer`, or GPU decode + crop + normalise). On CUDA the next
@@ -120,14 +139,14 @@ class DeviceBatches:
             return images.to(self.device, non_blocking=True)
         return images  # GPU decode: a list of byte tensors, moved by ``prepare``
 
-    def _prepare(self, indices, images, reasons) -> tuple:
+    def _prepare(self, indices, images, reasons, *extra) -> tuple:
         ready = self.prepare(self._to_device(images))
         if isinstance(ready, tuple):  # GPU decode also reports the files nvjpeg could not decode
             ready, failed = ready
             reasons = list(reasons)
             for i, reason in failed.items():
                 reasons[i] = reason
-        return indices, ready, reasons
+        return (indices, ready, reasons, *extra)
 
     def __iter__(self) -> Iterator[tuple]:
         if self.stream is None:

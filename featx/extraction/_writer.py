@@ -47,9 +47,10 @@ class BackgroundWriter:
         self.thread = threading.Thread(target=self._loop, name="featx-store-writer", daemon=True)
         self.thread.start()
 
-    def submit(self, start: int, feats: torch.Tensor, event, reasons: list[str | None]) -> None:
+    def submit(self, start: int, feats: torch.Tensor, event, reasons: list[str | None], records=None) -> None:
+        """Queue one batch; ``records`` (item records, one per row) go to ``write_batch`` with the rows."""
         self._raise()
-        self.queue.put((start, feats, event, reasons))
+        self.queue.put((start, feats, event, reasons, records))
         self._raise()
 
     def close(self) -> None:
@@ -77,10 +78,13 @@ class BackgroundWriter:
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                 self.error, failed = exc, True
 
-    def _write(self, start: int, feats: torch.Tensor, event, reasons: list[str | None]) -> None:
+    def _write(self, start: int, feats: torch.Tensor, event, reasons: list[str | None], records) -> None:
         if event is not None:
             event.synchronize()
         rows = feats.numpy().astype(np.float32, copy=True)
         bad = [i for i, r in enumerate(reasons) if r]
         rows[bad] = 0.0
-        self.writer.write_batch(start, rows, reasons)
+        if records is None:
+            self.writer.write_batch(start, rows, reasons)
+        else:
+            self.writer.write_batch(start, rows, reasons, records)
