@@ -24,6 +24,18 @@ from ._extractor import (
     jsonable_data_config,
     make_eval_transform,
 )
+from ._features import (
+    DEFAULT_SET,
+    INTERPOLATIONS,
+    VIEWS,
+    FeatureRecipe,
+    data_config_with,
+    embed_batch,
+    feature_set_layout,
+    parse_layers,
+    parse_views,
+    preprocessing_overrides,
+)
 from ._sklearn import FeatureExtractor
 from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, diff_configs
 
@@ -51,4 +63,14 @@ __all__ = [
     "STATUS_SKIPPED",
     "FORMAT_VERSION",
     "diff_configs",
+    "DEFAULT_SET",
+    "INTERPOLATIONS",
+    "VIEWS",
+    "FeatureRecipe",
+    "data_config_with",
+    "embed_batch",
+    "feature_set_layout",
+    "parse_layers",
+    "parse_views",
+    "preprocessing_overrides",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,14 @@ from ..core.errors import BadImageError, FeatxError, FeatxUsageError
 from ..core.runtime import autocast_context, resolve_device, resolve_precision, tune_malloc
 from ..data import Source, open_source
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
+from ._features import (
+    DEFAULT_SET,
+    FeatureRecipe,
+    data_config_with,
+    embed_batch,
+    feature_set_layout,
+    preprocessing_overrides,
+)
 from ._store import FeatureStore, StoreWriter, check_existing, writer_lock
 
 __all__ = ["extract", "default_store_path", "make_eval_transform", "jsonable_data_config", "embedding_dim", "ItemDataset", "FEATURE_DTYPES"]
@@ -94,6 +103,11 @@ def extract(
     overwrite: bool = False,
     quiet: bool = False,
     max_pixels: int | None = None,
+    layers: str | Sequence[int] | None = None,
+    views: str | Sequence[str] | None = None,
+    img_size: int | None = None,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
@@ -101,6 +115,12 @@ def extract(
     incomplete one. Bad images are skipped and recorded (``strict=True`` raises on
     the first one instead). The default batch size of 8 was the fastest on a 2-core
     CPU; on a GPU use 64 or more.
+
+    ``layers`` (e.g. ``"-1,-2"``) also stores those ``forward_intermediates`` layers,
+    pooled, as named feature sets, from the same forward pass; ``views="hflip"``
+    averages each embedding with its mirror image's; ``img_size`` / ``crop_pct`` /
+    ``interpolation`` override the model's eval preprocessing. Each is recorded in the
+    store config (and so in its id and cache key) only when used.
     """
     if batch_size < 1:
         raise FeatxUsageError("batch size must be at least 1")
@@ -110,11 +130,14 @@ def extract(
         raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
     src = open_source(source, max_pixels=max_pixels)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
+    recipe = FeatureRecipe.create(layers, views, spec.pooling)
+    overrides = preprocessing_overrides(img_size, crop_pct, interpolation)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     path = Path(out) if out is not None else default_store_path(src, spec)
 
     model, data_config = create_backbone(spec)
+    data_config = data_config_with(model, data_config, overrides)
     config = {
         "source": {"kind": src.kind, "name": src.name},
         "backbone": spec.identity(),
@@ -122,6 +145,11 @@ def extract(
         "precision": prec,
         "dtype": dtype,
     }
+    # Only when used, so stores made without these options keep their config and id.
+    if recipe.config():
+        config["features"] = recipe.config()
+    if overrides:
+        config["preprocessing"] = overrides
     fingerprint = src.fingerprint()
 
     with writer_lock(path):
@@ -136,22 +164,26 @@ def extract(
             writer = StoreWriter.reopen(path)
         else:
             model.to(dev)
-            dim = embedding_dim(model, data_config["input_size"], dev)
+            layout = feature_set_layout(model, data_config["input_size"], dev, recipe)
             writer = StoreWriter.create(
                 path, config=config, fingerprint=fingerprint, ids=src.ids, labels=src.labels,
-                splits=[item.split for item in src.items], class_names=src.class_names, dim=dim, dtype=dtype,
+                splits=[item.split for item in src.items], class_names=src.class_names, dim=layout[0]["dim"], dtype=dtype,
+                extra_sets=layout[1:],
             )
         try:
-            run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet)
+            run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet,
+                            recipe)
             writer.finish(run_info)
         finally:
             writer.close()
     return FeatureStore(path)
 
 
-def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet) -> dict:
+def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet,
+         recipe: FeatureRecipe | None = None) -> dict:
     from tqdm.auto import tqdm
 
+    recipe = recipe or FeatureRecipe()
     tune_malloc()
     pending = writer.pending_rows()
     batches = _block_batches(pending, batch_size, len(src))
@@ -182,10 +214,12 @@ def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channe
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with autocast:
-                    feats = model(images)
-                feats = feats.float().reshape(len(bad), -1).cpu().numpy()
-                feats[[i for i, r in enumerate(bad) if r]] = 0.0
-                writer.write_batch(start, feats, bad)
+                    sets = embed_batch(model, images, recipe)
+                sets = {name: value.float().reshape(len(bad), -1).cpu().numpy() for name, value in sets.items()}
+                for value in sets.values():
+                    value[[i for i, r in enumerate(bad) if r]] = 0.0
+                feats = sets.pop(DEFAULT_SET)
+                writer.write_batch(start, feats, bad, extra=sets)
                 n_skipped += sum(1 for r in bad if r)
                 bar.update(len(bad))
                 if n_skipped:

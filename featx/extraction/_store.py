@@ -8,8 +8,10 @@ Layout (format 1), documented in the README::
     /splits        (N,)   utf-8 str            train / val / test, or "" when the source has none
     /status        (N,)   uint8                0 pending, 1 done, 2 skipped
     /skip_reasons  (N,)   S256 (utf-8)         why an item was skipped; empty otherwise
+    /feature_sets/<name>  (N, D_k)             optional extra sets (layers), same rows and dtype
     attrs: featx_format, config (JSON), fingerprint, class_names (JSON), versions (JSON),
-           complete (bool), created, finished, run (JSON: device, batch size, timings)
+           complete (bool), created, finished, run (JSON: device, batch size, timings),
+           feature_sets (JSON list of {name, dim, layer, ...}; absent when there are none)
 
 Crash safety: every dataset is contiguous and allocated when the file is created, so
 an interrupted run can only leave raw rows half written, never broken metadata.
@@ -110,6 +112,7 @@ class FeatureStore:
             self.run_info: dict = json.loads(h5.attrs.get("run", "{}"))
             self._complete_attr = bool(h5.attrs.get("complete", False))
             self._status = h5["status"][:]
+            self._extra_sets: list[dict] = json.loads(h5.attrs.get("feature_sets", "[]"))
             self.n_items, self.dim = (int(s) for s in h5["features"].shape)
             self.feature_dtype = str(h5["features"].dtype)
             self._all_ids = h5["ids"].asstr()[:]
@@ -160,6 +163,26 @@ class FeatureStore:
                 self._features = h5["features"][:][self._done]
             self._features = self._features.astype(np.float32, copy=False)
         return self._features
+
+    @property
+    def feature_sets(self) -> list[dict]:
+        """Every stored set: ``pooled`` (``/features``) first, then the extra ones (``--layers``)."""
+        return [{"name": "pooled", "dim": self.dim, "layer": None}, *(dict(s) for s in self._extra_sets)]
+
+    def feature_set(self, name: str) -> np.ndarray:
+        """The done rows of one named set (``pooled`` is :attr:`features`)."""
+        if name == "pooled":
+            return self.features
+        if name not in {s["name"] for s in self._extra_sets}:
+            known = ", ".join(s["name"] for s in self.feature_sets)
+            raise FeatxUsageError(f"feature store {self.path} has no feature set {name!r}; it has: {known}")
+        with _open_h5(self.path, "r") as h5:
+            return h5["feature_sets"][name][:][self._done].astype(np.float32, copy=False)
+
+    @property
+    def done_mask(self) -> np.ndarray:
+        """Which of all items (``all_ids`` order) are usable rows."""
+        return self._done.copy()
 
     @property
     def labels(self) -> np.ndarray:
@@ -229,6 +252,7 @@ class FeatureStore:
             "versions": self.versions,
             "run": self.run_info,
             "skipped": self.skipped,
+            "feature_sets": self.feature_sets,
         }
 
     def __repr__(self) -> str:
@@ -246,7 +270,7 @@ class StoreWriter:
 
     @classmethod
     def create(cls, path: Path, *, config: dict, fingerprint: str, ids, labels, splits, class_names, dim: int,
-               dtype: str) -> StoreWriter:
+               dtype: str, extra_sets: list[dict] | None = None) -> StoreWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".creating")
         n = len(ids)
@@ -268,6 +292,11 @@ class StoreWriter:
             h5.create_dataset("splits", data=np.asarray(splits, dtype=object), dtype=h5py.string_dtype())
             h5.create_dataset("status", shape=(n,), dtype=np.uint8, fillvalue=STATUS_PENDING)
             h5.create_dataset("skip_reasons", shape=(n,), dtype=f"S{_REASON_BYTES}", fillvalue=b"")
+            if extra_sets:
+                h5.attrs["feature_sets"] = json.dumps(extra_sets)
+                for extra in extra_sets:
+                    h5.create_dataset(f"feature_sets/{extra['name']}", shape=(n, extra["dim"]), dtype=dtype, fillvalue=0)
+                    h5[f"feature_sets/{extra['name']}"][n - 1 :] = 0 if n else None
             # Touch every dataset so its storage is allocated now, not during the run.
             h5["features"][n - 1 :] = 0 if n else None
             h5["status"][:] = STATUS_PENDING
@@ -282,9 +311,12 @@ class StoreWriter:
     def pending_rows(self) -> np.ndarray:
         return np.flatnonzero(self.status == STATUS_PENDING)
 
-    def write_batch(self, start: int, features: np.ndarray, reasons: list[str | None]) -> None:
+    def write_batch(self, start: int, features: np.ndarray, reasons: list[str | None],
+                    extra: dict[str, np.ndarray] | None = None) -> None:
         stop = start + len(reasons)
         self.h5["features"][start:stop] = features
+        for name, values in (extra or {}).items():  # every set before the status that says "done"
+            self.h5["feature_sets"][name][start:stop] = values
         self.h5.flush()
         status = np.array([STATUS_DONE if r is None else STATUS_SKIPPED for r in reasons], dtype=np.uint8)
         encoded = np.array([(r or "").encode("utf-8")[:_REASON_BYTES] for r in reasons], dtype=f"S{_REASON_BYTES}")
