@@ -216,6 +216,16 @@ class FeatureStore:
         return self._all_ids
 
     @property
+    def all_labels(self) -> np.ndarray:
+        """Labels of every item of the source, skipped ones included (``all_ids`` order)."""
+        return self._all_labels
+
+    @property
+    def all_splits(self) -> np.ndarray:
+        """The source's own split of every item ("" when it has none), skipped ones included."""
+        return self._all_splits
+
+    @property
     def has_splits(self) -> bool:
         return bool(np.any(self._all_splits != ""))
 

@@ -41,9 +41,29 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 def backbone_for_head(head: TrainedHead, weights: str | os.PathLike | None = None):
     """Resolve the backbone the head was trained on; ``weights`` is needed for file checkpoints."""
+    spec = _spec_for(head.backbone, head, weights)
+    head.check_features(spec.identity(), head.dim, where=f"the backbone {spec.display_name}")
+    return spec
+
+
+def _spec_for(identity: dict, head: TrainedHead, weights, multi: bool = False):
+    """The backbone spec of one recorded identity.
+
+    ``weights`` is a checkpoint file, or for a head on several backbones a comma list
+    of files, each matched to its backbone by sha256 (``multi``: other inputs ignore them).
+    """
     from ..extraction import resolve_backbone
 
-    identity = head.backbone
+    files = [w.strip() for w in str(weights).split(",") if w.strip()] if weights is not None else []
+    if identity.get("weights", {}).get("kind") == "file" and len(files) > 1:
+        for path in files:
+            spec = resolve_backbone(identity["model"], weights=path, pooling=identity.get("pooling", "avg"))
+            if spec.identity() == identity:
+                return spec
+        raise FeatxUsageError(f"none of the --weights files is the checkpoint of {identity['model']} "
+                              f"(sha256 {identity.get('weights', {}).get('sha256', '?')[:12]}...)")
+    if multi and identity.get("weights", {}).get("kind") != "file":
+        weights = None
     recorded = identity.get("weights", {})
     kind = recorded.get("kind")
     name = identity["model"]
@@ -61,13 +81,56 @@ def backbone_for_head(head: TrainedHead, weights: str | os.PathLike | None = Non
                 f"head {head.path} was trained on {name} features from a checkpoint file "
                 f"(sha256 {recorded.get('sha256', '?')[:12]}...): pass that file with --weights"
             )
-    spec = resolve_backbone(name, weights=weights, pooling=identity.get("pooling", "avg"))
-    head.check_features(spec.identity(), head.dim, where=f"the backbone {spec.display_name}")
-    return spec
+    return resolve_backbone(name, weights=weights, pooling=identity.get("pooling", "avg"))
 
 
 def _data_config(manifest: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in manifest["data_config"].items()}
+
+
+def _embedders(head: TrainedHead, weights, dev) -> list[dict]:
+    """One (model, transform, recipe, sets) per input the head's features came from, in order.
+
+    A plain head has one input: its backbone, pooled set, recorded data config and
+    extraction recipe (views); a head on a feature set has one per concatenated store.
+    """
+    from ..core.errors import FeatxError
+    from ..extraction import FeatureRecipe, create_backbone, make_eval_transform
+
+    manifest = head.manifest
+    inputs = manifest.get("inputs")
+    if inputs:
+        specs = [_spec_for(i["backbone"], head, weights, multi=True) for i in inputs]
+        for spec, i in zip(specs, inputs):
+            if spec.identity() != i["backbone"]:
+                raise FeatxError(f"head {head.path} needs {i['backbone']['model']} features but its backbone resolves "
+                                 f"to {spec.display_name} with other weights")
+    else:
+        inputs = [{"backbone": head.backbone, "features": manifest.get("features"), "data_config": manifest["data_config"],
+                   "sets": ["pooled"]}]
+        specs = [backbone_for_head(head, weights)]
+    out = []
+    for spec, i in zip(specs, inputs):
+        model, _ = create_backbone(spec)
+        model.to(dev)
+        out.append({"model": model, "transform": make_eval_transform(_data_config(i)), "sets": list(i["sets"]),
+                    "recipe": FeatureRecipe.from_config(i)})
+    return out
+
+
+def _embed(embedders: list[dict], images: list, dev, autocast) -> np.ndarray:
+    """Concatenated features of decoded images: each input's transform, forward pass(es) and sets."""
+    import torch
+
+    from ..extraction import embed_batch
+
+    blocks = []
+    for e in embedders:
+        batch = torch.stack([e["transform"](image) for image in images]).to(dev)
+        with torch.inference_mode(), autocast:
+            sets = embed_batch(e["model"], batch, e["recipe"])
+        blocks += [sets[name].float().reshape(len(images), -1).cpu().numpy() for name in e["sets"]]
+    return np.concatenate(blocks, axis=1)
 
 
 def predict(
@@ -85,39 +148,31 @@ def predict(
     ``confidence``, ``probabilities`` ({class: p}) and ``error`` (``None``, or why
     the file was skipped, with ``predicted`` ``None``).
     """
-    import torch
-
     from ..core.runtime import autocast_context, resolve_device, resolve_precision
     from ..data import load_image
-    from ..extraction import create_backbone, make_eval_transform
 
     if batch_size < 1:
         raise FeatxUsageError("batch size must be at least 1")
     head = load_head(model_dir)
     files = collect_images(images)
-    spec = backbone_for_head(head, weights)
-    model, _ = create_backbone(spec)
     dev = resolve_device(device)
-    model.to(dev)
-    transform = make_eval_transform(_data_config(head.manifest))
+    embedders = _embedders(head, weights, dev)
     autocast = autocast_context(dev, resolve_precision("auto", dev))
     classes = head.class_names
     rows: list[dict] = []
     for start in range(0, len(files), batch_size):
-        batch, tensors = [], []
+        batch, decoded = [], []
         for path in files[start:start + batch_size]:
             row = {"id": str(path), "predicted": None, "confidence": None, "probabilities": None, "error": None}
             try:
-                tensors.append(transform(load_image(path, max_pixels=max_pixels)))
+                decoded.append(load_image(path, max_pixels=max_pixels))
                 batch.append(row)
             except BadImageError as exc:
                 row["error"] = str(exc)
             rows.append(row)
-        if not tensors:
+        if not decoded:
             continue
-        with torch.inference_mode(), autocast:
-            features = model(torch.stack(tensors).to(dev)).float().reshape(len(tensors), -1).cpu().numpy()
-        proba = head.predict_proba(features)
+        proba = head.predict_proba(_embed(embedders, decoded, dev, autocast))
         for row, p in zip(batch, proba):
             best = int(np.argmax(p))
             row.update(predicted=classes[best], confidence=float(p[best]),
