@@ -28,6 +28,7 @@ from ._features import (
     FeatureRecipe,
     data_config_with,
     embed_batch,
+    feature_options,
     feature_set_layout,
     preprocessing_overrides,
 )
@@ -71,11 +72,14 @@ def _block_batches(pending: np.ndarray, batch_size: int, n: int) -> list[list[in
     return [list(range(int(b) * batch_size, min((int(b) + 1) * batch_size, n))) for b in blocks]
 
 
-def default_store_path(source: Source, spec: BackboneSpec, root: str | os.PathLike = "features") -> Path:
+def default_store_path(source: Source, spec: BackboneSpec, root: str | os.PathLike = "features",
+                       extra: dict | None = None) -> Path:
     import hashlib
     import json
 
-    key = hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:8]
+    # ``extra`` (layers, views, preprocessing) joins the hash only when used: default names stay as they were.
+    key = hashlib.sha256(json.dumps({**spec.identity(), **extra} if extra else spec.identity(), sort_keys=True,
+                                    default=list).encode()).hexdigest()[:8]
     return Path(root) / f"{source.name}__{spec.model}__{key}.h5"
 
 
@@ -84,6 +88,15 @@ def embedding_dim(model: torch.nn.Module, input_size, device) -> int:
     with torch.inference_mode():
         out = model(torch.zeros((1, *input_size), device=device))
     return int(out.reshape(1, -1).shape[1])
+
+
+def _check_arguments(batch_size: int, workers: int, dtype: str) -> None:
+    if batch_size < 1:
+        raise FeatxUsageError("batch size must be at least 1")
+    if workers < 0:
+        raise FeatxUsageError("workers must be 0 or more")
+    if dtype not in FEATURE_DTYPES:
+        raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
 
 
 def extract(
@@ -116,40 +129,25 @@ def extract(
     the first one instead). The default batch size of 8 was the fastest on a 2-core
     CPU; on a GPU use 64 or more.
 
-    ``layers`` (e.g. ``"-1,-2"``) also stores those ``forward_intermediates`` layers,
-    pooled, as named feature sets, from the same forward pass; ``views="hflip"``
-    averages each embedding with its mirror image's; ``img_size`` / ``crop_pct`` /
-    ``interpolation`` override the model's eval preprocessing. Each is recorded in the
-    store config (and so in its id and cache key) only when used.
+    ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
+    (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
+    ``crop_pct`` / ``interpolation`` override the eval preprocessing. Each is in the store
+    config (so its id and cache key) only when used.
     """
-    if batch_size < 1:
-        raise FeatxUsageError("batch size must be at least 1")
-    if workers < 0:
-        raise FeatxUsageError("workers must be 0 or more")
-    if dtype not in FEATURE_DTYPES:
-        raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
+    _check_arguments(batch_size, workers, dtype)
     src = open_source(source, max_pixels=max_pixels)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
     overrides = preprocessing_overrides(img_size, crop_pct, interpolation)
+    options = feature_options(recipe, overrides)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    path = Path(out) if out is not None else default_store_path(src, spec)
+    path = Path(out) if out is not None else default_store_path(src, spec, extra=options)
 
     model, data_config = create_backbone(spec)
     data_config = data_config_with(model, data_config, overrides)
-    config = {
-        "source": {"kind": src.kind, "name": src.name},
-        "backbone": spec.identity(),
-        "data_config": jsonable_data_config(data_config),
-        "precision": prec,
-        "dtype": dtype,
-    }
-    # Only when used, so stores made without these options keep their config and id.
-    if recipe.config():
-        config["features"] = recipe.config()
-    if overrides:
-        config["preprocessing"] = overrides
+    config = {"source": {"kind": src.kind, "name": src.name}, "backbone": spec.identity(),
+              "data_config": jsonable_data_config(data_config), "precision": prec, "dtype": dtype, **options}
     fingerprint = src.fingerprint()
 
     with writer_lock(path):

@@ -30,7 +30,7 @@ from torch import nn
 from ..core.errors import FeatxUsageError
 
 __all__ = ["FeatureRecipe", "DEFAULT_SET", "VIEWS", "INTERPOLATIONS", "parse_layers", "parse_views",
-           "embed_batch", "feature_set_layout", "data_config_with", "preprocessing_overrides"]
+           "embed_batch", "feature_set_layout", "feature_options", "data_config_with", "preprocessing_overrides"]
 
 DEFAULT_SET = "pooled"
 VIEWS = ("hflip",)
@@ -188,6 +188,17 @@ def preprocessing_overrides(img_size: int | None = None, crop_pct: float | None 
         if interpolation not in INTERPOLATIONS:
             raise FeatxUsageError(f"interpolation {interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
         out["interpolation"] = interpolation
+    return out
+
+
+def feature_options(recipe: FeatureRecipe, overrides: dict) -> dict:
+    """Store-config keys for the options used (``features``, ``preprocessing``); ``{}`` when none,
+    so stores made without them keep their config, id and cache key."""
+    out: dict = {}
+    if recipe.config():
+        out["features"] = recipe.config()
+    if overrides:
+        out["preprocessing"] = dict(overrides)
     return out
 
 
