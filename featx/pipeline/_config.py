@@ -25,6 +25,8 @@ Schema (defaults in brackets)::
         dtype: float32                 # [float32] storage dtype of the features
         workers: 1                     # [1]
         label: lite0                   # [name] how rows and stage dirs are named
+        layers: null                   # [null] extra layer sets, views, img_size, crop_pct,
+                                       #   interpolation: see _feature_config
     heads: [logreg, {name: knn, params: {n_neighbors: 5}, label: knn5}]
     finetune:                          # [none] baselines, each run on every backbone unless
       - {mode: linear, epochs: 2}      #   `backbones: [label, ...]` restricts it
@@ -32,6 +34,7 @@ Schema (defaults in brackets)::
     seeds: 1                           # [1] repeated head fits with different seeds
     device: auto                       # [auto]
     out: runs/digits                   # [runs/<name>] relative to the working directory
+    feature_sets: [[lite0, mnv2]]      # [none] concatenations / layer sets, a row each
 
 Relative paths (source, weights, out) are taken from the working directory, like
 every other featx command. Running the stages is :mod:`featx._runner`'s job.

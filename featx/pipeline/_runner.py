@@ -8,9 +8,12 @@ size) (``OUT/finetune/<backbone>/<mode>[-pcN]/``); then the report in ``OUT``.
 Caching: each stage has a key, a hash of everything its output depends on:
 
 * extract: the source fingerprint (ids, labels, file sizes and mtimes), the
-  backbone identity (model, weights and their sha256, pooling), precision, dtype;
+  backbone identity (model, weights and their sha256, pooling), precision, dtype,
+  and the layers / views / preprocessing overrides when set;
 * head: the feature store's ``store_id`` (its config + source fingerprint), the
   head and its parameters, the training-set size, the seeds, the split options;
+* head on a feature set (``feature_sets:``): every store's ``store_id`` and the
+  sets taken, then as above;
 * finetune: the source fingerprint, the backbone identity, the mode and its
   options, the training-set size, the split options.
 
