@@ -14,12 +14,12 @@ class SlowFolder(ImageFolderSource):
         super().__init__(root)
         self.marker, self.mark_after, self.loaded = marker, mark_after, 0
 
-    def load(self, index):
+    def load_item(self, index):
         time.sleep(0.03)
         self.loaded += 1
         if self.loaded == self.mark_after:
             self.marker.write_text("ready")
-        return super().load(index)
+        return super().load_item(index)
 
 
 if __name__ == "__main__":

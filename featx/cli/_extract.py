@@ -55,12 +55,27 @@ def extract(source, backbone, weights, pooling, out, batch_size, device, workers
 @click.command()
 @click.argument("store_path", metavar="FILE.h5", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the full description as JSON.")
-def info(store_path, as_json):
-    """Describe a feature store: size, backbone, classes, splits, skipped items, config."""
+@click.option("--verify", is_flag=True, help="Read every chunk and check its checksum; exit 1 when damaged.")
+def info(store_path, as_json, verify):
+    """Describe a feature store: size, backbone, classes, splits, skipped items, config.
+
+    While `featx extract` writes the store, shows its progress instead (read-only).
+    """
+    from pathlib import Path
+
+    from ..core.errors import StoreInUseError
     from ..core.io import json_default
     from ..extraction import FeatureStore
 
-    store = FeatureStore(store_path)
+    if verify:
+        _verify(store_path, as_json)
+        return
+    try:
+        store = FeatureStore(store_path)
+    except StoreInUseError:
+        if not _show_progress(Path(store_path), as_json):
+            raise
+        return
     data = store.info()
     if as_json:
         click.echo(json.dumps(data, indent=2, default=json_default))
@@ -82,6 +97,41 @@ def info(store_path, as_json):
         click.echo(f"  skipped   {skipped['id']}: {skipped['reason']}")
     if len(data["skipped"]) > 20:
         click.echo(f"  skipped   ... and {len(data['skipped']) - 20} more (--json lists all)")
+
+
+def _show_progress(path, as_json: bool) -> bool:
+    """Print the running extraction's progress sidecar; False when there is none."""
+    from ..extraction import read_progress
+
+    progress = read_progress(path)
+    if progress is None:
+        return False
+    if as_json:
+        click.echo(json.dumps({"path": str(path), "writing": True, **progress}, indent=2))
+        return True
+    eta = progress.get("eta_seconds")
+    click.echo(f"{path}: being written by featx (pid {progress.get('pid')}): {progress.get('done')} of "
+               f"{progress.get('total')} rows, {progress.get('images_per_second')} images/s"
+               + (f", about {eta:.0f} s left" if eta is not None else ""))
+    return True
+
+
+def _verify(store_path, as_json: bool) -> None:
+    from ..extraction import verify_store
+
+    report = verify_store(store_path)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    elif report.ok:
+        note = f"; without checksums (older store): {', '.join(report.unchecksummed)}" if report.unchecksummed else ""
+        click.echo(f"{store_path}: OK (read every chunk of {len(report.checked)} datasets{note})")
+    else:
+        click.echo(f"{store_path}: DAMAGED")
+        for problem in report.problems:
+            click.echo(f"  {problem}")
+        click.echo("  fix: delete it, or run `featx extract` again with --overwrite")
+    if not report.ok:
+        click.get_current_context().exit(1)
 
 
 @click.command()

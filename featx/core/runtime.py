@@ -13,7 +13,8 @@ import torch
 
 from .errors import FeatxUsageError
 
-__all__ = ["PRECISIONS", "resolve_device", "resolve_precision", "autocast_context", "tune_malloc", "library_versions"]
+__all__ = ["PRECISIONS", "resolve_device", "resolve_precision", "autocast_context", "tune_malloc", "library_versions",
+           "die_with_parent"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -87,3 +88,25 @@ def library_versions(*, xgboost: bool = True) -> dict:
         except importlib.metadata.PackageNotFoundError:  # pragma: no cover
             found["xgboost"] = None
     return found
+
+
+def die_with_parent(*_args) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; a no-op elsewhere).
+
+    Used as a DataLoader ``worker_init_fn``: without it, workers of a SIGKILLed featx
+    linger for a second or two and keep its inherited file descriptors (the store's
+    lock) open.
+    """
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    # The parent may have died between fork and prctl: then nobody would signal us.
+    if os.getppid() == 1:
+        os._exit(1)

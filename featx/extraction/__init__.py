@@ -37,8 +37,11 @@ from ._features import (
     parse_views,
     preprocessing_overrides,
 )
+from ._lock import lock_holder
+from ._progress import read_progress
 from ._sklearn import FeatureExtractor
 from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, diff_configs
+from ._verify import VerifyReport, verify_store
 
 __all__ = [
     "OfflineWeights",
@@ -75,4 +78,8 @@ __all__ = [
     "parse_layers",
     "parse_views",
     "preprocessing_overrides",
+    "verify_store",
+    "VerifyReport",
+    "read_progress",
+    "lock_holder",
 ]

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..core.errors import BadImageError, FeatxError, FeatxUsageError
-from ..core.runtime import autocast_context, resolve_device, resolve_precision, tune_malloc
-from ..data import Source, open_source
+from ..core.errors import DiskError, FeatxError, FeatxUsageError, StoreDamagedError, StoreMismatchError
+from ..core.io import fsync_dir
+from ..core.runtime import autocast_context, die_with_parent, resolve_device, resolve_precision, tune_malloc
+from ..data import NO_STAT, ItemRecord, Source, open_source
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
 from ._features import (
     DEFAULT_SET,
@@ -32,7 +33,8 @@ from ._features import (
     feature_set_layout,
     preprocessing_overrides,
 )
-from ._store import FeatureStore, StoreWriter, check_existing, writer_lock
+from ._progress import ProgressFile
+from ._store import FeatureStore, StoreWriter, check_existing, check_store_items, writer_lock
 
 __all__ = ["extract", "default_store_path", "make_eval_transform", "jsonable_data_config", "embedding_dim", "ItemDataset", "FEATURE_DTYPES"]
 
@@ -51,20 +53,31 @@ def make_eval_transform(data_config: dict):
 
 
 class ItemDataset(Dataset):
-    """Yields ``(index, tensor, reason)``; a bad image gives a zero tensor and its reason."""
+    """Yields ``(index, tensor, reason)``; a bad image gives a zero tensor and its reason.
 
-    def __init__(self, source: Source, transform, input_size: tuple[int, int, int]):
+    ``with_records=True`` adds the item's content hash and (3,) stat data
+    (``featx.data.ItemRecord``; '' and -1s for items without one), read with the image.
+    """
+
+    def __init__(self, source: Source, transform, input_size: tuple[int, int, int], with_records: bool = False):
         self.source, self.transform, self.input_size = source, transform, input_size
+        self.with_records = with_records
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int):
-        try:
-            image = self.source.load(index)
-            return index, self.transform(image), ""
-        except BadImageError as exc:
-            return index, torch.zeros(self.input_size), str(exc)
+        image, reason, record = self.source.load_item(index)
+        tensor = torch.zeros(self.input_size) if image is None else self.transform(image)
+        if not self.with_records:
+            return index, tensor, reason
+        record = record or ItemRecord()
+        return index, tensor, reason, record.digest, torch.tensor(record.stat, dtype=torch.int64)
+
+
+def _batch_records(digests, stats) -> list[ItemRecord | None]:
+    return [None if not d and tuple(st) == NO_STAT else ItemRecord(tuple(int(v) for v in st), d)
+            for d, st in zip(digests, stats.tolist())]
 
 
 def _block_batches(pending: np.ndarray, batch_size: int, n: int) -> list[list[int]]:
@@ -148,33 +161,87 @@ def extract(
     data_config = data_config_with(model, data_config, overrides)
     config = {"source": {"kind": src.kind, "name": src.name}, "backbone": spec.identity(),
               "data_config": jsonable_data_config(data_config), "precision": prec, "dtype": dtype, **options}
-    fingerprint = src.fingerprint()
-
     with writer_lock(path):
-        if path.exists() and overwrite:
-            path.unlink()
-        if path.exists():
-            check_existing(path, config, fingerprint)
-            store = FeatureStore(path)
-            if store.complete:
-                store.reused = True
-                return store
-            writer = StoreWriter.reopen(path)
-        else:
-            model.to(dev)
-            layout = feature_set_layout(model, data_config["input_size"], dev, recipe)
-            writer = StoreWriter.create(
-                path, config=config, fingerprint=fingerprint, ids=src.ids, labels=src.labels,
-                splits=[item.split for item in src.items], class_names=src.class_names, dim=layout[0]["dim"], dtype=dtype,
-                extra_sets=layout[1:],
-            )
+        target = path.with_name(path.name + ".new") if overwrite and path.exists() else path
+        writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet,
+                              recipe=recipe)
+        if isinstance(writer, FeatureStore):
+            return writer
+        progress = ProgressFile(path)
+        writer.on_progress = progress
         try:
-            run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet,
-                            recipe)
-            writer.finish(run_info)
-        finally:
-            writer.close()
+            try:
+                run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
+                                quiet, recipe)
+                writer.finish(run_info)
+            finally:
+                _close_quietly(writer)
+                progress.remove()
+        except DiskError:
+            # A full disk must not be filled further by a half-built replacement; the old store stays.
+            if target != path:
+                target.unlink(missing_ok=True)
+            raise
+        if target != path:
+            # --overwrite: the old store is replaced only now that the new one is complete.
+            os.replace(target, path)
+            fsync_dir(path.parent)
     return FeatureStore(path)
+
+
+def _close_quietly(writer: StoreWriter) -> None:
+    # Closing after a failed write fails too; the first error is the one to report.
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        writer.close()
+
+
+def _open_writer(target: Path, src, config, model, data_config, dev, dtype, *, rebuild: bool, quiet: bool,
+                 recipe: FeatureRecipe | None = None):
+    """A writer for ``target`` (created, resumed or refreshed), or the complete store to reuse.
+
+    ``rebuild``: ``target`` is the ``.new`` file of an --overwrite; one left by an
+    interrupted --overwrite is resumed when it matches, else started again.
+    """
+    if target.exists():
+        try:
+            store = check_existing(target, config, src)
+        except (StoreMismatchError, StoreDamagedError):
+            if not rebuild:
+                raise
+            target.unlink()
+        else:
+            return _reuse_or_resume(target, store, src, quiet)
+    model.to(dev)
+    # Every set's width from one pass on a blank image (just the pooled one without --layers).
+    layout = feature_set_layout(model, data_config["input_size"], dev, recipe or FeatureRecipe())
+    return StoreWriter.create(
+        target, config=config, fingerprint=src.structure_fingerprint(), ids=src.ids, labels=src.labels,
+        splits=[item.split for item in src.items], class_names=src.class_names, dim=layout[0]["dim"], dtype=dtype,
+        item_records=src.item_paths() is not None, extra_sets=layout[1:],
+    )
+
+
+def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool):
+    check = check_store_items(store, src)
+    if check is None or not (check.touched or check.changed):
+        if store.complete:
+            store.reused = True
+            return store
+        return StoreWriter.reopen(target)
+    writer = StoreWriter.reopen(target)
+    writer.refresh_items(check.touched, check.changed)
+    if check.changed and not quiet:
+        first = store.all_ids[check.changed[0]]
+        print(f"featx: {len(check.changed)} file(s) changed since extraction (first: {first}); extracting them again",
+              file=sys.stderr)
+    if not check.changed and store.complete:
+        _close_quietly(writer)
+        reused = FeatureStore(target)
+        reused.reused = True
+        return reused
+    return writer
 
 
 def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet,
@@ -190,10 +257,11 @@ def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channe
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    dataset = ItemDataset(src, make_eval_transform(data_config), tuple(data_config["input_size"]))
+    dataset = ItemDataset(src, make_eval_transform(data_config), tuple(data_config["input_size"]), with_records=True)
     loader = DataLoader(
         dataset, batch_sampler=batches, num_workers=workers, pin_memory=dev.type == "cuda",
         persistent_workers=False, prefetch_factor=4 if workers else None,
+        worker_init_fn=die_with_parent if workers else None,
     )
     autocast = autocast_context(dev, prec)
     total = sum(len(b) for b in batches)
@@ -202,7 +270,7 @@ def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channe
     bar = tqdm(total=total, unit="img", desc="extract", disable=quiet, dynamic_ncols=True, smoothing=0.1)
     try:
         with torch.inference_mode():
-            for indices, images, reasons in loader:
+            for indices, images, reasons, digests, stats in loader:
                 start = int(indices[0])
                 bad = [r or None for r in reasons]
                 if strict and any(bad):
@@ -217,7 +285,7 @@ def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channe
                 for value in sets.values():
                     value[[i for i, r in enumerate(bad) if r]] = 0.0
                 feats = sets.pop(DEFAULT_SET)
-                writer.write_batch(start, feats, bad, extra=sets)
+                writer.write_batch(start, feats, bad, _batch_records(digests, stats), extra=sets)
                 n_skipped += sum(1 for r in bad if r)
                 bar.update(len(bad))
                 if n_skipped:

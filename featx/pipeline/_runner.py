@@ -41,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from ..core.errors import FeatxError, FeatxUsageError, StoreMismatchError
+from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError, StoreMismatchError
 from ..core.io import write_json_atomic
 from ..core.results import RESULTS_FILE
 from ._config import Pipeline, load_pipeline
@@ -258,13 +258,17 @@ class _Runner:
         if stage.key is None or record.get("key") != stage.key or record.get("status") not in _DONE:
             return False
         if stage.kind == "extract":
-            from ..extraction import FeatureStore
+            from ..extraction import FeatureStore, verify_store
 
             try:
                 store = FeatureStore(stage.path)
+                # Stat data first, hashes only where they changed: an edit that kept size and mtime is caught.
+                fresh = store.complete and not store.changed_items(self.source)
+                # Every chunk's checksum (one read of the store): damaged bytes mean "rebuild", not "use".
+                fresh = fresh and verify_store(stage.path).ok
             except FeatxError:
                 return False
-            return store.complete and store.store_id == record.get("store_id")
+            return fresh and store.store_id == record.get("store_id")
         return (stage.path / RESULTS_FILE).exists()
 
     def record(self, stage: Stage, **extra) -> None:
@@ -286,9 +290,10 @@ class _Runner:
                       **{k: bb.get(k) for k in ("layers", "views", "img_size", "crop_pct", "interpolation")})
         try:
             store = extract(self.source, self.spec(bb), stage.path, **kwargs)
-        except StoreMismatchError:
-            # The pipeline owns this file: a store of an older config is stale, not precious.
-            self.say(f"{stage.path} holds features of an older config; replacing it")
+        except (StoreMismatchError, StoreDamagedError) as exc:
+            # The pipeline owns this file: a store of an older config, or a damaged one, is not precious.
+            why = "is damaged" if isinstance(exc, StoreDamagedError) else "holds features of an older config"
+            self.say(f"{stage.path} {why}; rebuilding it")
             store = extract(self.source, self.spec(bb), stage.path, overwrite=True, **kwargs)
         return {"store_id": store.store_id}
 
