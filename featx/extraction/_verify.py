@@ -57,9 +57,8 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
         for name in _REQUIRED:
             if name not in h5:
                 report.problems.append(f"/{name}: missing")
-        for name, obj in h5.items():
-            if isinstance(obj, h5py.Dataset):
-                _check_dataset(name, obj, report)
+        # Every dataset, those in groups too (/feature_sets/<name> of --layers).
+        h5.visititems(lambda name, obj: _check_dataset(name, obj, report) if isinstance(obj, h5py.Dataset) else None)
     return report
 
 
