@@ -159,12 +159,7 @@ def extract(
 
     model, data_config = create_backbone(spec)
     data_config = data_config_with(model, data_config, overrides)
-    config = {"source": {"kind": src.kind, "name": src.name}, "backbone": spec.identity(),
-              "data_config": jsonable_data_config(data_config), "precision": prec, "dtype": dtype, **options}
-    if decode == "gpu":
-        # GPU resizing is not bit-identical to Pillow's: its features are another store.
-        # (Absent for CPU decode, so stores made before this option still match.)
-        config["decode"] = "gpu"
+    config = _store_config(src, spec, data_config, prec, dtype, options, decode)
     with writer_lock(path):
         target = path.with_name(path.name + ".new") if overwrite and path.exists() else path
         writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet,
@@ -194,6 +189,18 @@ def extract(
             # --overwrite: the old store is replaced only now that the new one is complete.
             _replace(target, path)
     return FeatureStore(path)
+
+
+def _store_config(src: Source, spec: BackboneSpec, data_config: dict, prec: str, dtype: str, options: dict,
+                  decode: str) -> dict:
+    """What the features are, and so the store's identity: a store with another config is refused."""
+    config = {"source": {"kind": src.kind, "name": src.name}, "backbone": spec.identity(),
+              "data_config": jsonable_data_config(data_config), "precision": prec, "dtype": dtype, **options}
+    if decode == "gpu":
+        # GPU resizing is not bit-identical to Pillow's: its features are another store.
+        # (Absent for CPU decode, so stores made before this option still match.)
+        config["decode"] = "gpu"
+    return config
 
 
 def _replace(new: Path, path: Path) -> None:
