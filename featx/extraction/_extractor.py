@@ -152,8 +152,7 @@ def extract(
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
     overrides = preprocessing_overrides(img_size, crop_pct, interpolation)
     options = feature_options(recipe, overrides)
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    prec = resolve_precision(precision, dev := resolve_device(device))
     check_gpu_decode(decode, dev)
     path = Path(out) if out is not None else default_store_path(src, spec, extra=options)
 
