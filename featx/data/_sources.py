@@ -347,7 +347,7 @@ class ArraySource(Source):
         elif labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
             raise FeatxUsageError(f"labels must lie in [0, {len(class_names)}) to index class_names")
         self.class_names = list(class_names)
-        ids = [f"{i:06d}" for i in range(n)] if ids is None else [str(i) for i in ids]
+        ids = [f"{i:06d}" for i in range(n)] if ids is None else [safe_id(str(i)) for i in ids]
         if len(set(ids)) != n:
             raise FeatxUsageError("ids must be unique, one per image")
         splits = [""] * n if splits is None else [_SPLIT_ALIASES.get(str(s).lower(), "") for s in splits]
