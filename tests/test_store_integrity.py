@@ -273,3 +273,18 @@ def test_an_incomplete_format1_store_resumes_and_verifies(image_folder, tiny_spe
     np.testing.assert_array_equal(resumed.features, fresh.features)
     report = featx.extraction.verify_store(old)
     assert report.ok and set(report.unchecksummed) == {"features", "labels", "status", "skip_reasons"}
+
+
+def test_a_subclass_overriding_load_is_used_and_its_files_still_hashed(image_folder, tiny_spec, tmp_path, monkeypatch):
+    calls = []
+
+    class Counting(featx.ImageFolderSource):
+        def load(self, index):
+            calls.append(index)
+            return super().load(index)
+
+    out = tmp_path / "f.h5"
+    _extract(Counting(image_folder), tiny_spec, out)
+    assert sorted(calls) == list(range(8))
+    _forbid_backbone(monkeypatch)
+    assert _extract(Counting(image_folder), tiny_spec, out).reused

@@ -133,12 +133,17 @@ class _FileSource(Source):
         return list(self._files)
 
     def load(self, index: int) -> Image.Image:
-        image, reason, _ = self.load_item(index)
+        image, reason, _ = self._read_item(index)
         if image is None:
             raise BadImageError(reason)
         return image
 
     def load_item(self, index: int) -> tuple[Image.Image | None, str, ItemRecord | None]:
+        if type(self).load is not _FileSource.load:
+            return self._load_item_via_override(index)
+        return self._read_item(index)
+
+    def _read_item(self, index: int) -> tuple[Image.Image | None, str, ItemRecord | None]:
         # The bytes are read once: hashed for the store's staleness check, then decoded.
         if index in self._unusable:
             return None, self._unusable[index], None
@@ -155,6 +160,15 @@ class _FileSource(Source):
             return load_image(data, max_pixels=self.max_pixels), "", record
         except BadImageError as exc:
             return None, str(exc), record
+
+    def _load_item_via_override(self, index: int) -> tuple[Image.Image | None, str, ItemRecord | None]:
+        # A subclass that decodes in its own ``load``: keep it, and hash the file separately.
+        image, reason, _ = Source.load_item(self, index)
+        try:
+            record = read_item_file(self.path_of(index))[1]
+        except OSError:
+            record = None
+        return image, reason, record
 
     def structure_fingerprint(self) -> str:
         digest = hashlib.sha256(b"structure\n")
