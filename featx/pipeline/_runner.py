@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError, StoreMismatchError
-from ..core.io import write_json_atomic
+from ..core.io import write_atomic, write_json_atomic
 from ..core.results import RESULTS_FILE
 from ._config import Pipeline, load_pipeline
 from ._report import load_results, write_report
@@ -402,8 +402,8 @@ def run_pipeline(
         raise FeatxError(f"another `featx run` is writing {out_dir}; wait for it or use another --out") from None
     try:
         resolved = out_dir / RESOLVED_FILE
-        resolved.write_text(f"# {pipeline.path or 'pipeline'} as run: overrides and defaults applied\n"
-                            + yaml.safe_dump(pipeline.to_dict(), sort_keys=False))
+        write_atomic(resolved, f"# {pipeline.path or 'pipeline'} as run: overrides and defaults applied\n"
+                     + yaml.safe_dump(pipeline.to_dict(), sort_keys=False))
         runner.execute(stages)
         result.entries = runner.entries(stages)
         rows = [s.row() for s in stages]
