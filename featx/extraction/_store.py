@@ -357,6 +357,8 @@ class FeatureStore:
             "size_bytes": self.path.stat().st_size,
             "config": self.config,
             "fingerprint": self.fingerprint,
+            "item_hashes": self.has_item_hashes,
+            "content_digest": self.content_digest,
             "versions": self.versions,
             "run": self.run_info,
             "skipped": self.skipped,

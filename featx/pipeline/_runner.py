@@ -18,7 +18,8 @@ Caching: each stage has a key, a hash of everything its output depends on:
   options, the training-set size, the split options.
 
 ``OUT/state.json`` records each finished stage's key. A stage whose key is unchanged
-and whose output is still there is *cached*: it is not run (no forward pass, no
+and whose output is still there (for a feature store: complete, every chunk's checksum
+read back, no file whose content changed since extraction) is *cached*: it is not run (no forward pass, no
 training). A stage whose key changed starts from an empty directory; a stage that
 failed or was interrupted keeps its directory, so the next run resumes it (a
 partial feature store continues where it stopped, a fine-tune after its last
