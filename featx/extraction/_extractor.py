@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import DiskError, FeatxError, FeatxUsageError, StoreDamagedError, StoreMismatchError
+from ..core.interrupts import check_interrupt
 from ..core.io import fsync_dir
 from ..core.runtime import autocast_context, die_with_parent, resolve_device, resolve_precision, tune_malloc
 from ..data import NO_STAT, ItemRecord, Source, open_source
@@ -240,6 +241,7 @@ def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channe
     try:
         with torch.inference_mode():
             for indices, images, reasons, digests, stats in loader:
+                check_interrupt()  # a Ctrl-C swallowed while the workers started still stops the run
                 start = int(indices[0])
                 bad = [r or None for r in reasons]
                 if strict and any(bad):
