@@ -6,7 +6,27 @@ import json
 
 import click
 
-__all__ = ["COMMANDS", "extract", "info", "backbones"]
+__all__ = ["COMMANDS", "extract", "info", "backbones", "IntOrAuto"]
+
+
+class IntOrAuto(click.ParamType):
+    """A whole number (at least ``minimum``) or the word ``auto``."""
+
+    name = "integer|auto"
+
+    def __init__(self, minimum: int):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int) and value >= self.minimum:
+            return value
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a whole number or 'auto'", param, ctx)
+        if number < self.minimum:
+            self.fail(f"{number} is below {self.minimum}", param, ctx)
+        return number
 
 
 @click.command()
@@ -15,21 +35,25 @@ __all__ = ["COMMANDS", "extract", "info", "backbones"]
 @click.option("--weights", default=None, help="Checkpoint file (.pth/.pt/.safetensors), 'hub' or 'random'. Default: offline weights when registered, else the hub.")
 @click.option("--pooling", default="avg", show_default=True, type=click.Choice(["avg", "max", "avgmax", "catavgmax", "token"]))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Feature store to write (.h5).")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default="8", show_default=True, type=IntOrAuto(1), help="auto: on CUDA the largest power of two up to 1024 that fits (reported); 8 on CPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0), help="DataLoader worker processes.")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]), help="auto: bf16 autocast on GPU, fp32 on CPU.")
+@click.option("--workers", default="1", show_default=True, type=IntOrAuto(0), help="DataLoader worker processes; auto: the usable cores less one.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]), help="auto: fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]), help="Storage dtype of the features.")
+@click.option("--compile", "compile_model", is_flag=True, help="Run the model through torch.compile (long runs on a GPU).")
+@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]), help="gpu: decode JPEG files on the GPU (nvjpeg); needs CUDA.")
 @click.option("--strict", is_flag=True, help="Fail on the first bad image instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with another config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, strict, overwrite, quiet):
+def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, compile_model, decode,
+            strict, overwrite, quiet):
     """Extract embeddings of every image of SOURCE into an HDF5 feature store (resumable)."""
     from ..extraction import extract as run_extract
 
     store = run_extract(
         source, backbone, out, weights=weights, pooling=pooling, batch_size=batch_size, device=device,
         workers=workers, precision=precision, dtype=dtype, strict=strict, overwrite=overwrite, quiet=quiet,
+        compile=compile_model, decode=decode,
     )
     info = store.info()
     splits = ", ".join(f"{k}={v}" for k, v in info["splits"].items())

@@ -275,7 +275,8 @@ class CsvSource(_FileSource):
                     for row in reader:
                         rows.append(self._parse_row(reader.line_num, row))
                 except csv.Error as exc:
-                    raise FeatxUsageError(f"{self.csv_path}:{reader.line_num}: malformed CSV ({exc})") from None
+                    # line_num counts the lines read before the failing record.
+                    raise FeatxUsageError(f"{self.csv_path}:{reader.line_num + 1}: malformed CSV ({exc})") from None
         except UnicodeDecodeError as exc:
             raise FeatxUsageError(f"{self.csv_path}: not a UTF-8 text CSV ({exc.reason})") from None
         return rows

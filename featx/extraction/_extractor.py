@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ..core.errors import DiskError, FeatxError, FeatxUsageError, StoreDamagedError, StoreMismatchError
-from ..core.interrupts import check_interrupt
+from ..core.errors import DiskError, FeatxUsageError, StoreDamagedError, StoreMismatchError
 from ..core.io import fsync_dir
-from ..core.runtime import autocast_context, die_with_parent, resolve_device, resolve_precision, tune_malloc
-from ..data import NO_STAT, ItemRecord, Source, open_source
+from ..core.runtime import resolve_device, resolve_precision
+from ..data import ItemRecord, Source, open_source
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
+from ._engine import prepare_model, run_extraction
+from ._gpu_decode import check_gpu_decode
 from ._progress import ProgressFile
+from ._sizing import resolve_batch_size, resolve_workers
 from ._store import FeatureStore, StoreWriter, check_existing, check_store_items, writer_lock
 
 __all__ = ["extract", "default_store_path", "make_eval_transform", "jsonable_data_config", "embedding_dim", "ItemDataset", "FEATURE_DTYPES"]
@@ -66,11 +67,6 @@ class ItemDataset(Dataset):
         return index, tensor, reason, record.digest, torch.tensor(record.stat, dtype=torch.int64)
 
 
-def _batch_records(digests, stats) -> list[ItemRecord | None]:
-    return [None if not d and tuple(st) == NO_STAT else ItemRecord(tuple(int(v) for v in st), d)
-            for d, st in zip(digests, stats.tolist())]
-
-
 def _block_batches(pending: np.ndarray, batch_size: int, n: int) -> list[list[int]]:
     blocks = np.unique(pending // batch_size)
     return [list(range(int(b) * batch_size, min((int(b) + 1) * batch_size, n))) for b in blocks]
@@ -98,9 +94,9 @@ def extract(
     *,
     weights: str | os.PathLike | None = None,
     pooling: str = "avg",
-    batch_size: int = 8,
+    batch_size: int | str = 8,
     device: str = "auto",
-    workers: int = 1,
+    workers: int | str = 1,
     precision: str = "auto",
     dtype: str = "float32",
     channels_last: bool | None = None,
@@ -108,24 +104,27 @@ def extract(
     overwrite: bool = False,
     quiet: bool = False,
     max_pixels: int | None = None,
+    compile: bool = False,
+    decode: str = "cpu",
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
     Re-running with the same arguments reuses a complete store and resumes an
     incomplete one. Bad images are skipped and recorded (``strict=True`` raises on
-    the first one instead). The default batch size of 8 was the fastest on a 2-core
-    CPU; on a GPU use 64 or more.
+    the first one instead). Batch size 8 was the fastest on a 2-core CPU; on a GPU use
+    ``"auto"`` (the largest power of two <= 1024 that fits); ``workers="auto"``: the
+    usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
     """
-    if batch_size < 1:
-        raise FeatxUsageError("batch size must be at least 1")
-    if workers < 0:
-        raise FeatxUsageError("workers must be 0 or more")
+    if batch_size != "auto":
+        resolve_batch_size(batch_size)
+    workers = resolve_workers(workers)
     if dtype not in FEATURE_DTYPES:
         raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
     src = open_source(source, max_pixels=max_pixels)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    check_gpu_decode(decode, dev)
     path = Path(out) if out is not None else default_store_path(src, spec)
 
     model, data_config = create_backbone(spec)
@@ -136,17 +135,25 @@ def extract(
         "precision": prec,
         "dtype": dtype,
     }
+    if decode == "gpu":
+        # GPU resizing is not bit-identical to Pillow's: its features are another store.
+        # (Absent for CPU decode, so stores made before this option still match.)
+        config["decode"] = "gpu"
     with writer_lock(path):
         target = path.with_name(path.name + ".new") if overwrite and path.exists() else path
         writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet)
         if isinstance(writer, FeatureStore):
-            return writer
+            if target == path:
+                return writer
+            # An --overwrite build that an interrupted run finished: replace the old store now.
+            _replace(target, path)
+            return FeatureStore(path)
         progress = ProgressFile(path)
         writer.on_progress = progress
         try:
             try:
                 run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
-                                quiet)
+                                quiet, compile, decode)
                 writer.finish(run_info)
             finally:
                 _close_quietly(writer)
@@ -158,9 +165,13 @@ def extract(
             raise
         if target != path:
             # --overwrite: the old store is replaced only now that the new one is complete.
-            os.replace(target, path)
-            fsync_dir(path.parent)
+            _replace(target, path)
     return FeatureStore(path)
+
+
+def _replace(new: Path, path: Path) -> None:
+    os.replace(new, path)
+    fsync_dir(path.parent)
 
 
 def _close_quietly(writer: StoreWriter) -> None:
@@ -216,56 +227,24 @@ def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool):
     return writer
 
 
-def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet) -> dict:
-    from tqdm.auto import tqdm
-
-    tune_malloc()
-    pending = writer.pending_rows()
-    batches = _block_batches(pending, batch_size, len(src))
+def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet, compile,
+         decode) -> dict:
     if channels_last is None:
         channels_last = dev.type == "cuda"
-    model.to(dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    dataset = ItemDataset(src, make_eval_transform(data_config), tuple(data_config["input_size"]), with_records=True)
-    loader = DataLoader(
-        dataset, batch_sampler=batches, num_workers=workers, pin_memory=dev.type == "cuda",
-        persistent_workers=False, prefetch_factor=4 if workers else None,
-        worker_init_fn=die_with_parent if workers else None,
-    )
-    autocast = autocast_context(dev, prec)
-    total = sum(len(b) for b in batches)
-    n_skipped = 0
-    started = time.perf_counter()
-    bar = tqdm(total=total, unit="img", desc="extract", disable=quiet, dynamic_ncols=True, smoothing=0.1)
-    try:
-        with torch.inference_mode():
-            for indices, images, reasons, digests, stats in loader:
-                check_interrupt()  # a Ctrl-C swallowed while the workers started still stops the run
-                start = int(indices[0])
-                bad = [r or None for r in reasons]
-                if strict and any(bad):
-                    first = next(i for i, r in enumerate(bad) if r)
-                    raise FeatxError(f"bad image {src.items[start + first].id}: {bad[first]} (--strict)")
-                images = images.to(dev, non_blocking=True)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    feats = model(images)
-                feats = feats.float().reshape(len(bad), -1).cpu().numpy()
-                feats[[i for i, r in enumerate(bad) if r]] = 0.0
-                writer.write_batch(start, feats, bad, _batch_records(digests, stats))
-                n_skipped += sum(1 for r in bad if r)
-                bar.update(len(bad))
-                if n_skipped:
-                    bar.set_postfix(skipped=n_skipped, refresh=False)
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - started
-    if n_skipped and not quiet:
-        print(f"featx: skipped {n_skipped} bad image(s); `featx info {writer.path}` lists them with reasons", file=sys.stderr)
-    return {
-        "device": str(dev), "batch_size": batch_size, "workers": workers, "channels_last": bool(channels_last),
-        "rows_this_run": total, "seconds_this_run": round(seconds, 3),
-        "images_per_second": round(total / seconds, 2) if seconds > 0 and total else None,
-    }
+    model = prepare_model(model, dev, bool(channels_last), compile=False)
+    input_size = tuple(data_config["input_size"])
+    batch_size, auto = resolve_batch_size(batch_size, model, input_size, dev, prec, bool(channels_last))
+    if auto and not quiet:
+        why = "largest power of two that fits" if dev.type == "cuda" else "the measured-best CPU default"
+        print(f"featx: batch size auto -> {batch_size} ({why})", file=sys.stderr)
+    if compile:
+        # Compiled after sizing: the trial batches would each trigger a recompilation.
+        model = torch.compile(model)
+    batches = _block_batches(writer.pending_rows(), batch_size, len(src))
+    info = run_extraction(writer, src, model, data_config, batches, dev=dev, precision=prec, workers=workers,
+                          channels_last=bool(channels_last), strict=strict, quiet=quiet, decode=decode)
+    # compile, decode and sizing are how the run went, not what the features are: kept
+    # here, out of the config (the cache key); see README "Performance".
+    return {"device": str(dev), "batch_size": batch_size, "batch_size_auto": auto, "workers": workers,
+            "channels_last": bool(channels_last), "compile": bool(compile), "decode": decode, "precision": prec,
+            **info}

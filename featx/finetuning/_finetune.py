@@ -68,17 +68,17 @@ from ..extraction import (
     jsonable_data_config,
     resolve_backbone,
 )
+from ._augment import DeviceAugment, make_train_resize
 from ._data import (
     CROP_SCALE,
     epoch_seed,
-    make_train_transform,
     predict,
     seed_everything,
     select_items,
     train_loader,
 )
 
-__all__ = ["finetune", "model_stages", "set_trainable", "keep_frozen_in_eval", "MODES", "DEFAULT_LR"]
+__all__ = ["finetune", "training_precision", "model_stages", "set_trainable", "keep_frozen_in_eval", "MODES", "DEFAULT_LR"]
 
 MODES = ("linear", "partial", "full", "scratch")
 DEFAULT_LR = {"linear": 3e-3, "partial": 1e-3, "full": 5e-4, "scratch": 2e-3}
@@ -279,7 +279,7 @@ def _finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_clas
     head_epochs = head_epochs if mode == "full" else 0
     src = open_source(source)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
-    prec = resolve_precision(precision, dev := resolve_device(device))
+    prec = training_precision(precision, dev := resolve_device(device))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = select_items(src, per_class=per_class, seed=seed, val_per_class=val_per_class, splits_file=splits,
@@ -310,6 +310,15 @@ def _finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_clas
     check_interrupt()  # never record a finished run that an interrupt was meant to stop
     save_results_entry(out, entry)
     return entry
+
+
+def training_precision(precision: str, dev: torch.device) -> str:
+    """Training keeps bf16 as its CUDA default: fp16 gradients need loss scaling, and the
+    feature drift that made fp16 the extraction default is no concern for a model in training."""
+    prec = resolve_precision("bf16" if precision == "auto" and dev.type == "cuda" else precision, dev)
+    if prec == "fp16":
+        raise FeatxUsageError("fine-tuning runs in fp32 or bf16 (fp16 training would need loss scaling)")
+    return prec
 
 
 def _options(mode: str, data_config: dict, *, layer_decay, unfreeze, crop_scale, image_size, **options) -> dict:
@@ -388,14 +397,22 @@ def _initial_state(run: _Run, resume: bool, quiet: bool) -> dict:
 def _train_epochs(run: _Run, state: dict, *, seed, epochs, patience, batch_size, workers, crop_scale, quiet,
                   callback) -> None:
     """Train epoch after epoch until ``epochs`` or early stopping; checkpoint after each."""
-    train_transform = make_train_transform(run.data_config, crop_scale)
+    # Workers only decode and resize to the input size (uint8); crops, flips and
+    # normalisation run batched on the device (``_augment``).
+    train_transform = make_train_resize(run.data_config)
     while state["epoch"] < epochs and state["bad_epochs"] < patience:
         epoch = state["epoch"]
         started = time.perf_counter()
         generator = seed_everything(epoch_seed(seed, epoch))
         loader = train_loader(run.data, train_transform, run.data_config["input_size"], batch_size, workers, generator,
                               pin_memory=run.loop["device"].type == "cuda")
-        loss, n_images, step_seconds = run.trainer.train_epoch(epoch, loader, run.data, run.loop, state)
+        # Its own generator, seeded per (seed, epoch): the augmentations of an epoch do not
+        # depend on the loader's draws nor on an interruption before it.
+        augment = DeviceAugment(run.data_config, crop_scale,
+                                torch.Generator().manual_seed(epoch_seed(seed, epoch) ^ 0x5EED), run.loop["device"],
+                                channels_last=run.loop["channels_last"])
+        loss, n_images, step_seconds = run.trainer.train_epoch(epoch, loader, run.data, {**run.loop, "augment": augment},
+                                                               state)
         check_interrupt()  # before validation and the checkpoint: the epoch may have been cut short
         improved, val_f1 = _validate(run, state, epoch)
         seconds = time.perf_counter() - started
@@ -509,8 +526,7 @@ class _Trainer:
                 continue
             started = time.perf_counter()
             images, target = images[good].to(dev, non_blocking=True), labels[indices[good]].to(dev, non_blocking=True)
-            if run["channels_last"]:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = run["augment"](images)
             with run["autocast"]:
                 logits = model(images)
             loss = self.criterion(logits.float(), target)

@@ -95,7 +95,7 @@ def predict(
     import torch
 
     from ..core.runtime import autocast_context, resolve_device, resolve_precision
-    from ..extraction import create_backbone, make_eval_transform
+    from ..extraction import DeviceNormalizer, create_backbone, input_dtype, make_uint8_transform
 
     if batch_size < 1:
         raise FeatxUsageError("batch size must be at least 1")
@@ -105,8 +105,12 @@ def predict(
     model, _ = create_backbone(spec)
     dev = resolve_device(device)
     model.to(dev)
-    transform = make_eval_transform(_data_config(head.manifest))
-    autocast = autocast_context(dev, resolve_precision("auto", dev))
+    data_config = _data_config(head.manifest)
+    # uint8 crops on the host, normalisation batched on the device (the extractor's split).
+    transform = make_uint8_transform(data_config)
+    precision = resolve_precision("auto", dev)
+    normalize = DeviceNormalizer(data_config["mean"], data_config["std"], dev, input_dtype(dev, precision))
+    autocast = autocast_context(dev, precision)
     classes = head.proba_names  # predict_proba's columns, in order
     rows: list[dict] = []
     for start in range(0, len(files), batch_size):
@@ -126,7 +130,8 @@ def predict(
         if not tensors:
             continue
         with torch.inference_mode(), autocast:
-            features = model(torch.stack(tensors).to(dev)).float().reshape(len(tensors), -1).cpu().numpy()
+            images = normalize(torch.stack(tensors).to(dev))
+            features = model(images).float().reshape(len(tensors), -1).cpu().numpy()
         proba = head.predict_proba(features)
         for row, p in zip(batch, proba):
             best = int(np.argmax(p))

@@ -158,6 +158,18 @@ def stage_table(out: str | os.PathLike) -> tuple[str | None, list[dict] | None]:
     return state.get("pipeline"), rows
 
 
+def _readable(path: Path) -> bool:
+    from ..core.errors import StoreInUseError
+    from ..extraction import verify_store
+
+    try:
+        return verify_store(path).ok
+    except StoreInUseError:
+        raise
+    except FeatxError:
+        return False
+
+
 class _Runner:
     def __init__(self, pipeline: Pipeline, out: Path, dry_run: bool, quiet: bool):
         self.pipeline, self.out, self.dry_run, self.quiet = pipeline, out, dry_run, quiet
@@ -257,6 +269,10 @@ class _Runner:
         bb = stage.backbone
         kwargs = dict(batch_size=bb["batch_size"], device=self.pipeline.device, workers=bb["workers"],
                       precision=bb["precision"], dtype=bb["dtype"], quiet=self.quiet)
+        if stage.path.exists() and not _readable(stage.path):
+            # Damaged bytes (a failed checksum, a truncated file): missing, not reusable.
+            self.say(f"{stage.path} is damaged; rebuilding it")
+            kwargs["overwrite"] = True
         try:
             store = extract(self.source, self.spec(bb), stage.path, **kwargs)
         except (StoreMismatchError, StoreDamagedError) as exc:
