@@ -14,6 +14,7 @@ import time
 import torch
 
 from ..core.errors import FeatxError
+from ..core.interrupts import check_interrupt
 from ..core.runtime import autocast_context, tune_malloc
 from ..data import Source
 from ._features import DEFAULT_SET, FeatureRecipe, embed_batch
@@ -81,6 +82,7 @@ def run_extraction(writer, src: Source, model, data_config: dict, batches: list[
     try:
         with torch.inference_mode():
             for indices, images, reasons, digests, stats in stream:
+                check_interrupt()  # a Ctrl-C swallowed while the workers started still stops the run
                 start = int(indices[0])
                 bad = [r or None for r in reasons]
                 if strict and any(bad):

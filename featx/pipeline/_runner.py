@@ -43,6 +43,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError, StoreMismatchError
+from ..core.interrupts import check_interrupt
 from ..core.io import write_atomic, write_json_atomic
 from ..core.results import RESULTS_FILE
 from ._config import Pipeline, load_pipeline
@@ -363,6 +364,7 @@ class _Runner:
 
     def _run_stage(self, stage: Stage, tag: str) -> None:
         """Run one stage; a failure is recorded with its reason and does not stop the others."""
+        check_interrupt()  # a Ctrl-C swallowed inside the previous stage stops the pipeline here
         previous = self.state["stages"].get(stage.id, {})
         if previous.get("key") not in (None, stage.key) and stage.kind != "extract" and stage.path.exists():
             # Inputs changed: old outputs would be refused (or, worse, mixed in).
