@@ -6,7 +6,27 @@ import json
 
 import click
 
-__all__ = ["COMMANDS", "extract", "info", "backbones"]
+__all__ = ["COMMANDS", "extract", "info", "backbones", "IntOrAuto"]
+
+
+class IntOrAuto(click.ParamType):
+    """A whole number (at least ``minimum``) or the word ``auto``."""
+
+    name = "integer|auto"
+
+    def __init__(self, minimum: int):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int) and value >= self.minimum:
+            return value
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a whole number or 'auto'", param, ctx)
+        if number < self.minimum:
+            self.fail(f"{number} is below {self.minimum}", param, ctx)
+        return number
 
 
 @click.command()
@@ -15,27 +35,39 @@ __all__ = ["COMMANDS", "extract", "info", "backbones"]
 @click.option("--weights", default=None, help="Checkpoint file (.pth/.pt/.safetensors), 'hub' or 'random'. Default: offline weights when registered, else the hub.")
 @click.option("--pooling", default="avg", show_default=True, type=click.Choice(["avg", "max", "avgmax", "catavgmax", "token"]))
 @click.option("--out", "out", required=True, type=click.Path(), help="Feature store to write (.h5), or a directory for a sharded store.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default="8", show_default=True, type=IntOrAuto(1), help="auto: on CUDA the largest power of two up to 1024 that fits (reported); 8 on CPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0), help="DataLoader worker processes.")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]), help="auto: bf16 autocast on GPU, fp32 on CPU.")
+@click.option("--workers", default="1", show_default=True, type=IntOrAuto(0), help="DataLoader worker processes; auto: the usable cores less one.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]), help="auto: fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]), help="Storage dtype of the features.")
+@click.option("--compile", "compile_model", is_flag=True, help="Run the model through torch.compile (long runs on a GPU).")
+@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]), help="gpu: decode JPEG files on the GPU (nvjpeg); needs CUDA.")
 @click.option("--strict", is_flag=True, help="Fail on the first bad image instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with another config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--layers", default=None, help="Also store these forward_intermediates layers, pooled, as feature sets (e.g. -1,-2).")
+@click.option("--views", default=None, help="hflip: average each embedding with its mirror image's (default: none).")
+@click.option("--img-size", type=click.IntRange(min=8), default=None, help="Override the model's eval input size (pixels).")
+@click.option("--crop-pct", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Override the eval centre-crop fraction (1.0: no crop).")
+@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]),
+              default=None, help="Override the eval resize interpolation.")
 @click.option("--shard-size", default=None, type=click.IntRange(min=1), help="Write a sharded store (directory of part-NNNNN.h5) with this many rows per shard.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="ray: decode and embed on a Ray cluster (pip install 'featx[ray]'); always writes a sharded store.")
 @click.option("--address", default=None, help="Ray cluster: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted for a local Ray.")
 @click.option("--actors", default=None, type=click.IntRange(min=1), help="Ray: backbone replicas (default: one per GPU, else one).")
 @click.option("--gpus-per-actor", default=None, type=click.FloatRange(min=0), help="Ray: GPUs per backbone replica (default 1 with --device cuda/auto on a GPU cluster, else 0).")
-def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, strict, overwrite,
-            quiet, shard_size, engine, address, actors, gpus_per_actor):
+def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, compile_model, decode,
+            strict, overwrite, quiet, layers, views, img_size, crop_pct, interpolation, shard_size, engine, address, actors,
+            gpus_per_actor):
     """Extract embeddings of every image of SOURCE into an HDF5 feature store (resumable)."""
     from ..extraction import extract as run_extract
 
     store = run_extract(
         source, backbone, out, weights=weights, pooling=pooling, batch_size=batch_size, device=device,
         workers=workers, precision=precision, dtype=dtype, strict=strict, overwrite=overwrite, quiet=quiet,
+        compile=compile_model, decode=decode,
+        layers=layers, views=views, img_size=img_size, crop_pct=crop_pct, interpolation=interpolation,
         shard_size=shard_size, engine=engine,
         ray_options={"address": address, "actors": actors, "gpus_per_actor": gpus_per_actor},
     )
@@ -86,6 +118,12 @@ def info(store_path, as_json, verify):
     click.echo(f"  backbone  {data['backbone']} ({json.dumps(data['weights'])}), pooling {data['config']['backbone']['pooling']}")
     click.echo(f"  classes   {len(data['classes'])}: {', '.join(data['classes'][:12])}{' ...' if len(data['classes']) > 12 else ''}")
     click.echo(f"  splits    {', '.join(f'{k}={v}' for k, v in data['splits'].items())}")
+    if len(data["feature_sets"]) > 1 or data["config"].get("features") or data["config"].get("preprocessing"):
+        sets = ", ".join(f"{s['name']} ({s['dim']})" for s in data["feature_sets"])
+        views = ", ".join((data["config"].get("features") or {}).get("views") or []) or "none"
+        click.echo(f"  sets      {sets}; views: {views}")
+        dc = data["config"]["data_config"]
+        click.echo(f"  input     {dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}")
     for skipped in data["skipped"][:20]:
         click.echo(f"  skipped   {skipped['id']}: {skipped['reason']}")
     if len(data["skipped"]) > 20:

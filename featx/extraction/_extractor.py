@@ -11,19 +11,29 @@ from __future__ import annotations
 
 import os
 import sys
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ..core.errors import DiskError, FeatxError, FeatxUsageError, StoreDamagedError, StoreMismatchError
+from ..core.errors import DiskError, FeatxUsageError, StoreDamagedError, StoreMismatchError
 from ..core.io import fsync_dir
-from ..core.runtime import autocast_context, die_with_parent, resolve_device, resolve_precision, tune_malloc
-from ..data import NO_STAT, ItemRecord, Source, open_source
+from ..core.runtime import resolve_device, resolve_precision
+from ..data import ItemRecord, Source, open_source
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
+from ._engine import prepare_model, run_extraction
+from ._features import (
+    FeatureRecipe,
+    data_config_with,
+    feature_options,
+    feature_set_layout,
+    preprocessing_overrides,
+)
+from ._gpu_decode import check_gpu_decode
 from ._progress import ProgressFile
+from ._sizing import resolve_batch_size, resolve_workers
 from ._store import FeatureStore, StoreWriter, check_existing, check_store_items, writer_lock
 
 __all__ = ["extract", "default_store_path", "make_eval_transform", "jsonable_data_config", "embedding_dim", "ItemDataset", "FEATURE_DTYPES"]
@@ -65,21 +75,19 @@ class ItemDataset(Dataset):
         return index, tensor, reason, record.digest, torch.tensor(record.stat, dtype=torch.int64)
 
 
-def _batch_records(digests, stats) -> list[ItemRecord | None]:
-    return [None if not d and tuple(st) == NO_STAT else ItemRecord(tuple(int(v) for v in st), d)
-            for d, st in zip(digests, stats.tolist())]
-
-
 def _block_batches(pending: np.ndarray, batch_size: int, n: int) -> list[list[int]]:
     blocks = np.unique(pending // batch_size)
     return [list(range(int(b) * batch_size, min((int(b) + 1) * batch_size, n))) for b in blocks]
 
 
-def default_store_path(source: Source, spec: BackboneSpec, root: str | os.PathLike = "features") -> Path:
+def default_store_path(source: Source, spec: BackboneSpec, root: str | os.PathLike = "features",
+                       extra: dict | None = None) -> Path:
     import hashlib
     import json
 
-    key = hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:8]
+    # ``extra`` (layers, views, preprocessing) joins the hash only when used: default names stay as they were.
+    key = hashlib.sha256(json.dumps({**spec.identity(), **extra} if extra else spec.identity(), sort_keys=True,
+                                    default=list).encode()).hexdigest()[:8]
     return Path(root) / f"{source.name}__{spec.model}__{key}.h5"
 
 
@@ -90,6 +98,16 @@ def embedding_dim(model: torch.nn.Module, input_size, device) -> int:
     return int(out.reshape(1, -1).shape[1])
 
 
+def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> int:
+    """Check the run options; the number of loader workers (``"auto"`` resolved)."""
+    if batch_size != "auto":
+        resolve_batch_size(batch_size)
+    workers = resolve_workers(workers)
+    if dtype not in FEATURE_DTYPES:
+        raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
+    return workers
+
+
 def extract(
     source: str | os.PathLike | Source,
     backbone: str | BackboneSpec = DEFAULT_BACKBONE,
@@ -97,9 +115,9 @@ def extract(
     *,
     weights: str | os.PathLike | None = None,
     pooling: str = "avg",
-    batch_size: int = 8,
+    batch_size: int | str = 8,
     device: str = "auto",
-    workers: int = 1,
+    workers: int | str = 1,
     precision: str = "auto",
     dtype: str = "float32",
     channels_last: bool | None = None,
@@ -107,6 +125,13 @@ def extract(
     overwrite: bool = False,
     quiet: bool = False,
     max_pixels: int | None = None,
+    compile: bool = False,
+    decode: str = "cpu",
+    layers: str | Sequence[int] | None = None,
+    views: str | Sequence[str] | None = None,
+    img_size: int | None = None,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
     shard_size: int | None = None,
     engine: str = "local",
     ray_options: dict | None = None,
@@ -115,47 +140,55 @@ def extract(
 
     Re-running with the same arguments reuses a complete store and resumes an
     incomplete one. Bad images are skipped and recorded (``strict=True`` raises on
-    the first one instead). The default batch size of 8 was the fastest on a 2-core
-    CPU; on a GPU use 64 or more. ``shard_size``, ``engine="ray"`` or a directory ``out``: a sharded store.
+    the first one instead). Batch size 8 was the fastest on a 2-core CPU; on a GPU use
+    ``"auto"`` (the largest power of two <= 1024 that fits); ``workers="auto"``: the
+    usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
+
+    ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
+    (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
+    ``crop_pct`` / ``interpolation`` override the eval preprocessing. Each is in the store
+    config (so its id and cache key) only when used. ``shard_size``, ``engine="ray"`` or a
+    directory ``out`` write a sharded store (``_shard_engine``).
     """
-    if batch_size < 1:
-        raise FeatxUsageError("batch size must be at least 1")
-    if workers < 0:
-        raise FeatxUsageError("workers must be 0 or more")
-    if dtype not in FEATURE_DTYPES:
-        raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
+    workers = _check_arguments(batch_size, workers, dtype)
     src = open_source(source, max_pixels=max_pixels)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     if shard_size is not None or engine != "local" or (out is not None and Path(out).is_dir()):
         from ._shard_engine import extract_sharded
 
+        unsupported = {"compile": compile, "decode": decode != "cpu", "layers": layers, "views": views,
+                       "img_size": img_size, "crop_pct": crop_pct, "interpolation": interpolation}
         return extract_sharded(src, spec, Path(out) if out is not None else default_store_path(src, spec).with_suffix(""),
                                device=device, precision=precision, batch_size=batch_size, workers=workers, dtype=dtype,
                                channels_last=channels_last, strict=strict, overwrite=overwrite, quiet=quiet,
-                               shard_size=shard_size, engine=engine, ray_options=ray_options)
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    path = Path(out) if out is not None else default_store_path(src, spec)
+                               shard_size=shard_size, engine=engine, ray_options=ray_options,
+                               unsupported=[k for k, v in unsupported.items() if v])
+    recipe = FeatureRecipe.create(layers, views, spec.pooling)
+    overrides = preprocessing_overrides(img_size, crop_pct, interpolation)
+    options = feature_options(recipe, overrides)
+    prec = resolve_precision(precision, dev := resolve_device(device))
+    check_gpu_decode(decode, dev)
+    path = Path(out) if out is not None else default_store_path(src, spec, extra=options)
 
     model, data_config = create_backbone(spec)
-    config = {
-        "source": {"kind": src.kind, "name": src.name},
-        "backbone": spec.identity(),
-        "data_config": jsonable_data_config(data_config),
-        "precision": prec,
-        "dtype": dtype,
-    }
+    data_config = data_config_with(model, data_config, overrides)
+    config = _store_config(src, spec, data_config, prec, dtype, options, decode)
     with writer_lock(path):
         target = path.with_name(path.name + ".new") if overwrite and path.exists() else path
-        writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet)
+        writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet,
+                              recipe=recipe)
         if isinstance(writer, FeatureStore):
-            return writer
+            if target == path:
+                return writer
+            # An --overwrite build that an interrupted run finished: replace the old store now.
+            _replace(target, path)
+            return FeatureStore(path)
         progress = ProgressFile(path)
         writer.on_progress = progress
         try:
             try:
                 run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
-                                quiet)
+                                quiet, compile, decode, recipe)
                 writer.finish(run_info)
             finally:
                 _close_quietly(writer)
@@ -167,9 +200,25 @@ def extract(
             raise
         if target != path:
             # --overwrite: the old store is replaced only now that the new one is complete.
-            os.replace(target, path)
-            fsync_dir(path.parent)
+            _replace(target, path)
     return FeatureStore(path)
+
+
+def _store_config(src: Source, spec: BackboneSpec, data_config: dict, prec: str, dtype: str, options: dict,
+                  decode: str) -> dict:
+    """What the features are, and so the store's identity: a store with another config is refused."""
+    config = {"source": {"kind": src.kind, "name": src.name}, "backbone": spec.identity(),
+              "data_config": jsonable_data_config(data_config), "precision": prec, "dtype": dtype, **options}
+    if decode == "gpu":
+        # GPU resizing is not bit-identical to Pillow's: its features are another store.
+        # (Absent for CPU decode, so stores made before this option still match.)
+        config["decode"] = "gpu"
+    return config
+
+
+def _replace(new: Path, path: Path) -> None:
+    os.replace(new, path)
+    fsync_dir(path.parent)
 
 
 def _close_quietly(writer: StoreWriter) -> None:
@@ -180,7 +229,8 @@ def _close_quietly(writer: StoreWriter) -> None:
         writer.close()
 
 
-def _open_writer(target: Path, src, config, model, data_config, dev, dtype, *, rebuild: bool, quiet: bool):
+def _open_writer(target: Path, src, config, model, data_config, dev, dtype, *, rebuild: bool, quiet: bool,
+                 recipe: FeatureRecipe | None = None):
     """A writer for ``target`` (created, resumed or refreshed), or the complete store to reuse.
 
     ``rebuild``: ``target`` is the ``.new`` file of an --overwrite; one left by an
@@ -196,11 +246,12 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, *, r
         else:
             return _reuse_or_resume(target, store, src, quiet)
     model.to(dev)
-    dim = embedding_dim(model, data_config["input_size"], dev)
+    # Every set's width from one pass on a blank image (just the pooled one without --layers).
+    layout = feature_set_layout(model, data_config["input_size"], dev, recipe or FeatureRecipe())
     return StoreWriter.create(
         target, config=config, fingerprint=src.structure_fingerprint(), ids=src.ids, labels=src.labels,
-        splits=[item.split for item in src.items], class_names=src.class_names, dim=dim, dtype=dtype,
-        item_records=src.item_paths() is not None,
+        splits=[item.split for item in src.items], class_names=src.class_names, dim=layout[0]["dim"], dtype=dtype,
+        item_records=src.item_paths() is not None, extra_sets=layout[1:],
     )
 
 
@@ -225,55 +276,25 @@ def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool):
     return writer
 
 
-def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet) -> dict:
-    from tqdm.auto import tqdm
-
-    tune_malloc()
-    pending = writer.pending_rows()
-    batches = _block_batches(pending, batch_size, len(src))
+def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet, compile,
+         decode, recipe: FeatureRecipe | None = None) -> dict:
     if channels_last is None:
         channels_last = dev.type == "cuda"
-    model.to(dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    dataset = ItemDataset(src, make_eval_transform(data_config), tuple(data_config["input_size"]), with_records=True)
-    loader = DataLoader(
-        dataset, batch_sampler=batches, num_workers=workers, pin_memory=dev.type == "cuda",
-        persistent_workers=False, prefetch_factor=4 if workers else None,
-        worker_init_fn=die_with_parent if workers else None,
-    )
-    autocast = autocast_context(dev, prec)
-    total = sum(len(b) for b in batches)
-    n_skipped = 0
-    started = time.perf_counter()
-    bar = tqdm(total=total, unit="img", desc="extract", disable=quiet, dynamic_ncols=True, smoothing=0.1)
-    try:
-        with torch.inference_mode():
-            for indices, images, reasons, digests, stats in loader:
-                start = int(indices[0])
-                bad = [r or None for r in reasons]
-                if strict and any(bad):
-                    first = next(i for i, r in enumerate(bad) if r)
-                    raise FeatxError(f"bad image {src.items[start + first].id}: {bad[first]} (--strict)")
-                images = images.to(dev, non_blocking=True)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    feats = model(images)
-                feats = feats.float().reshape(len(bad), -1).cpu().numpy()
-                feats[[i for i, r in enumerate(bad) if r]] = 0.0
-                writer.write_batch(start, feats, bad, _batch_records(digests, stats))
-                n_skipped += sum(1 for r in bad if r)
-                bar.update(len(bad))
-                if n_skipped:
-                    bar.set_postfix(skipped=n_skipped, refresh=False)
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - started
-    if n_skipped and not quiet:
-        print(f"featx: skipped {n_skipped} bad image(s); `featx info {writer.path}` lists them with reasons", file=sys.stderr)
-    return {
-        "device": str(dev), "batch_size": batch_size, "workers": workers, "channels_last": bool(channels_last),
-        "rows_this_run": total, "seconds_this_run": round(seconds, 3),
-        "images_per_second": round(total / seconds, 2) if seconds > 0 and total else None,
-    }
+    model = prepare_model(model, dev, bool(channels_last), compile=False)
+    input_size = tuple(data_config["input_size"])
+    batch_size, auto = resolve_batch_size(batch_size, model, input_size, dev, prec, bool(channels_last))
+    if auto and not quiet:
+        why = "largest power of two that fits" if dev.type == "cuda" else "the measured-best CPU default"
+        print(f"featx: batch size auto -> {batch_size} ({why})", file=sys.stderr)
+    if compile:
+        # Compiled after sizing: the trial batches would each trigger a recompilation.
+        model = torch.compile(model)
+    batches = _block_batches(writer.pending_rows(), batch_size, len(src))
+    info = run_extraction(writer, src, model, data_config, batches, dev=dev, precision=prec, workers=workers,
+                          channels_last=bool(channels_last), strict=strict, quiet=quiet, decode=decode,
+                          recipe=recipe)
+    # compile, decode and sizing are how the run went, not what the features are: kept
+    # here, out of the config (the cache key); see README "Performance".
+    return {"device": str(dev), "batch_size": batch_size, "batch_size_auto": auto, "workers": workers,
+            "channels_last": bool(channels_last), "compile": bool(compile), "decode": decode, "precision": prec,
+            **info}

@@ -23,7 +23,7 @@ from ..core.errors import FeatxError, FeatxUsageError
 from ..core.runtime import autocast_context, resolve_device, resolve_precision, tune_malloc
 from ..data import Source
 from ._backbones import BackboneSpec, create_backbone
-from ._extractor import ItemDataset, embedding_dim, jsonable_data_config, make_eval_transform
+from ._extractor import ItemDataset, embedding_dim, make_eval_transform
 from ._shards import ShardedFeatureStore, ShardedWriter, write_shard
 from ._store import FeatureStore, check_existing, writer_lock
 
@@ -34,14 +34,10 @@ ENGINES = ("local", "ray")
 
 
 def store_config(src: Source, spec: BackboneSpec, data_config: dict, prec: str, dtype: str) -> dict:
-    """The store's identity: the same dict the single-file extractor writes."""
-    return {
-        "source": {"kind": src.kind, "name": src.name},
-        "backbone": spec.identity(),
-        "data_config": jsonable_data_config(data_config),
-        "precision": prec,
-        "dtype": dtype,
-    }
+    """The store's identity: the same dict the single-file extractor writes (no extra feature options)."""
+    from ._extractor import _store_config
+
+    return _store_config(src, spec, data_config, prec, dtype, {}, "cpu")
 
 
 def _clear_for_overwrite(path: Path) -> None:
@@ -83,10 +79,17 @@ def _open_writer(path: Path, src: Source, config: dict, fingerprint: str, dim_of
 
 def extract_sharded(src: Source, spec: BackboneSpec, path: Path, *, device: str, precision: str, batch_size: int,
                     workers: int, dtype: str, channels_last: bool | None, strict: bool, overwrite: bool, quiet: bool,
-                    shard_size: int | None, engine: str = "local", ray_options: dict | None = None) -> FeatureStore:
+                    shard_size: int | None, engine: str = "local", ray_options: dict | None = None,
+                    unsupported: list[str] | None = None) -> FeatureStore:
     """Extract ``src`` into the sharded store at ``path`` with the given engine; resumable shard by shard."""
     if engine not in ENGINES:
         raise FeatxUsageError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if unsupported:
+        raise FeatxUsageError(f"sharded stores (--shard-size, --engine ray) do not support {', '.join(unsupported)} yet")
+    # "auto" sizes a batch for one GPU in this process; the shards' actors may sit elsewhere.
+    batch_size = 8 if batch_size == "auto" else int(batch_size)
+    if batch_size < 1:
+        raise FeatxUsageError("batch size must be at least 1")
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
     if shard_size < 1:
         raise FeatxUsageError("shard size must be at least 1")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 import os
@@ -190,6 +191,13 @@ def summarise(dataset: str, entries: Sequence[dict]) -> str:
 # --------------------------------------------------------------------------- plots
 
 
+def _save_png(fig, path: Path) -> None:
+    """Render to memory, then one atomic write: a full disk leaves the previous PNG, not half of one."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomic(path, buffer.getvalue())
+
+
 def _figure(width: float, height: float):
     # A bare Figure with the Agg canvas: no pyplot global state, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -282,7 +290,7 @@ def _plot_best(entry: dict, path: Path) -> Path:
     bx.set_title("per-class F1", fontsize=9)
     bx.grid(True, axis="x", alpha=0.25)
     fig.suptitle(f"best: {_label(entry)} ({_pct(entry.get('accuracy'))} accuracy)", fontsize=10)
-    fig.savefig(path)
+    _save_png(fig, path)
     return path
 
 
@@ -328,7 +336,7 @@ def _save_accuracy_plot(fig, ax, path: Path, title: str, xlabel: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7.5, loc="best")
-    fig.savefig(path)
+    _save_png(fig, path)
     return path
 
 
@@ -476,11 +484,14 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries = load_results(out) if entries is None else [dict(e) for e in entries]
+    # Heads the data could not support stay in results.json with their reason; they have no metrics to plot.
+    skipped = [e for e in entries if e.get("skipped")]
+    entries = [e for e in entries if not e.get("skipped")]
     missing_fields = [e.get("head", "?") for e in entries if "accuracy" not in e or "backbone" not in e]
     if missing_fields:
         raise FeatxError(f"results entries without accuracy/backbone ({', '.join(missing_fields[:3])}): not featx results")
     _fill_store_fields(entries)
-    write_json_atomic(out / RESULTS_FILE, entries)
+    write_json_atomic(out / RESULTS_FILE, entries + skipped)
     title = title or "featx benchmark report"
     datasets: dict[str, list[dict]] = {}
     for entry in entries:
