@@ -108,6 +108,30 @@ def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> i
     return workers
 
 
+def _shardable(function):
+    """Route ``extract(..., shard_size=N | engine="ray")``, or a directory ``out``, to a sharded store.
+
+    Kept outside :func:`extract` so the single-file path stays as it is; see ``_shard_engine``.
+    """
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(source, backbone=DEFAULT_BACKBONE, out=None, *, shard_size: int | None = None, engine: str = "local",
+                ray_options: dict | None = None, **options):
+        if shard_size is None and engine == "local" and not (out is not None and Path(out).is_dir()):
+            return function(source, backbone, out, **options)
+        from ._shard_engine import extract_sharded_call
+
+        return extract_sharded_call(source, backbone, out, shard_size=shard_size, engine=engine,
+                                    ray_options=ray_options, **options)
+
+    wrapper.__doc__ = (function.__doc__ or "") + (
+        "\n    ``shard_size=N``, ``engine=\"ray\"`` (with ``ray_options``: address, actors, gpus_per_actor)\n"
+        "    or a directory ``out`` write a sharded store (see ``featx.extraction._shards``).\n")
+    return wrapper
+
+
+@_shardable
 def extract(
     source: str | os.PathLike | Source,
     backbone: str | BackboneSpec = DEFAULT_BACKBONE,
@@ -132,9 +156,6 @@ def extract(
     img_size: int | None = None,
     crop_pct: float | None = None,
     interpolation: str | None = None,
-    shard_size: int | None = None,
-    engine: str = "local",
-    ray_options: dict | None = None,
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
@@ -147,22 +168,11 @@ def extract(
     ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
     (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
     ``crop_pct`` / ``interpolation`` override the eval preprocessing. Each is in the store
-    config (so its id and cache key) only when used. ``shard_size``, ``engine="ray"`` or a
-    directory ``out`` write a sharded store (``_shard_engine``).
+    config (so its id and cache key) only when used.
     """
     workers = _check_arguments(batch_size, workers, dtype)
     src = open_source(source, max_pixels=max_pixels)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
-    if shard_size is not None or engine != "local" or (out is not None and Path(out).is_dir()):
-        from ._shard_engine import extract_sharded
-
-        unsupported = {"compile": compile, "decode": decode != "cpu", "layers": layers, "views": views,
-                       "img_size": img_size, "crop_pct": crop_pct, "interpolation": interpolation}
-        return extract_sharded(src, spec, Path(out) if out is not None else default_store_path(src, spec).with_suffix(""),
-                               device=device, precision=precision, batch_size=batch_size, workers=workers, dtype=dtype,
-                               channels_last=channels_last, strict=strict, overwrite=overwrite, quiet=quiet,
-                               shard_size=shard_size, engine=engine, ray_options=ray_options,
-                               unsupported=[k for k, v in unsupported.items() if v])
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
     overrides = preprocessing_overrides(img_size, crop_pct, interpolation)
     options = feature_options(recipe, overrides)

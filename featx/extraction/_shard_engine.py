@@ -27,7 +27,7 @@ from ._extractor import ItemDataset, embedding_dim, make_eval_transform
 from ._shards import ShardedFeatureStore, ShardedWriter, write_shard
 from ._store import FeatureStore, check_existing, writer_lock
 
-__all__ = ["extract_sharded", "store_config", "DEFAULT_SHARD_SIZE", "ENGINES"]
+__all__ = ["extract_sharded", "extract_sharded_call", "store_config", "DEFAULT_SHARD_SIZE", "ENGINES"]
 
 DEFAULT_SHARD_SIZE = 1024
 ENGINES = ("local", "ray")
@@ -38,6 +38,31 @@ def store_config(src: Source, spec: BackboneSpec, data_config: dict, prec: str, 
     from ._extractor import _store_config
 
     return _store_config(src, spec, data_config, prec, dtype, {}, "cpu")
+
+
+def extract_sharded_call(source, backbone, out, *, shard_size: int | None, engine: str, ray_options: dict | None,
+                         weights=None, pooling: str = "avg", batch_size: int | str = 8, device: str = "auto",
+                         workers: int | str = 1, precision: str = "auto", dtype: str = "float32",
+                         channels_last: bool | None = None, strict: bool = False, overwrite: bool = False,
+                         quiet: bool = False, max_pixels: int | None = None, **options) -> FeatureStore:
+    """:func:`featx.extract`'s arguments, checked as it checks them, for a sharded store."""
+    from ..data import open_source
+    from ._backbones import resolve_backbone
+    from ._extractor import FEATURE_DTYPES, default_store_path
+    from ._sizing import resolve_workers
+
+    unsupported = sorted(k for k, v in options.items() if v not in (None, False, "cpu"))
+    if unsupported:
+        raise FeatxUsageError(f"sharded stores (--shard-size, --engine ray) do not support {', '.join(unsupported)} yet")
+    if dtype not in FEATURE_DTYPES:
+        raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
+    src = open_source(source, max_pixels=max_pixels)
+    spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
+    path = Path(out) if out is not None else default_store_path(src, spec).with_suffix("")
+    return extract_sharded(src, spec, path, device=device, precision=precision, batch_size=batch_size,
+                           workers=resolve_workers(workers), dtype=dtype, channels_last=channels_last, strict=strict,
+                           overwrite=overwrite, quiet=quiet, shard_size=shard_size, engine=engine,
+                           ray_options=ray_options)
 
 
 def _clear_for_overwrite(path: Path) -> None:
@@ -79,13 +104,10 @@ def _open_writer(path: Path, src: Source, config: dict, fingerprint: str, dim_of
 
 def extract_sharded(src: Source, spec: BackboneSpec, path: Path, *, device: str, precision: str, batch_size: int,
                     workers: int, dtype: str, channels_last: bool | None, strict: bool, overwrite: bool, quiet: bool,
-                    shard_size: int | None, engine: str = "local", ray_options: dict | None = None,
-                    unsupported: list[str] | None = None) -> FeatureStore:
+                    shard_size: int | None, engine: str = "local", ray_options: dict | None = None) -> FeatureStore:
     """Extract ``src`` into the sharded store at ``path`` with the given engine; resumable shard by shard."""
     if engine not in ENGINES:
         raise FeatxUsageError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
-    if unsupported:
-        raise FeatxUsageError(f"sharded stores (--shard-size, --engine ray) do not support {', '.join(unsupported)} yet")
     # "auto" sizes a batch for one GPU in this process; the shards' actors may sit elsewhere.
     batch_size = 8 if batch_size == "auto" else int(batch_size)
     if batch_size < 1:

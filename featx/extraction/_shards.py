@@ -152,6 +152,7 @@ class ShardedFeatureStore(FeatureStore):
         self._complete_attr = bool(m.get("complete", False))
         # Shards carry a sha256 each (checked on read) instead of per-item content hashes.
         self.has_item_hashes, self.content_digest = False, None
+        self._extra_sets: list[dict] = []  # --layers sets are not written to shards (yet)
         self._all_ids, self._all_labels, self._all_splits = _read_items(self.path)
         self.n_items, self.dim, self.feature_dtype = len(self._all_ids), int(m["dim"]), m["dtype"]
         self._status = np.full(self.n_items, STATUS_PENDING, dtype=np.uint8)
