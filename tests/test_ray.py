@@ -89,6 +89,17 @@ def test_ray_engine_equals_local_engine(ray_local, folder, tiny_spec, local_stor
     assert extract(folder, tiny_spec, out, shard_size=5, quiet=True).reused
 
 
+def test_ray_engine_reads_webdataset_shards(ray_local, tiny_spec, tmp_path):
+    """A tar-shard source goes through the Ray engine (pickled to the workers) as through the local one."""
+    from .test_scale_sources import write_shards
+
+    pattern = str(write_shards(tmp_path / "wds", n_shards=2, per_shard=3) / "{00000..00001}.tar")
+    local = extract(pattern, tiny_spec, tmp_path / "local.h5", quiet=True, workers=0)
+    store = extract(pattern, tiny_spec, tmp_path / "ray", engine="ray", shard_size=4, quiet=True)
+    assert store.ids.tolist() == local.ids.tolist() == [f"0000{s}/0000{s}000{k}" for s in range(2) for k in range(3)]
+    np.testing.assert_allclose(store.features, local.features, atol=1e-5)
+
+
 def test_cuda_on_a_cluster_without_gpus(ray_local, folder, tmp_path):
     out = tmp_path / "store"
     result = CliRunner().invoke(cli, ["extract", "--source", str(folder), *TINY, "--out", str(out),
