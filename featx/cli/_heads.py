@@ -76,12 +76,20 @@ def _print_entries(entries: list[dict]) -> None:
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="BLAS/OpenMP threads per fit; 0: the libraries' default (1 is fastest on a machine busy with other work).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="ray: the xgboost head on Ray Train, reading the store shard by shard (pip install 'featx[ray]').")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray Train workers (--engine ray).")
+@click.option("--address", default=None, help="Ray cluster for --engine ray: auto, HOST:PORT, or omitted for a local Ray.")
 def train(features, feature_set, heads_, out, per_class, seeds, splits, split_seed, val_fraction, test_fraction, param,
-          bootstrap, threads, quiet):
+          bootstrap, threads, quiet, engine, ray_workers, address):
     """Train, select (on val) and evaluate (on test) classical heads on a feature store."""
     from ..heads import train_heads
 
     names = _head_names(heads_)
+    if engine == "ray":
+        _train_on_ray(features, names, out, per_class, seeds, feature_set, param, splits, split_seed, val_fraction,
+                      test_fraction, bootstrap, quiet, ray_workers, address)
+        return
     entries = train_heads(
         features, heads=names, params=_parse_params(param, names), per_class=per_class, seeds=seeds, out=out,
         splits=splits, split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
@@ -89,6 +97,20 @@ def train(features, feature_set, heads_, out, per_class, seeds, splits, split_se
     )
     _print_entries(entries)
     click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); heads saved under {out}/<head>/")
+
+
+def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, splits, split_seed, val_fraction,
+                  test_fraction, bootstrap, quiet, workers, address) -> None:
+    from ..core.errors import FeatxUsageError
+    from ..heads import train_xgboost_ray
+
+    if names != ["xgboost"] or per_class is not None or seeds != 1 or feature_set or param:
+        raise FeatxUsageError("--engine ray trains the xgboost head alone, without --per-class, --seeds, "
+                              "--feature-set or --param")
+    entry = train_xgboost_ray(features, out, workers=workers, address=address, splits=splits, split_seed=split_seed,
+                              val_fraction=val_fraction, test_fraction=test_fraction, n_boot=bootstrap, quiet=quiet)
+    _print_entries([entry])
+    click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); booster in {out}/xgboost/model.ubj")
 
 
 @click.command()

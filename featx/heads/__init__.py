@@ -7,6 +7,7 @@ from __future__ import annotations
 from ._featuresets import FeatureSet, open_features, parse_feature_set
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
 from ._predict import backbone_for_head, collect_images, predict, rows_to_csv
+from ._ray_xgb import train_xgboost_ray
 from ._registry import LOGREG_C_GRID, SELECTIONS, HeadSpec, create_head, get_head, list_heads, register_head
 from ._train import (
     CONFIG_FILE,
@@ -20,6 +21,7 @@ from ._train import (
 )
 
 __all__ = [
+    "train_xgboost_ray",
     "FeatureSet",
     "open_features",
     "parse_feature_set",
