@@ -35,6 +35,9 @@ from ._train import ENTRY_FILE, _base_entry, _record_splits, resolve_splits, spl
 __all__ = ["train_xgboost_ray"]
 
 _DEPTHS, _PATIENCE, _MAX_ROUNDS = (4, 6), 20, 1000
+# Ray Train's checkpoints (the booster) go beside the results: on a cluster that path must be
+# shared, like the shards; without --out, a temporary folder.
+_TRAIN_DIR = ".ray-train"
 
 
 def _blocks(store: FeatureStore) -> list[dict]:
@@ -96,7 +99,8 @@ def _worker_loop(config: dict) -> None:
         ray.train.report({})
 
 
-def _boost(ray, datasets: dict, params: dict, rounds: int, dim: int, workers: int, early_stopping: bool):
+def _boost(ray, datasets: dict, params: dict, rounds: int, dim: int, workers: int, early_stopping: bool,
+           storage: str):
     import xgboost
     from ray.train import RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
@@ -104,7 +108,7 @@ def _boost(ray, datasets: dict, params: dict, rounds: int, dim: int, workers: in
     trainer = XGBoostTrainer(
         _worker_loop, train_loop_config={"params": params, "rounds": rounds, "dim": dim, "early_stopping": early_stopping},
         datasets=datasets, scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 0.5}),
-        run_config=RunConfig(storage_path=str(Path.cwd() / ".featx-ray-train")),
+        run_config=RunConfig(storage_path=storage),
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as folder:
@@ -162,6 +166,9 @@ def _datasets(ray, store, split, names) -> dict:
 
 
 def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:
+    import tempfile
+
+    storage = str(Path(out).resolve() / _TRAIN_DIR) if out is not None else tempfile.mkdtemp(prefix="featx-ray-train-")
     n_classes = len(store.class_names)
     base = {"objective": "multi:softprob", "num_class": n_classes, "eval_metric": "mlogloss", "tree_method": "hist",
             "eta": 0.1, "subsample": 0.8, "colsample_bytree": 0.8, "seed": seed}
@@ -169,7 +176,7 @@ def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:
     started, trace = time.perf_counter(), []
     for depth in _DEPTHS:
         booster = _boost(ray, {"train": data["train"], "val": data["val"]}, {**base, "max_depth": depth},
-                         _MAX_ROUNDS, store.dim, workers, early_stopping=True)
+                         _MAX_ROUNDS, store.dim, workers, early_stopping=True, storage=storage)
         rounds = int(booster.best_iteration) + 1 if booster.attr("best_iteration") is not None else booster.num_boosted_rounds()
         pred, y = _predict(store, split, "val", booster, rounds)
         trace.append({"params": {"max_depth": depth, "n_estimators": rounds}, "val_accuracy": float((pred == y).mean())})
@@ -180,7 +187,7 @@ def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:
     refit_split = np.where(np.isin(split, ("train", "val")), "refit", split)
     refit_ds = _datasets(ray, store, refit_split, ("refit",))["refit"]
     booster = _boost(ray, {"train": refit_ds}, {**base, "max_depth": chosen["params"]["max_depth"]},
-                     chosen["params"]["n_estimators"], store.dim, workers, early_stopping=False)
+                     chosen["params"]["n_estimators"], store.dim, workers, early_stopping=False, storage=storage)
     refit_seconds = time.perf_counter() - started
     t0 = time.perf_counter()
     pred, y_test = _predict(store, split, "test", booster, chosen["params"]["n_estimators"])
