@@ -46,6 +46,7 @@ from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_
 from ..extraction import FeatureStore
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
+from ._search import select_coarse_fine
 
 __all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
 
@@ -148,7 +149,8 @@ def _fit_pca_to(params: dict, n_rows: int, dim: int) -> dict:
     return params
 
 
-_SELECTORS = {"grid": _select_grid, "path": _select_path, "early_stopping": _select_early_stopping}
+_SELECTORS = {"grid": _select_grid, "path": _select_path, "coarse_fine": select_coarse_fine,
+              "early_stopping": _select_early_stopping}
 
 
 def select_and_fit(
