@@ -24,6 +24,7 @@ from ._extractor import (
     jsonable_data_config,
     make_eval_transform,
 )
+from ._raw_pixels import RAW_PIXELS, RAW_PIXELS_SIZE, extract_raw_pixels, raw_pixels_identity
 from ._sklearn import FeatureExtractor
 from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, diff_configs
 
@@ -51,4 +52,8 @@ __all__ = [
     "STATUS_SKIPPED",
     "FORMAT_VERSION",
     "diff_configs",
+    "extract_raw_pixels",
+    "raw_pixels_identity",
+    "RAW_PIXELS",
+    "RAW_PIXELS_SIZE",
 ]

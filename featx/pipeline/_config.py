@@ -48,11 +48,12 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import FeatxUsageError
+from ._controls import validate_raw_pixels
 
 __all__ = ["Pipeline", "load_pipeline", "parse_overrides", "SPLIT_DEFAULTS"]
 
 SPLIT_DEFAULTS = {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}
-_TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "device", "out")
+_TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "device", "out", "raw_pixels")
 _SOURCE_KEYS = ("path", *SPLIT_DEFAULTS)
 _BACKBONE_DEFAULTS = {"weights": None, "pooling": "avg", "batch_size": 8, "precision": "auto", "dtype": "float32",
                       "workers": 1}
@@ -78,6 +79,7 @@ class Pipeline:
     device: str = "auto"
     out: str = ""
     path: str | None = None  # the file it came from, for messages only
+    raw_pixels: dict | None = None  # the raw-pixel control (see featx.pipeline._controls); None: off
 
     def to_dict(self) -> dict:
         return {
@@ -85,6 +87,8 @@ class Pipeline:
             "heads": [dict(h) for h in self.heads], "finetune": [dict(f) for f in self.finetune],
             "per_class": ["all" if n is None else n for n in self.per_class], "seeds": self.seeds,
             "device": self.device, "out": self.out,
+            "raw_pixels": False if self.raw_pixels is None else {
+                "size": self.raw_pixels["size"], "heads": [h["name"] for h in self.raw_pixels["heads"]]},
         }
 
 
@@ -401,6 +405,7 @@ def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os
         device=_str(data.get("device", "auto"), ("device",), locator),
         out=str(out) if out is not None else _str(data.get("out", f"runs/{name}"), ("out",), locator),
         path=None if filename == "<pipeline>" else filename,
+        raw_pixels=validate_raw_pixels(data.get("raw_pixels"), locator),
     )
     if not pipeline.heads and not pipeline.finetune:
         raise locator.error(("heads",), "nothing to run: list at least one head or one fine-tune mode")

@@ -42,6 +42,7 @@ from ..core.errors import FeatxError, FeatxUsageError, StoreMismatchError
 from ..core.io import write_json_atomic
 from ..core.results import RESULTS_FILE
 from ._config import Pipeline, load_pipeline
+from ._controls import RAW_LABEL
 from ._report import load_results, write_report
 
 __all__ = ["run_pipeline", "plan_pipeline", "Stage", "PipelineRun", "stage_table", "STATE_FILE", "RESOLVED_FILE"]
@@ -118,6 +119,7 @@ def plan_pipeline(pipeline: Pipeline, out: Path) -> list[Stage]:
                     out / "heads" / label / f"{head['label']}{_size_tag(per_class)}", bb, head=head,
                     per_class=per_class, after=extract_id,
                 ))
+    stages += _raw_pixel_stages(pipeline, out)
     for entry in pipeline.finetune:
         for bb in (b for b in pipeline.backbones if b["label"] in entry["backbones"]):
             for per_class in pipeline.per_class:
@@ -128,6 +130,26 @@ def plan_pipeline(pipeline: Pipeline, out: Path) -> list[Stage]:
                     out / "finetune" / bb["label"] / f"{entry['mode']}{_size_tag(per_class)}", bb, finetune=entry,
                     per_class=per_class,
                 ))
+    return stages
+
+
+def _raw_pixel_stages(pipeline: Pipeline, out: Path) -> list[Stage]:
+    """The raw-pixel control: its store (a ``raw`` stage) and its heads, at every training-set size."""
+    if pipeline.raw_pixels is None:
+        return []
+    control = {"label": RAW_LABEL, "name": "raw pixels", "size": pipeline.raw_pixels["size"], "control": True}
+    store_id = f"raw:{RAW_LABEL}"
+    stages = [Stage(store_id, "raw", f"raw pixels {control['size']}x{control['size']} (control)",
+                    out / "features" / f"{RAW_LABEL}.h5", control)]
+    for per_class in pipeline.per_class:
+        size = "" if per_class is None else f" ({per_class}/class)"
+        for head in pipeline.raw_pixels["heads"]:
+            stages.append(Stage(
+                f"head:{RAW_LABEL}:{head['label']}{_size_tag(per_class)}", "head",
+                f"head {head['label']} on raw pixels (control){size}",
+                out / "heads" / RAW_LABEL / f"{head['label']}{_size_tag(per_class)}", control, head=head,
+                per_class=per_class, after=store_id,
+            ))
     return stages
 
 
@@ -205,7 +227,9 @@ class _Runner:
     # -- keys and cache checks
 
     def key(self, stage: Stage, stages: dict[str, Stage]) -> str | None:
-        identity = self.spec(stage.backbone).identity()
+        if stage.kind == "raw":
+            return _hash({"source": self.fingerprint, "raw_pixels": stage.backbone["size"]})
+        identity = None if stage.backbone.get("control") else self.spec(stage.backbone).identity()
         if stage.kind == "extract":
             from ..core.runtime import resolve_device, resolve_precision
 
@@ -226,7 +250,7 @@ class _Runner:
         record = self.state["stages"].get(stage.id, {})
         if stage.key is None or record.get("key") != stage.key or record.get("status") not in _DONE:
             return False
-        if stage.kind == "extract":
+        if stage.kind in ("extract", "raw"):
             from ..extraction import FeatureStore
 
             try:
@@ -258,6 +282,15 @@ class _Runner:
             # The pipeline owns this file: a store of an older config is stale, not precious.
             self.say(f"{stage.path} holds features of an older config; replacing it")
             store = extract(self.source, self.spec(bb), stage.path, overwrite=True, **kwargs)
+        return {"store_id": store.store_id}
+
+    def run_raw(self, stage: Stage) -> dict:
+        from ..extraction import extract_raw_pixels
+
+        try:
+            store = extract_raw_pixels(self.source, stage.path, size=stage.backbone["size"], quiet=self.quiet)
+        except StoreMismatchError:
+            store = extract_raw_pixels(self.source, stage.path, size=stage.backbone["size"], overwrite=True)
         return {"store_id": store.store_id}
 
     def run_head(self, stage: Stage) -> dict:
@@ -304,7 +337,7 @@ class _Runner:
     def _run_stage(self, stage: Stage, tag: str) -> None:
         """Run one stage; a failure is recorded with its reason and does not stop the others."""
         previous = self.state["stages"].get(stage.id, {})
-        if previous.get("key") not in (None, stage.key) and stage.kind != "extract" and stage.path.exists():
+        if previous.get("key") not in (None, stage.key) and stage.kind not in ("extract", "raw") and stage.path.exists():
             # Inputs changed: old outputs would be refused (or, worse, mixed in).
             shutil.rmtree(stage.path)
         self.say(f"{tag}: running")
@@ -330,7 +363,7 @@ class _Runner:
         (whose extraction cost and size the report adds)."""
         out = []
         for stage in stages:
-            if stage.kind == "extract" or stage.status not in _DONE:
+            if stage.kind in ("extract", "raw") or stage.status not in _DONE:
                 continue
             for entry in load_results(stage.path):
                 entry = {**entry, "dataset": self.pipeline.name, "backbone_label": stage.backbone["label"], "stage": stage.id}
@@ -338,6 +371,8 @@ class _Runner:
                     entry["store_path"] = str(self.by_id[stage.after].path)
                     if stage.head["label"] != stage.head["name"]:
                         entry["head"] = stage.head["label"]
+                    if stage.backbone.get("control"):
+                        entry["control"] = "raw_pixels"  # the report labels these rows as a control
                 out.append(entry)
         return out
 
