@@ -44,6 +44,7 @@ from ..core.results import RESULTS_FILE, merge_results, metric_fields, write_tab
 from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
 from ..extraction import FeatureStore
+from ._mistakes import worst_mistakes
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
 from ._search import select_coarse_fine
@@ -404,11 +405,12 @@ def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) ->
         model = load_head(save_head(task["out"] / spec.name, model, manifest)).estimator
     pred, per_1k = _predict_timed(model, X[test])
     metrics = classification_metrics(y[test], pred, names, n_boot=task["n_boot"], seed=seed)
+    mistakes = worst_mistakes(model, X[test], y[test], pred, store.ids[test], names)  # the report's gallery
     _say(task["quiet"], f"{spec.name} seed {seed}: val {selection['val_accuracy']:.4f} with "
                         f"{json.dumps(selection['params'], default=str)}; test accuracy {metrics['accuracy']:.4f}, "
                         f"fit {fit_seconds:.1f} s")
     return {"seed": seed, "model": model, "selection": selection, "metrics": metrics, "fit_seconds": fit_seconds,
-            "predict_seconds_per_1k": per_1k, "n_train": int(train.sum())}
+            "predict_seconds_per_1k": per_1k, "n_train": int(train.sum()), "mistakes": mistakes}
 
 
 def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[int]) -> dict:
@@ -425,6 +427,7 @@ def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[in
         "fit_seconds": round(first["fit_seconds"], 3),
         "predict_seconds_per_1k": round(first["predict_seconds_per_1k"], 5),
         "params": first["selection"]["params"],
+        "mistakes": first["mistakes"],
         "selection": {k: v for k, v in first["selection"].items() if k != "params"},
         "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

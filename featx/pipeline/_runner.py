@@ -369,6 +369,7 @@ class _Runner:
                 entry = {**entry, "dataset": self.pipeline.name, "backbone_label": stage.backbone["label"], "stage": stage.id}
                 if stage.kind == "head":
                     entry["store_path"] = str(self.by_id[stage.after].path)
+                    entry["source_path"] = self.pipeline.source["path"]  # thumbnails for the report's gallery
                     if stage.head["label"] != stage.head["name"]:
                         entry["head"] = stage.head["label"]
                     if stage.backbone.get("control"):
