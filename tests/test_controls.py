@@ -35,7 +35,7 @@ def test_raw_pixel_store_holds_the_source_items_downsampled(digits_pixels, tmp_p
     store = digits_pixels
     assert store.complete and store.backbone == RAW_PIXELS and store.dim == 8 * 8 * 3
     assert list(store.ids) == list(source.ids) and np.array_equal(store.labels, source.labels)
-    assert 0.0 <= store.features.min() and store.features.max() <= 1.0
+    assert store.features.min() >= 0.0 and store.features.max() <= 1.0
     again = extract_raw_pixels("digits", store.path, size=8)
     assert again.reused and again.store_id == store.store_id
     with pytest.raises(FeatxUsageError, match="1..256"):

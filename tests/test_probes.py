@@ -14,7 +14,14 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from featx.cli import cli
-from featx.heads import LOGREG_C_GRID, MLPClassifier, TorchLogisticRegression, get_head, select_and_fit, synthetic_problem
+from featx.heads import (
+    LOGREG_C_GRID,
+    MLPClassifier,
+    TorchLogisticRegression,
+    get_head,
+    select_and_fit,
+    synthetic_problem,
+)
 from featx.heads._torch_logreg import logreg_loss_and_grad
 
 

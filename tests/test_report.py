@@ -62,7 +62,7 @@ def test_summary_reports_finetune_gain_and_cost():
     head = _entry("logreg", 0.80, 1.0)
     tuned = _entry("full", 0.95, 60.0, kind="finetune", seed=3)
     text = summarise("toy", [head, tuned])
-    assert "Fine-tuning gains 15.0 points" in text
+    assert "Fine-tuning the backbone (full fine-tune, every layer trained, 1 epoch) gains 15.0 points" in text
     assert f"{60.0 / 6.0:.1f}x the compute" in text
 
 

@@ -5,11 +5,11 @@ train+val, one test evaluation), safe persistence, and prediction from images.
 from __future__ import annotations
 
 from ._bench import bench_logreg, synthetic_problem
+from ._mlp import MLPClassifier
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
 from ._predict import backbone_for_head, collect_images, predict, rows_to_csv
 from ._registry import LOGREG_C_GRID, SELECTIONS, HeadSpec, create_head, get_head, list_heads, register_head
 from ._torch_logreg import TorchLogisticRegression
-from ._mlp import MLPClassifier
 from ._train import (
     CONFIG_FILE,
     ENTRY_FILE,

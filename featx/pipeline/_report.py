@@ -178,7 +178,7 @@ def summarise(dataset: str, entries: Sequence[dict]) -> str:
     scratch = [e for e in main if _is_scratch(e)]
     text = " ".join(parts) + "."
     if heads and tuned:
-        text += " " + _parts.finetune_verdict(min(heads, key=_rank_key), tuned, _pct, _label)
+        text += " " + _parts.finetune_verdict(min(heads, key=_rank_key), tuned, _pct, _label, total_seconds)
     if scratch:
         best_scratch = min(scratch, key=_rank_key)
         text += f" Training from scratch reaches {_pct(best_scratch['accuracy'])} in {_secs(total_seconds(best_scratch))}."

@@ -53,7 +53,7 @@ def is_under_trained(entry: dict) -> bool:
     return history[-1] > max(history[:-1])
 
 
-def finetune_verdict(best_head: dict, tuned: Sequence[dict], pct, label) -> str:
+def finetune_verdict(best_head: dict, tuned: Sequence[dict], pct, label, cost) -> str:
     """The summary's sentence on fine-tuning, which never generalises from a short linear run.
 
     A verdict "fine-tuning gains/loses N points" needs a fine-tune that trained the
@@ -70,8 +70,10 @@ def finetune_verdict(best_head: dict, tuned: Sequence[dict], pct, label) -> str:
         best = max(settled, key=lambda e: e["accuracy"])
         gap = 100 * (best["accuracy"] - best_head["accuracy"])
         verdict = f"gains {gap:.1f} points" if gap >= 0 else f"loses {-gap:.1f} points"
+        ratio = (cost(best) or 0) / max(cost(best_head) or 1e-9, 1e-9)
         lines.append(f"Fine-tuning the backbone ({describe_finetune(best)}) {verdict} over frozen features "
-                     f"({pct(best['accuracy'])} vs best head {label(best_head)} {pct(best_head['accuracy'])}).")
+                     f"({pct(best['accuracy'])} vs best head {label(best_head)} {pct(best_head['accuracy'])}) "
+                     f"at {ratio:.1f}x the compute.")
     else:
         what = "; ".join(describe_finetune(e) for e in tuned)
         lines.append(f"The fine-tune{'s' if len(tuned) > 1 else ''} that ran ({what}) reached {pct(best_tune['accuracy'])}, "
