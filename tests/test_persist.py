@@ -13,6 +13,7 @@ from sklearn.preprocessing import FunctionTransformer
 from threadpoolctl import threadpool_limits
 
 from featx import FeatxError, FeatxUsageError, load_head
+from featx.heads._manifest import file_sha256, manifest_digest
 from featx.heads._persist import save_head
 from featx.heads._train import select_and_fit, training_rows
 from tests._head_stores import CLASSES, write_store
@@ -70,13 +71,25 @@ def test_round_trip_gives_identical_predictions(store, tmp_path, name):
     np.testing.assert_array_equal(again.predict_proba(X), head.predict_proba(X))
 
 
+def _replace_model_file(head_dir, data: bytes) -> None:
+    """Swap the model file and re-hash the manifest, as someone who knows the format could."""
+    (head_dir / "model.skops").write_bytes(data)
+    manifest = json.loads((head_dir / "manifest.json").read_text())
+    manifest["sha256"]["model.skops"] = file_sha256(head_dir / "model.skops")
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    (head_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_untrusted_skops_file_is_refused(store, tmp_path):
     save_head(tmp_path / "h", _fit(store, "logreg"), _manifest(store, "logreg"))
     evil = Pipeline([("run", FunctionTransformer(os.system))])
     (tmp_path / "h" / "model.skops").write_bytes(sio.dumps(evil))
-    with pytest.raises(FeatxError, match="refusing to load .*system"):
+    with pytest.raises(FeatxError, match="sha256 mismatch"):  # first line of defence: the file hash
         load_head(tmp_path / "h")
-    (tmp_path / "h" / "model.skops").write_bytes(b"not a zip file")
+    _replace_model_file(tmp_path / "h", sio.dumps(evil))
+    with pytest.raises(FeatxError, match="refusing to load .*system"):  # second: the type allowlist
+        load_head(tmp_path / "h")
+    _replace_model_file(tmp_path / "h", b"not a zip file")
     with pytest.raises(FeatxError, match="not a readable skops"):
         load_head(tmp_path / "h")
 

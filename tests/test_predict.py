@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import featx
 from featx import FeatxUsageError, train_heads
 from featx.cli import cli
+from featx.heads._manifest import manifest_digest
 from tests.conftest import write_image_folder
 
 
@@ -71,6 +72,8 @@ def test_predict_checks_the_backbone(trained, tmp_path):
     model, folder = trained
     manifest = json.loads((model / "manifest.json").read_text())
     manifest["backbone"]["weights"] = {"kind": "file", "sha256": "ab" * 32}
+    # A head trained on file weights: its manifest hash covers the backbone identity.
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     moved = tmp_path / "filehead"
     moved.mkdir()
     for f in model.iterdir():

@@ -35,7 +35,8 @@ def test_store_contents_and_layout(image_folder, tiny_spec, tmp_path):
     assert info["config"]["data_config"]["input_size"] == [3, 160, 160]
     assert set(info["versions"]) >= {"featx", "timm", "torch"}
     with h5py.File(store.path) as h5:
-        assert set(h5) == {"features", "labels", "ids", "splits", "status", "skip_reasons"}
+        assert set(h5) == {"features", "labels", "ids", "splits", "status", "skip_reasons", "item_hash", "item_stat"}
+        assert h5["features"].fletcher32 and h5["status"].fletcher32
         assert h5.attrs["complete"]
 
 

@@ -6,7 +6,27 @@ import json
 
 import click
 
-__all__ = ["COMMANDS", "extract", "info", "backbones"]
+__all__ = ["COMMANDS", "extract", "info", "backbones", "IntOrAuto"]
+
+
+class IntOrAuto(click.ParamType):
+    """A whole number (at least ``minimum``) or the word ``auto``."""
+
+    name = "integer|auto"
+
+    def __init__(self, minimum: int):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int) and value >= self.minimum:
+            return value
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a whole number or 'auto'", param, ctx)
+        if number < self.minimum:
+            self.fail(f"{number} is below {self.minimum}", param, ctx)
+        return number
 
 
 @click.command()
@@ -15,21 +35,25 @@ __all__ = ["COMMANDS", "extract", "info", "backbones"]
 @click.option("--weights", default=None, help="Checkpoint file (.pth/.pt/.safetensors), 'hub' or 'random'. Default: offline weights when registered, else the hub.")
 @click.option("--pooling", default="avg", show_default=True, type=click.Choice(["avg", "max", "avgmax", "catavgmax", "token"]))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Feature store to write (.h5).")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default="8", show_default=True, type=IntOrAuto(1), help="auto: on CUDA the largest power of two up to 1024 that fits (reported); 8 on CPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0), help="DataLoader worker processes.")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]), help="auto: bf16 autocast on GPU, fp32 on CPU.")
+@click.option("--workers", default="1", show_default=True, type=IntOrAuto(0), help="DataLoader worker processes; auto: the usable cores less one.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]), help="auto: fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]), help="Storage dtype of the features.")
+@click.option("--compile", "compile_model", is_flag=True, help="Run the model through torch.compile (long runs on a GPU).")
+@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]), help="gpu: decode JPEG files on the GPU (nvjpeg); needs CUDA.")
 @click.option("--strict", is_flag=True, help="Fail on the first bad image instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with another config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, strict, overwrite, quiet):
+def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, compile_model, decode,
+            strict, overwrite, quiet):
     """Extract embeddings of every image of SOURCE into an HDF5 feature store (resumable)."""
     from ..extraction import extract as run_extract
 
     store = run_extract(
         source, backbone, out, weights=weights, pooling=pooling, batch_size=batch_size, device=device,
         workers=workers, precision=precision, dtype=dtype, strict=strict, overwrite=overwrite, quiet=quiet,
+        compile=compile_model, decode=decode,
     )
     info = store.info()
     splits = ", ".join(f"{k}={v}" for k, v in info["splits"].items())
@@ -46,12 +70,27 @@ def extract(source, backbone, weights, pooling, out, batch_size, device, workers
 @click.command()
 @click.argument("store_path", metavar="FILE.h5", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the full description as JSON.")
-def info(store_path, as_json):
-    """Describe a feature store: size, backbone, classes, splits, skipped items, config."""
+@click.option("--verify", is_flag=True, help="Read every chunk and check its checksum; exit 1 when damaged.")
+def info(store_path, as_json, verify):
+    """Describe a feature store: size, backbone, classes, splits, skipped items, config.
+
+    While `featx extract` writes the store, shows its progress instead (read-only).
+    """
+    from pathlib import Path
+
+    from ..core.errors import StoreInUseError
     from ..core.io import json_default
     from ..extraction import FeatureStore
 
-    store = FeatureStore(store_path)
+    if verify:
+        _verify(store_path, as_json)
+        return
+    try:
+        store = FeatureStore(store_path)
+    except StoreInUseError:
+        if not _show_progress(Path(store_path), as_json):
+            raise
+        return
     data = store.info()
     if as_json:
         click.echo(json.dumps(data, indent=2, default=json_default))
@@ -67,6 +106,41 @@ def info(store_path, as_json):
         click.echo(f"  skipped   {skipped['id']}: {skipped['reason']}")
     if len(data["skipped"]) > 20:
         click.echo(f"  skipped   ... and {len(data['skipped']) - 20} more (--json lists all)")
+
+
+def _show_progress(path, as_json: bool) -> bool:
+    """Print the running extraction's progress sidecar; False when there is none."""
+    from ..extraction import read_progress
+
+    progress = read_progress(path)
+    if progress is None:
+        return False
+    if as_json:
+        click.echo(json.dumps({"path": str(path), "writing": True, **progress}, indent=2))
+        return True
+    eta = progress.get("eta_seconds")
+    click.echo(f"{path}: being written by featx (pid {progress.get('pid')}): {progress.get('done')} of "
+               f"{progress.get('total')} rows, {progress.get('images_per_second')} images/s"
+               + (f", about {eta:.0f} s left" if eta is not None else ""))
+    return True
+
+
+def _verify(store_path, as_json: bool) -> None:
+    from ..extraction import verify_store
+
+    report = verify_store(store_path)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    elif report.ok:
+        note = f"; without checksums (older store): {', '.join(report.unchecksummed)}" if report.unchecksummed else ""
+        click.echo(f"{store_path}: OK (read every chunk of {len(report.checked)} datasets{note})")
+    else:
+        click.echo(f"{store_path}: DAMAGED")
+        for problem in report.problems:
+            click.echo(f"  {problem}")
+        click.echo("  fix: delete it, or run `featx extract` again with --overwrite")
+    if not report.ok:
+        click.get_current_context().exit(1)
 
 
 @click.command()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import click
 
 from ..core.errors import DiskError, FeatxError
+from ..core.interrupts import sticky_interrupts
 from ..core.io import is_disk_error
 
 __all__ = ["main", "cli", "FeatxClickError"]
@@ -31,7 +32,9 @@ class FeatxClickError(click.ClickException):
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            # An interrupt swallowed anywhere in a command still ends it with 130 (core.interrupts).
+            with sticky_interrupts():
+                return super().invoke(ctx)
         except FeatxError as exc:
             raise FeatxClickError(exc) from None
         except KeyboardInterrupt:

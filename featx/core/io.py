@@ -10,6 +10,9 @@ error anywhere behaves the same way: the temporary file is removed, the earlier 
   temporary name in the same folder, flushed and fsynced, then renamed into place.
 - :func:`disk_errors` around any other write (HDF5 stores, model files): it turns
   ``OSError`` with a disk errno into :class:`~featx.core.errors.DiskError`.
+- :func:`atomic_dir` for a directory that must change as a whole (a saved head): it is
+  built under a temporary sibling name, fsynced, then swapped into place, so a kill at
+  any point leaves the previous directory or the new one, complete.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from .errors import DiskError
 
 __all__ = ["write_atomic", "json_default", "json_text", "write_json_atomic", "disk_errors", "is_disk_error",
-           "fsync_dir", "DISK_ERRNOS"]
+           "fsync_dir", "DISK_ERRNOS", "atomic_dir", "recover_dir", "folder_lock"]
 
 # errno values that mean "the storage failed us", not "the user asked for something odd".
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
@@ -123,3 +126,156 @@ def json_text(data) -> str:
 
 def write_json_atomic(path: str | os.PathLike, data) -> Path:
     return write_atomic(path, json_text(data))
+
+
+# -- whole directories ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``path``; fill it, and on success it replaces ``path`` whole.
+
+    The files are fsynced, then the folder is swapped into place: in one step where the
+    OS can exchange two names (Linux ``renameat2(RENAME_EXCHANGE)``), else by moving the
+    old folder aside first; a kill between those two renames leaves the old folder under
+    ``.NAME.PID.old``, which :func:`recover_dir` (called by every later save and load)
+    puts back. A failure or interrupt removes the temporary folder and leaves ``path``
+    as it was; a full disk becomes one :class:`DiskError` line.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(path)
+    _remove_leftovers(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    _remove(tmp)
+    with disk_errors(path, tmp):
+        tmp.mkdir()
+        yield tmp
+        for child in tmp.iterdir():
+            _fsync_file(child)
+        fsync_dir(tmp)
+        _swap_in(tmp, path)
+    fsync_dir(path.parent)
+
+
+def recover_dir(path: str | os.PathLike) -> bool:
+    """Put back the previous folder that a save killed between its two renames moved aside.
+
+    True when something was restored. Only ``.old`` folders are candidates: they are
+    complete by construction (the previous, finished directory), unlike ``.new`` ones.
+    """
+    path = Path(path)
+    if path.exists():
+        return False
+    backups = sorted(_siblings(path, "old"), key=lambda p: p.stat().st_mtime_ns)
+    if not backups:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(backups[-1], path)
+        fsync_dir(path.parent)
+        return True
+    return False
+
+
+def _siblings(path: Path, kind: str) -> list[Path]:
+    import glob
+
+    return [Path(p) for p in glob.glob(str(path.parent / f".{glob.escape(path.name)}.*.{kind}"))]
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove temporary folders of killed saves (never those of a live process)."""
+    for leftover in _siblings(path, "new") + _siblings(path, "old"):
+        pid = leftover.name[len(path.name) + 2:].rsplit(".", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            _remove(leftover)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftover from an earlier, failed save in this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _fsync_file(path: Path) -> None:
+    if path.is_file():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    if _exchange(tmp, path):
+        _remove(tmp)  # it now holds the previous folder
+        return
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
+    _remove(old)
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    _remove(old)
+
+
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing names (Linux); False where the OS or file system cannot."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` for the block, leaving no lock file behind.
+
+    On POSIX the folder itself is locked (``flock`` on a descriptor of the directory; the
+    OS drops it when the process dies), so nothing is created that a full disk could
+    refuse or a kill could leave. Elsewhere a ``.featx.lock`` file is used and removed.
+    """
+    folder = Path(folder)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        from filelock import FileLock
+
+        marker = folder / ".featx.lock"
+        try:
+            with FileLock(str(marker)):
+                yield
+        finally:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

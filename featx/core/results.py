@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import FeatxError
-from .io import json_text, write_atomic
+from .io import folder_lock, json_text, write_atomic
 
 __all__ = ["RESULTS_FILE", "metric_fields", "results_table", "write_tables", "merge_results"]
 
@@ -32,6 +32,10 @@ def results_table(entries: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
               "balanced_accuracy", "fit_seconds", "predict_seconds_per_1k", "params"]
     rows = []
     for e in entries:
+        if e.get("skipped"):  # a head the data could not support: its reason instead of metrics
+            rows.append([str(e["head"]), "all" if e.get("per_class") is None else str(e["per_class"]),
+                         str(len(e.get("seeds") or [])), "", "skipped", "", "", "", "", "", "", str(e["skipped"])])
+            continue
         rows.append([
             str(e["head"]), "all" if e.get("per_class") is None else str(e["per_class"]), str(len(e.get("seeds") or [])),
             str(e.get("n_train")), f"{e['accuracy']:.4f}", _fmt_ci(e["accuracy_ci"]), f"{e['macro_f1']:.4f}",
@@ -56,10 +60,8 @@ def write_tables(out: Path, entries: Sequence[dict]) -> None:
 
 def merge_results(out: Path, entries: Sequence[dict]) -> list[dict]:
     """Replace this run's (head, store, per_class) entries in ``out/results.json``, keep the rest."""
-    from filelock import FileLock
-
     path = out / RESULTS_FILE
-    with FileLock(str(path) + ".lock"):
+    with folder_lock(out):  # no results.json.lock file left behind
         try:
             existing = json.loads(path.read_text()) if path.exists() else []
         except ValueError:

@@ -4,6 +4,19 @@ image decoding with its skip rules, and the seeded train/val/test splits every s
 
 from __future__ import annotations
 
+from ._files import FoundFile, check_extension, load_image_file, safe_id, walk_files
+from ._fingerprint import (
+    HASH_BYTES,
+    NO_STAT,
+    UNREAD,
+    ItemCheck,
+    ItemRecord,
+    check_items,
+    content_hash,
+    digest_of_hashes,
+    file_stat,
+    read_item_file,
+)
 from ._images import ALLOWED_FORMATS, ALPHA_BACKGROUND, IMAGE_EXTENSIONS, load_image, to_rgb
 from ._sources import (
     SPLIT_NAMES,
@@ -39,4 +52,19 @@ __all__ = [
     "load_splits",
     "splits_digest",
     "SPLITS_FILE",
+    "FoundFile",
+    "walk_files",
+    "load_image_file",
+    "check_extension",
+    "safe_id",
+    "ItemRecord",
+    "ItemCheck",
+    "check_items",
+    "file_stat",
+    "content_hash",
+    "read_item_file",
+    "digest_of_hashes",
+    "NO_STAT",
+    "HASH_BYTES",
+    "UNREAD",
 ]

@@ -25,7 +25,9 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import BadImageError, FeatxUsageError
-from ._images import IMAGE_EXTENSIONS, load_image, to_rgb
+from ._files import check_extension, safe_id, walk_files
+from ._fingerprint import UNREAD, ItemRecord, file_stat, read_item_file
+from ._images import load_image, to_rgb
 
 __all__ = [
     "Item",
@@ -66,6 +68,24 @@ class Source:
     def load(self, index: int) -> Image.Image:
         raise NotImplementedError
 
+    def load_item(self, index: int) -> tuple[Image.Image | None, str, ItemRecord | None]:
+        """(image or None, why it is unusable or '', what was read: stat data and hash, for file items)."""
+        try:
+            return self.load(index), "", None
+        except BadImageError as exc:
+            return None, str(exc), None
+
+    def item_paths(self) -> list[Path] | None:
+        """The file behind each item (for per-item content checks), or None for in-memory sources."""
+        return None
+
+    def structure_fingerprint(self) -> str:
+        """What a store with per-item content hashes compares: the fingerprint without per-file stat data.
+
+        Sources without files have no per-item hashes; their content markers stay in.
+        """
+        return self.fingerprint()
+
     def fingerprint(self) -> str:
         """A hash of what the source holds: ids, labels, splits and per-item content markers."""
         digest = hashlib.sha256()
@@ -94,26 +114,61 @@ class Source:
 
 
 class _FileSource(Source):
-    """A source whose items are files below ``root``; ids are POSIX paths relative to it."""
+    """A source whose items are files below ``root``; ids are POSIX paths relative to it.
+
+    ``_files`` holds the OS-level path of each item (which may not be valid UTF-8; the id
+    is its :func:`safe_id` text) and ``_unusable`` the items found unusable while listing
+    (unreadable folders, broken links), recorded as skipped with their reason.
+    """
 
     root: Path
     max_pixels: int | None = None
+    _files: list[Path]
+    _unusable: dict[int, str]
 
     def path_of(self, index: int) -> Path:
-        return self.root / self.items[index].id
+        return self._files[index]
+
+    def item_paths(self) -> list[Path]:
+        return list(self._files)
 
     def load(self, index: int) -> Image.Image:
+        image, reason, _ = self.load_item(index)
+        if image is None:
+            raise BadImageError(reason)
+        return image
+
+    def load_item(self, index: int) -> tuple[Image.Image | None, str, ItemRecord | None]:
+        # The bytes are read once: hashed for the store's staleness check, then decoded.
+        if index in self._unusable:
+            return None, self._unusable[index], None
         path = self.path_of(index)
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise BadImageError(f"unsupported file extension {path.suffix or '(none)'!r}")
-        return load_image(path, max_pixels=self.max_pixels)
+        try:
+            check_extension(path)
+        except BadImageError as exc:
+            return None, str(exc), ItemRecord(file_stat(path), UNREAD)
+        try:
+            data, record = read_item_file(path)
+        except OSError as exc:
+            return None, f"cannot read file: {exc.strerror or exc}", None
+        try:
+            return load_image(data, max_pixels=self.max_pixels), "", record
+        except BadImageError as exc:
+            return None, str(exc), record
+
+    def structure_fingerprint(self) -> str:
+        digest = hashlib.sha256(b"structure\n")
+        digest.update(("\x1f".join(self.class_names)).encode())
+        for item in self.items:
+            digest.update(f"{item.id}\x1f{item.label}\x1f{item.split}\n".encode())
+        return digest.hexdigest()
 
     def _content_markers(self) -> Sequence[str]:
         # Size and mtime: cheap, and they change whenever a file is rewritten.
         markers = []
-        for item in self.items:
+        for path in self._files:
             try:
-                st = (self.root / item.id).stat()
+                st = path.stat()
                 markers.append(f"{st.st_size}:{st.st_mtime_ns}")
             except OSError:
                 markers.append("missing")
@@ -150,22 +205,35 @@ class ImageFolderSource(_FileSource):
             layout = [(_SPLIT_ALIASES[p.name.lower()], p) for p in split_dirs]
         else:
             layout = [("", self.root)]
-        classes = sorted({c.name for _, base in layout for c in _visible(base.iterdir()) if c.is_dir()})
+        classes = sorted({safe_id(c.name) for _, base in layout for c in _visible(base.iterdir()) if c.is_dir()})
         if not classes:
             raise FeatxUsageError(f"{self.root} has split folders but no class sub-folders inside them")
         self.class_names = classes
         index = {name: i for i, name in enumerate(classes)}
-        items = []
+        items, self._files, self._unusable = [], [], {}
         for split, base in sorted(layout, key=lambda pair: SPLIT_NAMES.index(pair[0]) if pair[0] else 0):
             for class_dir in _visible(base.iterdir()):
                 if not class_dir.is_dir():
                     continue
-                for path in sorted(class_dir.rglob("*")):
-                    if path.is_file() and not any(part.startswith(".") for part in path.relative_to(class_dir).parts):
-                        items.append(Item(path.relative_to(self.root).as_posix(), index[class_dir.name], split))
+                for found in walk_files(class_dir, rel_to=self.root):
+                    if found.reason:
+                        self._unusable[len(items)] = found.reason
+                    items.append(Item(safe_id(found.rel), index[safe_id(class_dir.name)], split))
+                    self._files.append(found.path)
         if not items:
             raise FeatxUsageError(f"no files found below {self.root}")
+        _require_unique_ids(items, self.root)
         self.items = items
+
+
+def _require_unique_ids(items: list[Item], where: Path) -> None:
+    # Escaped ids of undecodable names could in principle collide with a real name.
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise FeatxUsageError(f"{where}: two files have the id {item.id!r} (a name that is not UTF-8 "
+                                  "escapes to the name of another file); rename one")
+        seen.add(item.id)
 
 
 class CsvSource(_FileSource):
@@ -180,42 +248,68 @@ class CsvSource(_FileSource):
         self.max_pixels = max_pixels
         if not self.csv_path.is_file():
             raise FeatxUsageError(f"CSV manifest not found: {self.csv_path}")
+        rows = self._read_rows()
+        if not rows:
+            raise FeatxUsageError(f"{self.csv_path}: no rows")
+        _refuse_aliases(self.csv_path, self.root, rows)
+        self.class_names = sorted({label for _, _, label, _ in rows})
+        index = {name: i for i, name in enumerate(self.class_names)}
+        self.items = [Item(path, index[label], split) for _, path, label, split in rows]
+        self._files = [self.root / path for _, path, _, _ in rows]
+        self._unusable = {}
+
+    def _read_rows(self) -> list[tuple[int, str, str, str]]:
+        """(line number, path, label, split) for every row; a malformed file is one clear error."""
+        rows = []
         try:
             with self.csv_path.open(newline="", encoding="utf-8-sig") as handle:
                 reader = csv.DictReader(handle)
-                fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-                missing = {"path", "label"} - set(fields)
-                if missing:
-                    raise FeatxUsageError(
-                        f"{self.csv_path}: header must have columns path,label[,split]; missing {sorted(missing)}"
-                    )
-                reader.fieldnames = fields
-                rows = []
-                for line_no, row in enumerate(reader, start=2):
-                    path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
-                    if not path or not label:
-                        raise FeatxUsageError(f"{self.csv_path}:{line_no}: empty path or label")
-                    split = (row.get("split") or "").strip().lower()
-                    if split and split not in _SPLIT_ALIASES:
+                try:
+                    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+                    missing = {"path", "label"} - set(fields)
+                    if missing:
                         raise FeatxUsageError(
-                            f"{self.csv_path}:{line_no}: split {split!r} is not one of train/val/test"
+                            f"{self.csv_path}: header must have columns path,label[,split]; missing {sorted(missing)}"
                         )
-                    rows.append((Path(path).as_posix(), label, _SPLIT_ALIASES.get(split, "")))
+                    reader.fieldnames = fields
+                    for row in reader:
+                        rows.append(self._parse_row(reader.line_num, row))
+                except csv.Error as exc:
+                    # line_num counts the lines read before the failing record.
+                    raise FeatxUsageError(f"{self.csv_path}:{reader.line_num + 1}: malformed CSV ({exc})") from None
         except UnicodeDecodeError as exc:
             raise FeatxUsageError(f"{self.csv_path}: not a UTF-8 text CSV ({exc.reason})") from None
-        if not rows:
-            raise FeatxUsageError(f"{self.csv_path}: no rows")
-        seen: set[str] = set()
-        for path, _, _ in rows:
-            if path in seen:
-                raise FeatxUsageError(f"{self.csv_path}: path {path!r} is listed twice")
-            seen.add(path)
-        self.class_names = sorted({label for _, label, _ in rows})
-        index = {name: i for i, name in enumerate(self.class_names)}
-        self.items = [Item(path, index[label], split) for path, label, split in rows]
+        return rows
+
+    def _parse_row(self, line_no: int, row: dict) -> tuple[int, str, str, str]:
+        path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        if not path or not label:
+            raise FeatxUsageError(f"{self.csv_path}:{line_no}: empty path or label")
+        if "\x00" in path:
+            raise FeatxUsageError(f"{self.csv_path}:{line_no}: path contains a NUL character")
+        split = (row.get("split") or "").strip().lower()
+        if split and split not in _SPLIT_ALIASES:
+            raise FeatxUsageError(f"{self.csv_path}:{line_no}: split {split!r} is not one of train/val/test")
+        return line_no, Path(path).as_posix(), label, _SPLIT_ALIASES.get(split, "")
 
     def describe(self) -> dict:
         return {**super().describe(), "csv": str(self.csv_path)}
+
+
+def _refuse_aliases(csv_path: Path, root: Path, rows: list[tuple[int, str, str, str]]) -> None:
+    """One image listed twice, under any spelling (``img/0.png``, ``./img/sub/../0.png``, an absolute
+    path, a symbolic link): always an error naming both rows, as one file cannot be two items."""
+    first: dict[str, tuple[int, str, str]] = {}
+    for line_no, path, label, _ in rows:
+        key = os.path.realpath(root / path)
+        if key in first:
+            line0, path0, label0 = first[key]
+            same = "with the same label" if label == label0 else f"with different labels ({label0!r} and {label!r})"
+            raise FeatxUsageError(
+                f"{csv_path}: one image listed twice, at line {line0} ({path0!r}) and line {line_no} ({path!r}), "
+                f"{same}; keep one row per image"
+            )
+        first[key] = (line_no, path, label)
 
 
 class ArraySource(Source):

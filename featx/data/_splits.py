@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import FeatxError, FeatxUsageError
+from ..core.io import write_atomic
 
 __all__ = ["assign_splits", "few_shot_mask", "save_splits", "load_splits", "splits_digest", "SPLITS_FILE"]
 
@@ -136,10 +137,7 @@ def save_splits(path: str | os.PathLike, ids: Sequence[str], splits: Sequence[st
     for item_id, split in zip(ids, splits):
         by_split.setdefault(str(split), []).append(str(item_id))
     doc = {"rule": rule, "digest": splits_digest(ids, splits), "counts": {k: len(v) for k, v in by_split.items()}, "ids": by_split}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(doc, indent=1))  # fsynced; a full disk keeps the old file
 
 
 def load_splits(path: str | os.PathLike, ids: Sequence[str]) -> np.ndarray:

@@ -15,6 +15,8 @@ from ._backbones import (
     register_offline_weights,
     resolve_backbone,
 )
+from ._bench import bench_extract, check_cores, format_table, subset_source
+from ._engine import device_batches, prepare_model
 from ._extractor import (
     FEATURE_DTYPES,
     ItemDataset,
@@ -24,9 +26,23 @@ from ._extractor import (
     jsonable_data_config,
     make_eval_transform,
 )
+from ._gpu_decode import DECODES, check_gpu_decode
+from ._loader import (
+    DeviceBatches,
+    DeviceNormalizer,
+    Uint8ItemDataset,
+    input_dtype,
+    make_loader,
+    make_uint8_transform,
+)
+from ._lock import lock_holder
+from ._progress import read_progress
 from ._raw_pixels import RAW_PIXELS, RAW_PIXELS_SIZE, extract_raw_pixels, raw_pixels_identity
+from ._sizing import CPU_BATCH_SIZE, auto_batch_size, resolve_batch_size, resolve_workers
 from ._sklearn import FeatureExtractor
 from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, diff_configs
+from ._verify import VerifyReport, verify_store
+from ._writer import BackgroundWriter, to_host
 
 __all__ = [
     "OfflineWeights",
@@ -56,4 +72,28 @@ __all__ = [
     "raw_pixels_identity",
     "RAW_PIXELS",
     "RAW_PIXELS_SIZE",
+    "make_uint8_transform",
+    "Uint8ItemDataset",
+    "DeviceNormalizer",
+    "DeviceBatches",
+    "make_loader",
+    "input_dtype",
+    "device_batches",
+    "prepare_model",
+    "BackgroundWriter",
+    "to_host",
+    "DECODES",
+    "check_gpu_decode",
+    "CPU_BATCH_SIZE",
+    "auto_batch_size",
+    "resolve_batch_size",
+    "resolve_workers",
+    "bench_extract",
+    "format_table",
+    "check_cores",
+    "subset_source",
+    "verify_store",
+    "VerifyReport",
+    "read_progress",
+    "lock_holder",
 ]

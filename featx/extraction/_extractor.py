@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ..core.errors import BadImageError, FeatxError, FeatxUsageError
-from ..core.runtime import autocast_context, resolve_device, resolve_precision, tune_malloc
-from ..data import Source, open_source
+from ..core.errors import DiskError, FeatxUsageError, StoreDamagedError, StoreMismatchError
+from ..core.io import fsync_dir
+from ..core.runtime import resolve_device, resolve_precision
+from ..data import ItemRecord, Source, open_source
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
-from ._store import FeatureStore, StoreWriter, check_existing, writer_lock
+from ._engine import prepare_model, run_extraction
+from ._gpu_decode import check_gpu_decode
+from ._progress import ProgressFile
+from ._sizing import resolve_batch_size, resolve_workers
+from ._store import FeatureStore, StoreWriter, check_existing, check_store_items, writer_lock
 
 __all__ = ["extract", "default_store_path", "make_eval_transform", "jsonable_data_config", "embedding_dim", "ItemDataset", "FEATURE_DTYPES"]
 
@@ -41,20 +45,26 @@ def make_eval_transform(data_config: dict):
 
 
 class ItemDataset(Dataset):
-    """Yields ``(index, tensor, reason)``; a bad image gives a zero tensor and its reason."""
+    """Yields ``(index, tensor, reason)``; a bad image gives a zero tensor and its reason.
 
-    def __init__(self, source: Source, transform, input_size: tuple[int, int, int]):
+    ``with_records=True`` adds the item's content hash and (3,) stat data
+    (``featx.data.ItemRecord``; '' and -1s for items without one), read with the image.
+    """
+
+    def __init__(self, source: Source, transform, input_size: tuple[int, int, int], with_records: bool = False):
         self.source, self.transform, self.input_size = source, transform, input_size
+        self.with_records = with_records
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int):
-        try:
-            image = self.source.load(index)
-            return index, self.transform(image), ""
-        except BadImageError as exc:
-            return index, torch.zeros(self.input_size), str(exc)
+        image, reason, record = self.source.load_item(index)
+        tensor = torch.zeros(self.input_size) if image is None else self.transform(image)
+        if not self.with_records:
+            return index, tensor, reason
+        record = record or ItemRecord()
+        return index, tensor, reason, record.digest, torch.tensor(record.stat, dtype=torch.int64)
 
 
 def _block_batches(pending: np.ndarray, batch_size: int, n: int) -> list[list[int]]:
@@ -84,9 +94,9 @@ def extract(
     *,
     weights: str | os.PathLike | None = None,
     pooling: str = "avg",
-    batch_size: int = 8,
+    batch_size: int | str = 8,
     device: str = "auto",
-    workers: int = 1,
+    workers: int | str = 1,
     precision: str = "auto",
     dtype: str = "float32",
     channels_last: bool | None = None,
@@ -94,24 +104,27 @@ def extract(
     overwrite: bool = False,
     quiet: bool = False,
     max_pixels: int | None = None,
+    compile: bool = False,
+    decode: str = "cpu",
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
     Re-running with the same arguments reuses a complete store and resumes an
     incomplete one. Bad images are skipped and recorded (``strict=True`` raises on
-    the first one instead). The default batch size of 8 was the fastest on a 2-core
-    CPU; on a GPU use 64 or more.
+    the first one instead). Batch size 8 was the fastest on a 2-core CPU; on a GPU use
+    ``"auto"`` (the largest power of two <= 1024 that fits); ``workers="auto"``: the
+    usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
     """
-    if batch_size < 1:
-        raise FeatxUsageError("batch size must be at least 1")
-    if workers < 0:
-        raise FeatxUsageError("workers must be 0 or more")
+    if batch_size != "auto":
+        resolve_batch_size(batch_size)
+    workers = resolve_workers(workers)
     if dtype not in FEATURE_DTYPES:
         raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
     src = open_source(source, max_pixels=max_pixels)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    check_gpu_decode(decode, dev)
     path = Path(out) if out is not None else default_store_path(src, spec)
 
     model, data_config = create_backbone(spec)
@@ -122,81 +135,116 @@ def extract(
         "precision": prec,
         "dtype": dtype,
     }
-    fingerprint = src.fingerprint()
-
+    if decode == "gpu":
+        # GPU resizing is not bit-identical to Pillow's: its features are another store.
+        # (Absent for CPU decode, so stores made before this option still match.)
+        config["decode"] = "gpu"
     with writer_lock(path):
-        if path.exists() and overwrite:
-            path.unlink()
-        if path.exists():
-            check_existing(path, config, fingerprint)
-            store = FeatureStore(path)
-            if store.complete:
-                store.reused = True
-                return store
-            writer = StoreWriter.reopen(path)
-        else:
-            model.to(dev)
-            dim = embedding_dim(model, data_config["input_size"], dev)
-            writer = StoreWriter.create(
-                path, config=config, fingerprint=fingerprint, ids=src.ids, labels=src.labels,
-                splits=[item.split for item in src.items], class_names=src.class_names, dim=dim, dtype=dtype,
-            )
+        target = path.with_name(path.name + ".new") if overwrite and path.exists() else path
+        writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet)
+        if isinstance(writer, FeatureStore):
+            if target == path:
+                return writer
+            # An --overwrite build that an interrupted run finished: replace the old store now.
+            _replace(target, path)
+            return FeatureStore(path)
+        progress = ProgressFile(path)
+        writer.on_progress = progress
         try:
-            run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet)
-            writer.finish(run_info)
-        finally:
-            writer.close()
+            try:
+                run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
+                                quiet, compile, decode)
+                writer.finish(run_info)
+            finally:
+                _close_quietly(writer)
+                progress.remove()
+        except DiskError:
+            # A full disk must not be filled further by a half-built replacement; the old store stays.
+            if target != path:
+                target.unlink(missing_ok=True)
+            raise
+        if target != path:
+            # --overwrite: the old store is replaced only now that the new one is complete.
+            _replace(target, path)
     return FeatureStore(path)
 
 
-def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet) -> dict:
-    from tqdm.auto import tqdm
+def _replace(new: Path, path: Path) -> None:
+    os.replace(new, path)
+    fsync_dir(path.parent)
 
-    tune_malloc()
-    pending = writer.pending_rows()
-    batches = _block_batches(pending, batch_size, len(src))
+
+def _close_quietly(writer: StoreWriter) -> None:
+    # Closing after a failed write fails too; the first error is the one to report.
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        writer.close()
+
+
+def _open_writer(target: Path, src, config, model, data_config, dev, dtype, *, rebuild: bool, quiet: bool):
+    """A writer for ``target`` (created, resumed or refreshed), or the complete store to reuse.
+
+    ``rebuild``: ``target`` is the ``.new`` file of an --overwrite; one left by an
+    interrupted --overwrite is resumed when it matches, else started again.
+    """
+    if target.exists():
+        try:
+            store = check_existing(target, config, src)
+        except (StoreMismatchError, StoreDamagedError):
+            if not rebuild:
+                raise
+            target.unlink()
+        else:
+            return _reuse_or_resume(target, store, src, quiet)
+    model.to(dev)
+    dim = embedding_dim(model, data_config["input_size"], dev)
+    return StoreWriter.create(
+        target, config=config, fingerprint=src.structure_fingerprint(), ids=src.ids, labels=src.labels,
+        splits=[item.split for item in src.items], class_names=src.class_names, dim=dim, dtype=dtype,
+        item_records=src.item_paths() is not None,
+    )
+
+
+def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool):
+    check = check_store_items(store, src)
+    if check is None or not (check.touched or check.changed):
+        if store.complete:
+            store.reused = True
+            return store
+        return StoreWriter.reopen(target)
+    writer = StoreWriter.reopen(target)
+    writer.refresh_items(check.touched, check.changed)
+    if check.changed and not quiet:
+        first = store.all_ids[check.changed[0]]
+        print(f"featx: {len(check.changed)} file(s) changed since extraction (first: {first}); extracting them again",
+              file=sys.stderr)
+    if not check.changed and store.complete:
+        _close_quietly(writer)
+        reused = FeatureStore(target)
+        reused.reused = True
+        return reused
+    return writer
+
+
+def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet, compile,
+         decode) -> dict:
     if channels_last is None:
         channels_last = dev.type == "cuda"
-    model.to(dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    dataset = ItemDataset(src, make_eval_transform(data_config), tuple(data_config["input_size"]))
-    loader = DataLoader(
-        dataset, batch_sampler=batches, num_workers=workers, pin_memory=dev.type == "cuda",
-        persistent_workers=False, prefetch_factor=4 if workers else None,
-    )
-    autocast = autocast_context(dev, prec)
-    total = sum(len(b) for b in batches)
-    n_skipped = 0
-    started = time.perf_counter()
-    bar = tqdm(total=total, unit="img", desc="extract", disable=quiet, dynamic_ncols=True, smoothing=0.1)
-    try:
-        with torch.inference_mode():
-            for indices, images, reasons in loader:
-                start = int(indices[0])
-                bad = [r or None for r in reasons]
-                if strict and any(bad):
-                    first = next(i for i, r in enumerate(bad) if r)
-                    raise FeatxError(f"bad image {src.items[start + first].id}: {bad[first]} (--strict)")
-                images = images.to(dev, non_blocking=True)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    feats = model(images)
-                feats = feats.float().reshape(len(bad), -1).cpu().numpy()
-                feats[[i for i, r in enumerate(bad) if r]] = 0.0
-                writer.write_batch(start, feats, bad)
-                n_skipped += sum(1 for r in bad if r)
-                bar.update(len(bad))
-                if n_skipped:
-                    bar.set_postfix(skipped=n_skipped, refresh=False)
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - started
-    if n_skipped and not quiet:
-        print(f"featx: skipped {n_skipped} bad image(s); `featx info {writer.path}` lists them with reasons", file=sys.stderr)
-    return {
-        "device": str(dev), "batch_size": batch_size, "workers": workers, "channels_last": bool(channels_last),
-        "rows_this_run": total, "seconds_this_run": round(seconds, 3),
-        "images_per_second": round(total / seconds, 2) if seconds > 0 and total else None,
-    }
+    model = prepare_model(model, dev, bool(channels_last), compile=False)
+    input_size = tuple(data_config["input_size"])
+    batch_size, auto = resolve_batch_size(batch_size, model, input_size, dev, prec, bool(channels_last))
+    if auto and not quiet:
+        why = "largest power of two that fits" if dev.type == "cuda" else "the measured-best CPU default"
+        print(f"featx: batch size auto -> {batch_size} ({why})", file=sys.stderr)
+    if compile:
+        # Compiled after sizing: the trial batches would each trigger a recompilation.
+        model = torch.compile(model)
+    batches = _block_batches(writer.pending_rows(), batch_size, len(src))
+    info = run_extraction(writer, src, model, data_config, batches, dev=dev, precision=prec, workers=workers,
+                          channels_last=bool(channels_last), strict=strict, quiet=quiet, decode=decode)
+    # compile, decode and sizing are how the run went, not what the features are: kept
+    # here, out of the config (the cache key); see README "Performance".
+    return {"device": str(dev), "batch_size": batch_size, "batch_size_auto": auto, "workers": workers,
+            "channels_last": bool(channels_last), "compile": bool(compile), "decode": decode, "precision": prec,
+            **info}

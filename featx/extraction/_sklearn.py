@@ -30,7 +30,8 @@ from ..core.errors import BadImageError, FeatxError, FeatxUsageError, StoreMisma
 from ..core.runtime import autocast_context, resolve_device, resolve_precision, tune_malloc
 from ..data import load_image, to_rgb
 from ._backbones import DEFAULT_BACKBONE, create_backbone, resolve_backbone
-from ._extractor import embedding_dim, jsonable_data_config, make_eval_transform
+from ._extractor import embedding_dim, jsonable_data_config
+from ._loader import DeviceNormalizer, input_dtype, make_uint8_transform
 
 __all__ = ["FeatureExtractor"]
 
@@ -151,7 +152,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.precision_ = resolve_precision(self.precision, self.device_)
         self.model_, self.data_config_ = create_backbone(self.spec_)
         self.model_.to(self.device_)
-        self.transform_ = make_eval_transform(self.data_config_)
+        # The uint8 loader's split: geometry on the host, float conversion and
+        # normalisation batched on the device (equal to timm's float eval transform).
+        self.transform_ = make_uint8_transform(self.data_config_)
+        self.normalizer_ = DeviceNormalizer(self.data_config_["mean"], self.data_config_["std"], self.device_,
+                                            input_dtype(self.device_, self.precision_))
         self.n_features_out_ = embedding_dim(self.model_, self.data_config_["input_size"], self.device_)
         self.config_key_ = json.dumps(
             {"backbone": self.spec_.identity(), "data_config": jsonable_data_config(self.data_config_),
@@ -205,7 +210,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             for start in range(0, len(items), int(self.batch_size)):
                 batch = torch.stack([self.transform_(self._load(it)) for it in items[start:start + int(self.batch_size)]])
                 with autocast:
-                    feats = self.model_(batch.to(self.device_))
+                    feats = self.model_(self.normalizer_(batch.to(self.device_, non_blocking=True)))
                 chunks.append(feats.float().reshape(len(batch), -1).cpu().numpy())
         return np.concatenate(chunks)
 

@@ -4,6 +4,8 @@ use, and its data side.
 
 from __future__ import annotations
 
+from ._augment import DeviceAugment, make_train_resize
+from ._bench import bench_finetune
 from ._data import FinetuneData, epoch_seed, make_train_transform, seed_everything, select_items, train_loader
 from ._finetune import DEFAULT_LR, MODES, finetune, keep_frozen_in_eval, model_stages, set_trainable
 
@@ -11,6 +13,9 @@ __all__ = [
     "FinetuneData",
     "select_items",
     "make_train_transform",
+    "make_train_resize",
+    "DeviceAugment",
+    "bench_finetune",
     "epoch_seed",
     "seed_everything",
     "train_loader",

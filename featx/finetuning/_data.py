@@ -31,8 +31,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..core.errors import BadImageError, FeatxUsageError
+from ..core.interrupts import check_interrupt
 from ..data import Source, assign_splits, few_shot_mask, load_splits
-from ..extraction import ItemDataset, make_eval_transform
+from ..extraction import DeviceNormalizer, Uint8ItemDataset, input_dtype, make_loader, make_uint8_transform
 
 __all__ = ["FinetuneData", "select_items", "make_train_transform", "epoch_seed", "seed_everything",
            "train_loader", "predict"]
@@ -145,10 +146,17 @@ def train_loader(data: FinetuneData, transform, input_size, batch_size: int, wor
     batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     if len(batches) > 1 and len(batches[-1]) < 2:
         batches.pop()
+    # uint8 images (``_augment.make_train_resize``): augmentation and normalisation run on the device.
     return DataLoader(
-        ItemDataset(data.source, transform, tuple(input_size)), batch_sampler=batches, num_workers=workers,
+        Uint8ItemDataset(data.source, transform, tuple(input_size)), batch_sampler=batches, num_workers=workers,
         generator=generator, pin_memory=pin_memory, prefetch_factor=4 if workers else None,
+        worker_init_fn=_one_thread if workers else None,
     )
+
+
+def _one_thread(_worker_id: int) -> None:
+    # Decoding and a uint8 resize need no intra-op threads; more would compete with training.
+    torch.set_num_threads(1)
 
 
 def predict(model: torch.nn.Module, data: FinetuneData, indices: np.ndarray, data_config: dict, *,
@@ -169,23 +177,25 @@ def predict(model: torch.nn.Module, data: FinetuneData, indices: np.ndarray, dat
         with torch.inference_mode():
             preds = classifier(features.to(device)).float().argmax(1).cpu().numpy()
         return kept, preds, time.perf_counter() - started
-    dataset = ItemDataset(data.source, make_eval_transform(data_config), tuple(data_config["input_size"]))
+    # The extractor's uint8 split: eval geometry in the workers, normalisation on the device.
+    dataset = Uint8ItemDataset(data.source, make_uint8_transform(data_config), tuple(data_config["input_size"]))
     batches = [indices[i:i + batch_size].tolist() for i in range(0, len(indices), batch_size)]
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=4 if workers else None)
+    loader = make_loader(dataset, batches, workers, device)
+    precision = "bf16" if device.type == "cuda" and getattr(autocast, "fast_dtype", None) == torch.bfloat16 else "fp32"
+    normalize = DeviceNormalizer(data_config["mean"], data_config["std"], device, input_dtype(device, precision),
+                                 channels_last)
     kept, preds, features = [], [], []
     started = time.perf_counter()
     with torch.inference_mode():
         for batch_indices, images, reasons in loader:
+            check_interrupt()
             good = [i for i, reason in enumerate(reasons) if not reason]
             for i, reason in enumerate(reasons):
                 if reason:
                     data.record_bad(int(batch_indices[i]), reason)
             if not good:
                 continue
-            images = images[good].to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = normalize(images[good].to(device, non_blocking=True))
             with autocast:
                 if cache is None:
                     logits = model(images)

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from ..core.errors import FeatxError, FeatxUsageError
+from ..core.interrupts import check_interrupt, sticky_interrupts
 from ..core.io import json_text, write_atomic
 from ..core.metrics import classification_metrics
 from ..core.results import merge_results, metric_fields
@@ -67,17 +68,17 @@ from ..extraction import (
     jsonable_data_config,
     resolve_backbone,
 )
+from ._augment import DeviceAugment, make_train_resize
 from ._data import (
     CROP_SCALE,
     epoch_seed,
-    make_train_transform,
     predict,
     seed_everything,
     select_items,
     train_loader,
 )
 
-__all__ = ["finetune", "model_stages", "set_trainable", "keep_frozen_in_eval", "MODES", "DEFAULT_LR"]
+__all__ = ["finetune", "training_precision", "model_stages", "set_trainable", "keep_frozen_in_eval", "MODES", "DEFAULT_LR"]
 
 MODES = ("linear", "partial", "full", "scratch")
 DEFAULT_LR = {"linear": 3e-3, "partial": 1e-3, "full": 5e-4, "scratch": 2e-3}
@@ -179,8 +180,9 @@ def _canonical(config: dict) -> dict:
 
 def save_results_entry(out: Path, entry: dict) -> None:
     """Write ``<out>/finetune_<mode>.json`` and merge the entry into ``<out>/results.json`` as ``featx train`` does."""
-    _write_json(out / f"finetune_{entry['mode']}.json", entry)
     merge_results(out, [entry])
+    # Written last: its presence marks the run finished, so a failure above leaves it to be redone.
+    _write_json(out / f"finetune_{entry['mode']}.json", entry)
 
 
 def _check_out_dir(out: Path, config: dict, resume: bool, mode: str) -> dict | None:
@@ -258,14 +260,26 @@ def finetune(
     list ``featx train`` writes). Rerunning with the same arguments returns the
     finished entry, or resumes an interrupted run after its last completed epoch.
     ``callback(record)`` is called after each epoch's checkpoint is saved.
+    An interrupt (Ctrl-C) always stops the run with ``KeyboardInterrupt``, even one that
+    arrives while a DataLoader starts its workers (:mod:`featx.core.interrupts`); the
+    completed epochs stay in ``last.pt`` for the resume.
     """
+    arguments = dict(locals())
+    with sticky_interrupts():
+        return _finetune(**arguments)
+
+
+def _finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_class, seed, val_per_class, unfreeze,
+              batch_size, lr, weight_decay, layer_decay, label_smoothing, warmup_epochs, head_epochs, patience,
+              image_size, crop_scale, splits, split_seed, val_fraction, test_fraction, device, precision, workers,
+              eval_batch_size, n_boot, resume, quiet, callback) -> dict:
     _check_options(mode, epochs=epochs, batch_size=batch_size, patience=patience, unfreeze=unfreeze, workers=workers,
                    head_epochs=head_epochs, per_class=per_class, val_per_class=val_per_class, image_size=image_size)
     lr = DEFAULT_LR[mode] if lr is None else float(lr)
     head_epochs = head_epochs if mode == "full" else 0
     src = open_source(source)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
-    prec = resolve_precision(precision, dev := resolve_device(device))
+    prec = training_precision(precision, dev := resolve_device(device))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = select_items(src, per_class=per_class, seed=seed, val_per_class=val_per_class, splits_file=splits,
@@ -293,8 +307,18 @@ def finetune(
     _train_epochs(run, state, seed=seed, epochs=epochs, patience=patience, batch_size=batch_size, workers=workers,
                   crop_scale=crop_scale, quiet=quiet, callback=callback)
     entry = _test_entry(run, state, src, spec, weights_record, options, seed=seed, n_boot=n_boot, workers=workers)
+    check_interrupt()  # never record a finished run that an interrupt was meant to stop
     save_results_entry(out, entry)
     return entry
+
+
+def training_precision(precision: str, dev: torch.device) -> str:
+    """Training keeps bf16 as its CUDA default: fp16 gradients need loss scaling, and the
+    feature drift that made fp16 the extraction default is no concern for a model in training."""
+    prec = resolve_precision("bf16" if precision == "auto" and dev.type == "cuda" else precision, dev)
+    if prec == "fp16":
+        raise FeatxUsageError("fine-tuning runs in fp32 or bf16 (fp16 training would need loss scaling)")
+    return prec
 
 
 def _options(mode: str, data_config: dict, *, layer_decay, unfreeze, crop_scale, image_size, **options) -> dict:
@@ -373,14 +397,23 @@ def _initial_state(run: _Run, resume: bool, quiet: bool) -> dict:
 def _train_epochs(run: _Run, state: dict, *, seed, epochs, patience, batch_size, workers, crop_scale, quiet,
                   callback) -> None:
     """Train epoch after epoch until ``epochs`` or early stopping; checkpoint after each."""
-    train_transform = make_train_transform(run.data_config, crop_scale)
+    # Workers only decode and resize to the input size (uint8); crops, flips and
+    # normalisation run batched on the device (``_augment``).
+    train_transform = make_train_resize(run.data_config)
     while state["epoch"] < epochs and state["bad_epochs"] < patience:
         epoch = state["epoch"]
         started = time.perf_counter()
         generator = seed_everything(epoch_seed(seed, epoch))
         loader = train_loader(run.data, train_transform, run.data_config["input_size"], batch_size, workers, generator,
                               pin_memory=run.loop["device"].type == "cuda")
-        loss, n_images, step_seconds = run.trainer.train_epoch(epoch, loader, run.data, run.loop, state)
+        # Its own generator, seeded per (seed, epoch): the augmentations of an epoch do not
+        # depend on the loader's draws nor on an interruption before it.
+        augment = DeviceAugment(run.data_config, crop_scale,
+                                torch.Generator().manual_seed(epoch_seed(seed, epoch) ^ 0x5EED), run.loop["device"],
+                                channels_last=run.loop["channels_last"])
+        loss, n_images, step_seconds = run.trainer.train_epoch(epoch, loader, run.data, {**run.loop, "augment": augment},
+                                                               state)
+        check_interrupt()  # before validation and the checkpoint: the epoch may have been cut short
         improved, val_f1 = _validate(run, state, epoch)
         seconds = time.perf_counter() - started
         record = {"epoch": epoch + 1, "train_loss": loss, "val_macro_f1": val_f1, "images_per_second":
@@ -484,6 +517,7 @@ class _Trainer:
         labels = torch.as_tensor(data.labels)
         total_loss, n_images, seconds = 0.0, 0, 0.0
         for indices, images, reasons in loader:
+            check_interrupt()
             good = [i for i, reason in enumerate(reasons) if not reason]
             for i, reason in enumerate(reasons):
                 if reason:
@@ -492,8 +526,7 @@ class _Trainer:
                 continue
             started = time.perf_counter()
             images, target = images[good].to(dev, non_blocking=True), labels[indices[good]].to(dev, non_blocking=True)
-            if run["channels_last"]:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = run["augment"](images)
             with run["autocast"]:
                 logits = model(images)
             loss = self.criterion(logits.float(), target)

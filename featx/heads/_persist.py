@@ -15,6 +15,10 @@ beyond skops' own defaults and each of those is in :data:`TRUSTED_TYPES`, the ty
 featx's own heads are made of; anything else (a tampered or foreign file) is refused
 with the offending type names. Loading a head for features from another backbone or
 of another dimension fails with both sides named.
+
+A head directory is replaced as a whole (:func:`featx.core.io.atomic_dir`), and loading
+validates the manifest and checks every model file's sha256 first (:mod:`._manifest`):
+a kill, a full disk, a damaged file or an edited manifest never yields a silent score.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
-from ..core.errors import FeatxError, FeatxUsageError
-from ..core.io import json_text, write_atomic
+from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError
+from ..core.io import atomic_dir, json_text, recover_dir
+from ._manifest import check_classes, check_files, check_manifest, file_sha256, manifest_digest
 
 __all__ = ["TrainedHead", "save_head", "load_head", "TRUSTED_TYPES", "MANIFEST_FILE", "HEAD_FORMAT"]
 
-HEAD_FORMAT = 1
+# 2: the manifest records model_classes, each model file's sha256 and its own hash.
+HEAD_FORMAT = 2
 MANIFEST_FILE = "manifest.json"
 SKOPS_FILE = "model.skops"
 XGBOOST_FILE = "model.ubj"
@@ -62,28 +68,37 @@ def _is_xgboost(estimator) -> bool:
 
 
 def save_head(path: str | os.PathLike, estimator: BaseEstimator, manifest: dict) -> Path:
-    """Save a fitted head and its manifest into directory ``path``; the manifest is written last."""
+    """Save a fitted head and its manifest into directory ``path``, atomically as a whole.
+
+    The files are written into a temporary sibling folder, fsynced, and swapped into place
+    (:func:`featx.core.io.atomic_dir`): a kill or a full disk at any point leaves the
+    previous head or the new one, complete, never a mix. The manifest records each model
+    file's sha256 and a hash of its own meaningful fields (:mod:`._manifest`).
+    """
     import skops.io as sio
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
-    files: dict = {"skops": None, "xgboost": None}
-    if _is_xgboost(final):
-        prefix = estimator.steps[:-1] if isinstance(estimator, Pipeline) else []
-        if prefix:
-            write_atomic(path / SKOPS_FILE, sio.dumps(Pipeline(prefix)))
+    with atomic_dir(path) as tmp:
+        files: dict = {"skops": None, "xgboost": None, "final_step": None}
+        if _is_xgboost(final):
+            prefix = estimator.steps[:-1] if isinstance(estimator, Pipeline) else []
+            if prefix:
+                (tmp / SKOPS_FILE).write_bytes(sio.dumps(Pipeline(prefix)))
+                files["skops"] = SKOPS_FILE
+            final.save_model(str(tmp / XGBOOST_FILE))
+            files["xgboost"] = XGBOOST_FILE
+            files["final_step"] = estimator.steps[-1][0] if isinstance(estimator, Pipeline) else None
+        else:
+            (tmp / SKOPS_FILE).write_bytes(sio.dumps(estimator))
             files["skops"] = SKOPS_FILE
-        tmp = path / f".{XGBOOST_FILE}.{os.getpid()}.tmp.ubj"
-        final.save_model(str(tmp))
-        os.replace(tmp, path / XGBOOST_FILE)
-        files["xgboost"] = XGBOOST_FILE
-        files["final_step"] = estimator.steps[-1][0] if isinstance(estimator, Pipeline) else None
-    else:
-        write_atomic(path / SKOPS_FILE, sio.dumps(estimator))
-        files["skops"] = SKOPS_FILE
-    doc = {"featx_head_format": HEAD_FORMAT, **manifest, "files": files, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_atomic(path / MANIFEST_FILE, json_text(doc))
+        doc = {"featx_head_format": HEAD_FORMAT, **manifest, "files": files,
+               "model_classes": [int(c) for c in getattr(estimator, "classes_", [])],
+               "sha256": {name: file_sha256(tmp / name) for name in (files["skops"], files["xgboost"]) if name},
+               "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        doc = json.loads(json_text(doc))  # hash exactly what reads back
+        doc["manifest_sha256"] = manifest_digest(doc)
+        (tmp / MANIFEST_FILE).write_text(json_text(doc), encoding="utf-8")
     return path
 
 
@@ -94,7 +109,7 @@ def load_skops(path: Path):
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # noqa: BLE001 - any parse failure means the same: not a readable model
-        raise FeatxError(f"{path} is not a readable skops model file ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        raise StoreDamagedError(f"{path} is not a readable skops model file ({type(exc).__name__}: {exc})".splitlines()[0]) from None
     refused = sorted(set(untrusted) - TRUSTED_TYPES)
     if refused:
         raise FeatxError(
@@ -119,6 +134,12 @@ class TrainedHead:
     @property
     def class_names(self) -> list[str]:
         return list(self.manifest["class_names"])
+
+    @property
+    def proba_names(self) -> list[str]:
+        """The class of each ``predict_proba`` column (a class with no training item has none)."""
+        names = self.class_names
+        return [names[i] for i in self.manifest.get("model_classes", range(len(names)))]
 
     @property
     def dim(self) -> int:
@@ -173,20 +194,34 @@ def _describe(identity: dict) -> str:
     return f"{identity.get('model')} ({weights.get('kind', '?')}{' ' + detail if detail else ''}, pooling {identity.get('pooling')})"
 
 
-def load_head(path: str | os.PathLike, store=None) -> TrainedHead:
-    """Load a head saved by :func:`featx.train_heads`; with ``store``, check it fits that store's features."""
-    path = Path(path)
+def _read_manifest(path: Path) -> dict:
     manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        recover_dir(path)  # a save killed between its two renames left the previous head aside
     if not manifest_path.is_file():
         raise FeatxUsageError(f"{path} is not a saved head (no {MANIFEST_FILE}); give a directory DIR/<head> from `featx train`")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise FeatxError(f"{manifest_path} is not valid JSON ({exc})") from None
-    fmt = manifest.get("featx_head_format")
-    if not isinstance(fmt, int) or fmt > HEAD_FORMAT:
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreDamagedError(f"{manifest_path} is not valid JSON ({str(exc).splitlines()[0]}); retrain the head") from None
+    fmt = manifest.get("featx_head_format") if isinstance(manifest, dict) else None
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > HEAD_FORMAT:
         raise FeatxError(f"{path} holds head format {fmt!r}; this featx reads up to {HEAD_FORMAT}: upgrade featx")
-    files = manifest.get("files", {})
+    check_manifest(manifest, manifest_path)
+    check_files(manifest, path)
+    return manifest
+
+
+def load_head(path: str | os.PathLike, store=None) -> TrainedHead:
+    """Load a head saved by :func:`featx.train_heads`; with ``store``, check it fits that store's features.
+
+    The manifest is validated (:func:`._manifest.check_manifest`), and for heads saved
+    with hashes the manifest and every model file are checked against them before any
+    model file is read; a damaged or edited head is one :class:`StoreDamagedError` line.
+    """
+    path = Path(path)
+    manifest = _read_manifest(path)
+    files = manifest["files"]
     prefix = load_skops(path / files["skops"]) if files.get("skops") else None
     if files.get("xgboost"):
         from xgboost import XGBClassifier
@@ -197,14 +232,15 @@ def load_head(path: str | os.PathLike, store=None) -> TrainedHead:
         try:
             booster.load_model(str(path / files["xgboost"]))
         except Exception as exc:  # noqa: BLE001 - XGBoostError and friends
-            raise FeatxError(f"cannot read {path / files['xgboost']}: {exc}".splitlines()[0]) from None
+            raise StoreDamagedError(f"cannot read {path / files['xgboost']}: {exc}".splitlines()[0]) from None
         booster.set_params(device=xgboost_device("auto"))
         steps = list(prefix.steps) if prefix is not None else []
         estimator = Pipeline([*steps, (files.get("final_step") or "clf", booster)])
     elif prefix is not None:
         estimator = prefix
     else:
-        raise FeatxError(f"{manifest_path} names no model file")
+        raise StoreDamagedError(f"{path / MANIFEST_FILE} names no model file; retrain the head")
+    check_classes(manifest, estimator, path)
     head = TrainedHead(path, manifest, estimator)
     if store is not None:
         head.check_store(store)

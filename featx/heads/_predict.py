@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import BadImageError, FeatxUsageError
+from ..data import load_image_file, safe_id
 from ._persist import TrainedHead, load_head
 
 __all__ = ["predict", "collect_images", "rows_to_csv", "backbone_for_head"]
@@ -24,16 +25,22 @@ __all__ = ["predict", "collect_images", "rows_to_csv", "backbone_for_head"]
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand folders (recursively, hidden files ignored, sorted) and keep files as given."""
-    out: list[Path] = []
+    return [path for path, _ in _collect(paths)]
+
+
+def _collect(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
+    # The same walk as an image-folder source: unusable entries come with their reason.
+    from ..data import walk_files
+
+    out: list[tuple[Path, str]] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*")
-                              if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)))
-        elif path.exists():
-            out.append(path)
+            out.extend((found.path, found.reason) for found in walk_files(path))
+        elif path.exists() or path.is_symlink():
+            out.append((path, ""))
         else:
-            raise FeatxUsageError(f"image or folder not found: {path}")
+            raise FeatxUsageError(f"image or folder not found: {safe_id(str(path))}")
     if not out:
         raise FeatxUsageError("no images to predict: the folders given are empty")
     return out
@@ -88,35 +95,43 @@ def predict(
     import torch
 
     from ..core.runtime import autocast_context, resolve_device, resolve_precision
-    from ..data import load_image
-    from ..extraction import create_backbone, make_eval_transform
+    from ..extraction import DeviceNormalizer, create_backbone, input_dtype, make_uint8_transform
 
     if batch_size < 1:
         raise FeatxUsageError("batch size must be at least 1")
     head = load_head(model_dir)
-    files = collect_images(images)
+    files = _collect(images)
     spec = backbone_for_head(head, weights)
     model, _ = create_backbone(spec)
     dev = resolve_device(device)
     model.to(dev)
-    transform = make_eval_transform(_data_config(head.manifest))
-    autocast = autocast_context(dev, resolve_precision("auto", dev))
-    classes = head.class_names
+    data_config = _data_config(head.manifest)
+    # uint8 crops on the host, normalisation batched on the device (the extractor's split).
+    transform = make_uint8_transform(data_config)
+    precision = resolve_precision("auto", dev)
+    normalize = DeviceNormalizer(data_config["mean"], data_config["std"], dev, input_dtype(dev, precision))
+    autocast = autocast_context(dev, precision)
+    classes = head.proba_names  # predict_proba's columns, in order
     rows: list[dict] = []
     for start in range(0, len(files), batch_size):
         batch, tensors = [], []
-        for path in files[start:start + batch_size]:
-            row = {"id": str(path), "predicted": None, "confidence": None, "probabilities": None, "error": None}
-            try:
-                tensors.append(transform(load_image(path, max_pixels=max_pixels)))
-                batch.append(row)
-            except BadImageError as exc:
-                row["error"] = str(exc)
+        for path, reason in files[start:start + batch_size]:
+            # A name that is not UTF-8 is written escaped (\xNN), so CSV and JSON always encode.
+            row = {"id": safe_id(str(path)), "predicted": None, "confidence": None, "probabilities": None,
+                   "error": reason or None}
+            if not reason:
+                try:
+                    # The one file filter `featx extract` uses: extension allowlist, then the bytes.
+                    tensors.append(transform(load_image_file(path, max_pixels=max_pixels)))
+                    batch.append(row)
+                except BadImageError as exc:
+                    row["error"] = str(exc)
             rows.append(row)
         if not tensors:
             continue
         with torch.inference_mode(), autocast:
-            features = model(torch.stack(tensors).to(dev)).float().reshape(len(tensors), -1).cpu().numpy()
+            images = normalize(torch.stack(tensors).to(dev))
+            features = model(images).float().reshape(len(tensors), -1).cpu().numpy()
         proba = head.predict_proba(features)
         for row, p in zip(batch, proba):
             best = int(np.argmax(p))

@@ -44,6 +44,7 @@ from ..core.results import RESULTS_FILE, merge_results, metric_fields, write_tab
 from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
 from ..extraction import FeatureStore
+from ._adapt import HeadUnfitError, adapt_params, check_classes_usable, factory_defaults, few_shot_shortfall
 from ._mistakes import worst_mistakes
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
@@ -73,11 +74,11 @@ def _select_grid(spec, candidates, seed, train, val):
         started = time.perf_counter()
         try:
             model = _fit_candidate(spec, params, seed, *train)
-        except ValueError as exc:  # e.g. PCA or k larger than a few-shot training set allows
+            accuracy = float(model.score(*val))
+        except ValueError as exc:  # a candidate this training set cannot support, even after adapt_params
             trace.append({"params": params, "error": str(exc).splitlines()[0]})
             continue
-        trace.append({"params": params, "val_accuracy": float(model.score(*val)),
-                      "seconds": round(time.perf_counter() - started, 3)})
+        trace.append({"params": params, "val_accuracy": accuracy, "seconds": round(time.perf_counter() - started, 3)})
     return trace, {}
 
 
@@ -142,14 +143,6 @@ def _select_early_stopping(spec, candidates, seed, train, val, rounds_patience: 
     return trace, {}
 
 
-def _fit_pca_to(params: dict, n_rows: int, dim: int) -> dict:
-    """A PCA cannot have more components than training rows or features: cap it (few-shot sets)."""
-    pca = params.get("pca")
-    if isinstance(pca, int) and pca > min(n_rows, dim):
-        return {**params, "pca": min(n_rows, dim)}
-    return params
-
-
 _SELECTORS = {"grid": _select_grid, "path": _select_path, "coarse_fine": select_coarse_fine,
               "early_stopping": _select_early_stopping}
 
@@ -169,19 +162,23 @@ def select_and_fit(
     candidate's validation accuracy and the selection and refit wall times.
     """
     spec = get_head(spec) if isinstance(spec, str) else spec
-    candidates = [_fit_pca_to(c, *train[0].shape) for c in spec.candidates(params, seed=seed)]
+    # Capped to what the training set supports (PCA size, k, calibration folds); see _adapt.
+    candidates = [adapt_params(c, *train)[0] for c in spec.candidates(params, seed=seed)]
     started = time.perf_counter()
     trace, state = _SELECTORS[spec.selection](spec, candidates, seed, train, val)
     scored = [t for t in trace if "val_accuracy" in t]
     if not scored:
         reasons = "; ".join(f"{t['params']}: {t['error']}" for t in trace[:3])
-        raise FeatxError(f"no {spec.name} configuration could be fitted on this training set ({reasons})")
+        raise HeadUnfitError(f"no {spec.name} configuration could be fitted on this training set ({reasons})")
     # First best wins ties: candidates are ordered simple/strongly regularised first.
     chosen = max(scored, key=lambda t: t["val_accuracy"])
     selection_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    model = spec.create(**chosen["params"], random_state=seed)
+    # The factory's defaults count too (linear_svm calibrates with 3 folds unless told otherwise).
+    adapted, caps = adapt_params({**factory_defaults(spec), **chosen["params"]}, *refit)
+    refit_params = {**chosen["params"], **{name: adapted[name] for name in caps}}
+    model = spec.create(**refit_params, random_state=seed)
     if state.get("coef") is not None:
         # The path's solution at the chosen C is an excellent start for the refit.
         prep, clf = model[:-1], model[-1]
@@ -194,7 +191,7 @@ def select_and_fit(
         model.fit(*refit)
     refit_seconds = time.perf_counter() - started
     record = {
-        "params": chosen["params"],
+        "params": refit_params,
         "val_accuracy": chosen["val_accuracy"],
         "metric": "val_accuracy",
         "method": spec.selection,
@@ -202,6 +199,7 @@ def select_and_fit(
         "candidates": trace,
         "selection_seconds": round(selection_seconds, 3),
         "refit_seconds": round(refit_seconds, 3),
+        **({"capped": {k: {"asked": a, "used": u} for k, (a, u) in caps.items()}} if caps else {}),
     }
     return model, record
 
@@ -333,6 +331,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
     for name in ("train", "val", "test"):
         if not np.any(split == name):
             raise FeatxUsageError(f"the {name} split of {store.path} is empty: give a store with more items per class")
+    _check_training_set(store, split, per_class, seed_list[0], quiet)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -342,11 +341,18 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
 
     entries = []
     for spec in specs:
-        runs = [_fit_seed(task, spec, params.get(spec.name, {}), seed, save=seed == seed_list[0]) for seed in seed_list]
-        entry = _head_entry(task, spec, runs, seed_list)
+        try:
+            runs = [_fit_seed(task, spec, params.get(spec.name, {}), seed, save=seed == seed_list[0])
+                    for seed in seed_list]
+            entry = _head_entry(task, spec, runs, seed_list)
+        except HeadUnfitError as exc:
+            # This head cannot work on this data; the others still run, and the row says why.
+            entry = _skipped_entry(task, spec, seed_list, str(exc))
+            print(f"featx: warning: {spec.name} skipped: {exc}", file=sys.stderr, flush=True)
         entries.append(entry)
         if out_dir is not None:
-            write_atomic(out_dir / spec.name / ENTRY_FILE, json_text(entry))
+            if not entry.get("skipped"):
+                write_atomic(out_dir / spec.name / ENTRY_FILE, json_text(entry))
             # Merge after every head, so an interrupted multi-head run keeps what finished.
             write_tables(out_dir, merge_results(out_dir, [entry]))
 
@@ -360,7 +366,31 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_atomic(out_dir / CONFIG_FILE, json_text(config))
+    if all(e.get("skipped") for e in entries):
+        raise FeatxError("no head could be fitted on this data: " + "; ".join(f"{e['head']}: {e['skipped']}" for e in entries))
     return entries
+
+
+def _check_training_set(store: FeatureStore, split: np.ndarray, per_class: int | None, seed: int, quiet: bool) -> None:
+    """One clear line for a training split with one usable class; a warning when --per-class exceeds a class."""
+    check_classes_usable(store.labels[split == "train"], store.class_names, f"the training split of {store.path}")
+    if per_class is not None:
+        rows = training_rows(store.ids, store.labels, split, per_class, seed)
+        warning = few_shot_shortfall(store.labels[rows["train"]], store.class_names, per_class)
+        if warning:
+            print(f"featx: warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _skipped_entry(task: dict, spec: HeadSpec, seed_list: list[int], reason: str) -> dict:
+    """A results row for a head that could not be fitted: no metrics, the reason instead."""
+    split = task["split"]
+    return {
+        **_base_entry(task["store"], spec.name), "per_class": task["per_class"], "seeds": seed_list,
+        "skipped": reason, "n_train": None, "n_val": int((split == "val").sum()), "n_test": int((split == "test").sum()),
+        "refit_on": "train" if task["per_class"] is not None else "train+val", "splits_digest": task["digest"],
+        "split_rule": task["rule"], "accuracy": None, "fit_seconds": None, "params": {},
+        "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _check_request(heads, params, seeds, per_class) -> tuple[list[HeadSpec], dict, list[int]]:

@@ -49,6 +49,7 @@ import yaml
 
 from ..core.errors import FeatxUsageError
 from ._controls import validate_raw_pixels
+from ._yaml import load_yaml
 
 __all__ = ["Pipeline", "load_pipeline", "parse_overrides", "SPLIT_DEFAULTS"]
 
@@ -135,13 +136,7 @@ def _line_map(node, path: KeyPath, lines: dict, filename: str) -> None:
 
 
 def _read_yaml(text: str, filename: str) -> tuple[dict, dict]:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{filename}:{mark.line + 1}" if mark else filename
-        raise FeatxUsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    node, data = load_yaml(text, filename)  # bounded: no deep nesting, cycles or alias bombs
     if node is None:
         raise FeatxUsageError(f"{filename}: the pipeline file is empty")
     if not isinstance(data, dict):
@@ -158,10 +153,7 @@ def parse_overrides(pairs) -> list[tuple[str, object]]:
         key, sep, raw = str(pair).partition("=")
         if not sep or not key.strip():
             raise FeatxUsageError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set seeds=3 or --set source.path=data/cifar10")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise FeatxUsageError(f"--set {pair!r}: the value is not valid YAML") from None
+        value = load_yaml(raw, f"--set {pair!r}")[1] if raw.strip() else None
         out.append((key.strip(), value))
     return out
 

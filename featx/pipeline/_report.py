@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 import os
@@ -188,6 +189,13 @@ def summarise(dataset: str, entries: Sequence[dict]) -> str:
 # --------------------------------------------------------------------------- plots
 
 
+def _save_png(fig, path: Path) -> None:
+    """Render to memory, then one atomic write: a full disk leaves the previous PNG, not half of one."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomic(path, buffer.getvalue())
+
+
 def _figure(width: float, height: float):
     # A bare Figure with the Agg canvas: no pyplot global state, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -283,7 +291,7 @@ def _plot_best(entry: dict, path: Path) -> Path:
     bx.set_title("per-class F1", fontsize=9)
     bx.grid(True, axis="x", alpha=0.25)
     fig.suptitle(f"best: {_label(entry)} ({_pct(entry.get('accuracy'))} accuracy)", fontsize=10)
-    fig.savefig(path)
+    _save_png(fig, path)
     return path
 
 
@@ -329,7 +337,7 @@ def _save_accuracy_plot(fig, ax, path: Path, title: str, xlabel: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7.5, loc="best")
-    fig.savefig(path)
+    _save_png(fig, path)
     return path
 
 
@@ -455,11 +463,14 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries = load_results(out) if entries is None else [dict(e) for e in entries]
+    # Heads the data could not support stay in results.json with their reason; they have no metrics to plot.
+    skipped = [e for e in entries if e.get("skipped")]
+    entries = [e for e in entries if not e.get("skipped")]
     missing_fields = [e.get("head", "?") for e in entries if "accuracy" not in e or "backbone" not in e]
     if missing_fields:
         raise FeatxError(f"results entries without accuracy/backbone ({', '.join(missing_fields[:3])}): not featx results")
     _parts.fill_store_fields(entries)
-    write_json_atomic(out / RESULTS_FILE, entries)
+    write_json_atomic(out / RESULTS_FILE, entries + skipped)
     title = title or "featx benchmark report"
     datasets: dict[str, list[dict]] = {}
     for entry in entries:
@@ -540,7 +551,8 @@ def _add_plots(doc: _Document, out: Path, name: str, group, main, best: dict, re
             "Test accuracy vs training images per class for the best head of each backbone, each fine-tune mode "
             "and training from scratch (dashed), all on the same test split.",
         ))
-    grouped = _parts.plot_groups(main, out / f"feature_sets{suffix}.png", f"{name}: accuracy per feature set", _figure)
+    grouped = _parts.plot_groups(main, out / f"feature_sets{suffix}.png", f"{name}: accuracy per feature set", _figure,
+                                 _save_png)
     if grouped is not None:
         plots.append((grouped, "Accuracy per feature set", "The best head's test accuracy (95% CI) on each feature "
                       "set (or backbone; grey: the raw-pixel control), all on the same test split."))

@@ -184,7 +184,7 @@ def gallery(entry: dict, label: str) -> tuple[str, list[str]] | None:
     return body, [f"### Worst mistakes: {label}", "", note, "", *rows, ""]
 
 
-def plot_groups(entries: Sequence[dict], path, title: str, figure):
+def plot_groups(entries: Sequence[dict], path, title: str, figure, save):
     """Bar chart: the best head's test accuracy (95% CI) per feature set / backbone, raw pixels included."""
     best: dict[str, dict] = {}
     for entry in entries:
@@ -208,7 +208,7 @@ def plot_groups(entries: Sequence[dict], path, title: str, figure):
     ax.set_xlabel("test accuracy (%) of the best head, 95% CI")
     ax.set_title(title, fontsize=10)
     ax.grid(True, axis="x", alpha=0.25)
-    fig.savefig(path)
+    save(fig, path)
     return path
 
 

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import yaml
 
-from ..core.errors import FeatxError, FeatxUsageError, StoreMismatchError
-from ..core.io import write_json_atomic
+from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError, StoreMismatchError
+from ..core.io import write_atomic, write_json_atomic
 from ..core.results import RESULTS_FILE
 from ._config import Pipeline, load_pipeline
 from ._controls import RAW_LABEL
@@ -179,6 +179,18 @@ def stage_table(out: str | os.PathLike) -> tuple[str | None, list[dict] | None]:
     return state.get("pipeline"), rows
 
 
+def _readable(path: Path) -> bool:
+    from ..core.errors import StoreInUseError
+    from ..extraction import verify_store
+
+    try:
+        return verify_store(path).ok
+    except StoreInUseError:
+        raise
+    except FeatxError:
+        return False
+
+
 class _Runner:
     def __init__(self, pipeline: Pipeline, out: Path, dry_run: bool, quiet: bool):
         self.pipeline, self.out, self.dry_run, self.quiet = pipeline, out, dry_run, quiet
@@ -251,13 +263,17 @@ class _Runner:
         if stage.key is None or record.get("key") != stage.key or record.get("status") not in _DONE:
             return False
         if stage.kind in ("extract", "raw"):
-            from ..extraction import FeatureStore
+            from ..extraction import FeatureStore, verify_store
 
             try:
                 store = FeatureStore(stage.path)
+                # Stat data first, hashes only where they changed: an edit that kept size and mtime is caught.
+                fresh = store.complete and not store.changed_items(self.source)
+                # Every chunk's checksum (one read of the store): damaged bytes mean "rebuild", not "use".
+                fresh = fresh and verify_store(stage.path).ok
             except FeatxError:
                 return False
-            return store.complete and store.store_id == record.get("store_id")
+            return fresh and store.store_id == record.get("store_id")
         return (stage.path / RESULTS_FILE).exists()
 
     def record(self, stage: Stage, **extra) -> None:
@@ -276,11 +292,16 @@ class _Runner:
         bb = stage.backbone
         kwargs = dict(batch_size=bb["batch_size"], device=self.pipeline.device, workers=bb["workers"],
                       precision=bb["precision"], dtype=bb["dtype"], quiet=self.quiet)
+        if stage.path.exists() and not _readable(stage.path):
+            # Damaged bytes (a failed checksum, a truncated file): missing, not reusable.
+            self.say(f"{stage.path} is damaged; rebuilding it")
+            kwargs["overwrite"] = True
         try:
             store = extract(self.source, self.spec(bb), stage.path, **kwargs)
-        except StoreMismatchError:
-            # The pipeline owns this file: a store of an older config is stale, not precious.
-            self.say(f"{stage.path} holds features of an older config; replacing it")
+        except (StoreMismatchError, StoreDamagedError) as exc:
+            # The pipeline owns this file: a store of an older config, or a damaged one, is not precious.
+            why = "is damaged" if isinstance(exc, StoreDamagedError) else "holds features of an older config"
+            self.say(f"{stage.path} {why}; rebuilding it")
             store = extract(self.source, self.spec(bb), stage.path, overwrite=True, **kwargs)
         return {"store_id": store.store_id}
 
@@ -416,8 +437,8 @@ def run_pipeline(
         raise FeatxError(f"another `featx run` is writing {out_dir}; wait for it or use another --out") from None
     try:
         resolved = out_dir / RESOLVED_FILE
-        resolved.write_text(f"# {pipeline.path or 'pipeline'} as run: overrides and defaults applied\n"
-                            + yaml.safe_dump(pipeline.to_dict(), sort_keys=False))
+        write_atomic(resolved, f"# {pipeline.path or 'pipeline'} as run: overrides and defaults applied\n"
+                     + yaml.safe_dump(pipeline.to_dict(), sort_keys=False))
         runner.execute(stages)
         result.entries = runner.entries(stages)
         rows = [s.row() for s in stages]
