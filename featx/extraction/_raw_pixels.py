@@ -57,8 +57,8 @@ def extract_raw_pixels(source, out: str | os.PathLike, *, size: int = RAW_PIXELS
         if path.exists() and overwrite:
             path.unlink()
         if path.exists():
-            check_existing(path, config, fingerprint)
-            store = FeatureStore(path)
+            # No per-item records in this store: it is compared by the source's fingerprint.
+            store = check_existing(path, config, src)
             if store.complete:
                 store.reused = True
                 return store
