@@ -152,6 +152,10 @@ LOGREG_ENGINES = ("auto", "sklearn", "torch")
     "(engine=sklearn|torch, auto: torch on GPU)",
     search_space={"C": LOGREG_C_GRID},
     selection="coarse_fine",
+    # Candidates stop at a 10x looser gradient tolerance; the refit at the chosen C uses
+    # ``tol``. Measured on 20,000 x 1,280 synthetic: half the search time, the chosen C one
+    # grid step (a quarter decade) away, test accuracy +0.5 points (tests allow one step).
+    search_only={"tol": 1e-3},
 )
 def make_logreg(C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4, engine: str = "auto", device: str = "auto",
                 random_state=None) -> Pipeline:
