@@ -342,10 +342,14 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             runs = [_fit_seed(task, spec, params.get(spec.name, {}), seed, save=seed == seed_list[0])
                     for seed in seed_list]
             entry = _head_entry(task, spec, runs, seed_list)
-        except HeadUnfitError as exc:
-            # This head cannot work on this data; the others still run, and the row says why.
-            entry = _skipped_entry(task, spec, seed_list, str(exc))
-            print(f"featx: warning: {spec.name} skipped: {exc}", file=sys.stderr, flush=True)
+        except FeatxUsageError:
+            raise  # the request itself is wrong (a ValueError too): no head can help
+        except (HeadUnfitError, ValueError) as exc:
+            # This head cannot work on this data (scikit-learn and XGBoost say so with ValueError,
+            # e.g. a class with validation items but no training items); the others still run.
+            reason = str(exc).splitlines()[0] if isinstance(exc, HeadUnfitError) else _fit_failure(exc)
+            entry = _skipped_entry(task, spec, seed_list, reason)
+            print(f"featx: warning: {spec.name} skipped: {reason}", file=sys.stderr, flush=True)
         entries.append(entry)
         if out_dir is not None:
             if not entry.get("skipped"):
@@ -376,6 +380,15 @@ def _check_training_set(store: FeatureStore, split: np.ndarray, per_class: int |
         warning = few_shot_shortfall(store.labels[rows["train"]], store.class_names, per_class)
         if warning:
             print(f"featx: warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _fit_failure(exc: BaseException) -> str:
+    """One line for a library's refusal to fit, without its source-location prefix."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if "Check failed:" in text:  # XGBoost: "[time] path/file.cu:34: Check failed: ..."
+        text = text[text.index("Check failed:"):]
+    return f"cannot be fitted on this data ({type(exc).__name__}: {text[:200]})"
 
 
 def _skipped_entry(task: dict, spec: HeadSpec, seed_list: list[int], reason: str) -> dict:
