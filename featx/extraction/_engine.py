@@ -17,6 +17,7 @@ from ..core.errors import FeatxError
 from ..core.interrupts import check_interrupt
 from ..core.runtime import autocast_context, tune_malloc
 from ..data import Source
+from ._features import DEFAULT_SET, FeatureRecipe, embed_batch
 from ._gpu_decode import GpuDecodeDataset, GpuDecoder, collate_payloads
 from ._loader import (
     DeviceBatches,
@@ -60,10 +61,14 @@ def device_batches(src: Source, data_config: dict, batches: list[list[int]], *, 
 
 def run_extraction(writer, src: Source, model, data_config: dict, batches: list[list[int]], *, dev: torch.device,
                    precision: str, workers: int, channels_last: bool, strict: bool, quiet: bool,
-                   decode: str = "cpu") -> dict:
-    """Run ``batches`` through ``model`` into ``writer``; the run's timings and counts."""
+                   decode: str = "cpu", recipe: FeatureRecipe | None = None) -> dict:
+    """Run ``batches`` through ``model`` into ``writer``; the run's timings and counts.
+
+    ``recipe`` adds the named sets (layers, views) of each batch, from the same forward pass.
+    """
     from tqdm.auto import tqdm
 
+    recipe = recipe or FeatureRecipe()
     tune_malloc()
     stream = device_batches(src, data_config, batches, dev=dev, precision=precision, workers=workers,
                             channels_last=channels_last, decode=decode, max_pixels=getattr(src, "max_pixels", None),
@@ -84,9 +89,11 @@ def run_extraction(writer, src: Source, model, data_config: dict, batches: list[
                     first = next(i for i, r in enumerate(bad) if r)
                     raise FeatxError(f"bad image {src.items[start + first].id}: {bad[first]} (--strict)")
                 with autocast:
-                    feats = model(images)
-                host, event = to_host(feats, len(bad))
-                background.submit(start, host, event, bad, batch_records(digests, stats))
+                    sets = embed_batch(model, images, recipe)
+                extra = {name: to_host(value, len(bad))[0] for name, value in sets.items() if name != DEFAULT_SET}
+                # Copied last, so its event also marks the extra sets' copies as done.
+                host, event = to_host(sets[DEFAULT_SET], len(bad))
+                background.submit(start, host, event, bad, batch_records(digests, stats), extra=extra or None)
                 n_skipped += sum(1 for r in bad if r)
                 bar.update(len(bad))
                 if n_skipped:

@@ -4,6 +4,7 @@ train+val, one test evaluation), safe persistence, and prediction from images.
 
 from __future__ import annotations
 
+from ._featuresets import FeatureSet, open_features, parse_feature_set
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
 from ._predict import backbone_for_head, collect_images, predict, rows_to_csv
 from ._registry import LOGREG_C_GRID, SELECTIONS, HeadSpec, create_head, get_head, list_heads, register_head
@@ -19,6 +20,9 @@ from ._train import (
 )
 
 __all__ = [
+    "FeatureSet",
+    "open_features",
+    "parse_feature_set",
     "TrainedHead",
     "save_head",
     "load_head",

@@ -45,6 +45,7 @@ from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
 from ..extraction import FeatureStore
 from ._adapt import HeadUnfitError, adapt_params, check_classes_usable, factory_defaults, few_shot_shortfall
+from ._featuresets import FeatureSet, open_features
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
 
@@ -271,20 +272,29 @@ def _base_entry(store: FeatureStore, head: str) -> dict:
         "weights": store.config["backbone"]["weights"], "store_id": store.store_id, "dim": store.dim,
         # Lets a report add the store's extraction time and size to this head's cost.
         "store_path": str(store.path),
+        # Concatenated stores: each store with its cost, and their summed extraction time.
+        **(store.entry_fields() if isinstance(store, FeatureSet) else {}),
     }
 
 
 # -- the stage -------------------------------------------------------------------
 
 
-def _open_store(store) -> FeatureStore:
-    if not isinstance(store, FeatureStore):
-        store = FeatureStore(store)
-    return store.require_complete()
+def _open_store(store, manifest: dict | None = None) -> FeatureStore | FeatureSet:
+    """The features to evaluate on: for a head trained on a feature set, the same sets of the given stores."""
+    inputs = (manifest or {}).get("inputs")
+    if inputs and not isinstance(store, FeatureSet):
+        paths = [s.strip() for s in store.split(",")] if isinstance(store, str) else store
+        paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+        if len(paths) != len(inputs):
+            raise FeatxUsageError(f"this head was trained on {len(inputs)} concatenated store(s) "
+                                  f"({', '.join(i['backbone']['model'] for i in inputs)}); give as many, in that order")
+        return FeatureSet(paths, [list(i["sets"]) for i in inputs])
+    return open_features(store)
 
 
 def train_heads(
-    store: FeatureStore | str | os.PathLike,
+    store: FeatureStore | FeatureSet | str | os.PathLike | Sequence[FeatureStore | str | os.PathLike],
     heads: Sequence[str] = ("logreg",),
     *,
     params: Mapping[str, Mapping] | None = None,
@@ -298,9 +308,13 @@ def train_heads(
     n_boot: int = 1000,
     threads: int | None = None,
     quiet: bool = True,
+    feature_set: str | Sequence[str] | None = None,
 ) -> list[dict]:
     """Train, select and evaluate ``heads`` on ``store``; return one results entry per head.
 
+    ``store`` may list several stores (or be a :class:`FeatureSet`): their features are
+    concatenated, aligned by id. ``feature_set`` picks a store's named set(s)
+    (``"layer4"``, ``"concat:pooled,layer4"``; ``featx info`` lists them).
     ``params`` maps a head name to fixed parameters (not searched). ``seeds`` is a
     count K (seeds 0..K-1) or a list. With ``out``, each head is saved under
     ``out/<head>/`` and ``results.json`` / ``results.csv`` / ``results.md``,
@@ -316,8 +330,8 @@ def train_heads(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(threads):
-        return _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction,
-                            test_fraction, n_boot, threads, quiet)
+        return _train_heads(open_features(store, feature_set), heads, params, per_class, seeds, out, splits, split_seed,
+                            val_fraction, test_fraction, n_boot, threads, quiet)
 
 
 def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction, test_fraction, n_boot,
@@ -438,6 +452,9 @@ def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) ->
             "head": spec.name, "params": selection["params"], "backbone": store.config["backbone"],
             "store_id": store.store_id, "store_path": str(store.path), "dim": store.dim,
             "class_names": list(names), "data_config": store.config["data_config"],
+            # How features were made beyond the backbone (layers, views); every input of a concatenation.
+            "features": store.config.get("features"),
+            **({"inputs": store.inputs} if isinstance(store, FeatureSet) else {}),
             "precision": store.config.get("precision"), "source": store.config.get("source"),
             "per_class": task["per_class"], "seed": seed, "splits_digest": task["digest"], "split_rule": task["rule"],
             "versions": library_versions(),
@@ -489,8 +506,9 @@ def evaluate_head(
     was saved in (when it covers this store), else the store's split recomputed with the
     rule recorded in the head's manifest.
     """
-    store = _open_store(store)
-    head = load_head(model_dir, store=store)
+    head = load_head(model_dir)
+    store = _open_store(store, head.manifest)
+    head.check_store(store)
     recorded = Path(model_dir).resolve().parent / SPLITS_FILE
     if splits is None and recorded.is_file():
         try:
