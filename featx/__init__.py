@@ -31,6 +31,7 @@ from .extraction import (
 )
 from .finetuning import finetune
 from .heads import (
+    FeatureSet,
     HeadSpec,
     TrainedHead,
     create_head,
@@ -70,6 +71,7 @@ __all__ = [
     "Source",
     "open_source",
     "FeatureStore",
+    "FeatureSet",
     "HeadSpec",
     "create_head",
     "list_heads",

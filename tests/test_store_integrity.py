@@ -241,3 +241,50 @@ def test_info_shows_progress_and_workers_die_with_a_killed_parent(tmp_path):
                 time.sleep(0.01)
     finally:
         os.close(lock)
+
+
+def _write_format1_store(path: Path, like: FeatureStore, source, done_rows: int) -> None:
+    """A store exactly as featx wrote it before per-item hashes: contiguous datasets, text
+    attributes, the fingerprint with sizes and mtimes; the first ``done_rows`` rows done."""
+    import json
+
+    with h5py.File(like.path, "r") as h5:
+        features = h5["features"][:]
+    n = like.n_items
+    with h5py.File(path, "w") as h5:
+        h5.attrs.update({"featx_format": 1, "config": json.dumps(like.config, sort_keys=True),
+                         "fingerprint": source.fingerprint(), "class_names": json.dumps(like.class_names),
+                         "versions": "{}", "complete": False, "created": "", "run": "{}", "finished": ""})
+        h5.create_dataset("features", data=np.where(np.arange(n)[:, None] < done_rows, features, 0))
+        h5.create_dataset("labels", data=like.labels)
+        h5.create_dataset("ids", data=np.asarray(like.all_ids, dtype=object), dtype=h5py.string_dtype())
+        h5.create_dataset("splits", data=np.asarray([""] * n, dtype=object), dtype=h5py.string_dtype())
+        h5.create_dataset("status", data=(np.arange(n) < done_rows).astype(np.uint8))
+        h5.create_dataset("skip_reasons", shape=(n,), dtype="S256", fillvalue=b"")
+
+
+def test_an_incomplete_format1_store_resumes_and_verifies(image_folder, tiny_spec, tmp_path):
+    fresh = _extract(image_folder, tiny_spec, tmp_path / "fresh.h5")
+    old = tmp_path / "old.h5"
+    _write_format1_store(old, fresh, featx.open_source(image_folder), done_rows=4)
+    assert not FeatureStore(old).complete and FeatureStore(old).n_pending == 4
+    resumed = _extract(image_folder, tiny_spec, old)
+    assert resumed.complete and not resumed.has_item_hashes and resumed.run_info["rows_this_run"] == 4
+    np.testing.assert_array_equal(resumed.features, fresh.features)
+    report = featx.extraction.verify_store(old)
+    assert report.ok and set(report.unchecksummed) == {"features", "labels", "status", "skip_reasons"}
+
+
+def test_a_subclass_overriding_load_is_used_and_its_files_still_hashed(image_folder, tiny_spec, tmp_path, monkeypatch):
+    calls = []
+
+    class Counting(featx.ImageFolderSource):
+        def load(self, index):
+            calls.append(index)
+            return super().load(index)
+
+    out = tmp_path / "f.h5"
+    _extract(Counting(image_folder), tiny_spec, out)
+    assert sorted(calls) == list(range(8))
+    _forbid_backbone(monkeypatch)
+    assert _extract(Counting(image_folder), tiny_spec, out).reused

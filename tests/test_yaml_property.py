@@ -33,7 +33,8 @@ TREES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4
 DOCS = st.fixed_dictionaries({}, optional={k: TREES for k in ["name", "source", "backbones", "heads", "finetune",
                                                                "per_class", "seeds", "device", "out", "bogus"]})
 _DIR = Path(tempfile.mkdtemp(prefix="featx-yaml-"))
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# database=None: no .hypothesis folder written into the checkout.
+SETTINGS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _check(text: str) -> None:

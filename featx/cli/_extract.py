@@ -45,8 +45,15 @@ class IntOrAuto(click.ParamType):
 @click.option("--strict", is_flag=True, help="Fail on the first bad image instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with another config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--layers", default=None, help="Also store these forward_intermediates layers, pooled, as feature sets (e.g. -1,-2).")
+@click.option("--views", default=None, help="hflip: average each embedding with its mirror image's (default: none).")
+@click.option("--img-size", type=click.IntRange(min=8), default=None, help="Override the model's eval input size (pixels).")
+@click.option("--crop-pct", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Override the eval centre-crop fraction (1.0: no crop).")
+@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]),
+              default=None, help="Override the eval resize interpolation.")
 def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, compile_model, decode,
-            strict, overwrite, quiet):
+            strict, overwrite, quiet, layers, views, img_size, crop_pct, interpolation):
     """Extract embeddings of every image of SOURCE into an HDF5 feature store (resumable)."""
     from ..extraction import extract as run_extract
 
@@ -54,6 +61,7 @@ def extract(source, backbone, weights, pooling, out, batch_size, device, workers
         source, backbone, out, weights=weights, pooling=pooling, batch_size=batch_size, device=device,
         workers=workers, precision=precision, dtype=dtype, strict=strict, overwrite=overwrite, quiet=quiet,
         compile=compile_model, decode=decode,
+        layers=layers, views=views, img_size=img_size, crop_pct=crop_pct, interpolation=interpolation,
     )
     info = store.info()
     splits = ", ".join(f"{k}={v}" for k, v in info["splits"].items())
@@ -102,6 +110,12 @@ def info(store_path, as_json, verify):
     click.echo(f"  backbone  {data['backbone']} ({json.dumps(data['weights'])}), pooling {data['config']['backbone']['pooling']}")
     click.echo(f"  classes   {len(data['classes'])}: {', '.join(data['classes'][:12])}{' ...' if len(data['classes']) > 12 else ''}")
     click.echo(f"  splits    {', '.join(f'{k}={v}' for k, v in data['splits'].items())}")
+    if len(data["feature_sets"]) > 1 or data["config"].get("features") or data["config"].get("preprocessing"):
+        sets = ", ".join(f"{s['name']} ({s['dim']})" for s in data["feature_sets"])
+        views = ", ".join((data["config"].get("features") or {}).get("views") or []) or "none"
+        click.echo(f"  sets      {sets}; views: {views}")
+        dc = data["config"]["data_config"]
+        click.echo(f"  input     {dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}")
     for skipped in data["skipped"][:20]:
         click.echo(f"  skipped   {skipped['id']}: {skipped['reason']}")
     if len(data["skipped"]) > 20:

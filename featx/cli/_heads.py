@@ -59,7 +59,10 @@ def _print_entries(entries: list[dict]) -> None:
 
 
 @click.command()
-@click.option("--features", "features", required=True, type=click.Path(dir_okay=False), help="Feature store (.h5) from `featx extract`.")
+@click.option("--features", "features", required=True, type=click.Path(dir_okay=False),
+              help="Feature store (.h5) from `featx extract`, or a.h5,b.h5,... to concatenate stores aligned by id.")
+@click.option("--feature-set", "feature_set", default=None,
+              help="Which set of each store: pooled (default), a layer set (featx info lists them) or concat:NAME,NAME.")
 @click.option("--heads", "heads_", default="logreg", show_default=True, help="Comma-separated heads (see `featx heads`).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results directory.")
 @click.option("--per-class", type=click.IntRange(min=1), default=None, help="Few-shot: N training items per class.")
@@ -73,8 +76,8 @@ def _print_entries(entries: list[dict]) -> None:
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="BLAS/OpenMP threads per fit; 0: the libraries' default (1 is fastest on a machine busy with other work).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
-def train(features, heads_, out, per_class, seeds, splits, split_seed, val_fraction, test_fraction, param, bootstrap,
-          threads, quiet):
+def train(features, feature_set, heads_, out, per_class, seeds, splits, split_seed, val_fraction, test_fraction, param,
+          bootstrap, threads, quiet):
     """Train, select (on val) and evaluate (on test) classical heads on a feature store."""
     from ..heads import train_heads
 
@@ -82,7 +85,7 @@ def train(features, heads_, out, per_class, seeds, splits, split_seed, val_fract
     entries = train_heads(
         features, heads=names, params=_parse_params(param, names), per_class=per_class, seeds=seeds, out=out,
         splits=splits, split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
-        n_boot=bootstrap, threads=threads or None, quiet=quiet,
+        n_boot=bootstrap, threads=threads or None, quiet=quiet, feature_set=feature_set,
     )
     _print_entries(entries)
     click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); heads saved under {out}/<head>/")
@@ -90,7 +93,8 @@ def train(features, heads_, out, per_class, seeds, splits, split_seed, val_fract
 
 @click.command()
 @click.option("--model", "model", required=True, type=click.Path(file_okay=False), help="A saved head: DIR/<head> from `featx train`.")
-@click.option("--features", "features", required=True, type=click.Path(dir_okay=False), help="Feature store (.h5) to evaluate on.")
+@click.option("--features", "features", required=True, type=click.Path(dir_okay=False),
+              help="Feature store (.h5) to evaluate on; a.h5,b.h5,... for a head trained on concatenated stores.")
 @click.option("--splits", "splits", type=click.Path(dir_okay=False, exists=True), default=None, help="splits.json giving the test split.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full entry as JSON.")
 def evaluate(model, features, splits, as_json):
@@ -113,7 +117,8 @@ def evaluate(model, features, splits, as_json):
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write predictions here (default: stdout).")
 @click.option("--json", "as_json", is_flag=True, help="JSON rows instead of CSV.")
-@click.option("--weights", default=None, help="Backbone checkpoint file, for heads trained on --weights FILE features.")
+@click.option("--weights", default=None,
+              help="Backbone checkpoint file, for heads trained on --weights FILE features (a,b,... for several backbones).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def predict(model, images, out, as_json, weights, batch_size, device):

@@ -194,6 +194,8 @@ def _remove_leftovers(path: Path) -> None:
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return False  # our own leftover from an earlier, failed save in this process
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate it on Windows: keep the leftover
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

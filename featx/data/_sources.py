@@ -133,12 +133,17 @@ class _FileSource(Source):
         return list(self._files)
 
     def load(self, index: int) -> Image.Image:
-        image, reason, _ = self.load_item(index)
+        image, reason, _ = self._read_item(index)
         if image is None:
             raise BadImageError(reason)
         return image
 
     def load_item(self, index: int) -> tuple[Image.Image | None, str, ItemRecord | None]:
+        if type(self).load is not _FileSource.load:
+            return self._load_item_via_override(index)
+        return self._read_item(index)
+
+    def _read_item(self, index: int) -> tuple[Image.Image | None, str, ItemRecord | None]:
         # The bytes are read once: hashed for the store's staleness check, then decoded.
         if index in self._unusable:
             return None, self._unusable[index], None
@@ -155,6 +160,15 @@ class _FileSource(Source):
             return load_image(data, max_pixels=self.max_pixels), "", record
         except BadImageError as exc:
             return None, str(exc), record
+
+    def _load_item_via_override(self, index: int) -> tuple[Image.Image | None, str, ItemRecord | None]:
+        # A subclass that decodes in its own ``load``: keep it, and hash the file separately.
+        image, reason, _ = Source.load_item(self, index)
+        try:
+            record = read_item_file(self.path_of(index))[1]
+        except OSError:
+            record = None
+        return image, reason, record
 
     def structure_fingerprint(self) -> str:
         digest = hashlib.sha256(b"structure\n")
@@ -347,7 +361,7 @@ class ArraySource(Source):
         elif labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
             raise FeatxUsageError(f"labels must lie in [0, {len(class_names)}) to index class_names")
         self.class_names = list(class_names)
-        ids = [f"{i:06d}" for i in range(n)] if ids is None else [str(i) for i in ids]
+        ids = [f"{i:06d}" for i in range(n)] if ids is None else [safe_id(str(i)) for i in ids]
         if len(set(ids)) != n:
             raise FeatxUsageError("ids must be unique, one per image")
         splits = [""] * n if splits is None else [_SPLIT_ALIASES.get(str(s).lower(), "") for s in splits]

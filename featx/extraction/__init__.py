@@ -26,6 +26,19 @@ from ._extractor import (
     jsonable_data_config,
     make_eval_transform,
 )
+from ._features import (
+    DEFAULT_SET,
+    INTERPOLATIONS,
+    VIEWS,
+    FeatureRecipe,
+    data_config_with,
+    embed_batch,
+    feature_options,
+    feature_set_layout,
+    parse_layers,
+    parse_views,
+    preprocessing_overrides,
+)
 from ._gpu_decode import DECODES, check_gpu_decode
 from ._loader import (
     DeviceBatches,
@@ -92,6 +105,17 @@ __all__ = [
     "format_table",
     "check_cores",
     "subset_source",
+    "DEFAULT_SET",
+    "INTERPOLATIONS",
+    "VIEWS",
+    "FeatureRecipe",
+    "data_config_with",
+    "embed_batch",
+    "feature_options",
+    "feature_set_layout",
+    "parse_layers",
+    "parse_views",
+    "preprocessing_overrides",
     "verify_store",
     "VerifyReport",
     "read_progress",

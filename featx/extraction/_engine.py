@@ -14,8 +14,10 @@ import time
 import torch
 
 from ..core.errors import FeatxError
+from ..core.interrupts import check_interrupt
 from ..core.runtime import autocast_context, tune_malloc
 from ..data import Source
+from ._features import DEFAULT_SET, FeatureRecipe, embed_batch
 from ._gpu_decode import GpuDecodeDataset, GpuDecoder, collate_payloads
 from ._loader import (
     DeviceBatches,
@@ -59,10 +61,14 @@ def device_batches(src: Source, data_config: dict, batches: list[list[int]], *, 
 
 def run_extraction(writer, src: Source, model, data_config: dict, batches: list[list[int]], *, dev: torch.device,
                    precision: str, workers: int, channels_last: bool, strict: bool, quiet: bool,
-                   decode: str = "cpu") -> dict:
-    """Run ``batches`` through ``model`` into ``writer``; the run's timings and counts."""
+                   decode: str = "cpu", recipe: FeatureRecipe | None = None) -> dict:
+    """Run ``batches`` through ``model`` into ``writer``; the run's timings and counts.
+
+    ``recipe`` adds the named sets (layers, views) of each batch, from the same forward pass.
+    """
     from tqdm.auto import tqdm
 
+    recipe = recipe or FeatureRecipe()
     tune_malloc()
     stream = device_batches(src, data_config, batches, dev=dev, precision=precision, workers=workers,
                             channels_last=channels_last, decode=decode, max_pixels=getattr(src, "max_pixels", None),
@@ -76,15 +82,18 @@ def run_extraction(writer, src: Source, model, data_config: dict, batches: list[
     try:
         with torch.inference_mode():
             for indices, images, reasons, digests, stats in stream:
+                check_interrupt()  # a Ctrl-C swallowed while the workers started still stops the run
                 start = int(indices[0])
                 bad = [r or None for r in reasons]
                 if strict and any(bad):
                     first = next(i for i, r in enumerate(bad) if r)
                     raise FeatxError(f"bad image {src.items[start + first].id}: {bad[first]} (--strict)")
                 with autocast:
-                    feats = model(images)
-                host, event = to_host(feats, len(bad))
-                background.submit(start, host, event, bad, batch_records(digests, stats))
+                    sets = embed_batch(model, images, recipe)
+                extra = {name: to_host(value, len(bad))[0] for name, value in sets.items() if name != DEFAULT_SET}
+                # Copied last, so its event also marks the extra sets' copies as done.
+                host, event = to_host(sets[DEFAULT_SET], len(bad))
+                background.submit(start, host, event, bad, batch_records(digests, stats), extra=extra or None)
                 n_skipped += sum(1 for r in bad if r)
                 bar.update(len(bad))
                 if n_skipped:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,13 @@ from ..core.runtime import resolve_device, resolve_precision
 from ..data import ItemRecord, Source, open_source
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
 from ._engine import prepare_model, run_extraction
+from ._features import (
+    FeatureRecipe,
+    data_config_with,
+    feature_options,
+    feature_set_layout,
+    preprocessing_overrides,
+)
 from ._gpu_decode import check_gpu_decode
 from ._progress import ProgressFile
 from ._sizing import resolve_batch_size, resolve_workers
@@ -72,11 +80,14 @@ def _block_batches(pending: np.ndarray, batch_size: int, n: int) -> list[list[in
     return [list(range(int(b) * batch_size, min((int(b) + 1) * batch_size, n))) for b in blocks]
 
 
-def default_store_path(source: Source, spec: BackboneSpec, root: str | os.PathLike = "features") -> Path:
+def default_store_path(source: Source, spec: BackboneSpec, root: str | os.PathLike = "features",
+                       extra: dict | None = None) -> Path:
     import hashlib
     import json
 
-    key = hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:8]
+    # ``extra`` (layers, views, preprocessing) joins the hash only when used: default names stay as they were.
+    key = hashlib.sha256(json.dumps({**spec.identity(), **extra} if extra else spec.identity(), sort_keys=True,
+                                    default=list).encode()).hexdigest()[:8]
     return Path(root) / f"{source.name}__{spec.model}__{key}.h5"
 
 
@@ -85,6 +96,16 @@ def embedding_dim(model: torch.nn.Module, input_size, device) -> int:
     with torch.inference_mode():
         out = model(torch.zeros((1, *input_size), device=device))
     return int(out.reshape(1, -1).shape[1])
+
+
+def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> int:
+    """Check the run options; the number of loader workers (``"auto"`` resolved)."""
+    if batch_size != "auto":
+        resolve_batch_size(batch_size)
+    workers = resolve_workers(workers)
+    if dtype not in FEATURE_DTYPES:
+        raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
+    return workers
 
 
 def extract(
@@ -106,6 +127,11 @@ def extract(
     max_pixels: int | None = None,
     compile: bool = False,
     decode: str = "cpu",
+    layers: str | Sequence[int] | None = None,
+    views: str | Sequence[str] | None = None,
+    img_size: int | None = None,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
@@ -114,34 +140,29 @@ def extract(
     the first one instead). Batch size 8 was the fastest on a 2-core CPU; on a GPU use
     ``"auto"`` (the largest power of two <= 1024 that fits); ``workers="auto"``: the
     usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
+
+    ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
+    (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
+    ``crop_pct`` / ``interpolation`` override the eval preprocessing. Each is in the store
+    config (so its id and cache key) only when used.
     """
-    if batch_size != "auto":
-        resolve_batch_size(batch_size)
-    workers = resolve_workers(workers)
-    if dtype not in FEATURE_DTYPES:
-        raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
+    workers = _check_arguments(batch_size, workers, dtype)
     src = open_source(source, max_pixels=max_pixels)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    recipe = FeatureRecipe.create(layers, views, spec.pooling)
+    overrides = preprocessing_overrides(img_size, crop_pct, interpolation)
+    options = feature_options(recipe, overrides)
+    prec = resolve_precision(precision, dev := resolve_device(device))
     check_gpu_decode(decode, dev)
-    path = Path(out) if out is not None else default_store_path(src, spec)
+    path = Path(out) if out is not None else default_store_path(src, spec, extra=options)
 
     model, data_config = create_backbone(spec)
-    config = {
-        "source": {"kind": src.kind, "name": src.name},
-        "backbone": spec.identity(),
-        "data_config": jsonable_data_config(data_config),
-        "precision": prec,
-        "dtype": dtype,
-    }
-    if decode == "gpu":
-        # GPU resizing is not bit-identical to Pillow's: its features are another store.
-        # (Absent for CPU decode, so stores made before this option still match.)
-        config["decode"] = "gpu"
+    data_config = data_config_with(model, data_config, overrides)
+    config = _store_config(src, spec, data_config, prec, dtype, options, decode)
     with writer_lock(path):
         target = path.with_name(path.name + ".new") if overwrite and path.exists() else path
-        writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet)
+        writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet,
+                              recipe=recipe)
         if isinstance(writer, FeatureStore):
             if target == path:
                 return writer
@@ -153,7 +174,7 @@ def extract(
         try:
             try:
                 run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
-                                quiet, compile, decode)
+                                quiet, compile, decode, recipe)
                 writer.finish(run_info)
             finally:
                 _close_quietly(writer)
@@ -169,6 +190,18 @@ def extract(
     return FeatureStore(path)
 
 
+def _store_config(src: Source, spec: BackboneSpec, data_config: dict, prec: str, dtype: str, options: dict,
+                  decode: str) -> dict:
+    """What the features are, and so the store's identity: a store with another config is refused."""
+    config = {"source": {"kind": src.kind, "name": src.name}, "backbone": spec.identity(),
+              "data_config": jsonable_data_config(data_config), "precision": prec, "dtype": dtype, **options}
+    if decode == "gpu":
+        # GPU resizing is not bit-identical to Pillow's: its features are another store.
+        # (Absent for CPU decode, so stores made before this option still match.)
+        config["decode"] = "gpu"
+    return config
+
+
 def _replace(new: Path, path: Path) -> None:
     os.replace(new, path)
     fsync_dir(path.parent)
@@ -182,7 +215,8 @@ def _close_quietly(writer: StoreWriter) -> None:
         writer.close()
 
 
-def _open_writer(target: Path, src, config, model, data_config, dev, dtype, *, rebuild: bool, quiet: bool):
+def _open_writer(target: Path, src, config, model, data_config, dev, dtype, *, rebuild: bool, quiet: bool,
+                 recipe: FeatureRecipe | None = None):
     """A writer for ``target`` (created, resumed or refreshed), or the complete store to reuse.
 
     ``rebuild``: ``target`` is the ``.new`` file of an --overwrite; one left by an
@@ -198,11 +232,12 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, *, r
         else:
             return _reuse_or_resume(target, store, src, quiet)
     model.to(dev)
-    dim = embedding_dim(model, data_config["input_size"], dev)
+    # Every set's width from one pass on a blank image (just the pooled one without --layers).
+    layout = feature_set_layout(model, data_config["input_size"], dev, recipe or FeatureRecipe())
     return StoreWriter.create(
         target, config=config, fingerprint=src.structure_fingerprint(), ids=src.ids, labels=src.labels,
-        splits=[item.split for item in src.items], class_names=src.class_names, dim=dim, dtype=dtype,
-        item_records=src.item_paths() is not None,
+        splits=[item.split for item in src.items], class_names=src.class_names, dim=layout[0]["dim"], dtype=dtype,
+        item_records=src.item_paths() is not None, extra_sets=layout[1:],
     )
 
 
@@ -228,7 +263,7 @@ def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool):
 
 
 def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet, compile,
-         decode) -> dict:
+         decode, recipe: FeatureRecipe | None = None) -> dict:
     if channels_last is None:
         channels_last = dev.type == "cuda"
     model = prepare_model(model, dev, bool(channels_last), compile=False)
@@ -242,7 +277,8 @@ def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channe
         model = torch.compile(model)
     batches = _block_batches(writer.pending_rows(), batch_size, len(src))
     info = run_extraction(writer, src, model, data_config, batches, dev=dev, precision=prec, workers=workers,
-                          channels_last=bool(channels_last), strict=strict, quiet=quiet, decode=decode)
+                          channels_last=bool(channels_last), strict=strict, quiet=quiet, decode=decode,
+                          recipe=recipe)
     # compile, decode and sizing are how the run went, not what the features are: kept
     # here, out of the config (the cache key); see README "Performance".
     return {"device": str(dev), "batch_size": batch_size, "batch_size_auto": auto, "workers": workers,

@@ -51,7 +51,8 @@ def writer_lock(path: Path) -> Iterator[None]:
         yield from _filelock(path)
         return
     lock = lock_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with disk_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd = _acquire(lock, fcntl)
     try:
         yield

@@ -36,6 +36,11 @@ class ProgressFile:
         self.started = time.time()
         self.first_done: int | None = None
         self._last = 0.0
+        # A writer killed inside write_atomic leaves its hidden temp file; we hold the
+        # store's lock, so no other process is writing one now.
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
     def __call__(self, done: int, total: int, force: bool = False) -> None:
         now = time.time()

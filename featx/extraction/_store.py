@@ -10,9 +10,11 @@ Layout (format 1), documented in the README::
     /skip_reasons  (N,)   S256 (utf-8)         why an item was skipped; empty otherwise
     /item_hash     (N,)   S64                  BLAKE2b-256 of each file item's bytes (file sources)
     /item_stat     (N, 3) int64                size, mtime_ns, ctime_ns of each file item when read
+    /feature_sets/<name>  (N, D_k)             optional extra sets (``--layers``), same rows and dtype
     attrs: featx_format, config (JSON), fingerprint, class_names (JSON), versions (JSON),
            complete (bool), created, finished, run (JSON: device, batch size, timings),
-           content_digest (one hash over /item_hash, set at finish)
+           content_digest (one hash over /item_hash, set at finish),
+           feature_sets (JSON list of {name, dim, layer, ...}; absent when there are none)
 
 Crash safety: every dataset is allocated when the file is created (chunked datasets
 with early allocation), so an interrupted run can only leave pending rows half
@@ -185,6 +187,7 @@ class FeatureStore:
         self.content_digest: str | None = _attr_text(h5, "content_digest")
         self._complete_attr = bool(h5.attrs.get("complete", False))
         self._status = h5["status"][:]
+        self._extra_sets: list[dict] = json.loads(h5.attrs.get("feature_sets", "[]"))
         self.n_items, self.dim = (int(s) for s in h5["features"].shape)
         self.feature_dtype = str(h5["features"].dtype)
         self._all_ids = h5["ids"].asstr()[:]
@@ -257,6 +260,29 @@ class FeatureStore:
         return self._features
 
     @property
+    def feature_sets(self) -> list[dict]:
+        """Every stored set: ``pooled`` (``/features``) first, then the extra ones (``--layers``)."""
+        return [{"name": "pooled", "dim": self.dim, "layer": None}, *(dict(s) for s in self._extra_sets)]
+
+    def feature_set(self, name: str) -> np.ndarray:
+        """The done rows of one named set (``pooled`` is :attr:`features`)."""
+        if name == "pooled":
+            return self.features
+        if name not in {s["name"] for s in self._extra_sets}:
+            known = ", ".join(s["name"] for s in self.feature_sets)
+            raise FeatxUsageError(f"feature store {self.path} has no feature set {name!r}; it has: {known}")
+        with _open_h5(self.path, "r") as h5:
+            try:
+                return h5["feature_sets"][name][:][self._done].astype(np.float32, copy=False)
+            except OSError as exc:
+                raise damaged_error(self.path, f"/feature_sets/{name}: {_first_line(exc)}") from None
+
+    @property
+    def done_mask(self) -> np.ndarray:
+        """Which of all items (``all_ids`` order) are usable rows."""
+        return self._done.copy()
+
+    @property
     def labels(self) -> np.ndarray:
         return self._all_labels[self._done].astype(np.int64)
 
@@ -286,6 +312,16 @@ class FeatureStore:
     def all_ids(self) -> np.ndarray:
         """Ids of every item of the source, skipped ones included."""
         return self._all_ids
+
+    @property
+    def all_labels(self) -> np.ndarray:
+        """Labels of every item of the source, skipped ones included (``all_ids`` order)."""
+        return self._all_labels
+
+    @property
+    def all_splits(self) -> np.ndarray:
+        """The source's own split of every item ("" when it has none), skipped ones included."""
+        return self._all_splits
 
     @property
     def has_splits(self) -> bool:
@@ -321,9 +357,12 @@ class FeatureStore:
             "size_bytes": self.path.stat().st_size,
             "config": self.config,
             "fingerprint": self.fingerprint,
+            "item_hashes": self.has_item_hashes,
+            "content_digest": self.content_digest,
             "versions": self.versions,
             "run": self.run_info,
             "skipped": self.skipped,
+            "feature_sets": self.feature_sets,
         }
 
     def __repr__(self) -> str:
@@ -352,10 +391,11 @@ class StoreWriter:
 
     @classmethod
     def create(cls, path: Path, *, config: dict, fingerprint: str, ids, labels, splits, class_names, dim: int,
-               dtype: str, item_records: bool = False) -> StoreWriter:
+               dtype: str, item_records: bool = False, extra_sets: list[dict] | None = None) -> StoreWriter:
         """Write the skeleton (every dataset allocated) under ``<path>.creating``, then rename it into place.
 
         ``item_records``: add ``/item_hash`` and ``/item_stat`` for a file source's per-item checks.
+        ``extra_sets``: ``{name, dim, ...}`` of each ``/feature_sets/<name>`` to allocate beside ``/features``.
         """
         from ..core.io import disk_errors, fsync_dir
 
@@ -366,6 +406,10 @@ class StoreWriter:
             with h5py.File(tmp, "w") as h5:
                 _write_attrs(h5, config, fingerprint, class_names)
                 _write_datasets(h5, ids, labels, splits, dim, dtype, item_records)
+                if extra_sets:
+                    h5.attrs["feature_sets"] = json.dumps(extra_sets)
+                    for extra in extra_sets:
+                        _checked_dataset(h5, f"feature_sets/{extra['name']}", (len(ids), extra["dim"]), dtype, fillvalue=0)
             os.replace(tmp, path)
         fsync_dir(path.parent)
         return cls(path, _open_h5(path, "r+"))
@@ -377,16 +421,20 @@ class StoreWriter:
     def pending_rows(self) -> np.ndarray:
         return np.flatnonzero(self.status == STATUS_PENDING)
 
-    def write_batch(self, start: int, features: np.ndarray, reasons: list[str | None], records=None) -> None:
+    def write_batch(self, start: int, features: np.ndarray, reasons: list[str | None], records=None,
+                    extra: dict[str, np.ndarray] | None = None) -> None:
         """Write rows ``start:start+len(reasons)``: features (and item records), flush, then status, flush.
 
         ``records``: one :class:`featx.data.ItemRecord` (or None) per row, for stores with item records.
+        ``extra``: rows of the ``/feature_sets`` (written, like features, before the status).
         """
         from ..core.io import disk_errors
 
         stop = start + len(reasons)
         with disk_errors(self.path):
             self.h5["features"][start:stop] = features
+            for name, values in (extra or {}).items():
+                self.h5["feature_sets"][name][start:stop] = values
             if records is not None and self.has_records:
                 self._write_records(start, records)
             self.h5.flush()

@@ -47,10 +47,12 @@ class BackgroundWriter:
         self.thread = threading.Thread(target=self._loop, name="featx-store-writer", daemon=True)
         self.thread.start()
 
-    def submit(self, start: int, feats: torch.Tensor, event, reasons: list[str | None], records=None) -> None:
-        """Queue one batch; ``records`` (item records, one per row) go to ``write_batch`` with the rows."""
+    def submit(self, start: int, feats: torch.Tensor, event, reasons: list[str | None], records=None,
+               extra: dict[str, torch.Tensor] | None = None) -> None:
+        """Queue one batch; ``records`` (item records, one per row) and ``extra`` (the named
+        feature sets' rows) go to ``write_batch`` with the rows."""
         self._raise()
-        self.queue.put((start, feats, event, reasons, records))
+        self.queue.put((start, feats, event, reasons, records, extra))
         self._raise()
 
     def close(self) -> None:
@@ -78,13 +80,18 @@ class BackgroundWriter:
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                 self.error, failed = exc, True
 
-    def _write(self, start: int, feats: torch.Tensor, event, reasons: list[str | None], records) -> None:
+    def _write(self, start: int, feats: torch.Tensor, event, reasons: list[str | None], records, extra) -> None:
         if event is not None:
             event.synchronize()
-        rows = feats.numpy().astype(np.float32, copy=True)
         bad = [i for i, r in enumerate(reasons) if r]
-        rows[bad] = 0.0
-        if records is None:
-            self.writer.write_batch(start, rows, reasons)
+
+        def rows_of(tensor: torch.Tensor) -> np.ndarray:
+            rows = tensor.numpy().astype(np.float32, copy=True)
+            rows[bad] = 0.0
+            return rows
+
+        sets = {name: rows_of(value) for name, value in extra.items()} if extra else None
+        if records is None and sets is None:
+            self.writer.write_batch(start, rows_of(feats), reasons)
         else:
-            self.writer.write_batch(start, rows, reasons, records)
+            self.writer.write_batch(start, rows_of(feats), reasons, records, extra=sets)

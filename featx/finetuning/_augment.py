@@ -61,18 +61,17 @@ class DeviceAugment:
         w = torch.round(torch.sqrt(area * ratio))
         h = torch.round(torch.sqrt(area / ratio))
         fits = (w > 0) & (h > 0) & (w <= width) & (h <= height)
-        first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), -1))
-        boxes = torch.empty((n, 4), dtype=torch.float64)
-        for k in range(n):
-            t = int(first[k])
-            if t < 0:
-                bw, bh = _fallback(width, height)
-                x, y = (width - bw) // 2, (height - bh) // 2
-            else:
-                bw, bh = int(w[k, t]), int(h[k, t])
-                x = int(u[k, t, 2] * (width - bw + 1))
-                y = int(u[k, t, 3] * (height - bh + 1))
-            boxes[k] = torch.tensor([x, y, x + bw, y + bh], dtype=torch.float64)
+        # The first try that fits, per image (vectorised: no Python loop over the batch).
+        found = fits.any(1)
+        pick = fits.float().argmax(1).view(n, 1)
+        bw, bh = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)
+        x = torch.floor(u[..., 2].gather(1, pick).squeeze(1) * (width - bw + 1))
+        y = torch.floor(u[..., 3].gather(1, pick).squeeze(1) * (height - bh + 1))
+        fw, fh = _fallback(width, height)
+        bw, bh = torch.where(found, bw, float(fw)), torch.where(found, bh, float(fh))
+        x = torch.where(found, x, float((width - fw) // 2))
+        y = torch.where(found, y, float((height - fh) // 2))
+        boxes = torch.stack([x, y, x + bw, y + bh], 1)
         flips = torch.rand((n,), generator=self.generator) < self.hflip
         return boxes.float(), flips
 

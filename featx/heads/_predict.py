@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core.errors import BadImageError, FeatxUsageError
 from ..data import load_image_file, safe_id
+from ._embed import embed_images, make_embedders, spec_for_identity
 from ._persist import TrainedHead, load_head
 
 __all__ = ["predict", "collect_images", "rows_to_csv", "backbone_for_head"]
@@ -48,33 +49,9 @@ def _collect(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
 
 def backbone_for_head(head: TrainedHead, weights: str | os.PathLike | None = None):
     """Resolve the backbone the head was trained on; ``weights`` is needed for file checkpoints."""
-    from ..extraction import resolve_backbone
-
-    identity = head.backbone
-    recorded = identity.get("weights", {})
-    kind = recorded.get("kind")
-    name = identity["model"]
-    if weights is None:
-        if kind == "offline":
-            name = recorded.get("name", name)
-        elif kind == "hub":
-            weights = "hub"
-            if recorded.get("tag") not in (None, "default"):
-                name = f"{name}.{recorded['tag']}"
-        elif kind == "random":
-            weights = "random"
-        elif kind == "file":
-            raise FeatxUsageError(
-                f"head {head.path} was trained on {name} features from a checkpoint file "
-                f"(sha256 {recorded.get('sha256', '?')[:12]}...): pass that file with --weights"
-            )
-    spec = resolve_backbone(name, weights=weights, pooling=identity.get("pooling", "avg"))
+    spec = spec_for_identity(head.backbone, head, weights)
     head.check_features(spec.identity(), head.dim, where=f"the backbone {spec.display_name}")
     return spec
-
-
-def _data_config(manifest: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in manifest["data_config"].items()}
 
 
 def predict(
@@ -92,29 +69,21 @@ def predict(
     ``confidence``, ``probabilities`` ({class: p}) and ``error`` (``None``, or why
     the file was skipped, with ``predicted`` ``None``).
     """
-    import torch
-
     from ..core.runtime import autocast_context, resolve_device, resolve_precision
-    from ..extraction import DeviceNormalizer, create_backbone, input_dtype, make_uint8_transform
 
     if batch_size < 1:
         raise FeatxUsageError("batch size must be at least 1")
     head = load_head(model_dir)
     files = _collect(images)
-    spec = backbone_for_head(head, weights)
-    model, _ = create_backbone(spec)
     dev = resolve_device(device)
-    model.to(dev)
-    data_config = _data_config(head.manifest)
-    # uint8 crops on the host, normalisation batched on the device (the extractor's split).
-    transform = make_uint8_transform(data_config)
     precision = resolve_precision("auto", dev)
-    normalize = DeviceNormalizer(data_config["mean"], data_config["std"], dev, input_dtype(dev, precision))
+    # One per backbone the features came from (several for concatenated stores).
+    embedders = make_embedders(head, weights, dev, precision)
     autocast = autocast_context(dev, precision)
     classes = head.proba_names  # predict_proba's columns, in order
     rows: list[dict] = []
     for start in range(0, len(files), batch_size):
-        batch, tensors = [], []
+        batch, decoded = [], []
         for path, reason in files[start:start + batch_size]:
             # A name that is not UTF-8 is written escaped (\xNN), so CSV and JSON always encode.
             row = {"id": safe_id(str(path)), "predicted": None, "confidence": None, "probabilities": None,
@@ -122,17 +91,14 @@ def predict(
             if not reason:
                 try:
                     # The one file filter `featx extract` uses: extension allowlist, then the bytes.
-                    tensors.append(transform(load_image_file(path, max_pixels=max_pixels)))
+                    decoded.append(load_image_file(path, max_pixels=max_pixels))
                     batch.append(row)
                 except BadImageError as exc:
                     row["error"] = str(exc)
             rows.append(row)
-        if not tensors:
+        if not decoded:
             continue
-        with torch.inference_mode(), autocast:
-            images = normalize(torch.stack(tensors).to(dev))
-            features = model(images).float().reshape(len(tensors), -1).cpu().numpy()
-        proba = head.predict_proba(features)
+        proba = head.predict_proba(embed_images(embedders, decoded, dev, autocast))
         for row, p in zip(batch, proba):
             best = int(np.argmax(p))
             row.update(predicted=classes[best], confidence=float(p[best]),

@@ -45,6 +45,7 @@ from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
 from ..extraction import FeatureStore
 from ._adapt import HeadUnfitError, adapt_params, check_classes_usable, factory_defaults, few_shot_shortfall
+from ._featuresets import FeatureSet, open_features
 from ._mistakes import worst_mistakes
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
@@ -274,20 +275,29 @@ def _base_entry(store: FeatureStore, head: str) -> dict:
         "weights": store.config["backbone"]["weights"], "store_id": store.store_id, "dim": store.dim,
         # Lets a report add the store's extraction time and size to this head's cost.
         "store_path": str(store.path),
+        # Concatenated stores: each store with its cost, and their summed extraction time.
+        **(store.entry_fields() if isinstance(store, FeatureSet) else {}),
     }
 
 
 # -- the stage -------------------------------------------------------------------
 
 
-def _open_store(store) -> FeatureStore:
-    if not isinstance(store, FeatureStore):
-        store = FeatureStore(store)
-    return store.require_complete()
+def _open_store(store, manifest: dict | None = None) -> FeatureStore | FeatureSet:
+    """The features to evaluate on: for a head trained on a feature set, the same sets of the given stores."""
+    inputs = (manifest or {}).get("inputs")
+    if inputs and not isinstance(store, FeatureSet):
+        paths = [s.strip() for s in store.split(",")] if isinstance(store, str) else store
+        paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+        if len(paths) != len(inputs):
+            raise FeatxUsageError(f"this head was trained on {len(inputs)} concatenated store(s) "
+                                  f"({', '.join(i['backbone']['model'] for i in inputs)}); give as many, in that order")
+        return FeatureSet(paths, [list(i["sets"]) for i in inputs])
+    return open_features(store)
 
 
 def train_heads(
-    store: FeatureStore | str | os.PathLike,
+    store: FeatureStore | FeatureSet | str | os.PathLike | Sequence[FeatureStore | str | os.PathLike],
     heads: Sequence[str] = ("logreg",),
     *,
     params: Mapping[str, Mapping] | None = None,
@@ -301,9 +311,13 @@ def train_heads(
     n_boot: int = 1000,
     threads: int | None = None,
     quiet: bool = True,
+    feature_set: str | Sequence[str] | None = None,
 ) -> list[dict]:
     """Train, select and evaluate ``heads`` on ``store``; return one results entry per head.
 
+    ``store`` may list several stores (or be a :class:`FeatureSet`): their features are
+    concatenated, aligned by id. ``feature_set`` picks a store's named set(s)
+    (``"layer4"``, ``"concat:pooled,layer4"``; ``featx info`` lists them).
     ``params`` maps a head name to fixed parameters (not searched). ``seeds`` is a
     count K (seeds 0..K-1) or a list. With ``out``, each head is saved under
     ``out/<head>/`` and ``results.json`` / ``results.csv`` / ``results.md``,
@@ -319,8 +333,8 @@ def train_heads(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(threads):
-        return _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction,
-                            test_fraction, n_boot, threads, quiet)
+        return _train_heads(open_features(store, feature_set), heads, params, per_class, seeds, out, splits, split_seed,
+                            val_fraction, test_fraction, n_boot, threads, quiet)
 
 
 def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction, test_fraction, n_boot,
@@ -345,10 +359,14 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             runs = [_fit_seed(task, spec, params.get(spec.name, {}), seed, save=seed == seed_list[0])
                     for seed in seed_list]
             entry = _head_entry(task, spec, runs, seed_list)
-        except HeadUnfitError as exc:
-            # This head cannot work on this data; the others still run, and the row says why.
-            entry = _skipped_entry(task, spec, seed_list, str(exc))
-            print(f"featx: warning: {spec.name} skipped: {exc}", file=sys.stderr, flush=True)
+        except FeatxUsageError:
+            raise  # the request itself is wrong (a ValueError too): no head can help
+        except (HeadUnfitError, ValueError) as exc:
+            # This head cannot work on this data (scikit-learn and XGBoost say so with ValueError,
+            # e.g. a class with validation items but no training items); the others still run.
+            reason = str(exc).splitlines()[0] if isinstance(exc, HeadUnfitError) else _fit_failure(exc)
+            entry = _skipped_entry(task, spec, seed_list, reason)
+            print(f"featx: warning: {spec.name} skipped: {reason}", file=sys.stderr, flush=True)
         entries.append(entry)
         if out_dir is not None:
             if not entry.get("skipped"):
@@ -379,6 +397,15 @@ def _check_training_set(store: FeatureStore, split: np.ndarray, per_class: int |
         warning = few_shot_shortfall(store.labels[rows["train"]], store.class_names, per_class)
         if warning:
             print(f"featx: warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _fit_failure(exc: BaseException) -> str:
+    """One line for a library's refusal to fit, without its source-location prefix."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if "Check failed:" in text:  # XGBoost: "[time] path/file.cu:34: Check failed: ..."
+        text = text[text.index("Check failed:"):]
+    return f"cannot be fitted on this data ({type(exc).__name__}: {text[:200]})"
 
 
 def _skipped_entry(task: dict, spec: HeadSpec, seed_list: list[int], reason: str) -> dict:
@@ -428,6 +455,9 @@ def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) ->
             "head": spec.name, "params": selection["params"], "backbone": store.config["backbone"],
             "store_id": store.store_id, "store_path": str(store.path), "dim": store.dim,
             "class_names": list(names), "data_config": store.config["data_config"],
+            # How features were made beyond the backbone (layers, views); every input of a concatenation.
+            "features": store.config.get("features"),
+            **({"inputs": store.inputs} if isinstance(store, FeatureSet) else {}),
             "precision": store.config.get("precision"), "source": store.config.get("source"),
             "per_class": task["per_class"], "seed": seed, "splits_digest": task["digest"], "split_rule": task["rule"],
             "versions": library_versions(),
@@ -481,8 +511,9 @@ def evaluate_head(
     was saved in (when it covers this store), else the store's split recomputed with the
     rule recorded in the head's manifest.
     """
-    store = _open_store(store)
-    head = load_head(model_dir, store=store)
+    head = load_head(model_dir)
+    store = _open_store(store, head.manifest)
+    head.check_store(store)
     recorded = Path(model_dir).resolve().parent / SPLITS_FILE
     if splits is None and recorded.is_file():
         try:

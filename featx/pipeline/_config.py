@@ -25,6 +25,8 @@ Schema (defaults in brackets)::
         dtype: float32                 # [float32] storage dtype of the features
         workers: 1                     # [1]
         label: lite0                   # [name] how rows and stage dirs are named
+        layers: null                   # [null] extra layer sets, views, img_size, crop_pct,
+                                       #   interpolation: see _feature_config
     heads: [logreg, {name: knn, params: {n_neighbors: 5}, label: knn5}]
     finetune:                          # [none] baselines, each run on every backbone unless
       - {mode: linear, epochs: 2}      #   `backbones: [label, ...]` restricts it
@@ -32,6 +34,7 @@ Schema (defaults in brackets)::
     seeds: 1                           # [1] repeated head fits with different seeds
     device: auto                       # [auto]
     out: runs/digits                   # [runs/<name>] relative to the working directory
+    feature_sets: [[lite0, mnv2]]      # [none] concatenations / layer sets, a row each
 
 Relative paths (source, weights, out) are taken from the working directory, like
 every other featx command. Running the stages is :mod:`featx._runner`'s job.
@@ -49,15 +52,17 @@ import yaml
 
 from ..core.errors import FeatxUsageError
 from ._controls import validate_raw_pixels
+from ._feature_config import BACKBONE_FEATURE_DEFAULTS, validate_backbone_features, validate_feature_sets
 from ._yaml import load_yaml
 
 __all__ = ["Pipeline", "load_pipeline", "parse_overrides", "SPLIT_DEFAULTS"]
 
 SPLIT_DEFAULTS = {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}
-_TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "device", "out", "raw_pixels")
+_TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "device", "out", "feature_sets",
+             "raw_pixels")
 _SOURCE_KEYS = ("path", *SPLIT_DEFAULTS)
 _BACKBONE_DEFAULTS = {"weights": None, "pooling": "avg", "batch_size": 8, "precision": "auto", "dtype": "float32",
-                      "workers": 1}
+                      "workers": 1, **BACKBONE_FEATURE_DEFAULTS}
 _HEAD_KEYS = ("name", "params", "label")
 # Fine-tune arguments the pipeline owns; every other keyword of ``finetune()`` is an option.
 _FINETUNE_OWNED = {"source", "backbone", "weights", "pooling", "mode", "out", "per_class", "device", "resume", "quiet",
@@ -81,6 +86,7 @@ class Pipeline:
     out: str = ""
     path: str | None = None  # the file it came from, for messages only
     raw_pixels: dict | None = None  # the raw-pixel control (see featx.pipeline._controls); None: off
+    feature_sets: list[dict] = field(default_factory=list)  # combinations of stores/layers (_feature_config)
 
     def to_dict(self) -> dict:
         return {
@@ -90,6 +96,7 @@ class Pipeline:
             "device": self.device, "out": self.out,
             "raw_pixels": False if self.raw_pixels is None else {
                 "size": self.raw_pixels["size"], "heads": [h["name"] for h in self.raw_pixels["heads"]]},
+            **({"feature_sets": [dict(f) for f in self.feature_sets]} if self.feature_sets else {}),
         }
 
 
@@ -259,6 +266,7 @@ def _validate_backbones(value, locator) -> list[dict]:
             raise locator.error((*path, "precision"), f"must be one of {', '.join(PRECISIONS)}")
         if entry["dtype"] not in FEATURE_DTYPES:
             raise locator.error((*path, "dtype"), f"must be one of {', '.join(FEATURE_DTYPES)}")
+        validate_backbone_features(entry, path, locator)
         try:
             resolve_backbone(entry["name"], weights=entry["weights"], pooling=entry["pooling"])
         except FeatxUsageError as exc:
@@ -398,6 +406,7 @@ def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os
         out=str(out) if out is not None else _str(data.get("out", f"runs/{name}"), ("out",), locator),
         path=None if filename == "<pipeline>" else filename,
         raw_pixels=validate_raw_pixels(data.get("raw_pixels"), locator),
+        feature_sets=validate_feature_sets(data.get("feature_sets"), backbones, locator),
     )
     if not pipeline.heads and not pipeline.finetune:
         raise locator.error(("heads",), "nothing to run: list at least one head or one fine-tune mode")

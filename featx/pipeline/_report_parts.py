@@ -122,12 +122,12 @@ def pipeline_cost(entries: Sequence[dict]) -> dict:
             tunes += float(entry.get("train_seconds") or entry.get("fit_seconds") or 0.0)
             continue
         fits += float(entry.get("fit_seconds") or 0.0)
-        costs = entry.get("store_extract_seconds") or {}
-        for path in _row_stores(entry):
-            if path in costs:
-                per_store[path] = float(costs[path])
-            elif len(_row_stores(entry)) == 1 and entry.get("extract_seconds") is not None:
-                per_store[path] = float(entry["extract_seconds"])
+        stores = entry.get("stores") if isinstance(entry.get("stores"), list) else []
+        for store in stores:  # a feature-set row: each of its stores with its own extraction seconds
+            if isinstance(store, dict) and store.get("path") and store.get("extract_seconds") is not None:
+                per_store[str(store["path"])] = float(store["extract_seconds"])
+        if not stores and entry.get("store_path") and entry.get("extract_seconds") is not None:
+            per_store[str(entry["store_path"])] = float(entry["extract_seconds"])
     extraction = sum(per_store.values())
     return {"stores": len(per_store), "extraction": extraction, "fits": fits, "finetunes": tunes,
             "total": extraction + fits + tunes}

@@ -8,14 +8,18 @@ size) (``OUT/finetune/<backbone>/<mode>[-pcN]/``); then the report in ``OUT``.
 Caching: each stage has a key, a hash of everything its output depends on:
 
 * extract: the source fingerprint (ids, labels, file sizes and mtimes), the
-  backbone identity (model, weights and their sha256, pooling), precision, dtype;
+  backbone identity (model, weights and their sha256, pooling), precision, dtype,
+  and the layers / views / preprocessing overrides when set;
 * head: the feature store's ``store_id`` (its config + source fingerprint), the
   head and its parameters, the training-set size, the seeds, the split options;
+* head on a feature set (``feature_sets:``): every store's ``store_id`` and the
+  sets taken, then as above;
 * finetune: the source fingerprint, the backbone identity, the mode and its
   options, the training-set size, the split options.
 
 ``OUT/state.json`` records each finished stage's key. A stage whose key is unchanged
-and whose output is still there is *cached*: it is not run (no forward pass, no
+and whose output is still there (for a feature store: complete, every chunk's checksum
+read back, no file whose content changed since extraction) is *cached*: it is not run (no forward pass, no
 training). A stage whose key changed starts from an empty directory; a stage that
 failed or was interrupted keeps its directory, so the next run resumes it (a
 partial feature store continues where it stopped, a fine-tune after its last
@@ -39,6 +43,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError, StoreMismatchError
+from ..core.interrupts import check_interrupt
 from ..core.io import write_atomic, write_json_atomic
 from ..core.results import RESULTS_FILE
 from ._config import Pipeline, load_pipeline
@@ -65,6 +70,8 @@ class Stage:
     finetune: dict | None = None
     per_class: int | None = None
     after: str | None = None
+    inputs: list[str] = field(default_factory=list)  # every extract stage a feature-set head reads
+    feature_set: dict | None = None
     key: str | None = None
     status: str = "to run"
     seconds: float | None = None
@@ -120,6 +127,7 @@ def plan_pipeline(pipeline: Pipeline, out: Path) -> list[Stage]:
                     per_class=per_class, after=extract_id,
                 ))
     stages += _raw_pixel_stages(pipeline, out)
+    stages += _feature_set_stages(pipeline, out)
     for entry in pipeline.finetune:
         for bb in (b for b in pipeline.backbones if b["label"] in entry["backbones"]):
             for per_class in pipeline.per_class:
@@ -150,6 +158,24 @@ def _raw_pixel_stages(pipeline: Pipeline, out: Path) -> list[Stage]:
                 out / "heads" / RAW_LABEL / f"{head['label']}{_size_tag(per_class)}", control, head=head,
                 per_class=per_class, after=store_id,
             ))
+    return stages
+
+
+def _feature_set_stages(pipeline: Pipeline, out: Path) -> list[Stage]:
+    """One head stage per (feature set, head, size): heads on concatenated stores or layers."""
+    by_label = {b["label"]: b for b in pipeline.backbones}
+    stages = []
+    for fs in pipeline.feature_sets:
+        inputs = [f"extract:{label}" for label in fs["stores"]]
+        for per_class in pipeline.per_class:
+            size = "" if per_class is None else f" ({per_class}/class)"
+            for head in pipeline.heads:
+                stages.append(Stage(
+                    f"head:{fs['name']}:{head['label']}{_size_tag(per_class)}", "head",
+                    f"head {head['label']} on {fs['name']}{size}",
+                    out / "heads" / fs["name"] / f"{head['label']}{_size_tag(per_class)}", by_label[fs["stores"][0]],
+                    head=head, per_class=per_class, after=inputs[0], inputs=inputs, feature_set=fs,
+                ))
     return stages
 
 
@@ -247,7 +273,14 @@ class _Runner:
 
             precision = resolve_precision(stage.backbone["precision"], resolve_device(self.pipeline.device))
             return _hash({"source": self.fingerprint, "backbone": identity, "precision": precision,
-                          "dtype": stage.backbone["dtype"]})
+                          "dtype": stage.backbone["dtype"], **_feature_options(stage.backbone)})
+        if stage.kind == "head" and stage.feature_set is not None:
+            store_ids = [self.store_id(stages[i]) for i in stage.inputs]
+            if None in store_ids:
+                return None
+            return _hash({"stores": store_ids, "sets": stage.feature_set["layers"], "head": stage.head["name"],
+                          "params": stage.head["params"], "per_class": stage.per_class, "seeds": self.pipeline.seeds,
+                          "split": self.split})
         if stage.kind == "head":
             store_id = self.store_id(stages[stage.after])
             if store_id is None:
@@ -291,7 +324,8 @@ class _Runner:
 
         bb = stage.backbone
         kwargs = dict(batch_size=bb["batch_size"], device=self.pipeline.device, workers=bb["workers"],
-                      precision=bb["precision"], dtype=bb["dtype"], quiet=self.quiet)
+                      precision=bb["precision"], dtype=bb["dtype"], quiet=self.quiet,
+                      **{k: bb.get(k) for k in ("layers", "views", "img_size", "crop_pct", "interpolation")})
         if stage.path.exists() and not _readable(stage.path):
             # Damaged bytes (a failed checksum, a truncated file): missing, not reusable.
             self.say(f"{stage.path} is damaged; rebuilding it")
@@ -319,6 +353,10 @@ class _Runner:
         from ..heads import train_heads
 
         store = FeatureStore(self.by_id[stage.after].path).require_complete()
+        if stage.feature_set is not None:
+            from ..heads import FeatureSet
+
+            store = FeatureSet([self.by_id[i].path for i in stage.inputs], stage.feature_set["layers"])
         train_heads(store, heads=[stage.head["name"]], params={stage.head["name"]: stage.head["params"]},
                     per_class=stage.per_class, seeds=self.pipeline.seeds, out=stage.path, quiet=self.quiet,
                     **self.split)
@@ -339,8 +377,10 @@ class _Runner:
         self.state["order"] = [s.id for s in stages]
         for number, stage in enumerate(stages, start=1):
             tag = f"[{number}/{len(stages)}] {stage.title}"
-            if stage.after and by_id[stage.after].status in ("failed", "skipped"):
-                stage.status, stage.error = "skipped", f"needs {by_id[stage.after].title}, which did not finish"
+            needed = [by_id[i] for i in ([stage.after] if stage.after else []) + stage.inputs]
+            missing = next((s for s in needed if s.status in ("failed", "skipped")), None)
+            if missing is not None:
+                stage.status, stage.error = "skipped", f"needs {missing.title}, which did not finish"
                 self.say(f"{tag}: skipped ({stage.error})")
                 self.record(stage)
                 continue
@@ -357,6 +397,7 @@ class _Runner:
 
     def _run_stage(self, stage: Stage, tag: str) -> None:
         """Run one stage; a failure is recorded with its reason and does not stop the others."""
+        check_interrupt()  # a Ctrl-C swallowed inside the previous stage stops the pipeline here
         previous = self.state["stages"].get(stage.id, {})
         if previous.get("key") not in (None, stage.key) and stage.kind not in ("extract", "raw") and stage.path.exists():
             # Inputs changed: old outputs would be refused (or, worse, mixed in).
@@ -388,15 +429,54 @@ class _Runner:
                 continue
             for entry in load_results(stage.path):
                 entry = {**entry, "dataset": self.pipeline.name, "backbone_label": stage.backbone["label"], "stage": stage.id}
+                if _sweeps(self.pipeline, stage.backbone):
+                    # Same model listed twice (e.g. crop_pct 1.0 vs default): rows need their labels.
+                    entry["backbone"] = stage.backbone["label"]
                 if stage.kind == "head":
-                    entry["store_path"] = str(self.by_id[stage.after].path)
                     entry["source_path"] = self.pipeline.source["path"]  # thumbnails for the report's gallery
+                if stage.feature_set is not None:
+                    entry.update(_feature_set_fields(stage, self.by_id, entry.get("stores") or []))
+                elif stage.kind == "head":
+                    entry["store_path"] = str(self.by_id[stage.after].path)
                     if stage.head["label"] != stage.head["name"]:
                         entry["head"] = stage.head["label"]
                     if stage.backbone.get("control"):
                         entry["control"] = "raw_pixels"  # the report labels these rows as a control
                 out.append(entry)
         return out
+
+
+def _sweeps(pipeline: Pipeline, bb: dict) -> bool:
+    """Whether another backbone entry uses the same model (a preprocessing or layers sweep)."""
+    return sum(b["name"] == bb["name"] for b in pipeline.backbones) > 1
+
+
+def _feature_options(bb: dict) -> dict:
+    """A backbone's feature options for the extract key; none when unused, so older keys stay valid."""
+    chosen = {k: bb.get(k) for k in ("layers", "views", "img_size", "crop_pct", "interpolation") if bb.get(k) is not None}
+    return {"features": chosen} if chosen else {}
+
+
+def _feature_set_fields(stage: Stage, by_id: dict, recorded: list[dict]) -> dict:
+    """A feature-set row's identity and cost: every store's extraction seconds, and their sum."""
+    from ..extraction import FeatureStore
+
+    stores, total, size = [], 0.0, 0
+    for stage_id in stage.inputs:
+        path = by_id[stage_id].path
+        try:
+            store = FeatureStore(path)
+            seconds, nbytes = store.run_info.get("extract_seconds_total"), path.stat().st_size
+        except (FeatxError, OSError):
+            seconds, nbytes = None, None
+        total = None if seconds is None or total is None else total + float(seconds)
+        size = None if nbytes is None or size is None else size + nbytes
+        # What training recorded (store id, sets, dims), with the stores' current cost.
+        stores.append({**(recorded[len(stores)] if len(stores) < len(recorded) else {}), "path": str(path),
+                       "label": by_id[stage_id].backbone["label"], "extract_seconds": seconds, "store_bytes": nbytes})
+    name = stage.feature_set["name"]
+    return {"backbone": name, "backbone_label": name, "feature_set": name, "stores": stores,
+            "extract_seconds": total, "store_bytes": size, "extract_images_per_second": None}
 
 
 def run_pipeline(
