@@ -40,7 +40,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import json_text, write_atomic
 from ..core.metrics import classification_metrics, summarise_seeds
-from ..core.results import RESULTS_FILE, merge_results, metric_fields, write_tables
+from ..core.results import RESULTS_FILE, merge_results, metric_fields, skipped_reason, write_tables
 from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
 from ..extraction import FeatureStore
@@ -369,7 +369,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             print(f"featx: warning: {spec.name} skipped: {reason}", file=sys.stderr, flush=True)
         entries.append(entry)
         if out_dir is not None:
-            if not entry.get("skipped"):
+            if not skipped_reason(entry):
                 write_atomic(out_dir / spec.name / ENTRY_FILE, json_text(entry))
             # Merge after every head, so an interrupted multi-head run keeps what finished.
             write_tables(out_dir, merge_results(out_dir, [entry]))
@@ -384,7 +384,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_atomic(out_dir / CONFIG_FILE, json_text(config))
-    if all(e.get("skipped") for e in entries):
+    if all(skipped_reason(e) for e in entries):
         raise FeatxError("no head could be fitted on this data: " + "; ".join(f"{e['head']}: {e['skipped']}" for e in entries))
     return entries
 

@@ -34,11 +34,10 @@ from pathlib import Path
 
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import write_atomic, write_json_atomic
+from ..core.results import RESULTS_FILE, skipped_reason
 from . import _report_parts as _parts
 
 __all__ = ["write_report", "load_results", "total_seconds", "recommend", "REPORT_FILES"]
-
-from ..core.results import RESULTS_FILE  # noqa: E402  (one name for the file, shared with heads)
 
 REPORT_FILES = ("report.html", "report.md", RESULTS_FILE)
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
@@ -464,8 +463,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     entries = load_results(out) if entries is None else [dict(e) for e in entries]
     # Heads the data could not support stay in results.json with their reason; they have no metrics to plot.
-    skipped = [e for e in entries if e.get("skipped")]
-    entries = [e for e in entries if not e.get("skipped")]
+    skipped = [e for e in entries if skipped_reason(e)]
+    entries = [e for e in entries if not skipped_reason(e)]
     missing_fields = [e.get("head", "?") for e in entries if "accuracy" not in e or "backbone" not in e]
     if missing_fields:
         raise FeatxError(f"results entries without accuracy/backbone ({', '.join(missing_fields[:3])}): not featx results")
