@@ -2,8 +2,9 @@
 
 Data: a synthetic N x D, K-class problem with a linear signal in correlated features
 (class centroids plus noise with a decaying spectrum, like pooled CNN embeddings), split
-80/20 into train/val. featx's side is the real selection (``featx.heads._train.select_and_fit``
-with the ``logreg`` head: 45 C values from 1e-6 to 1e5, warm starts from strong to weak
+80/20 into train/val. featx's side is the warm-started path selection (``select_and_fit`` with
+the ``logreg`` head switched to ``selection="path"``, the reference of ``featx bench logreg``;
+the default is now the coarse-to-fine search, timed by ``featx bench logreg``): 45 C values from 1e-6 to 1e5, warm starts from strong to weak
 L2, stopped once val accuracy has not improved for 8 points) plus its refit. The naive
 side fits ``make_logreg(C)`` from scratch (lbfgs, max_iter=1000) at a few C values spread
 over the same range the path walked; its per-C mean times the number of points the path
@@ -17,6 +18,7 @@ thread setting (``--blas-threads``, default one).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 import warnings
 
@@ -24,6 +26,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
+from featx.heads import get_head
 from featx.heads._registry import make_logreg
 from featx.heads._train import select_and_fit
 
@@ -56,7 +59,8 @@ def main() -> None:
 
     with threadpool_limits(args.blas_threads, user_api="blas"):
         started = time.perf_counter()
-        _, record = select_and_fit("logreg", train, val, train, seed=0)
+        path = dataclasses.replace(get_head("logreg"), selection="path")
+        _, record = select_and_fit(path, train, val, train, params={"engine": "sklearn"}, seed=0)
         ours = time.perf_counter() - started
         walked = [c["params"]["C"] for c in record["candidates"]]
         print(f"featx path: {len(walked)} of 45 C values walked ({walked[0]:.1e} .. {walked[-1]:.1e}), "

@@ -386,7 +386,7 @@ def test_a_full_disk_while_fine_tuning_is_one_line_and_resumable(tiny_source, tm
 # -- tiny data ------------------------------------------------------------------------
 
 
-def _labelled_store(path: Path, labels, class_names=("ant", "bee", "cow"), dim: int = 8) -> FeatureStore:
+def _labelled_store(path: Path, labels, class_names=("ant", "bee", "cow"), dim: int = 8, splits=None) -> FeatureStore:
     rng = np.random.default_rng(0)
     labels = np.asarray(labels)
     X = rng.normal(size=(len(labels), dim)).astype(np.float32) + labels[:, None]
@@ -395,7 +395,7 @@ def _labelled_store(path: Path, labels, class_names=("ant", "bee", "cow"), dim: 
               "data_config": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}, "precision": "fp32",
               "dtype": "float32"}
     writer = StoreWriter.create(path, config=config, fingerprint=f"tiny-{len(labels)}", ids=[f"i{i}" for i in range(len(labels))],
-                                labels=labels, splits=[""] * len(labels), class_names=class_names, dim=dim, dtype="float32")
+                                labels=labels, splits=splits or [""] * len(labels), class_names=class_names, dim=dim, dtype="float32")
     try:
         writer.write_batch(0, X, [None] * len(labels))
         writer.finish({"device": "cpu"})
@@ -428,6 +428,17 @@ def test_heads_adapt_to_tiny_classes_and_an_unfit_head_is_a_skipped_row(store, t
     assert "linear_svm skipped" in capsys.readouterr().err
     write_report(out)  # a report still builds, from the heads that were fitted
     assert {e["head"] for e in json.loads((out / "results.json").read_text())} == {"logreg", "knn", "linear_svm"}
+
+
+def test_a_class_without_training_items_skips_xgboost_and_keeps_the_others_honest(tmp_path):
+    labels = [0] * 30 + [1] * 30 + [2] * 10  # 'cow' only in the test split
+    splits = (["train"] * 20 + ["val"] * 5 + ["test"] * 5) * 2 + ["test"] * 10
+    lopsided = _labelled_store(tmp_path / "lopsided.h5", labels, splits=splits)
+    entries = train_heads(lopsided, heads=["logreg", "xgboost"], params={"xgboost": {"pca": None, "n_estimators": 10}},
+                          out=tmp_path / "run", n_boot=50)
+    assert entries[0]["accuracy"] is not None and "XGBoostError" in entries[1]["skipped"]
+    head = load_head(tmp_path / "run" / "logreg")
+    assert head.proba_names == ["ant", "bee"] and head.predict_proba(lopsided.features).shape[1] == 2
 
 
 def test_linear_svm_calibrates_with_fewer_folds_on_small_classes(store):

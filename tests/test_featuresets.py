@@ -216,7 +216,9 @@ def test_backbone_feature_options_are_validated_with_line(tmp_path, key, value, 
 
 def test_pipeline_feature_sets_run_cache_and_sum_costs(tmp_path):
     images = write_image_folder(tmp_path / "img", n_per_class=10, classes=CLASSES, size=(30, 26))
-    path = _write(tmp_path, PIPE + "      - {name: a-top, stores: [a], layers: [pooled, -1]}\n", source=images)
+    # The raw-pixel control (on by default) has tests of its own (tests/test_controls.py).
+    path = _write(tmp_path, PIPE + "      - {name: a-top, stores: [a], layers: [pooled, -1]}\n    raw_pixels: false\n",
+                  source=images)
     out = tmp_path / "out"
     run = featx.run_pipeline(path, out=out, quiet=True)
     assert not run.failed, [(s.title, s.error) for s in run.failed]

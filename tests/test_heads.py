@@ -16,10 +16,11 @@ from featx import FeatxUsageError, create_head, list_heads
 from featx.cli import cli
 from featx.heads._registry import LOGREG_C_GRID, get_head
 
-HEADS = ["logreg", "linear_svm", "knn", "decision_tree", "random_forest", "gradient_boosting", "xgboost"]
+HEADS = ["logreg", "linear_svm", "knn", "decision_tree", "random_forest", "gradient_boosting", "xgboost", "mlp", "rbf_svm"]
 # Small settings so each head fits in well under a second on 16 features.
 SMALL = {"knn": {"pca": 8}, "decision_tree": {"pca": None}, "random_forest": {"n_estimators": 30},
-         "gradient_boosting": {"pca": None, "max_iter": 30}, "xgboost": {"pca": None, "n_estimators": 30}}
+         "gradient_boosting": {"pca": None, "max_iter": 30}, "xgboost": {"pca": None, "n_estimators": 30},
+         "mlp": {"max_iter": 30, "hidden_units": 32}}
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +70,7 @@ def test_unknown_heads_and_parameters_are_refused():
 
 def test_search_spaces_are_bounded_and_skip_fixed_parameters():
     logreg = get_head("logreg")
-    assert logreg.selection == "path" and len(LOGREG_C_GRID) == 45
+    assert logreg.selection == "coarse_fine" and len(LOGREG_C_GRID) == 45
     assert LOGREG_C_GRID[0] == pytest.approx(1e-6) and LOGREG_C_GRID[-1] == pytest.approx(1e5)
     for name in HEADS:
         spec = get_head(name)

@@ -19,7 +19,10 @@ from featx.heads._train import select_and_fit, training_rows
 from tests._head_stores import CLASSES, write_store
 from tests.test_train import FAST
 
-HEADS = ["logreg", "linear_svm", "knn", "decision_tree", "random_forest", "gradient_boosting", "xgboost"]
+FAST = {**FAST, "mlp": {"max_iter": 30, "hidden_units": 32}, "logreg_torch": {"engine": "torch", "device": "cpu"}}
+
+HEADS = ["logreg", "linear_svm", "knn", "decision_tree", "random_forest", "gradient_boosting", "xgboost", "mlp", "rbf_svm",
+         "logreg_torch"]
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +40,8 @@ def _fit(store, name):
     split, _ = store.split_assignment()
     X, y = store.features, store.labels
     rows = training_rows(store.ids, y, split, None, 0)
-    model, _ = select_and_fit(name, (X[rows["train"]], y[rows["train"]]), (X[rows["val"]], y[rows["val"]]),
+    spec = "logreg" if name == "logreg_torch" else name
+    model, _ = select_and_fit(spec, (X[rows["train"]], y[rows["train"]]), (X[rows["val"]], y[rows["val"]]),
                               (X[rows["refit"]], y[rows["refit"]]), params=FAST.get(name))
     return model
 

@@ -62,7 +62,7 @@ def test_summary_reports_finetune_gain_and_cost():
     head = _entry("logreg", 0.80, 1.0)
     tuned = _entry("full", 0.95, 60.0, kind="finetune", seed=3)
     text = summarise("toy", [head, tuned])
-    assert "Fine-tuning gains 15.0 points" in text
+    assert "Fine-tuning the backbone (full fine-tune, every layer trained, 1 epoch) gains 15.0 points" in text
     assert f"{60.0 / 6.0:.1f}x the compute" in text
 
 
@@ -112,3 +112,15 @@ def test_cli_report_without_results_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert "no results found" in result.output
+
+
+def test_finetune_that_skipped_bad_images_stays_in_the_report(tmp_path):
+    # A fine-tune's `skipped` lists the bad images it left out; only a head's string reason means "not scored".
+    finetune = _entry("partial", 0.9, 50.0, kind="finetune")
+    finetune["skipped"] = [{"id": "img/7.png", "reason": "truncated image"}]
+    unfit = {"kind": "head", "head": "knn", "backbone": "net", "skipped": "a class has one training item"}
+    write_report(tmp_path, [_entry("logreg", 0.8, 1.0), finetune, unfit])
+    html = (tmp_path / "report.html").read_text()
+    assert "partial fine-tune" in html
+    kept = json.loads((tmp_path / "results.json").read_text())
+    assert {e["head"] for e in kept} == {"logreg", "finetune:partial", "knn"}

@@ -62,10 +62,15 @@ def test_every_head_end_to_end(run, store):
 
 
 def test_logreg_path_is_chosen_on_val_and_stops_after_the_peak(store):
+    # The 45-point walk (featx's reference selection since the coarse-to-fine search is the default).
+    import dataclasses
+
+    from featx.heads import get_head
+
     split, _ = store.split_assignment()
     X, y = store.features, store.labels
     rows = training_rows(store.ids, y, split, None, 0)
-    model, record = select_and_fit("logreg", (X[rows["train"]], y[rows["train"]]), (X[rows["val"]], y[rows["val"]]),
+    model, record = select_and_fit(dataclasses.replace(get_head("logreg"), selection="path"), (X[rows["train"]], y[rows["train"]]), (X[rows["val"]], y[rows["val"]]),
                                    (X[rows["refit"]], y[rows["refit"]]))
     trace = record["candidates"]
     walked = [t["params"]["C"] for t in trace]

@@ -12,7 +12,7 @@ from pathlib import Path
 from .errors import FeatxError
 from .io import folder_lock, json_text, write_atomic
 
-__all__ = ["RESULTS_FILE", "metric_fields", "results_table", "write_tables", "merge_results"]
+__all__ = ["RESULTS_FILE", "skipped_reason", "metric_fields", "results_table", "write_tables", "merge_results"]
 
 RESULTS_FILE = "results.json"
 
@@ -21,6 +21,16 @@ def metric_fields(metrics: dict) -> dict:
     keys = ("accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "balanced_accuracy", "per_class_metrics",
             "confusion_matrix", "class_names", "n_test", "ci_level", "n_boot")
     return {k: metrics[k] for k in keys}
+
+
+def skipped_reason(entry: dict) -> str | None:
+    """Why a head was skipped (the data could not support it), or None for a scored entry.
+
+    A skipped head's ``skipped`` is its reason (a string); a fine-tune's ``skipped`` is the
+    list of bad images it left out, and that entry is scored like any other.
+    """
+    reason = entry.get("skipped")
+    return reason if isinstance(reason, str) else None
 
 
 def _fmt_ci(ci) -> str:
@@ -32,7 +42,7 @@ def results_table(entries: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
               "balanced_accuracy", "fit_seconds", "predict_seconds_per_1k", "params"]
     rows = []
     for e in entries:
-        if e.get("skipped"):  # a head the data could not support: its reason instead of metrics
+        if skipped_reason(e):  # a head the data could not support: its reason instead of metrics
             rows.append([str(e["head"]), "all" if e.get("per_class") is None else str(e["per_class"]),
                          str(len(e.get("seeds") or [])), "", "skipped", "", "", "", "", "", "", str(e["skipped"])])
             continue

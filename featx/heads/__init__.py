@@ -4,11 +4,14 @@ train+val, one test evaluation), safe persistence, and prediction from images.
 
 from __future__ import annotations
 
+from ._bench import bench_logreg, synthetic_problem
 from ._featuresets import FeatureSet, open_features, parse_feature_set
+from ._mlp import MLPClassifier
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
 from ._predict import backbone_for_head, collect_images, predict, rows_to_csv
 from ._ray_xgb import train_xgboost_ray
 from ._registry import LOGREG_C_GRID, SELECTIONS, HeadSpec, create_head, get_head, list_heads, register_head
+from ._torch_logreg import TorchLogisticRegression
 from ._train import (
     CONFIG_FILE,
     ENTRY_FILE,
@@ -22,6 +25,10 @@ from ._train import (
 
 __all__ = [
     "train_xgboost_ray",
+    "bench_logreg",
+    "synthetic_problem",
+    "TorchLogisticRegression",
+    "MLPClassifier",
     "FeatureSet",
     "open_features",
     "parse_feature_set",

@@ -53,6 +53,9 @@ TRUSTED_TYPES = frozenset({
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.tree._tree.Tree",
+    # featx's own torch-fitted heads: their fitted state is numpy arrays only.
+    "featx.heads._torch_logreg.TorchLogisticRegression",
+    "featx.heads._mlp.MLPClassifier",
 })
 
 

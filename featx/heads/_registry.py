@@ -36,7 +36,7 @@ from ..core.errors import FeatxUsageError
 
 __all__ = ["HeadSpec", "register_head", "create_head", "list_heads", "get_head", "LOGREG_C_GRID", "SELECTIONS"]
 
-SELECTIONS = ("grid", "path", "early_stopping")
+SELECTIONS = ("grid", "path", "coarse_fine", "early_stopping")
 
 # The 45 log-spaced L2 strengths of the linear-probe literature (Kornblith et al.,
 # "Do Better ImageNet Models Transfer Better?", 2019), in scikit-learn's C (inverse
@@ -143,13 +143,34 @@ def _pca(n_components: int | None, random_state):
     return "pca", PCA(n_components=n_components, svd_solver="randomized", random_state=random_state)
 
 
+LOGREG_ENGINES = ("auto", "sklearn", "torch")
+
+
 @register_head(
     "logreg",
-    "multinomial logistic regression (L2, L-BFGS) on standardised features; C swept on val (linear probe)",
+    "multinomial logistic regression (L2, L-BFGS) on standardised features; C searched coarse-to-fine on val "
+    "(engine=sklearn|torch, auto: torch on GPU)",
     search_space={"C": LOGREG_C_GRID},
-    selection="path",
+    selection="coarse_fine",
+    # Candidates stop at a 10x looser gradient tolerance; the refit at the chosen C uses
+    # ``tol``. Measured on 20,000 x 1,280 synthetic: half the search time, the chosen C one
+    # grid step (a quarter decade) away, test accuracy +0.5 points (tests allow one step).
+    search_only={"tol": 1e-3},
 )
-def make_logreg(C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4, random_state=None) -> Pipeline:
+def make_logreg(C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4, engine: str = "auto", device: str = "auto",
+                random_state=None) -> Pipeline:
+    """``engine``: ``sklearn`` (scipy L-BFGS, float64 or the data's float32), ``torch`` (hand-written
+    gradient, torch L-BFGS with strong-Wolfe line search, on ``device``), ``auto``: torch when a
+    GPU is present, else sklearn (on CPU both run at the same speed; the search is the saving)."""
+    if engine not in LOGREG_ENGINES:
+        raise FeatxUsageError(f"logreg engine must be one of {', '.join(LOGREG_ENGINES)}; got {engine!r}")
+    if engine == "auto":
+        engine = "torch" if xgboost_device(device).startswith("cuda") else "sklearn"
+    if engine == "torch":
+        from ._torch_logreg import TorchLogisticRegression
+
+        clf = TorchLogisticRegression(C=C, max_iter=max_iter, tol=tol, device=device, random_state=random_state)
+        return _pipeline(_scaler(), ("clf", clf))
     from sklearn.linear_model import LogisticRegression
 
     return _pipeline(_scaler(), ("clf", LogisticRegression(C=C, max_iter=max_iter, tol=tol, random_state=random_state)))
@@ -259,3 +280,36 @@ def make_xgboost(n_estimators: int = 1000, learning_rate: float = 0.1, max_depth
                         colsample_bytree=colsample_bytree, tree_method="hist", device=xgboost_device(device),
                         n_jobs=n_jobs, random_state=random_state)
     return _pipeline(_pca(pca, random_state), ("clf", clf))
+
+
+@register_head(
+    "mlp",
+    "one-hidden-layer MLP (ReLU, dropout, AdamW) in torch, GPU when present; epochs by early stopping on val",
+    search_space={"dropout": [0.2, 0.5], "hidden_units": [512]},
+    selection="early_stopping",
+)
+def make_mlp(hidden_units: int = 512, dropout: float = 0.5, lr: float = 1e-3, weight_decay: float = 1e-4,
+             batch_size: int = 256, max_iter: int = 200, device: str = "auto", random_state=None) -> Pipeline:
+    from ._mlp import MLPClassifier
+
+    clf = MLPClassifier(hidden_units=hidden_units, dropout=dropout, lr=lr, weight_decay=weight_decay,
+                        batch_size=batch_size, max_iter=max_iter, device=device, random_state=random_state)
+    return _pipeline(_scaler(), ("clf", clf))
+
+
+@register_head(
+    "rbf_svm",
+    "kernel SVM (RBF) on standardised features, sigmoid-calibrated probabilities; C and gamma searched on val "
+    "(cost grows as n^2: small data)",
+    search_space={"C": [1.0, 10.0, 100.0], "gamma": ["scale", 0.003, 0.001]},
+    search_only={"calibration_folds": None},
+)
+def make_rbf_svm(C: float = 10.0, gamma="scale", calibration_folds: int | None = 3, random_state=None) -> Pipeline:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    clf = SVC(C=C, gamma=gamma, random_state=random_state)
+    if calibration_folds:
+        # As linear_svm: probabilities from out-of-fold decisions, skipped while searching.
+        clf = CalibratedClassifierCV(clf, method="sigmoid", cv=calibration_folds, ensemble=False)
+    return _pipeline(_scaler(), ("clf", clf))

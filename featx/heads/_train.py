@@ -40,14 +40,16 @@ from sklearn.exceptions import ConvergenceWarning
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import json_text, write_atomic
 from ..core.metrics import classification_metrics, summarise_seeds
-from ..core.results import RESULTS_FILE, merge_results, metric_fields, write_tables
+from ..core.results import RESULTS_FILE, merge_results, metric_fields, skipped_reason, write_tables
 from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
 from ..extraction import FeatureStore
 from ._adapt import HeadUnfitError, adapt_params, check_classes_usable, factory_defaults, few_shot_shortfall
 from ._featuresets import FeatureSet, open_features
+from ._mistakes import worst_mistakes
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
+from ._search import select_coarse_fine
 
 __all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
 
@@ -142,7 +144,8 @@ def _select_early_stopping(spec, candidates, seed, train, val, rounds_patience: 
     return trace, {}
 
 
-_SELECTORS = {"grid": _select_grid, "path": _select_path, "early_stopping": _select_early_stopping}
+_SELECTORS = {"grid": _select_grid, "path": _select_path, "coarse_fine": select_coarse_fine,
+              "early_stopping": _select_early_stopping}
 
 
 def select_and_fit(
@@ -356,13 +359,17 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             runs = [_fit_seed(task, spec, params.get(spec.name, {}), seed, save=seed == seed_list[0])
                     for seed in seed_list]
             entry = _head_entry(task, spec, runs, seed_list)
-        except HeadUnfitError as exc:
-            # This head cannot work on this data; the others still run, and the row says why.
-            entry = _skipped_entry(task, spec, seed_list, str(exc))
-            print(f"featx: warning: {spec.name} skipped: {exc}", file=sys.stderr, flush=True)
+        except FeatxUsageError:
+            raise  # the request itself is wrong (a ValueError too): no head can help
+        except (HeadUnfitError, ValueError) as exc:
+            # This head cannot work on this data (scikit-learn and XGBoost say so with ValueError,
+            # e.g. a class with validation items but no training items); the others still run.
+            reason = str(exc).splitlines()[0] if isinstance(exc, HeadUnfitError) else _fit_failure(exc)
+            entry = _skipped_entry(task, spec, seed_list, reason)
+            print(f"featx: warning: {spec.name} skipped: {reason}", file=sys.stderr, flush=True)
         entries.append(entry)
         if out_dir is not None:
-            if not entry.get("skipped"):
+            if not skipped_reason(entry):
                 write_atomic(out_dir / spec.name / ENTRY_FILE, json_text(entry))
             # Merge after every head, so an interrupted multi-head run keeps what finished.
             write_tables(out_dir, merge_results(out_dir, [entry]))
@@ -377,7 +384,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_atomic(out_dir / CONFIG_FILE, json_text(config))
-    if all(e.get("skipped") for e in entries):
+    if all(skipped_reason(e) for e in entries):
         raise FeatxError("no head could be fitted on this data: " + "; ".join(f"{e['head']}: {e['skipped']}" for e in entries))
     return entries
 
@@ -390,6 +397,15 @@ def _check_training_set(store: FeatureStore, split: np.ndarray, per_class: int |
         warning = few_shot_shortfall(store.labels[rows["train"]], store.class_names, per_class)
         if warning:
             print(f"featx: warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _fit_failure(exc: BaseException) -> str:
+    """One line for a library's refusal to fit, without its source-location prefix."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if "Check failed:" in text:  # XGBoost: "[time] path/file.cu:34: Check failed: ..."
+        text = text[text.index("Check failed:"):]
+    return f"cannot be fitted on this data ({type(exc).__name__}: {text[:200]})"
 
 
 def _skipped_entry(task: dict, spec: HeadSpec, seed_list: list[int], reason: str) -> dict:
@@ -449,11 +465,12 @@ def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) ->
         model = load_head(save_head(task["out"] / spec.name, model, manifest)).estimator
     pred, per_1k = _predict_timed(model, X[test])
     metrics = classification_metrics(y[test], pred, names, n_boot=task["n_boot"], seed=seed)
+    mistakes = worst_mistakes(model, X[test], y[test], pred, store.ids[test], names)  # the report's gallery
     _say(task["quiet"], f"{spec.name} seed {seed}: val {selection['val_accuracy']:.4f} with "
                         f"{json.dumps(selection['params'], default=str)}; test accuracy {metrics['accuracy']:.4f}, "
                         f"fit {fit_seconds:.1f} s")
     return {"seed": seed, "model": model, "selection": selection, "metrics": metrics, "fit_seconds": fit_seconds,
-            "predict_seconds_per_1k": per_1k, "n_train": int(train.sum())}
+            "predict_seconds_per_1k": per_1k, "n_train": int(train.sum()), "mistakes": mistakes}
 
 
 def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[int]) -> dict:
@@ -470,6 +487,7 @@ def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[in
         "fit_seconds": round(first["fit_seconds"], 3),
         "predict_seconds_per_1k": round(first["predict_seconds_per_1k"], 5),
         "params": first["selection"]["params"],
+        "mistakes": first["mistakes"],
         "selection": {k: v for k, v in first["selection"].items() if k != "params"},
         "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

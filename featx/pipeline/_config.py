@@ -51,13 +51,15 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import FeatxUsageError
+from ._controls import validate_raw_pixels
 from ._feature_config import BACKBONE_FEATURE_DEFAULTS, validate_backbone_features, validate_feature_sets
 from ._yaml import load_yaml
 
 __all__ = ["Pipeline", "load_pipeline", "parse_overrides", "SPLIT_DEFAULTS"]
 
 SPLIT_DEFAULTS = {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}
-_TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "device", "out", "feature_sets")
+_TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "device", "out", "feature_sets",
+             "raw_pixels")
 _SOURCE_KEYS = ("path", *SPLIT_DEFAULTS)
 _BACKBONE_DEFAULTS = {"weights": None, "pooling": "avg", "batch_size": 8, "precision": "auto", "dtype": "float32",
                       "workers": 1, **BACKBONE_FEATURE_DEFAULTS}
@@ -83,6 +85,7 @@ class Pipeline:
     device: str = "auto"
     out: str = ""
     path: str | None = None  # the file it came from, for messages only
+    raw_pixels: dict | None = None  # the raw-pixel control (see featx.pipeline._controls); None: off
     feature_sets: list[dict] = field(default_factory=list)  # combinations of stores/layers (_feature_config)
 
     def to_dict(self) -> dict:
@@ -91,6 +94,8 @@ class Pipeline:
             "heads": [dict(h) for h in self.heads], "finetune": [dict(f) for f in self.finetune],
             "per_class": ["all" if n is None else n for n in self.per_class], "seeds": self.seeds,
             "device": self.device, "out": self.out,
+            "raw_pixels": False if self.raw_pixels is None else {
+                "size": self.raw_pixels["size"], "heads": [h["name"] for h in self.raw_pixels["heads"]]},
             **({"feature_sets": [dict(f) for f in self.feature_sets]} if self.feature_sets else {}),
         }
 
@@ -400,6 +405,7 @@ def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os
         device=_str(data.get("device", "auto"), ("device",), locator),
         out=str(out) if out is not None else _str(data.get("out", f"runs/{name}"), ("out",), locator),
         path=None if filename == "<pipeline>" else filename,
+        raw_pixels=validate_raw_pixels(data.get("raw_pixels"), locator),
         feature_sets=validate_feature_sets(data.get("feature_sets"), backbones, locator),
     )
     if not pipeline.heads and not pipeline.finetune:

@@ -11,8 +11,9 @@ How the report decides, per dataset:
   few-shot size when only few-shot runs exist. The table, the Pareto plot, the
   confusion matrix and the recommendation use it; every size feeds the learning curve.
 * *Total time to result* is what a choice costs from raw images: extraction seconds
-  of its feature store (summed over resumed runs) plus the head's fit time, or the
-  fine-tune's training time.
+  of its feature store(s) (summed over resumed runs, each store once) plus the head's
+  fit time, or the fine-tune's training time. Heads on one store share its extraction
+  (see :mod:`featx.pipeline._report_parts` for the exact rule).
 * The *best* entry has the highest test accuracy; the *recommended* one is the
   cheapest entry whose accuracy lies inside the best entry's confidence interval,
   i.e. one that the test set cannot tell apart from the best.
@@ -33,10 +34,10 @@ from pathlib import Path
 
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import write_atomic, write_json_atomic
+from ..core.results import RESULTS_FILE, skipped_reason
+from . import _report_parts as _parts
 
 __all__ = ["write_report", "load_results", "total_seconds", "recommend", "REPORT_FILES"]
-
-from ..core.results import RESULTS_FILE  # noqa: E402  (one name for the file, shared with heads)
 
 REPORT_FILES = ("report.html", "report.md", RESULTS_FILE)
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
@@ -89,7 +90,11 @@ def _is_scratch(entry: dict) -> bool:
 
 
 def _label(entry: dict) -> str:
-    return f"{entry.get('backbone', '?')} + {entry.get('head', '?')}"
+    if entry.get("kind") == "finetune":
+        flag = " [under-trained]" if _parts.is_under_trained(entry) else ""
+        return f"{entry.get('backbone', '?')} + {_parts.describe_finetune(entry)}{flag}"
+    control = " (control)" if entry.get("control") else ""
+    return f"{_parts.group_of(entry)}{control} + {entry.get('head', '?')}"
 
 
 def _main_setting(entries: Sequence[dict]) -> list[dict]:
@@ -173,15 +178,7 @@ def summarise(dataset: str, entries: Sequence[dict]) -> str:
     scratch = [e for e in main if _is_scratch(e)]
     text = " ".join(parts) + "."
     if heads and tuned:
-        best_head, best_tune = min(heads, key=_rank_key), min(tuned, key=_rank_key)
-        gain = 100 * (best_tune["accuracy"] - best_head["accuracy"])
-        ratio = (total_seconds(best_tune) or 0) / max(total_seconds(best_head) or 1e-9, 1e-9)
-        verdict = f"gains {gain:.1f} points" if gain >= 0 else f"loses {-gain:.1f} points"
-        text += (
-            f" Fine-tuning {verdict} over frozen features (best fine-tune {_label(best_tune)} "
-            f"{_pct(best_tune['accuracy'])} vs best head {_label(best_head)} {_pct(best_head['accuracy'])}) "
-            f"at {ratio:.1f}x the compute."
-        )
+        text += " " + _parts.finetune_verdict(min(heads, key=_rank_key), tuned, _pct, _label, total_seconds)
     if scratch:
         best_scratch = min(scratch, key=_rank_key)
         text += f" Training from scratch reaches {_pct(best_scratch['accuracy'])} in {_secs(total_seconds(best_scratch))}."
@@ -218,7 +215,7 @@ def _log_axis(axis) -> None:
 
 
 def _colors(entries: Sequence[dict]) -> dict[str, str]:
-    names = sorted({e.get("backbone", "?") for e in entries})
+    names = sorted({_parts.group_of(e) for e in entries} | {e.get("backbone", "?") for e in entries})
     return {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(names)}
 
 
@@ -234,16 +231,19 @@ def _plot_pareto(entries: Sequence[dict], rec: dict, path: Path, title: str) -> 
             continue
         kind = "scratch" if _is_scratch(entry) else entry.get("kind", "head")
         ci = entry.get("accuracy_ci") or [entry["accuracy"]] * 2
-        label = f"{entry.get('backbone')} ({'fine-tune' if kind == 'finetune' else kind})"
+        label = f"{_parts.group_of(entry) if kind == 'head' else entry.get('backbone')} ({'fine-tune' if kind == 'finetune' else kind})"
         ax.errorbar(
             cost, 100 * entry["accuracy"],
             yerr=[[100 * (entry["accuracy"] - ci[0])], [100 * (ci[1] - entry["accuracy"])]],
-            fmt=markers[kind], color=colors[entry.get("backbone", "?")], ms=7, capsize=3, alpha=0.9,
+            fmt=markers[kind], color=colors[_parts.group_of(entry) if kind == "head" else entry.get("backbone", "?")], ms=7, capsize=3, alpha=0.9,
             label=None if label in seen else label,
         )
         seen.add(label)
-        ax.annotate(entry.get("head", "?"), (cost, 100 * entry["accuracy"]), textcoords="offset points",
+        ax.annotate(entry.get("head", "?") if kind == "head" else entry.get("mode", "?"), (cost, 100 * entry["accuracy"]), textcoords="offset points",
                     xytext=(6, 4), fontsize=7.5, color="#333")
+    for i, (store, seconds) in enumerate(sorted(_parts.store_floors(entries).items())):
+        ax.axvline(seconds, color=colors.get(store, "#999"), ls=":", lw=1, label="extraction of each store (shared floor)"
+                   if i == 0 else None)
     front = _pareto(entries)
     if len(front) > 1:
         ax.step([total_seconds(e) for e in front], [100 * e["accuracy"] for e in front], where="post",
@@ -354,8 +354,8 @@ def _row(entry: dict) -> list[str]:
     fit = entry.get("train_seconds", entry.get("fit_seconds")) if tuned else entry.get("fit_seconds")
     seed = _seed_note(entry)
     return [
-        str(entry.get("backbone", "?")),
-        str(entry.get("head", "?")),
+        _parts.group_of(entry) + (" (control)" if entry.get("control") else ""),
+        _label(entry).split(" + ", 1)[1] if tuned else str(entry.get("head", "?")),
         "all" if entry.get("per_class") is None else str(entry["per_class"]),
         f"{_pct(entry.get('accuracy'))} {_ci(entry.get('accuracy_ci'))}" + (f" ({seed})" if seed else ""),
         f"{_pct(entry.get('macro_f1'))} {_ci(entry.get('macro_f1_ci'))}",
@@ -407,31 +407,9 @@ th,td{border:1px solid #ddd;padding:4px 7px;text-align:left;white-space:nowrap}
 th{background:#f5f5f5}tr.best td{font-weight:600}tr.rec td{background:#fff7e0}
 td:nth-child(n+3){font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0}
-.legend{color:#555;font-size:12px}.failed{color:#b00020}.missing{color:#a06000}
+.legend{color:#555;font-size:12px}.gallery{display:flex;flex-wrap:wrap;gap:8px}
+.mistake{margin:0;width:110px;font-size:11px;text-align:center}.mistake img{border:1px solid #ccc;image-rendering:pixelated}.failed{color:#b00020}.missing{color:#a06000}
 """
-
-
-def _fill_store_fields(entries: list[dict]) -> None:
-    """Add extraction cost and store size to head entries that name a readable store and lack them."""
-    from ..extraction import FeatureStore
-
-    stores: dict[str, dict] = {}
-    for entry in entries:
-        path = entry.get("store_path")
-        if entry.get("kind") == "finetune" or entry.get("extract_seconds") is not None or not path:
-            continue
-        if path not in stores:
-            try:
-                store = FeatureStore(path)
-                stores[path] = {"store_id": store.store_id,
-                                "extract_seconds": store.run_info.get("extract_seconds_total"),
-                                "extract_images_per_second": store.run_info.get("images_per_second"),
-                                "store_bytes": Path(path).stat().st_size}
-            except (FeatxError, OSError):
-                stores[path] = {}  # moved or deleted: the row shows fit time only
-        # A store re-extracted since (another id) did not produce this entry's features.
-        if stores[path] and stores[path]["store_id"] == entry.get("store_id"):
-            entry.update({k: v for k, v in stores[path].items() if k != "store_id"})
 
 
 def _data_uri(path: Path) -> str:
@@ -485,12 +463,12 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     entries = load_results(out) if entries is None else [dict(e) for e in entries]
     # Heads the data could not support stay in results.json with their reason; they have no metrics to plot.
-    skipped = [e for e in entries if e.get("skipped")]
-    entries = [e for e in entries if not e.get("skipped")]
+    skipped = [e for e in entries if skipped_reason(e)]
+    entries = [e for e in entries if not skipped_reason(e)]
     missing_fields = [e.get("head", "?") for e in entries if "accuracy" not in e or "backbone" not in e]
     if missing_fields:
         raise FeatxError(f"results entries without accuracy/backbone ({', '.join(missing_fields[:3])}): not featx results")
-    _fill_store_fields(entries)
+    _parts.fill_store_fields(entries)
     write_json_atomic(out / RESULTS_FILE, entries + skipped)
     title = title or "featx benchmark report"
     datasets: dict[str, list[dict]] = {}
@@ -557,8 +535,10 @@ def _add_plots(doc: _Document, out: Path, name: str, group, main, best: dict, re
         (_plot_pareto(main, rec, out / f"pareto{suffix}.png", f"{name}: accuracy vs total compute"),
          "Accuracy vs total compute time",
          "Each point is one choice (circles: frozen features + head; squares: fine-tunes; crosses: from scratch), "
-         "coloured by backbone, with its 95% CI. The dashed step line is the Pareto front: the choices no cheaper "
-         "choice beats. The ringed point is the recommendation."),
+         "coloured by backbone, with its 95% CI. Cost: the row's own fit time plus the extraction of the store(s) it "
+         "reads, each store once; heads on one store share that extraction (dotted line: the floor under all of "
+         "them), it is not added per head to the pipeline's bill. The dashed step line is the Pareto front: the "
+         "choices no cheaper choice beats. The ringed point is the recommendation. " + _cost_note(main)),
         (_plot_best(best, out / f"best{suffix}.png"), f"Best choice: {_label(best)}",
          "Confusion matrix on the test split (cell = count, colour = share of the true class) and per-class F1."),
     ]
@@ -570,14 +550,29 @@ def _add_plots(doc: _Document, out: Path, name: str, group, main, best: dict, re
             "Test accuracy vs training images per class for the best head of each backbone, each fine-tune mode "
             "and training from scratch (dashed), all on the same test split.",
         ))
+    grouped = _parts.plot_groups(main, out / f"feature_sets{suffix}.png", f"{name}: accuracy per feature set", _figure,
+                                 _save_png)
+    if grouped is not None:
+        plots.append((grouped, "Accuracy per feature set", "The best head's test accuracy (95% CI) on each feature "
+                      "set (or backbone; grey: the raw-pixel control), all on the same test split."))
     for path, heading, caption in plots:
         doc.add(f"<h3>{html.escape(heading)}</h3><p class=\"legend\">{html.escape(caption)}</p>"
                 + f'<img src="{_data_uri(path)}" alt="{html.escape(heading)}">',
                 [f"### {heading}", "", caption, "", f"![{heading}]({path.name})", ""])
+    shown = best if best.get("mistakes") else min((e for e in main if e.get("mistakes")), key=_rank_key, default=None)
+    part = _parts.gallery(shown, _label(shown)) if shown is not None else None
+    if part is not None:
+        doc.add(*part)
     if curve is not None:
         header, curve_rows = curve
         doc.add("<h3>Accuracy by training images per class</h3>" + _html_table(header, curve_rows),
                 ["### Accuracy by training images per class", "", _md_table(header, curve_rows), ""])
+
+
+def _cost_note(entries: Sequence[dict]) -> str:
+    cost = _parts.pipeline_cost(entries)
+    return (f"This run's compute: {_secs(cost['extraction'])} extraction ({cost['stores']} store(s), each once) + "
+            f"{_secs(cost['fits'])} head fits + {_secs(cost['finetunes'])} fine-tunes = {_secs(cost['total'])}.")
 
 
 def _add_stages(doc: _Document, stages: Sequence[dict]) -> None:

@@ -47,6 +47,7 @@ from ..core.interrupts import check_interrupt
 from ..core.io import write_atomic, write_json_atomic
 from ..core.results import RESULTS_FILE
 from ._config import Pipeline, load_pipeline
+from ._controls import RAW_LABEL
 from ._report import load_results, write_report
 
 __all__ = ["run_pipeline", "plan_pipeline", "Stage", "PipelineRun", "stage_table", "STATE_FILE", "RESOLVED_FILE"]
@@ -125,6 +126,7 @@ def plan_pipeline(pipeline: Pipeline, out: Path) -> list[Stage]:
                     out / "heads" / label / f"{head['label']}{_size_tag(per_class)}", bb, head=head,
                     per_class=per_class, after=extract_id,
                 ))
+    stages += _raw_pixel_stages(pipeline, out)
     stages += _feature_set_stages(pipeline, out)
     for entry in pipeline.finetune:
         for bb in (b for b in pipeline.backbones if b["label"] in entry["backbones"]):
@@ -136,6 +138,26 @@ def plan_pipeline(pipeline: Pipeline, out: Path) -> list[Stage]:
                     out / "finetune" / bb["label"] / f"{entry['mode']}{_size_tag(per_class)}", bb, finetune=entry,
                     per_class=per_class,
                 ))
+    return stages
+
+
+def _raw_pixel_stages(pipeline: Pipeline, out: Path) -> list[Stage]:
+    """The raw-pixel control: its store (a ``raw`` stage) and its heads, at every training-set size."""
+    if pipeline.raw_pixels is None:
+        return []
+    control = {"label": RAW_LABEL, "name": "raw pixels", "size": pipeline.raw_pixels["size"], "control": True}
+    store_id = f"raw:{RAW_LABEL}"
+    stages = [Stage(store_id, "raw", f"raw pixels {control['size']}x{control['size']} (control)",
+                    out / "features" / f"{RAW_LABEL}.h5", control)]
+    for per_class in pipeline.per_class:
+        size = "" if per_class is None else f" ({per_class}/class)"
+        for head in pipeline.raw_pixels["heads"]:
+            stages.append(Stage(
+                f"head:{RAW_LABEL}:{head['label']}{_size_tag(per_class)}", "head",
+                f"head {head['label']} on raw pixels (control){size}",
+                out / "heads" / RAW_LABEL / f"{head['label']}{_size_tag(per_class)}", control, head=head,
+                per_class=per_class, after=store_id,
+            ))
     return stages
 
 
@@ -243,7 +265,9 @@ class _Runner:
     # -- keys and cache checks
 
     def key(self, stage: Stage, stages: dict[str, Stage]) -> str | None:
-        identity = self.spec(stage.backbone).identity()
+        if stage.kind == "raw":
+            return _hash({"source": self.fingerprint, "raw_pixels": stage.backbone["size"]})
+        identity = None if stage.backbone.get("control") else self.spec(stage.backbone).identity()
         if stage.kind == "extract":
             from ..core.runtime import resolve_device, resolve_precision
 
@@ -271,7 +295,7 @@ class _Runner:
         record = self.state["stages"].get(stage.id, {})
         if stage.key is None or record.get("key") != stage.key or record.get("status") not in _DONE:
             return False
-        if stage.kind == "extract":
+        if stage.kind in ("extract", "raw"):
             from ..extraction import FeatureStore, verify_store
 
             try:
@@ -313,6 +337,15 @@ class _Runner:
             why = "is damaged" if isinstance(exc, StoreDamagedError) else "holds features of an older config"
             self.say(f"{stage.path} {why}; rebuilding it")
             store = extract(self.source, self.spec(bb), stage.path, overwrite=True, **kwargs)
+        return {"store_id": store.store_id}
+
+    def run_raw(self, stage: Stage) -> dict:
+        from ..extraction import extract_raw_pixels
+
+        try:
+            store = extract_raw_pixels(self.source, stage.path, size=stage.backbone["size"], quiet=self.quiet)
+        except StoreMismatchError:
+            store = extract_raw_pixels(self.source, stage.path, size=stage.backbone["size"], overwrite=True)
         return {"store_id": store.store_id}
 
     def run_head(self, stage: Stage) -> dict:
@@ -366,7 +399,7 @@ class _Runner:
         """Run one stage; a failure is recorded with its reason and does not stop the others."""
         check_interrupt()  # a Ctrl-C swallowed inside the previous stage stops the pipeline here
         previous = self.state["stages"].get(stage.id, {})
-        if previous.get("key") not in (None, stage.key) and stage.kind != "extract" and stage.path.exists():
+        if previous.get("key") not in (None, stage.key) and stage.kind not in ("extract", "raw") and stage.path.exists():
             # Inputs changed: old outputs would be refused (or, worse, mixed in).
             shutil.rmtree(stage.path)
         self.say(f"{tag}: running")
@@ -392,19 +425,23 @@ class _Runner:
         (whose extraction cost and size the report adds)."""
         out = []
         for stage in stages:
-            if stage.kind == "extract" or stage.status not in _DONE:
+            if stage.kind in ("extract", "raw") or stage.status not in _DONE:
                 continue
             for entry in load_results(stage.path):
                 entry = {**entry, "dataset": self.pipeline.name, "backbone_label": stage.backbone["label"], "stage": stage.id}
                 if _sweeps(self.pipeline, stage.backbone):
                     # Same model listed twice (e.g. crop_pct 1.0 vs default): rows need their labels.
                     entry["backbone"] = stage.backbone["label"]
+                if stage.kind == "head":
+                    entry["source_path"] = self.pipeline.source["path"]  # thumbnails for the report's gallery
                 if stage.feature_set is not None:
                     entry.update(_feature_set_fields(stage, self.by_id, entry.get("stores") or []))
                 elif stage.kind == "head":
                     entry["store_path"] = str(self.by_id[stage.after].path)
                     if stage.head["label"] != stage.head["name"]:
                         entry["head"] = stage.head["label"]
+                    if stage.backbone.get("control"):
+                        entry["control"] = "raw_pixels"  # the report labels these rows as a control
                 out.append(entry)
         return out
 
