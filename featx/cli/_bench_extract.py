@@ -37,11 +37,22 @@ def _common(command):
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (bare and end to end).")
 @click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]))
 @click.option("--no-float-loader", is_flag=True, help="Skip timing the old float loader.")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="ray: local engine vs Ray local mode end to end, and 1 vs --actors actors (CPU).")
+@click.option("--actors", default=2, show_default=True, type=click.IntRange(min=1), help="--engine ray: most actors.")
 def bench_extract(source, backbone, weights, device, workers, limit, as_json, batch_size, precision, compile_model,
-                  decode, no_float_loader):
+                  decode, no_float_loader, engine, actors):
     """Bare forward vs loader alone vs extraction end to end, img/s and ratios, in one process."""
     from ..extraction import bench_extract as run
     from ..extraction import format_table
+
+    if engine == "ray":
+        from ..extraction import bench_ray_extract, format_ray_table
+
+        result = bench_ray_extract(source, backbone, weights=weights, batch_size=8 if batch_size == "auto" else int(batch_size),
+                                   workers=1 if workers == "auto" else int(workers), limit=limit, actors=actors)
+        click.echo(json.dumps(result, indent=2) if as_json else format_ray_table(result))
+        return
 
     result = run(source, backbone, weights=weights, batch_size=batch_size, workers=workers, device=device,
                  precision=precision, compile=compile_model, decode=decode, limit=limit,

@@ -52,6 +52,7 @@ from ._loader import (
 from ._lock import lock_holder
 from ._progress import read_progress
 from ._raw_pixels import RAW_PIXELS, RAW_PIXELS_SIZE, extract_raw_pixels, raw_pixels_identity
+from ._ray_bench import bench_ray_extract, format_ray_table
 from ._sizing import CPU_BATCH_SIZE, auto_batch_size, resolve_batch_size, resolve_workers
 from ._sklearn import FeatureExtractor
 from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, diff_configs
@@ -83,6 +84,8 @@ __all__ = [
     "FORMAT_VERSION",
     "diff_configs",
     "export_store",
+    "bench_ray_extract",
+    "format_ray_table",
     "EXPORT_FORMATS",
     "extract_raw_pixels",
     "raw_pixels_identity",
