@@ -13,7 +13,8 @@ from sklearn.preprocessing import FunctionTransformer
 from threadpoolctl import threadpool_limits
 
 from featx import FeatxError, FeatxUsageError, load_head
-from featx.heads._manifest import file_sha256, manifest_digest
+from featx.core.io import file_sha256
+from featx.heads._manifest import manifest_digest
 from featx.heads._persist import save_head
 from featx.heads._train import select_and_fit, training_rows
 from tests._head_stores import CLASSES, write_store

@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import DiskError
 
-__all__ = ["write_atomic", "json_default", "json_text", "write_json_atomic", "disk_errors", "is_disk_error",
+__all__ = ["file_sha256", "write_atomic", "json_default", "json_text", "write_json_atomic", "disk_errors", "is_disk_error",
            "fsync_dir", "DISK_ERRNOS", "atomic_dir", "recover_dir", "folder_lock"]
 
 # errno values that mean "the storage failed us", not "the user asked for something odd".
@@ -109,6 +109,17 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
         os.replace(tmp, path)
     fsync_dir(path.parent)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def json_default(value):

@@ -23,7 +23,6 @@ with ``timm.data.resolve_model_data_config``.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib.metadata
 import os
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from ..core.errors import FeatxError, FeatxUsageError
+from ..core.io import file_sha256 as sha256_of_file
 
 __all__ = [
     "OfflineWeights",
@@ -152,11 +152,8 @@ def _locate_mobilenetv2_coral() -> Path:
 
 @lru_cache(maxsize=32)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    # Keyed by size and mtime too, so a checkpoint replaced in place is hashed again.
+    return sha256_of_file(path)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

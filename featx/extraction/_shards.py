@@ -22,7 +22,6 @@ single-file :class:`FeatureStore`; ``FeatureStore(path)`` returns one for a dire
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -34,7 +33,7 @@ import h5py
 import numpy as np
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError
-from ..core.io import disk_errors, fsync_dir, write_json_atomic
+from ..core.io import disk_errors, file_sha256, fsync_dir, write_json_atomic
 from ..core.runtime import library_versions
 from ._store import (
     _REASON_BYTES,
@@ -59,14 +58,6 @@ def shard_name(index: int) -> str:
 
 def is_sharded_store(path: str | os.PathLike) -> bool:
     return Path(path).is_dir()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -101,7 +92,7 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
             h5.create_dataset("status", data=status)
             h5.create_dataset("skip_reasons", data=encoded)
         _fsync_file(tmp)
-        sha = _sha256(tmp)
+        sha = file_sha256(tmp)
         os.replace(tmp, final)
     fsync_dir(directory)
     return {
@@ -175,7 +166,7 @@ class ShardedFeatureStore(FeatureStore):
         full = np.zeros((self.n_items, self.dim), dtype=np.float32)
         for entry in self.shards:
             shard = self.path / entry["name"]
-            if not shard.is_file() or _sha256(shard) != entry["sha256"]:
+            if not shard.is_file() or file_sha256(shard) != entry["sha256"]:
                 raise StoreDamagedError(
                     f"shard {shard} is missing or does not match its sha256 in {self.path / MANIFEST}; "
                     "delete it and re-run extract to rebuild that shard"
@@ -222,7 +213,7 @@ def verify_sharded(report):
         shard = report.path / entry["name"]
         if not shard.is_file():
             report.problems.append(f"{entry['name']}: missing (rows {entry['start']}-{entry['stop'] - 1})")
-        elif _sha256(shard) != entry["sha256"]:
+        elif file_sha256(shard) != entry["sha256"]:
             report.problems.append(f"{entry['name']}: sha256 differs from the manifest (rows {entry['start']}-"
                                    f"{entry['stop'] - 1})")
         else:
@@ -294,7 +285,7 @@ class ShardedWriter:
         """Drop manifest entries whose shard file vanished or changed, so they are rebuilt."""
         for key, entry in list(self.manifest["shards"].items()):
             shard = self.path / entry["name"]
-            if not shard.is_file() or _sha256(shard) != entry["sha256"]:
+            if not shard.is_file() or file_sha256(shard) != entry["sha256"]:
                 shard.unlink(missing_ok=True)
                 del self.manifest["shards"][key]
                 self.manifest["complete"] = False
@@ -322,7 +313,7 @@ class ShardedWriter:
                 continue
             self.record({
                 "index": index, "name": shard.name, "start": start, "stop": stop, "rows": stop - start,
-                "first_id": str(ids[0]), "last_id": str(ids[-1]), "sha256": _sha256(shard),
+                "first_id": str(ids[0]), "last_id": str(ids[-1]), "sha256": file_sha256(shard),
                 "bytes": shard.stat().st_size,
                 "skipped": [[start + i, r] for i, (s, r) in enumerate(zip(status, reasons)) if s == STATUS_SKIPPED],
             })

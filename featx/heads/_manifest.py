@@ -22,9 +22,9 @@ import json
 from pathlib import Path
 
 from ..core.errors import StoreDamagedError
-from ..core.io import json_default
+from ..core.io import file_sha256, json_default
 
-__all__ = ["SCHEMA", "UNHASHED", "check_manifest", "manifest_digest", "file_sha256", "check_files", "check_classes"]
+__all__ = ["SCHEMA", "UNHASHED", "check_manifest", "manifest_digest", "check_files", "check_classes"]
 
 # key -> (accepted JSON types, required). ``None`` in a tuple means null is allowed.
 SCHEMA: dict[str, tuple[tuple, bool]] = {
@@ -93,14 +93,6 @@ def manifest_digest(doc: dict) -> str:
     meaningful = {k: v for k, v in doc.items() if k not in UNHASHED}
     text = json.dumps(meaningful, sort_keys=True, separators=(",", ":"), default=json_default, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_files(doc: dict, head_dir: Path) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from ._torch_logreg import softmax
+
 __all__ = ["MLPClassifier"]
 
 
@@ -134,10 +136,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return hidden @ self.coefs_[1] + self.intercepts_[1]
 
     def predict_proba(self, X) -> np.ndarray:
-        scores = self.decision_function(X).astype(np.float64)
-        scores -= scores.max(axis=1, keepdims=True)
-        np.exp(scores, out=scores)
-        return scores / scores.sum(axis=1, keepdims=True)
+        return softmax(self.decision_function(X))
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]

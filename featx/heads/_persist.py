@@ -34,8 +34,8 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError
-from ..core.io import atomic_dir, json_text, recover_dir
-from ._manifest import check_classes, check_files, check_manifest, file_sha256, manifest_digest
+from ..core.io import atomic_dir, file_sha256, json_text, recover_dir
+from ._manifest import check_classes, check_files, check_manifest, manifest_digest
 
 __all__ = ["TrainedHead", "save_head", "load_head", "TRUSTED_TYPES", "MANIFEST_FILE", "HEAD_FORMAT"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-__all__ = ["TorchLogisticRegression", "logreg_loss_and_grad"]
+__all__ = ["TorchLogisticRegression", "logreg_loss_and_grad", "softmax"]
 
 
 def logreg_loss_and_grad(W, b, X, Y, l2: float):
@@ -46,6 +46,14 @@ def _device(device: str) -> str:
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, shifted by the row max so large logits do not overflow."""
+    scores = np.asarray(scores, dtype=np.float64).copy()
+    scores -= scores.max(axis=1, keepdims=True)
+    np.exp(scores, out=scores)
+    return scores / scores.sum(axis=1, keepdims=True)
 
 class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     """L2 multinomial logistic regression, full-batch L-BFGS in torch (CPU or GPU).
@@ -116,10 +124,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         return X @ self.coef_.T + self.intercept_
 
     def predict_proba(self, X) -> np.ndarray:
-        scores = self.decision_function(X).astype(np.float64)
-        scores -= scores.max(axis=1, keepdims=True)
-        np.exp(scores, out=scores)
-        return scores / scores.sum(axis=1, keepdims=True)
+        return softmax(self.decision_function(X))
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
