@@ -30,7 +30,7 @@ class IntOrAuto(click.ParamType):
 
 
 @click.command()
-@click.option("--source", "source", required=True, help="Image folder, CSV manifest (path,label[,split]) or built-in name (digits).")
+@click.option("--source", "source", required=True, help="Image folder, CSV manifest (path,label[,split]), WebDataset .tar shards or .parquet files (brace patterns allowed), or built-in name (digits).")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True, help="Any timm model name, optionally with a tag.")
 @click.option("--weights", default=None, help="Checkpoint file (.pth/.pt/.safetensors), 'hub' or 'random'. Default: offline weights when registered, else the hub.")
 @click.option("--pooling", default="avg", show_default=True, type=click.Choice(["avg", "max", "avgmax", "catavgmax", "token"]))

@@ -1,8 +1,8 @@
 """The data side of the fine-tune baseline: which items, which transforms, which batches.
 
-Items: the split is :func:`featx._splits.assign_splits` over every item of the source
+Items: the split is :func:`featx.data.assign_splits` over every item of the source
 (split seed 0 and the heads' val/test fractions by default), or a recorded
-``splits.json``; ``per_class=N`` keeps :func:`featx._splits.few_shot_mask` of the
+``splits.json``; ``per_class=N`` keeps :func:`featx.data.few_shot_mask` of the
 training split. Both are hash-ranked by item id, so they are the very items
 ``featx train`` uses on a feature store of the same source.
 

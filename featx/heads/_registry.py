@@ -16,7 +16,7 @@ Preprocessing choices:
 * kNN standardises, projects with PCA and L2-normalises, i.e. cosine distance on
   decorrelated features, the usual choice for retrieval-style heads.
 
-How a head's search runs (``selection``) is the business of :mod:`featx._train`:
+How a head's search runs (``selection``) is the business of :mod:`featx.heads._train`:
 ``"grid"`` tries the candidates on the validation split, ``"path"`` is the
 warm-started regularisation path of the linear probe, ``"early_stopping"`` lets the
 booster stop on the validation split and then fixes the number of rounds.

@@ -6,7 +6,7 @@ Protocol, the same for every head:
    if absent), otherwise a stratified, seeded split (:meth:`FeatureStore.split_assignment`),
    or a recorded ``splits.json``. The assignment is written to ``OUT/splits.json``.
 2. Few-shot (``per_class=N``): N training items per class drawn from the training
-   split only (:func:`featx._splits.few_shot_mask`), before validation data is
+   split only (:func:`featx.data.few_shot_mask`), before validation data is
    touched. Validation stays the full validation split.
 3. Selection on validation accuracy, within the head's fixed budget:
    ``grid`` fits each candidate on train; ``path`` (logreg) walks the L2 grid from
@@ -15,7 +15,7 @@ Protocol, the same for every head:
    the booster stop on the validation split and keeps the best number of rounds.
 4. Refit of the chosen configuration on train+val (on the few-shot training items
    alone when ``per_class`` is set, so the head still sees N items per class), then
-   a single evaluation on the test split: :func:`featx._metrics.classification_metrics`.
+   a single evaluation on the test split: :func:`featx.core.metrics.classification_metrics`.
 5. Seeds ``0..K-1`` redraw the few-shot subset and the model's ``random_state``; the
    entry reports seed 0 and ``seed_summary`` gives mean/std over the seeds.
 

@@ -37,7 +37,7 @@ Schema (defaults in brackets)::
     feature_sets: [[lite0, mnv2]]      # [none] concatenations / layer sets, a row each
 
 Relative paths (source, weights, out) are taken from the working directory, like
-every other featx command. Running the stages is :mod:`featx._runner`'s job.
+every other featx command. Running the stages is :mod:`featx.pipeline._runner`'s job.
 """
 
 from __future__ import annotations
