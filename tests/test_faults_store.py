@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 import featx
@@ -43,7 +44,9 @@ def _leftovers(directory: Path) -> list[str]:
 
 
 def _run_until_killed(folder: Path, out: Path, point: str, *extra: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # The killed run uses the same intra-op threads as this process: a float sum split over
+    # another number of threads differs in its last bits, and resume must be bit-identical.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.run([sys.executable, "-m", "tests._store_kill", str(folder), str(out), point, *extra],
                           cwd=ROOT, env=env, capture_output=True, timeout=120)
     assert proc.returncode == -9, f"kill point {point} not reached (rc {proc.returncode}): {proc.stderr.decode()[-1500:]}"
