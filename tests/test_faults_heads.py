@@ -477,6 +477,15 @@ def _interrupt_after_fork() -> None:
 os.register_at_fork(after_in_parent=_interrupt_after_fork)
 
 
+@pytest.fixture(autouse=True)
+def default_ctrl_c():
+    """Python's own SIGINT handler, as in a terminal: a shell starts background jobs (and so,
+    perhaps, this test run) with SIGINT ignored, and featx rightly leaves an ignored SIGINT alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture
 def interrupt_at_next_worker_start():
     yield _INTERRUPT_AT_FORK
