@@ -137,3 +137,28 @@ def test_bench_logreg_times_three_probes_and_reports_the_machine():
     assert machine["threads"] == 1 and machine["cpu_seconds"] > 0 and "cores_ok" in machine
     bad = CliRunner().invoke(cli, ["bench", "logreg", "--n", "5", "--classes", "3"])
     assert bad.exit_code == 2 and "at least 10 rows per class" in bad.output
+
+
+def test_bench_logreg_on_a_store_whose_rows_are_grouped_by_class(tmp_path):
+    from featx.extraction._store import StoreWriter
+    from tests._head_stores import write_store
+
+    # A folder source lists its rows class by class: the warm-up fit must still see every class
+    # (the first 50 val rows below are all of one class).
+    n = 600
+    store = write_store(tmp_path / "shuffled.h5", n=n, dim=8)
+    order = np.argsort(store.labels, kind="stable")
+    splits = ["val" if i % 3 == 0 else "test" if i % 3 == 1 else "train" for i in range(n)]
+    path = tmp_path / "by_class.h5"
+    writer = StoreWriter.create(path, config=store.config, fingerprint="grouped", ids=[f"r{i:04d}" for i in range(n)],
+                                labels=store.labels[order], splits=splits, class_names=store.class_names, dim=8,
+                                dtype="float32")
+    try:
+        writer.write_batch(0, store.features[order], [None] * n)
+        writer.finish({"device": "cpu"})
+    finally:
+        writer.close()
+    result = CliRunner().invoke(cli, ["bench", "logreg", "--features", str(path), "--threads", "1", "--device", "cpu",
+                                      "--no-reference", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["featx_acc"] > 0.5  # 3 separable classes: chance is 1/3
