@@ -84,3 +84,15 @@ def test_gallery_of_worst_mistakes_and_feature_set_plot(tmp_path):
     best["source_path"] = str(tmp_path / "gone")
     md = (write_report(tmp_path / "out2", [best, ensemble]).with_name("report.md")).read_text()
     assert "| ant/000.png | ant | bee | 97% |" in md and "could not open" in md
+
+
+def test_fine_tunes_are_measured_against_frozen_features_and_the_control_gets_its_own_verdict():
+    frozen = _entry("logreg", 0.90, 2.0, seed=1)
+    control = {**_entry("rbf_svm", 0.96, 1.0, seed=2), "backbone": "raw pixels", "control": "raw_pixels"}
+    finished = _tune("partial", 0.88, unfreeze=1, f1s=(0.5, 0.8, 0.7), seed=6)
+    text = summarise("toy", [frozen, control, finished])
+    # 0.88 vs the frozen head's 0.90, not vs the control's 0.96.
+    assert re.search(r"loses 2\.0 points over frozen features \(88\.0% vs best head net \+ logreg 90\.0%\)", text), text
+    assert "raw-pixel control" in text and "do not pay for their extraction" in text
+    beaten = summarise("toy", [{**frozen, "accuracy": 0.99}, control])
+    assert "Frozen features beat the raw-pixel control by 3.0 points" in beaten

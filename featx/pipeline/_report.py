@@ -173,10 +173,15 @@ def summarise(dataset: str, entries: Sequence[dict]) -> str:
             f"({_pct(best['accuracy'])} {_ci(best.get('accuracy_ci'))}), at {_secs(total_seconds(rec))} total instead of "
             f"{_secs(total_seconds(best))} ({saving:.1f}x cheaper)"
         )
-    heads = [e for e in main if e.get("kind") != "finetune"]
+    # Fine-tunes are measured against heads on frozen backbone features, not against the
+    # raw-pixel control, which gets its own sentence.
+    heads = [e for e in main if e.get("kind") != "finetune" and not e.get("control")]
+    controls = [e for e in main if e.get("kind") != "finetune" and e.get("control")]
     tuned = [e for e in main if e.get("kind") == "finetune" and not _is_scratch(e)]
     scratch = [e for e in main if _is_scratch(e)]
     text = " ".join(parts) + "."
+    if heads and controls:
+        text += " " + _parts.control_verdict(min(heads, key=_rank_key), min(controls, key=_rank_key), _pct, _label)
     if heads and tuned:
         text += " " + _parts.finetune_verdict(min(heads, key=_rank_key), tuned, _pct, _label, total_seconds)
     if scratch:

@@ -17,7 +17,7 @@ import html
 import io
 from collections.abc import Sequence
 
-__all__ = ["fill_store_fields", "describe_finetune", "is_under_trained", "finetune_verdict", "group_of", "pipeline_cost",
+__all__ = ["fill_store_fields", "describe_finetune", "is_under_trained", "finetune_verdict", "control_verdict", "group_of", "pipeline_cost",
            "store_floors", "gallery", "plot_groups"]
 
 _KIND_WORDS = {"linear": "linear fine-tune, backbone frozen", "full": "full fine-tune, every layer trained",
@@ -87,6 +87,17 @@ def finetune_verdict(best_head: dict, tuned: Sequence[dict], pct, label, cost) -
         lines.append("Under-trained: " + "; ".join(describe_finetune(e) for e in flagged)
                      + " (val score still rising at the last epoch; more epochs would likely help).")
     return " ".join(lines)
+
+
+def control_verdict(best_head: dict, control: dict, pct, label) -> str:
+    """Whether frozen pretrained features beat the raw-pixel control, and by how many points."""
+    gap = 100 * (best_head["accuracy"] - control["accuracy"])
+    if gap <= 0:
+        return (f"The raw-pixel control {label(control)} ({pct(control['accuracy'])}) is at least as accurate as the "
+                f"best head on frozen features, {label(best_head)} ({pct(best_head['accuracy'])}): on this data the "
+                "pretrained features do not pay for their extraction.")
+    return (f"Frozen features beat the raw-pixel control by {gap:.1f} points ({label(best_head)} "
+            f"{pct(best_head['accuracy'])} vs {label(control)} {pct(control['accuracy'])}).")
 
 
 def group_of(entry: dict) -> str:
