@@ -93,7 +93,7 @@ def control_verdict(best_head: dict, control: dict, pct, label) -> str:
     """Whether frozen pretrained features beat the raw-pixel control, and by how many points."""
     gap = 100 * (best_head["accuracy"] - control["accuracy"])
     if gap <= 0:
-        return (f"The raw-pixel control {label(control)} ({pct(control['accuracy'])}) is at least as accurate as the "
+        return (f"{label(control)} ({pct(control['accuracy'])}) is at least as accurate as the "
                 f"best head on frozen features, {label(best_head)} ({pct(best_head['accuracy'])}): on this data the "
                 "pretrained features do not pay for their extraction.")
     return (f"Frozen features beat the raw-pixel control by {gap:.1f} points ({label(best_head)} "
