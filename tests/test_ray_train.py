@@ -70,3 +70,13 @@ def test_train_engine_ray_refuses_other_heads(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--features", str(store.path), "--heads", "logreg", "--engine", "ray",
                                       "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "xgboost head alone" in result.output
+
+
+def test_train_engine_ray_with_an_unreachable_address_is_one_line_and_writes_nothing(tmp_path):
+    pytest.importorskip("ray.train.xgboost")
+    store = _sharded_store(tmp_path / "store", n=60, shard_size=30)
+    out = tmp_path / "heads"
+    result = CliRunner().invoke(cli, ["train", "--features", str(store.path), "--heads", "xgboost", "--engine", "ray",
+                                      "--address", "127.0.0.1:9", "--out", str(out)])
+    assert result.exit_code == 1 and "cannot reach the Ray cluster at 127.0.0.1:9" in result.output
+    assert not out.exists()

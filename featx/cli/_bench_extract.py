@@ -17,7 +17,7 @@ __all__ = ["COMMANDS", "bench_extract", "bench_finetune"]
 
 def _common(command):
     options = [
-        click.option("--source", default="digits", show_default=True, help="Image folder, CSV manifest or built-in."),
+        click.option("--source", default="digits", show_default=True, help="Image folder, CSV manifest, WebDataset .tar shards, .parquet files or built-in."),
         click.option("--backbone", default="efficientnet_lite0", show_default=True),
         click.option("--weights", default=None, help="As for featx extract ('random' for a quick check)."),
         click.option("--device", default="auto", show_default=True),

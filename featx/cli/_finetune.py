@@ -8,7 +8,7 @@ __all__ = ["COMMANDS", "finetune"]
 
 
 @click.command("finetune")
-@click.option("--source", "source", required=True, help="Image folder, CSV manifest or built-in name: the same source the heads used.")
+@click.option("--source", "source", required=True, help="Image folder, CSV manifest, WebDataset .tar shards, .parquet files or built-in name: the same source the heads used.")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True, help="Any timm model name.")
 @click.option("--weights", default=None, help="Checkpoint file, 'hub' or 'random'. Default: offline weights when registered, else the hub. "
               "In scratch mode only the data config is taken from them.")

@@ -52,6 +52,7 @@ from ._loader import (
 from ._lock import lock_holder
 from ._progress import read_progress
 from ._raw_pixels import RAW_PIXELS, RAW_PIXELS_SIZE, extract_raw_pixels, raw_pixels_identity
+from ._ray import join_ray
 from ._ray_bench import bench_ray_extract, format_ray_table
 from ._sizing import CPU_BATCH_SIZE, auto_batch_size, resolve_batch_size, resolve_workers
 from ._sklearn import FeatureExtractor
@@ -84,6 +85,7 @@ __all__ = [
     "FORMAT_VERSION",
     "diff_configs",
     "export_store",
+    "join_ray",
     "bench_ray_extract",
     "format_ray_table",
     "EXPORT_FORMATS",

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..core.errors import BadImageError, FeatxError, FeatxUsageError
 
-__all__ = ["connect", "run_ray_shards", "RayCluster", "split_eval_transform"]
+__all__ = ["connect", "join_ray", "run_ray_shards", "RayCluster", "split_eval_transform"]
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                          "(start one with `ray start --head`, or check the address)") from None
 
 
-def _init(ray, address: str | None) -> bool:
+def join_ray(ray, address: str | None) -> bool:
     """Join ``address`` (or start a local Ray); True when this process started it."""
     if ray.is_initialized():
         return False
@@ -86,7 +86,7 @@ def connect(device: str = "auto", address: str | None = None, actors: int | None
     if device not in ("auto", "cpu", "cuda"):
         raise FeatxUsageError(f"with --engine ray, --device is auto, cpu or cuda (the actors pick their GPU); got {device!r}")
     ray = _import_ray()
-    started = _init(ray, address)
+    started = join_ray(ray, address)
     gpus = float(ray.cluster_resources().get("GPU", 0.0))
     if device == "cuda" and gpus == 0:
         if started:

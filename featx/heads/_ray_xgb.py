@@ -29,7 +29,7 @@ from ..core.metrics import classification_metrics
 from ..core.results import merge_results, metric_fields, write_tables
 from ..core.runtime import library_versions
 from ..data import splits_digest
-from ..extraction import FeatureStore
+from ..extraction import FeatureStore, join_ray
 from ._train import ENTRY_FILE, _base_entry, _record_splits, resolve_splits, split_record
 
 __all__ = ["train_xgboost_ray"]
@@ -147,9 +147,8 @@ def train_xgboost_ray(store: FeatureStore | str, out: str | Path | None = None, 
     for name in ("train", "val", "test"):
         if not np.any(split == name):
             raise FeatxUsageError(f"the {name} split of {store.path} is empty")
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # The extract engine's way in: an unreachable address is one line at once, not minutes of retries.
+    started_here = join_ray(ray, address)
     try:
         return _run(ray, store, split, rule, out, workers, n_boot, seed, quiet)
     finally:
