@@ -74,7 +74,8 @@ def _aligned(first: FeatureStore, other: FeatureStore) -> np.ndarray:
         if str(item) not in position:
             raise FeatxUsageError(f"stores differ: id {item!r} is in {first.path} but not in {other.path}")
     if len(b) != len(a):
-        extra = next(i for i in b if i not in set(a))
+        known = {str(i) for i in a}  # built once: a set per element would make this quadratic
+        extra = next(i for i in b if str(i) not in known)
         raise FeatxUsageError(f"stores differ: id {extra!r} is in {other.path} but not in {first.path}")
     perm = np.fromiter((position[str(i)] for i in a), dtype=np.int64, count=len(a))
     if list(first.class_names) != list(other.class_names):
