@@ -38,6 +38,7 @@ from .extraction import (
     list_offline_weights,
     register_offline_weights,
     resolve_backbone,
+    write_store,
 )
 from .finetuning import finetune
 from .heads import (
@@ -83,6 +84,7 @@ __all__ = [
     "Source",
     "open_source",
     "FeatureStore",
+    "write_store",
     "FeatureSet",
     "HeadSpec",
     "create_head",

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import sys
 
-from . import _bench, _export, _extract, _finetune, _heads, _pipeline
+from . import _bench, _export, _extract, _finetune, _heads, _import, _pipeline
 from ._group import FeatxClickError, cli, main
 
 __all__ = ["main", "cli", "FeatxClickError"]
 
-for _module in (_extract, _export, _heads, _finetune, _pipeline, _bench):
+for _module in (_extract, _export, _import, _heads, _finetune, _pipeline, _bench):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

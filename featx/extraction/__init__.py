@@ -41,6 +41,7 @@ from ._features import (
     preprocessing_overrides,
 )
 from ._gpu_decode import DECODES, check_gpu_decode
+from ._import import IMPORT_FORMATS, IMPORTED, imported_identity, read_import_source, write_store
 from ._loader import (
     DeviceBatches,
     DeviceNormalizer,
@@ -128,4 +129,9 @@ __all__ = [
     "VerifyReport",
     "read_progress",
     "lock_holder",
+    "write_store",
+    "read_import_source",
+    "imported_identity",
+    "IMPORTED",
+    "IMPORT_FORMATS",
 ]

@@ -371,6 +371,8 @@ class FeatureStore:
             "run": self.run_info,
             "skipped": self.skipped,
             "feature_sets": self.feature_sets,
+            # "imported": written by featx.write_store / featx import from embeddings made elsewhere.
+            "provenance": self.config.get("provenance", "extracted"),
         }
 
     def __repr__(self) -> str:

@@ -33,6 +33,10 @@ def spec_for_identity(identity: dict, head: TrainedHead, weights=None, multi: bo
 
     recorded = identity.get("weights", {})
     kind = recorded.get("kind")
+    if kind == "imported":
+        raise FeatxUsageError(f"head {head.path} was trained on imported features ({identity['model']}), made outside "
+                              "featx: featx has no backbone to embed images for it; embed them with the model that made "
+                              "the features, then call featx.load_head(...).predict(features)")
     name = identity["model"]
     files = _files(weights)
     if kind == "file" and len(files) > 1:

@@ -78,7 +78,8 @@ def check_manifest(doc, where: Path) -> dict:
     if not isinstance(doc["backbone"].get("model"), str):
         raise _bad(where, "'backbone' names no model")
     size = doc["data_config"].get("input_size")
-    if not (isinstance(size, list) and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size)):
+    imported = (doc["backbone"].get("weights") or {}).get("kind") == "imported"  # no images, no input size
+    if not imported and not (isinstance(size, list) and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size)):
         raise _bad(where, "'data_config' has no valid input_size [channels, height, width]")
     for key, types in _FILE_KEYS.items():
         if not isinstance(doc["files"].get(key), types):
