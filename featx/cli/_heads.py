@@ -80,8 +80,11 @@ def _print_entries(entries: list[dict]) -> None:
               help="ray: the xgboost head on Ray Train, reading the store shard by shard (pip install 'featx[ray]').")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray Train workers (--engine ray).")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted for a local Ray.")
+@click.option("--max-memory", "max_memory", default=None, metavar="SIZE",
+              help="Memory for the features a head holds (256MB, 4GB, ...); past it logreg and xgboost stream the store "
+                   "batch by batch and other heads are skipped. Default: half the available memory.")
 def train(features, feature_set, heads_, out, per_class, seeds, splits, split_seed, val_fraction, test_fraction, param,
-          bootstrap, threads, quiet, engine, ray_workers, address):
+          bootstrap, threads, quiet, engine, ray_workers, address, max_memory):
     """Train, select (on val) and evaluate (on test) classical heads on a feature store."""
     from ..heads import train_heads
 
@@ -93,7 +96,7 @@ def train(features, feature_set, heads_, out, per_class, seeds, splits, split_se
     entries = train_heads(
         features, heads=names, params=_parse_params(param, names), per_class=per_class, seeds=seeds, out=out,
         splits=splits, split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
-        n_boot=bootstrap, threads=threads or None, quiet=quiet, feature_set=feature_set,
+        n_boot=bootstrap, threads=threads or None, quiet=quiet, feature_set=feature_set, max_memory=max_memory,
     )
     _print_entries(entries)
     click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); heads saved under {out}/<head>/")

@@ -50,8 +50,9 @@ from ._mistakes import worst_mistakes
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
 from ._search import select_coarse_fine
+from ._stream import fit_seed_streaming, memory_fields, plan_memory
 
-__all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
+__all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "head_manifest", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
 
 CONFIG_FILE, ENTRY_FILE = "config.json", "result.json"
 PATH_PATIENCE = 8  # grid points (two decades of C) without a better val accuracy end the path
@@ -312,6 +313,7 @@ def train_heads(
     threads: int | None = None,
     quiet: bool = True,
     feature_set: str | Sequence[str] | None = None,
+    max_memory: int | str | None = None,
 ) -> list[dict]:
     """Train, select and evaluate ``heads`` on ``store``; return one results entry per head.
 
@@ -329,17 +331,23 @@ def train_heads(
     machine at load 8, a digits logreg fit took 16 s instead of 0.5 s, 20
     gradient-boosting rounds 37 s instead of 4 s); joblib-parallel forests still use
     every core.
+
+    ``max_memory`` (bytes or a size such as ``"256MB"``; default: half the available
+    memory) bounds the features a head holds: past it, ``logreg`` and ``xgboost`` stream
+    the store batch by batch and the other heads are skipped with the reason
+    (:func:`featx.core.memory.memory_plan`). Each results row records ``memory_path``.
     """
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(threads):
         return _train_heads(open_features(store, feature_set), heads, params, per_class, seeds, out, splits, split_seed,
-                            val_fraction, test_fraction, n_boot, threads, quiet)
+                            val_fraction, test_fraction, n_boot, threads, quiet, max_memory)
 
 
 def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction, test_fraction, n_boot,
-                 threads, quiet) -> list[dict]:
+                 threads, quiet, max_memory=None) -> list[dict]:
     store = _open_store(store)
+    plan = plan_memory(store, max_memory, quiet)
     specs, params, seed_list = _check_request(heads, params, seeds, per_class)
     split, rule = resolve_splits(store, splits, split_seed, val_fraction, test_fraction)
     for name in ("train", "val", "test"):
@@ -351,7 +359,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
         out_dir.mkdir(parents=True, exist_ok=True)
         _record_splits(out_dir, store, split, rule)
     task = {"store": store, "split": split, "rule": rule, "per_class": per_class, "n_boot": n_boot,
-            "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet}
+            "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet, "plan": plan}
 
     entries = []
     for spec in specs:
@@ -367,6 +375,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             reason = str(exc).splitlines()[0] if isinstance(exc, HeadUnfitError) else _fit_failure(exc)
             entry = _skipped_entry(task, spec, seed_list, reason)
             print(f"featx: warning: {spec.name} skipped: {reason}", file=sys.stderr, flush=True)
+        entry.update(memory_fields(plan))
         entries.append(entry)
         if out_dir is not None:
             if not skipped_reason(entry):
@@ -380,7 +389,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             "source": store.config.get("source"), "heads": [s.name for s in specs], "params": params,
             "per_class": per_class, "seeds": seed_list, "splits": str(splits) if splits is not None else None,
             "split_rule": rule, "splits_digest": task["digest"], "n_boot": n_boot, "refit_on": entries[0]["refit_on"],
-            "path_patience": PATH_PATIENCE, "threads": threads, "versions": library_versions(),
+            "path_patience": PATH_PATIENCE, "threads": threads, **memory_fields(plan), "versions": library_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_atomic(out_dir / CONFIG_FILE, json_text(config))
@@ -437,8 +446,26 @@ def _check_request(heads, params, seeds, per_class) -> tuple[list[HeadSpec], dic
     return specs, params, seed_list
 
 
+def head_manifest(task: dict, spec: HeadSpec, selection: dict, seed: int) -> dict:
+    """What a saved head records about itself and the features it was fitted on."""
+    store = task["store"]
+    return {
+        "head": spec.name, "params": selection["params"], "backbone": store.config["backbone"],
+        "store_id": store.store_id, "store_path": str(store.path), "dim": store.dim,
+        "class_names": list(store.class_names), "data_config": store.config["data_config"],
+        # How features were made beyond the backbone (layers, views); every input of a concatenation.
+        "features": store.config.get("features"),
+        **({"inputs": store.inputs} if isinstance(store, FeatureSet) else {}),
+        "precision": store.config.get("precision"), "source": store.config.get("source"),
+        "per_class": task["per_class"], "seed": seed, "splits_digest": task["digest"], "split_rule": task["rule"],
+        "versions": library_versions(),
+    }
+
+
 def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) -> dict:
     """Select on val, refit, (save), then score the test split once, for one seed."""
+    if task["plan"]["memory_path"] == "streaming":
+        return fit_seed_streaming(task, spec, fixed, seed, save, head_manifest)
     store, split = task["store"], task["split"]
     X, y, names = store.features, store.labels, store.class_names
     val, test = split == "val", split == "test"
@@ -451,18 +478,7 @@ def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) ->
     if task["out"] is not None and save:
         # Evaluate the saved head itself, so `featx evaluate` reproduces these numbers
         # exactly (a reloaded array's memory layout can move float sums by an ulp).
-        manifest = {
-            "head": spec.name, "params": selection["params"], "backbone": store.config["backbone"],
-            "store_id": store.store_id, "store_path": str(store.path), "dim": store.dim,
-            "class_names": list(names), "data_config": store.config["data_config"],
-            # How features were made beyond the backbone (layers, views); every input of a concatenation.
-            "features": store.config.get("features"),
-            **({"inputs": store.inputs} if isinstance(store, FeatureSet) else {}),
-            "precision": store.config.get("precision"), "source": store.config.get("source"),
-            "per_class": task["per_class"], "seed": seed, "splits_digest": task["digest"], "split_rule": task["rule"],
-            "versions": library_versions(),
-        }
-        model = load_head(save_head(task["out"] / spec.name, model, manifest)).estimator
+        model = load_head(save_head(task["out"] / spec.name, model, head_manifest(task, spec, selection, seed))).estimator
     pred, per_1k = _predict_timed(model, X[test])
     metrics = classification_metrics(y[test], pred, names, n_boot=task["n_boot"], seed=seed)
     mistakes = worst_mistakes(model, X[test], y[test], pred, store.ids[test], names)  # the report's gallery

@@ -1,0 +1,118 @@
+"""Heads past the memory budget: the streaming path of :func:`featx.heads.train_heads`.
+
+:func:`plan_memory` decides, per run, whether the features fit in memory under
+``--max-memory`` (:func:`featx.core.memory.memory_plan`); past it,
+:func:`fit_seed_streaming` fits a head from :class:`featx.extraction.BatchReader`
+batches with the same protocol (selection on val, refit on train+val, one test
+evaluation), and saves it the same way. Heads with a streaming fit: ``logreg``
+(:mod:`._stream_logreg`) and ``xgboost`` (:mod:`._stream_xgb`); any other head past the
+budget is skipped with the reason in its results row.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from ..core.memory import format_size, memory_plan
+from ..core.metrics import classification_metrics
+from ..extraction import BatchReader, FeatureStore
+from ._adapt import HeadUnfitError, adapt_params
+from ._mistakes import worst_mistakes
+from ._persist import load_head, save_head
+
+__all__ = ["plan_memory", "memory_fields", "fit_seed_streaming", "STREAMING_HEADS", "adapted_candidates"]
+
+STREAMING_HEADS = ("logreg", "xgboost")
+
+
+def plan_memory(store, max_memory, quiet: bool = True) -> dict:
+    """The run's memory plan; concatenated feature sets are always held in memory (said when over budget)."""
+    plan = memory_plan(store.n_done, store.dim, max_memory)
+    if plan["memory_path"] == "streaming" and not isinstance(store, FeatureStore):
+        print(f"featx: warning: these concatenated features ({format_size(plan['estimated_in_memory_bytes'])} in memory) "
+              f"are over --max-memory {format_size(plan['max_memory'])}, but only a single store can be streamed: "
+              "holding them in memory", file=sys.stderr, flush=True)
+        plan = {**plan, "memory_path": "in_memory", "over_budget": True}
+    return plan
+
+
+def memory_fields(plan: dict) -> dict:
+    """What a results row records of the plan."""
+    return {"memory_path": plan["memory_path"], "max_memory": plan["max_memory"]}
+
+
+def adapted_candidates(spec, fixed: dict, seed: int, reader) -> list[dict]:
+    """The head's candidates capped to what the reader's rows support, as ``select_and_fit`` caps them.
+
+    ``adapt_params`` looks at the shape and labels only: a zero-byte broadcast view stands in for X.
+    """
+    shape = np.broadcast_to(np.zeros(1, np.float32), (len(reader), reader.dim))
+    return [adapt_params(c, shape, reader.labels)[0] for c in spec.candidates(fixed, seed=seed)]
+
+
+def _selectors() -> dict:
+    from ._stream_logreg import select_logreg_stream
+    from ._stream_xgb import select_xgboost_stream
+
+    return {"logreg": select_logreg_stream, "xgboost": select_xgboost_stream}
+
+
+class _Known:
+    """Probabilities already computed for the test rows, indexed by position (for worst_mistakes)."""
+
+    def __init__(self, proba: np.ndarray, classes):
+        self.proba, self.classes_ = proba, np.asarray(classes)
+
+    def predict_proba(self, positions) -> np.ndarray:
+        return self.proba[np.asarray(positions, dtype=np.int64)]
+
+
+def _predict_stream(model, reader) -> tuple[np.ndarray, np.ndarray, float]:
+    preds, probas, seconds = [], [], 0.0
+    for X, _ in reader:
+        started = time.perf_counter()
+        proba = np.asarray(model.predict_proba(np.asarray(X, dtype=np.float32)))
+        seconds += time.perf_counter() - started
+        probas.append(proba)
+        preds.append(np.asarray(model.classes_)[np.argmax(proba, axis=1)])
+    k = len(model.classes_)
+    proba = np.concatenate(probas) if probas else np.zeros((0, k))
+    pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    return pred, proba, seconds / max(len(reader), 1) * 1000.0
+
+
+def fit_seed_streaming(task: dict, spec, fixed: dict, seed: int, save: bool, manifest_for) -> dict:
+    """``_fit_seed`` of the streaming path: the same protocol and return value, features read in batches."""
+    from ._train import training_rows
+
+    store, split, plan = task["store"], task["split"], task["plan"]
+    selectors = _selectors()
+    if spec.name not in selectors:
+        raise HeadUnfitError(
+            f"{spec.name} needs its features in memory (about {format_size(plan['estimated_in_memory_bytes'])}, over "
+            f"--max-memory {format_size(plan['max_memory'])}); the streaming heads are {', '.join(STREAMING_HEADS)}, "
+            "or raise --max-memory")
+    rows = training_rows(store.ids, store.labels, split, task["per_class"], seed)
+    readers = {name: BatchReader(store, rows[name], batch_rows=plan["batch_rows"]) for name in ("train", "val", "refit",
+                                                                                                 "test")}
+    started = time.perf_counter()
+    model, selection = selectors[spec.name](spec, fixed, seed, readers["train"], readers["val"], readers["refit"],
+                                            budget=plan["max_memory"], cache_dir=task["out"])
+    fit_seconds = time.perf_counter() - started
+    if task["out"] is not None and save:
+        model = load_head(save_head(task["out"] / spec.name, model, manifest_for(task, spec, selection, seed))).estimator
+    pred, proba, per_1k = _predict_stream(model, readers["test"])
+    y_test, names = readers["test"].labels, store.class_names
+    metrics = classification_metrics(y_test, pred, names, n_boot=task["n_boot"], seed=seed)
+    mistakes = worst_mistakes(_Known(proba, model.classes_), np.arange(len(y_test)), y_test, pred,
+                              store.ids[rows["test"]], names)
+    if not task["quiet"]:
+        print(f"featx: {spec.name} seed {seed} (streamed, {plan['batch_rows']} rows a batch): val "
+              f"{selection['val_accuracy']:.4f} with {json.dumps(selection['params'], default=str)}; test accuracy "
+              f"{metrics['accuracy']:.4f}, fit {fit_seconds:.1f} s", file=sys.stderr, flush=True)
+    return {"seed": seed, "model": model, "selection": selection, "metrics": metrics, "fit_seconds": fit_seconds,
+            "predict_seconds_per_1k": per_1k, "n_train": int(rows["train"].sum()), "mistakes": mistakes}

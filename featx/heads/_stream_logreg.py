@@ -1,0 +1,169 @@
+"""The out-of-core linear probe: the torch logreg engine fitted from streamed batches.
+
+Same objective as :class:`TorchLogisticRegression` (the mean cross-entropy over all
+rows plus ``||W||^2 / (2 C n)``), evaluated exactly: full-batch L-BFGS whose every loss
+and gradient is accumulated batch by batch over a :class:`featx.extraction.BatchReader`
+(each batch's mean weighted by its share of the rows, through the one loss function,
+:func:`logreg_loss_and_grad`). Only the weights, the L-BFGS history and one batch are
+in memory, whatever the number of rows. The standardiser is scikit-learn's
+``StandardScaler`` fitted with ``partial_fit`` over the batches (Chan's parallel
+update of mean and variance), so the saved head is the same pipeline as the in-memory
+``logreg`` head with ``engine=torch``: ``StandardScaler`` then ``TorchLogisticRegression``.
+
+Protocol: as the in-memory head, C is chosen on val by the coarse-to-fine walk of
+:mod:`._search` (its own ranking of candidates, through its probe interface), the
+candidates at the head's ``search_only`` tolerance, then a refit on train+val (the
+scaler refitted on those rows) warm-started from the chosen candidate.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ._search import COARSE_STEP, _coarse, _Probe, _refine
+from ._torch_logreg import TorchLogisticRegression, logreg_loss_and_grad
+
+__all__ = ["stream_scaler", "fit_logreg_stream", "select_logreg_stream", "stream_accuracy"]
+
+
+def stream_scaler(reader):
+    """A ``StandardScaler`` fitted over the reader's batches (float32 per batch)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler()
+    for X, _ in reader:
+        scaler.partial_fit(X.astype(np.float32, copy=False))
+    return scaler
+
+
+def _standardised(reader, scaler, codes: dict, k: int):
+    """(Z, Y one-hot, n) torch batches: the reader's rows scaled, labels coded 0..K-1."""
+    import torch
+
+    mean = torch.as_tensor(scaler.mean_, dtype=torch.float32)
+    scale = torch.as_tensor(scaler.scale_, dtype=torch.float32)
+    lookup = np.full(max(codes) + 1, -1, dtype=np.int64)
+    lookup[list(codes)] = list(codes.values())
+    for X, y in reader:
+        Z = (torch.from_numpy(np.asarray(X, dtype=np.float32)) - mean) / scale
+        Y = torch.zeros((len(y), k), dtype=torch.float32)
+        Y[torch.arange(len(y)), torch.from_numpy(lookup[y])] = 1
+        yield Z, Y, len(y)
+
+
+def fit_logreg_stream(reader, scaler, classes: np.ndarray, *, C: float, tol: float = 1e-4, max_iter: int = 1000,
+                      warm: tuple | None = None, history_size: int = 10) -> TorchLogisticRegression:
+    """A fitted :class:`TorchLogisticRegression` on the reader's rows, scaled by ``scaler``."""
+    import torch
+
+    k, d, n = len(classes), reader.dim, len(reader)
+    codes = {int(c): i for i, c in enumerate(classes)}
+    theta = torch.zeros(k * (d + 1), dtype=torch.float32)
+    if warm is not None:
+        theta[: k * d] = torch.as_tensor(np.asarray(warm[0]), dtype=torch.float32).reshape(-1)
+        theta[k * d:] = torch.as_tensor(np.asarray(warm[1]), dtype=torch.float32)
+    theta.requires_grad_(True)
+    l2 = 1.0 / (float(C) * n)
+    optimizer = torch.optim.LBFGS([theta], lr=1, max_iter=int(max_iter), tolerance_grad=float(tol),
+                                  tolerance_change=64 * float(np.finfo(np.float64).eps), history_size=history_size,
+                                  line_search_fn="strong_wolfe")
+    evaluations = [0]
+
+    def closure():
+        with torch.no_grad():
+            W, b = theta[: k * d].view(k, d), theta[k * d:]
+            loss, dW, db = torch.zeros(()), torch.zeros_like(W), torch.zeros_like(b)
+            for Z, Y, rows in _standardised(reader, scaler, codes, k):
+                part, gW, gb = logreg_loss_and_grad(W, b, Z, Y, 0.0)  # the batch mean; weighted by its share
+                share = rows / n
+                loss += share * part
+                dW += share * gW
+                db += share * gb
+            loss += 0.5 * l2 * (W * W).sum()
+            dW += l2 * W
+            theta.grad = torch.cat([dW.reshape(-1), db])
+        evaluations[0] += 1
+        return loss
+
+    optimizer.step(closure)
+    state = optimizer.state[optimizer._params[0]]
+    result = theta.detach().to(torch.float64).numpy()
+    clf = TorchLogisticRegression(C=C, max_iter=max_iter, tol=tol, device="cpu")
+    clf.classes_ = np.asarray(classes)
+    clf.coef_ = result[: k * d].reshape(k, d).astype(np.float32)
+    clf.intercept_ = result[k * d:].astype(np.float32)
+    clf.n_features_in_ = d
+    clf.n_iter_ = np.array([int(state.get("n_iter", 0))])
+    clf.n_evaluations_ = evaluations[0]
+    return clf
+
+
+def stream_accuracy(reader, predict) -> float:
+    """Accuracy of ``predict`` (raw features -> labels) over the reader's rows, batch by batch."""
+    right = 0
+    for X, y in reader:
+        right += int((np.asarray(predict(X)) == y).sum())
+    return right / max(len(reader), 1)
+
+
+class _StreamProbe(_Probe):
+    """The selection walk's probe (see ``_search``) with fits and scores made from batches."""
+
+    def __init__(self, grid, fixed: dict, train, val, scaler, classes, tol: float, max_iter: int):
+        self.grid, self.fixed = grid, fixed
+        self.train, self.val, self.scaler, self.classes = train, val, scaler, classes
+        self.tol, self.max_iter = tol, max_iter
+        self.acc: dict[int, float] = {}
+        self.coefs: dict[int, tuple] = {}
+        self.trace: list[dict] = []
+
+    def score(self, i: int) -> float:
+        if i in self.acc:
+            return self.acc[i]
+        started = time.perf_counter()
+        warm = None
+        if self.coefs:
+            warm = self.coefs[min(self.coefs, key=lambda j: (abs(j - i), j))]
+        clf = fit_logreg_stream(self.train, self.scaler, self.classes, C=self.grid[i], tol=self.tol,
+                                max_iter=self.max_iter, warm=warm)
+        self.acc[i] = stream_accuracy(self.val, lambda X: clf.predict(self.scaler.transform(X)))
+        self.coefs[i] = (clf.coef_.copy(), clf.intercept_.copy())
+        self.trace.append({"params": {**self.fixed, "C": self.grid[i]}, "val_accuracy": self.acc[i],
+                           "n_iter": int(clf.n_iter_[0]), "seconds": round(time.perf_counter() - started, 3)})
+        return self.acc[i]
+
+
+def select_logreg_stream(spec, fixed: dict, seed: int, train, val, refit, **_) -> tuple:
+    """(model, selection record) of the logreg head from three readers (train, val, refit)."""
+    from sklearn.pipeline import Pipeline
+
+    from ._stream import adapted_candidates
+
+    candidates = adapted_candidates(spec, fixed, seed, train)
+    grid = sorted({float(c["C"]) for c in candidates})
+    rest = {k: v for k, v in candidates[0].items() if k != "C"}
+    tol = float(rest.get("tol", 1e-4))
+    max_iter = int(rest.get("max_iter", 1000))
+    search_tol = float(spec.search_only.get("tol", tol))
+    classes = np.unique(train.labels)
+    started = time.perf_counter()
+    scaler = stream_scaler(train)
+    probe = _StreamProbe(grid, rest, train, val, scaler, classes, search_tol, max_iter)
+    _coarse(probe, len(grid), COARSE_STEP)
+    _refine(probe, len(grid), COARSE_STEP // 2)
+    chosen = probe.best()
+    selection_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    refit_scaler = stream_scaler(refit)
+    clf = fit_logreg_stream(refit, refit_scaler, classes, C=grid[chosen], tol=tol, max_iter=max_iter,
+                            warm=probe.coefs[chosen])
+    model = Pipeline([("scale", refit_scaler), ("clf", clf)])
+    record = {
+        "params": {**rest, "C": grid[chosen], "engine": "torch"},
+        "val_accuracy": probe.acc[chosen], "metric": "val_accuracy", "method": spec.selection, "budget": spec.budget,
+        "candidates": sorted(probe.trace, key=lambda t: t["params"]["C"]),
+        "selection_seconds": round(selection_seconds, 3), "refit_seconds": round(time.perf_counter() - started, 3),
+    }
+    return model, record
