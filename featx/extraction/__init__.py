@@ -57,8 +57,8 @@ from ._ray import join_ray
 from ._ray_bench import bench_ray_extract, format_ray_table
 from ._sizing import CPU_BATCH_SIZE, auto_batch_size, resolve_batch_size, resolve_workers
 from ._sklearn import FeatureExtractor
-from ._stream import BatchReader, verified_shard
 from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, diff_configs
+from ._stream import BatchReader, verified_shard
 from ._verify import VerifyReport, verify_store
 from ._writer import BackgroundWriter, to_host
 

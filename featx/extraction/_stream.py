@@ -16,6 +16,7 @@ store's chunks carry Fletcher-32 checksums that HDF5 checks on every read.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Iterator
@@ -159,10 +160,8 @@ def _prefetched(source: Iterator) -> Iterator:
         stop.set()
         # Drain so a producer blocked on put() sees the stop flag and ends.
         while True:
-            try:
+            with contextlib.suppress(queue.Empty):
                 slot.get_nowait()
-            except queue.Empty:
-                pass
             thread.join(timeout=0.01)
             if not thread.is_alive():
                 break
