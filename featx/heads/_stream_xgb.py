@@ -166,9 +166,12 @@ def _select(spec, fixed, seed, readers, k: int, budget: int, cache_dir: str) -> 
     selection_seconds = time.perf_counter() - started
     started = time.perf_counter()
     pca, booster, _, _, clf = _fit(spec, chosen["params"], seed, refit, val, k, budget, cache_dir, False, {})
-    settings = {name: value for name, value in clf.get_params().items() if value is not None}
+    settings = {name: value for name, value in clf.get_params().items() if value is not None and name != "objective"}
     clf.load_model(bytearray(booster.save_raw("ubj")))
-    clf.set_params(**settings)  # loading a bare booster leaves the wrapper's parameters unset
+    for name, value in settings.items():
+        # Loading a bare booster leaves the wrapper's parameters unset; recorded on the wrapper
+        # only (set_params would push them into the trained booster).
+        setattr(clf, name, value)
     model = Pipeline([*([("pca", pca)] if pca is not None else []), ("clf", clf)])
     record = {"params": chosen["params"], "val_accuracy": chosen["val_accuracy"], "metric": "val_accuracy",
               "method": spec.selection, "budget": spec.budget, "candidates": trace,
