@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from . import _bench_extract, _bench_logreg
+from . import _bench_extract, _bench_heads, _bench_logreg
 
 __all__ = ["COMMANDS", "bench"]
 
@@ -19,7 +19,7 @@ def bench() -> None:
     """Time featx's data path and heads on this machine (ratios measured in one run)."""
 
 
-for _module in (_bench_extract, _bench_logreg):
+for _module in (_bench_extract, _bench_logreg, _bench_heads):
     for _command in _module.COMMANDS:
         bench.add_command(_command)
 

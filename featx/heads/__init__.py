@@ -5,6 +5,7 @@ train+val, one test evaluation), safe persistence, and prediction from images.
 from __future__ import annotations
 
 from ._bench import bench_logreg, synthetic_problem
+from ._bench_stream import bench_heads
 from ._featuresets import FeatureSet, open_features, parse_feature_set
 from ._mlp import MLPClassifier
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
@@ -24,6 +25,7 @@ from ._train import (
 )
 
 __all__ = [
+    "bench_heads",
     "train_xgboost_ray",
     "bench_logreg",
     "synthetic_problem",
