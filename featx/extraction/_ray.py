@@ -225,7 +225,10 @@ def _drive(ray, writer, src, spec, data_config, cluster, rows, prec, dtype, batc
     ds = ds.map_batches(_decode_shards, batch_size=1, fn_kwargs={"source": src, "data_config": data_config},
                         num_cpus=1)
     ds = ds.map_batches(
-        _EmbedShards, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cluster.actors), num_gpus=cluster.gpus_per_actor or None,
+        # concurrency=N: a fixed pool of N actors, all started at once. An autoscaling pool
+        # (min 1, max N) only grows when work queues, so with shards as fast as decoding it
+        # stayed at one actor: --actors 2 wrote every shard from one node.
+        _EmbedShards, batch_size=1, concurrency=cluster.actors, num_gpus=cluster.gpus_per_actor or None,
         num_cpus=cluster.cpus_per_actor,
         fn_constructor_kwargs={
             "spec": spec, "data_config": data_config, "device_type": cluster.device_type, "precision": prec,
