@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import featx
+import featx.store
 from featx.cli import cli
 from featx.core.errors import FeatxUsageError
 
@@ -38,7 +39,7 @@ def test_write_store_round_trip(tmp_path, shard_size):
     assert info["provenance"] == "imported" and info["backbone"] == "my-clip"
     assert (path.is_dir()) == (shard_size is not None)
     assert store.store_id == again.store_id
-    assert featx.extraction.verify_store(path).ok
+    assert featx.store.verify_store(path).ok
 
 
 def test_store_id_follows_the_feature_bytes(tmp_path):
@@ -127,7 +128,7 @@ def test_cli_import_npy_folder_is_memory_mapped(tmp_path):
     np.save(folder / "features.npy", X)
     np.save(folder / "labels.npy", y)
     np.save(folder / "splits.npy", np.array(["train"] * 160 + ["val"] * 40 + ["test"] * 40))
-    kwargs = featx.extraction.read_import_source(folder, "npy")
+    kwargs = featx.store.read_import_source(folder, "npy")
     assert isinstance(kwargs["features"], np.memmap)
     result = CliRunner().invoke(cli, ["import", "--format", "npy", str(folder), str(tmp_path / "s.h5")])
     assert result.exit_code == 0, result.output

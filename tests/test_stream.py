@@ -12,8 +12,8 @@ import featx
 from featx.cli import cli
 from featx.core.errors import FeatxUsageError, StoreDamagedError
 from featx.core.memory import memory_plan, parse_size
-from featx.extraction import BatchReader
 from featx.heads import get_head, select_and_fit
+from featx.store import BatchReader
 
 
 def _problem(n=900, d=16, k=3, seed=0, noise=1.6):

@@ -21,7 +21,7 @@ __all__ = ["COMMANDS", "import_"]
 @click.option("--overwrite", is_flag=True, help="Replace an existing feature store at OUT.")
 def import_(src, out, fmt, shard_size, backbone, feature_columns, overwrite):
     """Write embeddings made outside featx (SRC) as a feature store (OUT) every command reads."""
-    from ..extraction import read_import_source, write_store
+    from ..store import read_import_source, write_store
 
     columns = [c.strip() for c in feature_columns.split(",") if c.strip()] if feature_columns else None
     kwargs = read_import_source(src, fmt, feature_columns=columns)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.errors import FeatxError
 
-__all__ = ["HeadUnfitError", "adapt_params", "factory_defaults", "check_classes_usable", "few_shot_shortfall",
+__all__ = ["HeadUnfitError", "adapt_params", "adapted_candidates", "factory_defaults", "check_classes_usable", "few_shot_shortfall",
            "ADAPTED"]
 
 ADAPTED = ("pca", "n_neighbors", "calibration_folds")  # the parameters adapt_params may cap
@@ -78,3 +78,12 @@ def few_shot_shortfall(y_train: np.ndarray, class_names, per_class: int) -> str 
     listed = ", ".join(f"{name!r} {count}" for name, count in short[:6]) + (", ..." if len(short) > 6 else "")
     return (f"--per-class {per_class}: {len(short)} class(es) have fewer training items, so fewer were used "
             f"({listed}); {int(counts.sum())} training items in all")
+
+
+def adapted_candidates(spec, fixed: dict, seed: int, reader) -> list[dict]:
+    """The head's candidates capped to what the reader's rows support, as ``select_and_fit`` caps them.
+
+    ``adapt_params`` looks at the shape and labels only: a zero-byte broadcast view stands in for X.
+    """
+    shape = np.broadcast_to(np.zeros(1, np.float32), (len(reader), reader.dim))
+    return [adapt_params(c, shape, reader.labels)[0] for c in spec.candidates(fixed, seed=seed)]

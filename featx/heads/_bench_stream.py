@@ -68,7 +68,7 @@ def bench_heads(rows: int, dim: int, classes: int, max_memory: str, *, heads: st
                 quiet: bool = True) -> dict:
     """Train ``heads`` on one synthetic sharded store in memory and streamed; wall, peak RSS, accuracy of each."""
     from ..core.memory import memory_plan, parse_size
-    from ..extraction import write_store
+    from ..store import write_store
 
     budget = parse_size(max_memory)
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="featx-bench-heads-"))

@@ -19,12 +19,14 @@ import numpy as np
 
 from ..core.memory import format_size, memory_plan
 from ..core.metrics import classification_metrics
-from ..extraction import BatchReader, FeatureStore
-from ._adapt import HeadUnfitError, adapt_params
+from ..store import BatchReader, FeatureStore
+from ._adapt import HeadUnfitError
 from ._mistakes import worst_mistakes
 from ._persist import load_head, save_head
+from ._stream_logreg import select_logreg_stream
+from ._stream_xgb import select_xgboost_stream
 
-__all__ = ["plan_memory", "memory_fields", "fit_seed_streaming", "STREAMING_HEADS", "adapted_candidates"]
+__all__ = ["plan_memory", "memory_fields", "fit_seed_streaming", "STREAMING_HEADS"]
 
 STREAMING_HEADS = ("logreg", "xgboost")
 
@@ -45,19 +47,7 @@ def memory_fields(plan: dict) -> dict:
     return {"memory_path": plan["memory_path"], "max_memory": plan["max_memory"]}
 
 
-def adapted_candidates(spec, fixed: dict, seed: int, reader) -> list[dict]:
-    """The head's candidates capped to what the reader's rows support, as ``select_and_fit`` caps them.
-
-    ``adapt_params`` looks at the shape and labels only: a zero-byte broadcast view stands in for X.
-    """
-    shape = np.broadcast_to(np.zeros(1, np.float32), (len(reader), reader.dim))
-    return [adapt_params(c, shape, reader.labels)[0] for c in spec.candidates(fixed, seed=seed)]
-
-
 def _selectors() -> dict:
-    from ._stream_logreg import select_logreg_stream
-    from ._stream_xgb import select_xgboost_stream
-
     return {"logreg": select_logreg_stream, "xgboost": select_xgboost_stream}
 
 
@@ -85,18 +75,18 @@ def _predict_stream(model, reader) -> tuple[np.ndarray, np.ndarray, float]:
     return pred, proba, seconds / max(len(reader), 1) * 1000.0
 
 
-def fit_seed_streaming(task: dict, spec, fixed: dict, seed: int, save: bool, manifest_for) -> dict:
-    """``_fit_seed`` of the streaming path: the same protocol and return value, features read in batches."""
-    from ._train import training_rows
+def fit_seed_streaming(task: dict, spec, fixed: dict, seed: int, save: bool, rows: dict, manifest_for) -> dict:
+    """``_fit_seed`` of the streaming path: the same protocol and return value, features read in batches.
 
-    store, split, plan = task["store"], task["split"], task["plan"]
+    ``rows``: the train/val/refit/test masks of ``training_rows``; ``manifest_for``: the saved head's manifest.
+    """
+    store, plan = task["store"], task["plan"]
     selectors = _selectors()
     if spec.name not in selectors:
         raise HeadUnfitError(
             f"{spec.name} needs its features in memory (about {format_size(plan['estimated_in_memory_bytes'])}, over "
             f"--max-memory {format_size(plan['max_memory'])}); the streaming heads are {', '.join(STREAMING_HEADS)}, "
             "or raise --max-memory")
-    rows = training_rows(store.ids, store.labels, split, task["per_class"], seed)
     readers = {name: BatchReader(store, rows[name], batch_rows=plan["batch_rows"]) for name in ("train", "val", "refit",
                                                                                                  "test")}
     started = time.perf_counter()

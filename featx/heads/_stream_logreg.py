@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from ._adapt import adapted_candidates
 from ._search import COARSE_STEP, _coarse, _Probe, _refine
 from ._torch_logreg import TorchLogisticRegression, logreg_loss_and_grad
 
@@ -138,8 +139,6 @@ class _StreamProbe(_Probe):
 def select_logreg_stream(spec, fixed: dict, seed: int, train, val, refit, **_) -> tuple:
     """(model, selection record) of the logreg head from three readers (train, val, refit)."""
     from sklearn.pipeline import Pipeline
-
-    from ._stream import adapted_candidates
 
     candidates = adapted_candidates(spec, fixed, seed, train)
     grid = sorted({float(c["C"]) for c in candidates})

@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from ._adapt import adapted_candidates
+
 __all__ = ["select_xgboost_stream", "fit_ipca"]
 
 _PATIENCE = 20
@@ -154,8 +156,6 @@ def _select(spec, fixed, seed, readers, k: int, budget: int, cache_dir: str) -> 
 
     train, val, refit = readers
     started, trace, pcas = time.perf_counter(), [], {}
-    from ._stream import adapted_candidates
-
     for params in adapted_candidates(spec, fixed, seed, train):
         t0 = time.perf_counter()
         _, booster, rounds, dval, _ = _fit(spec, params, seed, train, val, k, budget, cache_dir, True, pcas)

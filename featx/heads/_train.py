@@ -43,7 +43,7 @@ from ..core.metrics import classification_metrics, summarise_seeds
 from ..core.results import RESULTS_FILE, merge_results, metric_fields, skipped_reason, write_tables
 from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
-from ..extraction import FeatureStore
+from ..store import FeatureStore
 from ._adapt import HeadUnfitError, adapt_params, check_classes_usable, factory_defaults, few_shot_shortfall
 from ._featuresets import FeatureSet, open_features
 from ._mistakes import worst_mistakes
@@ -465,7 +465,8 @@ def head_manifest(task: dict, spec: HeadSpec, selection: dict, seed: int) -> dic
 def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) -> dict:
     """Select on val, refit, (save), then score the test split once, for one seed."""
     if task["plan"]["memory_path"] == "streaming":
-        return fit_seed_streaming(task, spec, fixed, seed, save, head_manifest)
+        rows = training_rows(task["store"].ids, task["store"].labels, task["split"], task["per_class"], seed)
+        return fit_seed_streaming(task, spec, fixed, seed, save, rows, head_manifest)
     store, split = task["store"], task["split"]
     X, y, names = store.features, store.labels, store.class_names
     val, test = split == "val", split == "test"
