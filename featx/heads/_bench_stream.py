@@ -37,10 +37,12 @@ _WRAPPER = (
 
 
 def separable_blocks(rows: int, dim: int, classes: int, seed: int = 0, block: int = 65536):
-    """(labels, iterator of feature blocks): class centres 3 sigma apart in a random subspace, plus noise."""
+    """(labels, iterator of feature blocks): Gaussian classes around random centres, unequal feature scales."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, rows)
-    centres = (rng.standard_normal((classes, dim)) * (1.2 / np.sqrt(max(1, min(dim, 32))) * 3)).astype(np.float32)
+    # Centres about 3.5 noise sigmas apart on average whatever the dimension: not separable
+    # to 100% (a logreg on 30,000 x 128, 10 classes, scored 0.79), so accuracies can differ.
+    centres = (rng.standard_normal((classes, dim)) * (2.5 / np.sqrt(dim))).astype(np.float32)
     scales = rng.uniform(0.5, 2.0, dim).astype(np.float32)  # unequal scales: the standardiser matters
 
     def blocks():
