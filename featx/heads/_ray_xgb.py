@@ -10,9 +10,14 @@ Same protocol as the local ``xgboost`` head (``_train``): the same splits (``spl
 written the same way), each ``max_depth`` of the head's grid boosts on train with early
 stopping on val (20 rounds patience, mlogloss) and is scored by val accuracy at its best
 round; the chosen depth is refit on train+val for exactly that many rounds; the test
-split is evaluated once. Differences, recorded in the entry: no PCA step (a PCA fitted on
-data larger than one machine's RAM is another project; XGBoost's ``hist`` samples
-columns itself), and no few-shot or multi-seed mode.
+split is evaluated once. All of it runs inside ONE Ray Train worker group (one start-up
+per run): every depth, its val score (each worker counts its val rows right, the counts
+are summed over the workers with XGBoost's collective allreduce, so every worker picks
+the same depth) and the refit. Each worker builds its ``QuantileDMatrix`` batch by batch
+from ``iter_batches`` of its dataset shard (an ``xgboost.DataIter``), so no worker
+concatenates its rows. Differences, recorded in the entry: no PCA step (``"pca": None``;
+a PCA fitted on data larger than one machine's RAM is another project; XGBoost's ``hist``
+samples columns itself), and no few-shot or multi-seed mode.
 """
 
 from __future__ import annotations
@@ -30,12 +35,15 @@ from ..core.results import merge_results, metric_fields, write_tables
 from ..core.runtime import library_versions
 from ..data import splits_digest
 from ..extraction import join_ray
-from ..store import FeatureStore
+from ..store import BatchReader, FeatureStore
+from ._mistakes import worst_mistakes
+from ._stream import PrecomputedProba
 from ._train import ENTRY_FILE, _base_entry, _record_splits, resolve_splits, split_record
 
 __all__ = ["train_xgboost_ray"]
 
 _DEPTHS, _PATIENCE, _MAX_ROUNDS = (4, 6), 20, 1000
+_BATCH_ROWS = 4096  # rows per iter_batches batch fed to a worker's QuantileDMatrix
 # Ray Train's checkpoints (the booster) go beside the results: on a cluster that path must be
 # shared, like the shards; without --out, a temporary folder.
 _TRAIN_DIR = ".ray-train"
@@ -72,66 +80,121 @@ def _per_row(store: FeatureStore, split: np.ndarray) -> tuple[np.ndarray, np.nda
     return by_row, labels, done
 
 
+def _shard_iterator(shard, dim: int, batch_rows: int):
+    """An ``xgboost.DataIter`` over a Ray Train dataset shard, one ``iter_batches`` pass per XGBoost pass."""
+    import xgboost
+
+    class _Batches(xgboost.DataIter):
+        def __init__(self):
+            super().__init__(release_data=True)
+            self._it, self._empty = None, True
+
+        def next(self, input_data) -> bool:
+            if self._it is None:
+                self._it = iter(shard.iter_batches(batch_format="numpy", batch_size=batch_rows))
+            batch = next(self._it, None)
+            if batch is None:
+                self._it = None
+                if self._empty:  # a worker with no rows still joins the collective, with an empty matrix
+                    self._empty = False
+                    input_data(data=np.zeros((0, dim), np.float32), label=np.zeros(0))
+                    return True
+                return False
+            self._empty = False
+            input_data(data=batch["features"], label=batch["label"])
+            return True
+
+        def reset(self) -> None:
+            self._it, self._empty = None, True
+
+    return _Batches()
+
+
+def _val_accuracy(booster, dval, rounds: int, k: int) -> float:
+    """Val accuracy over every worker's val rows: local counts summed by the collective."""
+    from xgboost import collective
+
+    labels = dval.get_label()
+    if len(labels):
+        proba = booster.predict(dval, iteration_range=(0, rounds))
+        pred = (proba > 0.5).astype(int) if k == 2 else np.argmax(proba.reshape(len(labels), -1), axis=1)
+        right = float((pred == labels).sum())
+    else:
+        right = 0.0
+    counts = collective.allreduce(np.array([right, float(len(labels))]), collective.Op.SUM)
+    return float(counts[0] / max(counts[1], 1.0))
+
+
 def _worker_loop(config: dict) -> None:
-    """Ray Train worker: its shard of train (and val) -> one collective XGBoost model."""
+    """Ray Train worker: every candidate depth, the choice on val and the refit, in one worker group."""
     import os
     import tempfile
 
     import ray.train
     import xgboost
 
-    def matrix(name):
-        batches = list(ray.train.get_dataset_shard(name).iter_batches(batch_format="numpy", batch_size=None))
-        X = np.concatenate([b["features"] for b in batches]) if batches else np.zeros((0, config["dim"]), np.float32)
-        y = np.concatenate([b["label"] for b in batches]) if batches else np.zeros(0)
-        return xgboost.DMatrix(X, label=y)
+    def matrix(name, ref=None):
+        shard = ray.train.get_dataset_shard(name)
+        return xgboost.QuantileDMatrix(_shard_iterator(shard, config["dim"], config["batch_rows"]), ref=ref,
+                                       max_bin=256)
 
     dtrain = matrix("train")
-    evals = [(matrix("val"), "val")] if config["early_stopping"] else []
-    booster = xgboost.train(config["params"], dtrain, num_boost_round=config["rounds"], evals=evals,
-                            early_stopping_rounds=_PATIENCE if evals else None, verbose_eval=False)
+    dval = matrix("val", ref=dtrain)
+    trace = []
+    for depth in config["depths"]:
+        booster = xgboost.train({**config["params"], "max_depth": depth}, dtrain, num_boost_round=config["rounds"],
+                                evals=[(dval, "val")], early_stopping_rounds=_PATIENCE, verbose_eval=False)
+        rounds = int(booster.best_iteration) + 1 if booster.attr("best_iteration") is not None \
+            else booster.num_boosted_rounds()
+        trace.append({"params": {"max_depth": depth, "n_estimators": rounds},
+                      "val_accuracy": _val_accuracy(booster, dval, rounds, config["n_classes"])})
+    chosen = max(trace, key=lambda t: t["val_accuracy"])  # first best wins ties, as the local head
+    del dtrain, dval
+    booster = xgboost.train({**config["params"], "max_depth": chosen["params"]["max_depth"]}, matrix("refit"),
+                            num_boost_round=chosen["params"]["n_estimators"], verbose_eval=False)
     # One report at the end (a report per round is a synchronous round trip: seconds per round here).
     if ray.train.get_context().get_world_rank() == 0:
         with tempfile.TemporaryDirectory() as folder:
             booster.save_model(os.path.join(folder, "model.ubj"))
+            with open(os.path.join(folder, "trace.json"), "w", encoding="utf-8") as fh:
+                json.dump(trace, fh)
             ray.train.report({"rounds": booster.num_boosted_rounds()},
                              checkpoint=ray.train.Checkpoint.from_directory(folder))
     else:
         ray.train.report({})
 
 
-def _boost(ray, datasets: dict, params: dict, rounds: int, dim: int, workers: int, early_stopping: bool,
-           storage: str):
+def _boost(datasets: dict, config: dict, workers: int, storage: str):
+    """One Ray Train run (one worker-group start-up): (refit booster, selection trace)."""
     import xgboost
     from ray.train import RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
 
     trainer = XGBoostTrainer(
-        _worker_loop, train_loop_config={"params": params, "rounds": rounds, "dim": dim, "early_stopping": early_stopping},
-        datasets=datasets, scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 0.5}),
+        _worker_loop, train_loop_config=config, datasets=datasets,
+        scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 0.5}),
         run_config=RunConfig(storage_path=storage),
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as folder:
         booster = xgboost.Booster()
         booster.load_model(str(Path(folder) / "model.ubj"))
-    return booster
+        trace = json.loads((Path(folder) / "trace.json").read_text(encoding="utf-8"))
+    return booster, trace
 
 
-def _predict(store: FeatureStore, split: np.ndarray, want: str, booster, rounds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions on ``want`` rows, one shard in memory at a time."""
+def _predict(store: FeatureStore, split: np.ndarray, want: str, booster, rounds: int) -> tuple:
+    """Predictions on ``want`` rows, streamed in bounded, verified batches (:class:`BatchReader`)."""
     import xgboost
 
-    preds, ys, offset = [], [], 0
-    chunks = store.iter_shards() if hasattr(store, "iter_shards") else [(store.features, store.labels, None, None)]
-    for feats, labels, _, _ in chunks:
-        mask = split[offset:offset + len(labels)] == want
-        offset += len(labels)
-        if mask.any():
-            proba = booster.predict(xgboost.DMatrix(feats[mask]), iteration_range=(0, rounds))
-            preds.append(np.argmax(proba.reshape(int(mask.sum()), -1), axis=1))
-            ys.append(labels[mask])
-    return np.concatenate(preds), np.concatenate(ys)
+    preds, ys, probas = [], [], []
+    for feats, labels in BatchReader(store, split == want, batch_rows=_BATCH_ROWS * 4):
+        proba = booster.predict(xgboost.DMatrix(np.asarray(feats, dtype=np.float32)), iteration_range=(0, rounds))
+        proba = np.column_stack([1 - proba, proba]) if proba.ndim == 1 else proba
+        preds.append(np.argmax(proba, axis=1))
+        ys.append(labels)
+        probas.append(proba)
+    return np.concatenate(preds), np.concatenate(ys), np.concatenate(probas)
 
 
 def train_xgboost_ray(store: FeatureStore | str, out: str | Path | None = None, *, workers: int = 2,
@@ -172,48 +235,50 @@ def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:
     n_classes = len(store.class_names)
     base = {"objective": "multi:softprob", "num_class": n_classes, "eval_metric": "mlogloss", "tree_method": "hist",
             "eta": 0.1, "subsample": 0.8, "colsample_bytree": 0.8, "seed": seed}
-    data = _datasets(ray, store, split, ("train", "val", "refit"))
-    started, trace = time.perf_counter(), []
-    for depth in _DEPTHS:
-        booster = _boost(ray, {"train": data["train"], "val": data["val"]}, {**base, "max_depth": depth},
-                         _MAX_ROUNDS, store.dim, workers, early_stopping=True, storage=storage)
-        rounds = int(booster.best_iteration) + 1 if booster.attr("best_iteration") is not None else booster.num_boosted_rounds()
-        pred, y = _predict(store, split, "val", booster, rounds)
-        trace.append({"params": {"max_depth": depth, "n_estimators": rounds}, "val_accuracy": float((pred == y).mean())})
-    chosen = max(trace, key=lambda t: t["val_accuracy"])
-    selection_seconds = time.perf_counter() - started
-    started = time.perf_counter()
+    if n_classes == 2:
+        base = {**{k: v for k, v in base.items() if k != "num_class"}, "objective": "binary:logistic",
+                "eval_metric": "logloss"}
+    data = _datasets(ray, store, split, ("train", "val"))
     # "refit" rows: train and val together (the split array relabelled for the reader).
     refit_split = np.where(np.isin(split, ("train", "val")), "refit", split)
-    refit_ds = _datasets(ray, store, refit_split, ("refit",))["refit"]
-    booster = _boost(ray, {"train": refit_ds}, {**base, "max_depth": chosen["params"]["max_depth"]},
-                     chosen["params"]["n_estimators"], store.dim, workers, early_stopping=False, storage=storage)
-    refit_seconds = time.perf_counter() - started
+    data["refit"] = _datasets(ray, store, refit_split, ("refit",))["refit"]
+    config = {"params": base, "depths": list(_DEPTHS), "rounds": _MAX_ROUNDS, "dim": store.dim,
+              "n_classes": n_classes, "batch_rows": _BATCH_ROWS}
+    started = time.perf_counter()
+    booster, trace = _boost(data, config, workers, storage)
+    fit_seconds = time.perf_counter() - started
+    chosen = max(trace, key=lambda t: t["val_accuracy"])
     t0 = time.perf_counter()
-    pred, y_test = _predict(store, split, "test", booster, chosen["params"]["n_estimators"])
+    pred, y_test, proba = _predict(store, split, "test", booster, chosen["params"]["n_estimators"])
     per_1k = (time.perf_counter() - t0) / max(len(y_test), 1) * 1000
     metrics = classification_metrics(y_test, pred, store.class_names, n_boot=n_boot, seed=seed)
-    entry = _entry(store, split, rule, chosen, trace, metrics, selection_seconds, refit_seconds, per_1k, workers, seed)
+    entry = _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, workers, seed)
+    # The report's gallery, as for the local head (probabilities already computed above).
+    entry["mistakes"] = worst_mistakes(PrecomputedProba(proba, np.arange(proba.shape[1])), np.arange(len(y_test)),
+                                       y_test, pred, store.ids[split == "test"], store.class_names)
     if out is not None:
         _save(Path(out), store, split, rule, booster, entry)
     if not quiet:
-        print(f"featx: xgboost (ray, {workers} workers): val {chosen['val_accuracy']:.4f} with "
+        print(f"featx: xgboost (ray, {workers} workers, one Ray Train run): val {chosen['val_accuracy']:.4f} with "
               f"{json.dumps(chosen['params'])}; test accuracy {metrics['accuracy']:.4f}")
     return entry
 
 
-def _entry(store, split, rule, chosen, trace, metrics, selection_seconds, refit_seconds, per_1k, workers, seed) -> dict:
+def _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, workers, seed) -> dict:
     return {
         **_base_entry(store, "xgboost"), "engine": "ray", "ray_workers": workers, "per_class": None, "seeds": [seed],
         "n_train": int((split == "train").sum()), "n_val": int((split == "val").sum()),
         "n_test": int((split == "test").sum()), "refit_on": "train+val",
         "splits_digest": splits_digest(*split_record(store, split, rule)), "split_rule": rule,
         **metric_fields(metrics), "seed_summary": {},
-        "fit_seconds": round(selection_seconds + refit_seconds, 3), "predict_seconds_per_1k": round(per_1k, 5),
+        "fit_seconds": round(fit_seconds, 3), "predict_seconds_per_1k": round(per_1k, 5), "ray_train_runs": 1,
+        # Every worker streams its shard of the rows: no process holds the features.
+        "memory_path": "streaming", "max_memory": None,
         "params": {**chosen["params"], "pca": None},
         "selection": {"val_accuracy": chosen["val_accuracy"], "metric": "val_accuracy", "method": "early_stopping",
-                      "budget": len(_DEPTHS), "candidates": trace, "selection_seconds": round(selection_seconds, 3),
-                      "refit_seconds": round(refit_seconds, 3)},
+                      "budget": len(_DEPTHS), "candidates": trace,
+                      # Selection and refit run in one worker group: their split of the wall time is not measured.
+                      "selection_seconds": None, "refit_seconds": None},
         "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

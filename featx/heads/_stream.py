@@ -26,7 +26,7 @@ from ._persist import load_head, save_head
 from ._stream_logreg import select_logreg_stream
 from ._stream_xgb import select_xgboost_stream
 
-__all__ = ["plan_memory", "memory_fields", "fit_seed_streaming", "STREAMING_HEADS"]
+__all__ = ["plan_memory", "memory_fields", "fit_seed_streaming", "STREAMING_HEADS", "PrecomputedProba"]
 
 STREAMING_HEADS = ("logreg", "xgboost")
 
@@ -51,7 +51,7 @@ def _selectors() -> dict:
     return {"logreg": select_logreg_stream, "xgboost": select_xgboost_stream}
 
 
-class _Known:
+class PrecomputedProba:
     """Probabilities already computed for the test rows, indexed by position (for worst_mistakes)."""
 
     def __init__(self, proba: np.ndarray, classes):
@@ -98,7 +98,7 @@ def fit_seed_streaming(task: dict, spec, fixed: dict, seed: int, save: bool, row
     pred, proba, per_1k = _predict_stream(model, readers["test"])
     y_test, names = readers["test"].labels, store.class_names
     metrics = classification_metrics(y_test, pred, names, n_boot=task["n_boot"], seed=seed)
-    mistakes = worst_mistakes(_Known(proba, model.classes_), np.arange(len(y_test)), y_test, pred,
+    mistakes = worst_mistakes(PrecomputedProba(proba, model.classes_), np.arange(len(y_test)), y_test, pred,
                               store.ids[rows["test"]], names)
     if not task["quiet"]:
         print(f"featx: {spec.name} seed {seed} (streamed, {plan['batch_rows']} rows a batch): val "
