@@ -136,3 +136,20 @@ def test_streamed_xgboost_on_disk_matrix_matches_in_memory_matrix(stores):
         runs.append(model.predict(store.features[split == "test"]))
         assert record["params"]["pca"] == 8 and model[0].n_components_ == 8
     assert np.mean(runs[0] == runs[1]) > 0.95
+
+
+def test_evaluate_past_the_budget_predicts_in_batches(stores, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    featx.train_heads(stores["root"] / "d", ["logreg"], out=out, n_boot=100)
+    whole = featx.evaluate_head(out / "logreg", stores["root"] / "d", n_boot=100)
+    import featx.heads._train as train_module
+
+    def tiny(store, max_memory, quiet=True):
+        return memory_plan(store.n_done, store.dim, "4KB")
+
+    monkeypatch.setattr(train_module, "plan_memory", tiny)
+    from featx.store import ShardedFeatureStore
+
+    monkeypatch.setattr(ShardedFeatureStore, "features", property(lambda self: pytest.fail("held in memory")))
+    streamed = featx.evaluate_head(out / "logreg", stores["root"] / "d", n_boot=100)
+    assert streamed["accuracy"] == whole["accuracy"] and streamed["n_test"] == whole["n_test"]

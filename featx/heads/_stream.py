@@ -26,7 +26,7 @@ from ._persist import load_head, save_head
 from ._stream_logreg import select_logreg_stream
 from ._stream_xgb import select_xgboost_stream
 
-__all__ = ["plan_memory", "memory_fields", "fit_seed_streaming", "STREAMING_HEADS", "PrecomputedProba"]
+__all__ = ["plan_memory", "memory_fields", "fit_seed_streaming", "STREAMING_HEADS", "PrecomputedProba", "predict_streaming"]
 
 STREAMING_HEADS = ("logreg", "xgboost")
 
@@ -73,6 +73,18 @@ def _predict_stream(model, reader) -> tuple[np.ndarray, np.ndarray, float]:
     proba = np.concatenate(probas) if probas else np.zeros((0, k))
     pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
     return pred, proba, seconds / max(len(reader), 1) * 1000.0
+
+
+def predict_streaming(model, store, rows: np.ndarray, plan: dict) -> tuple[np.ndarray, float]:
+    """(predicted labels, seconds per 1,000) of ``model`` on the selected rows, read in bounded batches."""
+    reader = BatchReader(store, rows, batch_rows=plan["batch_rows"])
+    preds, seconds = [], 0.0
+    for X, _ in reader:
+        started = time.perf_counter()
+        preds.append(np.asarray(model.predict(np.asarray(X, dtype=np.float32))))
+        seconds += time.perf_counter() - started
+    pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    return pred, seconds / max(len(reader), 1) * 1000.0
 
 
 def fit_seed_streaming(task: dict, spec, fixed: dict, seed: int, save: bool, rows: dict, manifest_for) -> dict:

@@ -50,7 +50,7 @@ from ._mistakes import worst_mistakes
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
 from ._search import select_coarse_fine
-from ._stream import fit_seed_streaming, memory_fields, plan_memory
+from ._stream import fit_seed_streaming, memory_fields, plan_memory, predict_streaming
 
 __all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "head_manifest", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
 
@@ -549,7 +549,11 @@ def evaluate_head(
     test = split == "test"
     if not test.any():
         raise FeatxUsageError(f"the test split of {store.path} is empty")
-    pred, per_1k = _predict_timed(head.estimator, store.features[test])
+    plan = plan_memory(store, None)
+    if plan["memory_path"] == "streaming":  # a test split past the budget is predicted batch by batch
+        pred, per_1k = predict_streaming(head.estimator, store, test, plan)
+    else:
+        pred, per_1k = _predict_timed(head.estimator, store.features[test])
     metrics = classification_metrics(store.labels[test], pred, store.class_names, n_boot=n_boot)
     return {
         **_base_entry(store, head.name), "per_class": head.manifest.get("per_class"), "seeds": [head.manifest.get("seed", 0)],
