@@ -18,10 +18,19 @@ import numpy as np
 import torch
 
 from ..core.errors import DiskError, FeatxUsageError, StoreDamagedError, StoreMismatchError
-from ..core.io import fsync_dir
 from ..core.runtime import resolve_device, resolve_precision
 from ..data import Source, open_source
-from ..store import FeatureStore, ProgressFile, StoreWriter, check_existing, check_store_items, writer_lock
+from ..store import (
+    FeatureStore,
+    ProgressFile,
+    StoreWriter,
+    build_target,
+    check_apart,
+    check_existing,
+    check_store_items,
+    swap_in,
+    writer_lock,
+)
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
 from ._engine import prepare_model, run_extraction
 from ._features import (
@@ -32,7 +41,7 @@ from ._features import (
     preprocessing_overrides,
 )
 from ._gpu_decode import check_gpu_decode
-from ._inputs import FEATURE_DTYPES, default_store_path, store_config
+from ._inputs import FEATURE_DTYPES, default_store_path, source_locations, store_config
 from ._sizing import resolve_batch_size, resolve_workers
 
 __all__ = ["extract"]
@@ -124,20 +133,18 @@ def extract(
     prec = resolve_precision(precision, dev := resolve_device(device))
     check_gpu_decode(decode, dev)
     path = Path(out) if out is not None else default_store_path(src, spec, extra=options)
+    check_apart(path, *source_locations(src))
 
     model, data_config = create_backbone(spec)
     data_config = data_config_with(model, data_config, overrides)
     config = store_config(src, spec, data_config, prec, dtype, options, decode)
     with writer_lock(path):
-        target = path.with_name(path.name + ".new") if overwrite and path.exists() else path
+        target = build_target(path, overwrite)
         writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet,
                               recipe=recipe)
         if isinstance(writer, FeatureStore):
-            if target == path:
-                return writer
-            # An --overwrite build that an interrupted run finished: replace the old store now.
-            _replace(target, path)
-            return FeatureStore(path)
+            # Reused; an --overwrite build that an interrupted run finished replaces the old store now.
+            return writer if target == path else (swap_in(target, path), FeatureStore(path))[1]
         progress = ProgressFile(path)
         writer.on_progress = progress
         try:
@@ -155,13 +162,8 @@ def extract(
             raise
         if target != path:
             # --overwrite: the old store is replaced only now that the new one is complete.
-            _replace(target, path)
+            swap_in(target, path)
     return FeatureStore(path)
-
-
-def _replace(new: Path, path: Path) -> None:
-    os.replace(new, path)
-    fsync_dir(path.parent)
 
 
 def _close_quietly(writer: StoreWriter) -> None:

@@ -10,7 +10,6 @@ the Ray engine lives in ``_ray``.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,10 +18,23 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..core.errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError, StoreMismatchError
+from ..core.io import remove_path
 from ..core.runtime import autocast_context, resolve_device, resolve_precision, tune_malloc
 from ..data import Source
-from ..store import FeatureStore, ShardedFeatureStore, ShardedWriter, check_existing, write_shard, writer_lock
+from ..store import (
+    MANIFEST,
+    NEW_SUFFIX,
+    FeatureStore,
+    ShardedFeatureStore,
+    ShardedWriter,
+    build_target,
+    check_apart,
+    check_existing,
+    swap_in,
+    write_shard,
+    writer_lock,
+)
 from ._backbones import BackboneSpec, create_backbone
 from ._inputs import (
     FEATURE_DTYPES,
@@ -30,6 +42,7 @@ from ._inputs import (
     default_store_path,
     embedding_dim,
     make_eval_transform,
+    source_locations,
     store_config,
 )
 
@@ -63,40 +76,50 @@ def extract_sharded_call(source, backbone, out, *, shard_size: int | None, engin
                            ray_options=ray_options)
 
 
-def _clear_for_overwrite(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
 def _open_writer(path: Path, src: Source, config: dict, fingerprint: str, dim_of, dtype: str,
-                 shard_size: int, overwrite: bool) -> tuple[ShardedWriter | None, FeatureStore | None]:
-    """Under the lock: reuse a complete store, resume an incomplete one, or create a new one."""
-    if overwrite:
-        _clear_for_overwrite(path)
+                 shard_size: int | None, overwrite: bool) -> tuple[ShardedWriter | None, FeatureStore | None]:
+    """Under the lock: reuse a complete store, resume an incomplete one, or create a new one.
+
+    ``path`` is where the store is built: the store itself or, for --overwrite, its ``.new``
+    sibling (see :func:`featx.store.build_target`), which a matching earlier build resumes.
+    """
+    rebuild = path.name.endswith(NEW_SUFFIX)
     if path.exists() and not path.is_dir():
         raise FeatxUsageError(
             f"{path} is a single-file store; a sharded store (--shard-size, --engine ray) is a directory: "
             "use another --out, or --overwrite to replace it"
         )
-    if path.is_dir() and any(path.iterdir()):
-        if not (path / "manifest.json").is_file():
-            raise FeatxUsageError(f"{path} exists and is not a featx store; use another --out or --overwrite")
-        check_existing(path, config, src)
-        # Reopening checks every listed shard's sha256 (a damaged one is dropped and rebuilt), so a
-        # reused store is one whose bytes are what was committed, not one that only says so.
-        writer = ShardedWriter.reopen(path)
-        if writer.manifest["complete"] and not writer.pending_shards():
-            store = ShardedFeatureStore(path)
-            store.reused = True
-            return None, store
-        return writer, None
+    if (path / MANIFEST).is_file():
+        try:
+            check_existing(path, config, src)
+        except (StoreMismatchError, StoreDamagedError):
+            if not rebuild:
+                raise
+            remove_path(path)  # an earlier --overwrite build of another config: featx's own, started again
+        else:
+            return _reuse_or_resume(path, shard_size)
+    remove_path(path)  # nothing, an empty folder, or a killed create's own files (build_target checked)
+    shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
     writer = ShardedWriter.create(
         path, config=config, fingerprint=fingerprint, ids=src.ids, labels=src.labels,
         splits=[item.split for item in src.items], class_names=src.class_names, dim=dim_of(), dtype=dtype,
         shard_size=shard_size,
     )
+    return writer, None
+
+
+def _reuse_or_resume(path: Path, shard_size: int | None) -> tuple[ShardedWriter | None, FeatureStore | None]:
+    # Reopening checks every listed shard's sha256 (a damaged one is dropped and rebuilt), so a
+    # reused store is one whose bytes are what was committed, not one that only says so.
+    writer = ShardedWriter.reopen(path)
+    kept = writer.manifest["shard_size"]
+    if shard_size is not None and shard_size != kept:
+        print(f"featx: {path} was written with --shard-size {kept}; keeping that (not {shard_size}) for this store "
+              "(--overwrite rewrites it)", file=sys.stderr)
+    if writer.manifest["complete"] and not writer.pending_shards():
+        store = ShardedFeatureStore(path)
+        store.reused = True
+        return None, store
     return writer, None
 
 
@@ -110,8 +133,7 @@ def extract_sharded(src: Source, spec: BackboneSpec, path: Path, *, device: str,
     batch_size = 8 if batch_size == "auto" else int(batch_size)
     if batch_size < 1:
         raise FeatxUsageError("batch size must be at least 1")
-    shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
-    if shard_size < 1:
+    if shard_size is not None and shard_size < 1:
         raise FeatxUsageError("shard size must be at least 1")
     cluster = None
     if engine == "ray":
@@ -131,10 +153,15 @@ def extract_sharded(src: Source, spec: BackboneSpec, path: Path, *, device: str,
     def dim_of() -> int:
         return embedding_dim(model, data_config["input_size"], torch.device("cpu"))
 
+    check_apart(path, *source_locations(src))
     with writer_lock(path):
-        writer, reused = _open_writer(path, src, config, fingerprint, dim_of, dtype, shard_size, overwrite)
+        target = build_target(path, overwrite)
+        writer, reused = _open_writer(target, src, config, fingerprint, dim_of, dtype, shard_size, overwrite)
         if reused is not None:
-            return reused
+            if target == path:
+                return reused
+            swap_in(target, path)  # an --overwrite build that an interrupted run finished
+            return FeatureStore(path)
         started = time.perf_counter()
         if cluster is not None:
             from ._ray import run_ray_shards
@@ -149,6 +176,8 @@ def extract_sharded(src: Source, spec: BackboneSpec, path: Path, *, device: str,
         run_info.update(seconds_this_run=round(seconds, 3),
                         images_per_second=round(rows / seconds, 2) if rows and seconds > 0 else None)
         writer.finish(run_info)
+        if target != path:
+            swap_in(target, path)  # --overwrite: the old store is replaced only now that the new one is complete
     return ShardedFeatureStore(path)
 
 
@@ -180,7 +209,7 @@ class _ShardAssembler:
         if slot["filled"] == hi - lo:
             del self.open[index]
             entry = write_shard(self.writer.path, index, lo, self.src.ids[lo:hi], slot["feats"], slot["reasons"],
-                                self.dtype)
+                                self.dtype, stamp=self.writer.stamp)
             self.writer.record(entry)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._export import EXPORT_FORMATS, export_store
 from ._lock import lock_holder, lock_path, writer_lock
+from ._place import NEW_SUFFIX, build_target, check_apart, is_featx_store, remove_temporaries, swap_in
 from ._progress import ProgressFile, progress_path, read_progress
 from ._shards import (
     ITEMS,
@@ -14,6 +15,9 @@ from ._shards import (
     ShardedFeatureStore,
     ShardedWriter,
     is_sharded_store,
+    iter_verified_shards,
+    manifest_digest,
+    read_shard,
     shard_name,
     verify_sharded,
     write_shard,
@@ -38,6 +42,9 @@ __all__ = [
     "StoreWriter",
     "ShardedWriter",
     "write_shard",
+    "iter_verified_shards",
+    "read_shard",
+    "manifest_digest",
     "shard_name",
     "is_sharded_store",
     "MANIFEST",
@@ -58,6 +65,12 @@ __all__ = [
     "writer_lock",
     "lock_path",
     "lock_holder",
+    "is_featx_store",
+    "check_apart",
+    "build_target",
+    "swap_in",
+    "remove_temporaries",
+    "NEW_SUFFIX",
     "ProgressFile",
     "progress_path",
     "read_progress",

@@ -22,6 +22,8 @@ single-file :class:`FeatureStore`; ``FeatureStore(path)`` returns one for a dire
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
@@ -33,8 +35,9 @@ import h5py
 import numpy as np
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError
-from ..core.io import disk_errors, file_sha256, fsync_dir, write_json_atomic
+from ..core.io import disk_errors, file_sha256, fsync_dir, json_text, write_json_atomic
 from ..core.runtime import library_versions
+from ._place import remove_temporaries
 from ._store import (
     _REASON_BYTES,
     FORMAT_VERSION,
@@ -42,7 +45,9 @@ from ._store import (
     STATUS_PENDING,
     STATUS_SKIPPED,
     FeatureStore,
+    _attr_text,
     _canonical,
+    _first_line,
 )
 
 __all__ = ["ShardedFeatureStore", "ShardedWriter", "write_shard", "shard_name", "is_sharded_store",
@@ -69,11 +74,13 @@ def _fsync_file(path: Path) -> None:
 
 
 def write_shard(directory: str | os.PathLike, index: int, start: int, ids, features: np.ndarray,
-                reasons: list[str | None], dtype: str) -> dict:
+                reasons: list[str | None], dtype: str, stamp: dict | None = None) -> dict:
     """Write shard ``index`` (rows ``start..start+len(ids)``) atomically; return its manifest entry.
 
     Called by the local engine and by Ray actors alike; the entry carries everything the
-    driver needs (sha256, id range, skipped rows) without reopening the file.
+    driver needs (sha256, id range, skipped rows) without reopening the file. ``stamp``
+    (:attr:`ShardedWriter.stamp`: the store's nonce and config hash) goes into the shard's
+    attributes, so a resume adopts only shards of this very store.
     """
     directory = Path(directory)
     final = directory / shard_name(index)
@@ -87,6 +94,8 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
             h5.attrs["featx_format"] = FORMAT_VERSION
             h5.attrs["shard"] = index
             h5.attrs["start"] = start
+            for key, value in (stamp or {}).items():
+                h5.attrs[key] = value
             h5.create_dataset("features", data=np.asarray(features).reshape(n, -1).astype(dtype))
             h5.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
             h5.create_dataset("status", data=status)
@@ -103,6 +112,18 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
     }
 
 
+def manifest_digest(manifest: dict) -> str:
+    """sha256 over every field of a manifest but the digest itself: a manifest edited by hand
+    (class names reordered, entries swapped or dropped, another dim) no longer matches it."""
+    body = json.loads(json_text({k: v for k, v in manifest.items() if k != "manifest_sha256"}))
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    write_json_atomic(path / MANIFEST, manifest)
+
+
 def _read_manifest(path: Path) -> dict:
     manifest = path / MANIFEST
     if not manifest.is_file():
@@ -115,10 +136,17 @@ def _read_manifest(path: Path) -> dict:
         raise FeatxError(f"{manifest} is not a featx sharded-store manifest")
     if int(data.get("featx_format", 0)) > FORMAT_VERSION:
         raise FeatxError(f"{path} uses store format {data['featx_format']}; this featx reads up to {FORMAT_VERSION}")
+    # Manifests written before the digest have none (they keep opening; their shards are still checked).
+    if "manifest_sha256" in data and data["manifest_sha256"] != manifest_digest(data):
+        raise StoreDamagedError(f"{manifest} was edited or damaged (its fields no longer match its manifest_sha256); "
+                                "re-run extract with --overwrite")
     return data
 
 
-def _read_items(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _read_items(path: Path, expected_sha256: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if expected_sha256 and (not (path / ITEMS).is_file() or file_sha256(path / ITEMS) != expected_sha256):
+        raise StoreDamagedError(f"{path / ITEMS} is missing or differs from the one listed in {path / MANIFEST}; "
+                                "re-run extract with --overwrite")
     try:
         with h5py.File(path / ITEMS, "r") as h5:
             return h5["ids"].asstr()[:], h5["labels"][:], h5["splits"].asstr()[:]
@@ -144,7 +172,7 @@ class ShardedFeatureStore(FeatureStore):
         # Shards carry a sha256 each (checked on read) instead of per-item content hashes.
         self.has_item_hashes, self.content_digest = False, None
         self._extra_sets: list[dict] = []  # --layers sets are not written to shards (yet)
-        self._all_ids, self._all_labels, self._all_splits = _read_items(self.path)
+        self._all_ids, self._all_labels, self._all_splits = _read_items(self.path, m.get("items_sha256"))
         self.n_items, self.dim, self.feature_dtype = len(self._all_ids), int(m["dim"]), m["dtype"]
         self._status = np.full(self.n_items, STATUS_PENDING, dtype=np.uint8)
         reasons: dict[int, str] = {}
@@ -162,33 +190,25 @@ class ShardedFeatureStore(FeatureStore):
     def shards(self) -> list[dict]:
         return sorted(self.manifest.get("shards", {}).values(), key=lambda e: e["index"])
 
-    def _read_all_features(self) -> np.ndarray:
-        full = np.zeros((self.n_items, self.dim), dtype=np.float32)
-        for entry in self.shards:
-            shard = self.path / entry["name"]
-            if not shard.is_file() or file_sha256(shard) != entry["sha256"]:
-                raise StoreDamagedError(
-                    f"shard {shard} is missing or does not match its sha256 in {self.path / MANIFEST}; "
-                    "delete it and re-run extract to rebuild that shard"
-                )
-            with h5py.File(shard, "r") as h5:
-                full[entry["start"]:entry["stop"]] = h5["features"][:]
-        return full
-
     @property
     def features(self) -> np.ndarray:
         if self._features is None:
-            self._features = self._read_all_features()[self._done]
+            full = np.zeros((self.n_done, self.dim), dtype=np.float32)
+            offset = 0
+            for ids, _, _, feats in self.iter_verified_shards():
+                full[offset:offset + len(ids)] = feats
+                offset += len(ids)
+            self._features = full
         return self._features
 
-    def iter_shards(self):
-        """Yield ``(features, labels, ids, splits)`` of each committed shard's done rows: one shard in RAM at a time."""
+    def iter_verified_shards(self):
+        """See :func:`iter_verified_shards`: one committed shard at a time, each checked first."""
         for entry in self.shards:
-            with h5py.File(self.path / entry["name"], "r") as h5:
-                feats = h5["features"][:].astype(np.float32, copy=False)
+            _, feats = read_shard(self.path, entry, self._all_ids, self.dim)
             sl = slice(entry["start"], entry["stop"])
             done = self._done[sl]
-            yield feats[done], self._all_labels[sl][done], self._all_ids[sl][done], self._all_splits[sl][done]
+            yield (self._all_ids[sl][done], self._all_labels[sl][done].astype(np.int64), self._all_splits[sl][done],
+                   feats[done].astype(np.float32, copy=False))
 
     def info(self) -> dict:
         data = super().info()
@@ -201,11 +221,59 @@ class ShardedFeatureStore(FeatureStore):
 FeatureStore._directory_layout = ShardedFeatureStore
 
 
+def iter_verified_shards(store: FeatureStore | str | os.PathLike):
+    """Yield ``(ids, labels, splits, features)`` of a store's usable rows, one block at a time, in source order.
+
+    The one read path of every consumer that streams a store (export, the Ray readers,
+    out-of-core heads). A sharded store yields one committed shard per block, each
+    checked before it is used: its sha256 against the manifest, its ids against
+    ``items.h5`` and its shape against the manifest's ``dim``; a single-file store yields
+    blocks of 65,536 rows, whose HDF5 checksums are checked as they are read. Anything
+    that does not check out is a one-line :class:`~featx.core.errors.StoreDamagedError`,
+    never wrong rows. ``labels`` are int64, ``features`` float32 of shape (rows, dim),
+    ``splits`` the source's own split per row ("" where it has none). Only one block is
+    held in memory at a time.
+    """
+    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    yield from store.iter_verified_shards()
+
+
+def read_shard(path: Path, entry: dict, all_ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, features)`` of one committed shard after its sha256, ids and width check out, else one line."""
+    problem, ids, feats = _check_shard(path, entry, all_ids, dim)
+    if problem:
+        raise StoreDamagedError(f"shard {path / entry['name']} {problem}; delete it and re-run extract to rebuild "
+                                "that shard")
+    return ids, feats
+
+
+def _check_shard(path: Path, entry: dict, all_ids: np.ndarray, dim: int):
+    """(what is wrong or None, ids, features) of one committed shard."""
+    rows = f"(rows {entry['start']}-{entry['stop'] - 1})"
+    try:
+        data = (path / entry["name"]).read_bytes()
+    except OSError:
+        return f"is missing or unreadable {rows}", None, None
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        return f"sha256 differs from the manifest {rows}", None, None
+    try:
+        with h5py.File(io.BytesIO(data), "r") as h5:
+            ids, feats = h5["ids"].asstr()[:], h5["features"][:]
+    except (OSError, KeyError, ValueError) as exc:
+        return f"is unreadable {rows}: {_first_line(exc)}", None, None
+    n = entry["stop"] - entry["start"]
+    if feats.shape != (n, dim):
+        return f"holds {'x'.join(map(str, feats.shape))} features where the manifest says {n}x{dim}", None, None
+    if not np.array_equal(ids.astype(str), np.asarray(all_ids[entry["start"]:entry["stop"]]).astype(str)):
+        return f"holds other ids than {ITEMS} lists there {rows}", None, None
+    return None, ids, feats
+
+
 def verify_sharded(report):
     """``featx info --verify`` for a directory: manifest, item listing, and every shard's sha256."""
     try:
         manifest = _read_manifest(report.path)
-        _read_items(report.path)
+        all_ids, _, _ = _read_items(report.path, manifest.get("items_sha256"))
     except FeatxError as exc:
         if exc.exit_code == 2:
             raise
@@ -213,12 +281,9 @@ def verify_sharded(report):
         return report
     report.checked.extend([MANIFEST, ITEMS])
     for entry in sorted(manifest["shards"].values(), key=lambda e: e["index"]):
-        shard = report.path / entry["name"]
-        if not shard.is_file():
-            report.problems.append(f"{entry['name']}: missing (rows {entry['start']}-{entry['stop'] - 1})")
-        elif file_sha256(shard) != entry["sha256"]:
-            report.problems.append(f"{entry['name']}: sha256 differs from the manifest (rows {entry['start']}-"
-                                   f"{entry['stop'] - 1})")
+        problem = _check_shard(report.path, entry, all_ids, int(manifest["dim"]))[0]
+        if problem:
+            report.problems.append(f"{entry['name']}: {problem.removeprefix('is ')}")
         else:
             report.checked.append(entry["name"])
     return report
@@ -230,10 +295,8 @@ def verify_shard_ids(path: Path, manifest: dict, all_ids: np.ndarray) -> None:
     if sorted(int(k) for k in manifest["shards"]) != list(range(n_shards)):
         missing = sorted(set(range(n_shards)) - {int(k) for k in manifest["shards"]})
         raise FeatxError(f"internal error: shards {missing[:5]} of {path} are missing; not marking it complete")
-    seen = []
-    for index in range(n_shards):
-        with h5py.File(path / shard_name(index), "r") as h5:
-            seen.append(h5["ids"].asstr()[:])
+    seen = [read_shard(path, manifest["shards"][str(index)], all_ids, int(manifest["dim"]))[0]
+            for index in range(n_shards)]
     got = np.concatenate(seen) if seen else np.array([], dtype=object)
     if len(got) != len(all_ids) or not np.array_equal(got.astype(str), np.asarray(all_ids).astype(str)):
         dupes = len(got) - len(set(got.tolist()))
@@ -264,21 +327,33 @@ class ShardedWriter:
             _fsync_file(items_tmp)
             os.replace(items_tmp, path / ITEMS)
         n = len(ids)
+        config = _canonical(config)
+        # What every shard of this store carries: a resume adopts an orphan shard only when both match.
+        identity = json.dumps({"config": config, "dim": int(dim), "dtype": dtype}, sort_keys=True)
         manifest = {
-            "featx_format": FORMAT_VERSION, "layout": "sharded", "config": _canonical(config),
+            "featx_format": FORMAT_VERSION, "layout": "sharded", "config": config,
+            "nonce": uuid.uuid4().hex, "config_sha256": hashlib.sha256(identity.encode()).hexdigest(),
+            "items_sha256": file_sha256(path / ITEMS),
             "fingerprint": fingerprint, "class_names": list(class_names),
             "versions": library_versions(xgboost=False), "n_items": n, "dim": int(dim), "dtype": dtype,
             "shard_size": int(shard_size), "n_shards": -(-n // shard_size), "shards": {},
             "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": "", "run": {},
         }
         # The manifest goes last: a directory without it is not a store yet, and is recreated.
-        write_json_atomic(path / MANIFEST, manifest)
+        _write_manifest(path, manifest)
         return cls(path, manifest, np.asarray(ids, dtype=object))
+
+    @property
+    def stamp(self) -> dict:
+        """The attributes every shard of this store records (none for stores made before stamps)."""
+        m = self.manifest
+        return {"store_nonce": m["nonce"], "store_config": m["config_sha256"]} if "nonce" in m else {}
 
     @classmethod
     def reopen(cls, path: Path) -> ShardedWriter:
         manifest = _read_manifest(path)
-        ids, _, _ = _read_items(path)
+        ids, _, _ = _read_items(path, manifest.get("items_sha256"))
+        remove_temporaries(path)  # of a killed run: under the writer lock, no live writer owns them
         writer = cls(path, manifest, ids)
         writer._check_listed()
         writer._adopt_committed()
@@ -305,6 +380,9 @@ class ShardedWriter:
             start, stop = self.shard_range(index)
             try:
                 with h5py.File(shard, "r") as h5:
+                    # Another store's or another run's shard (another nonce or config) is never adopted.
+                    if any(_attr_text(h5, key) != value for key, value in self.stamp.items()):
+                        raise KeyError("not this store's shard")
                     ids = h5["ids"].asstr()[:]
                     status = h5["status"][:]
                     reasons = [bytes(r).decode("utf-8", "replace").rstrip("\x00") for r in h5["skip_reasons"][:]]
@@ -330,7 +408,7 @@ class ShardedWriter:
 
     def record(self, entry: dict) -> None:
         self.manifest["shards"][str(entry["index"])] = entry
-        write_json_atomic(self.path / MANIFEST, self.manifest)
+        _write_manifest(self.path, self.manifest)
 
     def finish(self, run_info: dict) -> None:
         verify_shard_ids(self.path, self.manifest, self.ids)
@@ -339,7 +417,7 @@ class ShardedWriter:
         self.manifest["run"] = {**run_info, "extract_seconds_total": round(total, 3)}
         self.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.manifest["complete"] = True
-        write_json_atomic(self.path / MANIFEST, self.manifest)
+        _write_manifest(self.path, self.manifest)
 
     def close(self) -> None:
         """Nothing held open between shards; here for symmetry with the single-file writer."""
