@@ -108,14 +108,14 @@ def test_out_around_a_csv_sources_images_is_refused(folder, tmp_path):
 
 def test_sharded_overwrite_keeps_the_old_store_until_the_new_one_is_complete(folder, max_spec, sharded,
                                                                               monkeypatch):
-    import featx.extraction._shard_engine as engine
+    import featx.extraction._extractor as engine
 
     old = FeatureStore(sharded.path).features.copy()
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "_run_local_shards", killed)
+    monkeypatch.setattr(engine, "_run", killed)
     with pytest.raises(KeyboardInterrupt):
         extract(folder, max_spec, sharded.path, shard_size=4, overwrite=True, quiet=True, workers=0)
     kept = FeatureStore(sharded.path)

@@ -1,6 +1,6 @@
 """The Ray engine: decode in Ray tasks, embed in an actor pool, one shard per Ray row.
 
-The driver lists the source and owns the manifest (``_shard_engine``). It turns each
+The driver lists the source and owns the manifest (``_extractor``). It turns each
 pending shard into one row ``{shard, start, stop}`` of a Ray dataset; a decode task
 opens the shard's images and applies the PIL half of timm's eval transform (resize,
 centre crop) to uint8 pixels; an actor of the pool (one backbone replica per GPU, or

@@ -445,6 +445,13 @@ class StoreWriter:
     def pending_rows(self) -> np.ndarray:
         return np.flatnonzero(self.status == STATUS_PENDING)
 
+    def batches(self, batch_size: int) -> list[list[int]]:
+        """The pending rows in fixed, batch-aligned blocks ``[k*B, (k+1)*B)``: a resumed run recomputes
+        the same blocks with the same batch composition, so its file equals an uninterrupted one."""
+        n = len(self.status)
+        blocks = np.unique(self.pending_rows() // batch_size)
+        return [list(range(int(b) * batch_size, min((int(b) + 1) * batch_size, n))) for b in blocks]
+
     def write_batch(self, start: int, features: np.ndarray, reasons: list[str | None], records=None,
                     extra: dict[str, np.ndarray] | None = None) -> None:
         """Write rows ``start:start+len(reasons)``: features (and item records), flush, then status, flush.
