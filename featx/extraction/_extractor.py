@@ -164,6 +164,7 @@ def extract(
                               quiet=quiet, recipe=recipe)
         if isinstance(writer, FeatureStore):
             _disconnect(layout)
+            ProgressFile(path).remove()  # a sidecar a run killed after finishing left behind
             # Reused; an --overwrite build that an interrupted run finished replaces the old store now.
             return writer if target == path else (swap_in(target, path), FeatureStore(path))[1]
         if layout.cluster is not None:

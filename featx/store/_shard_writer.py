@@ -14,6 +14,7 @@ read back through the verified reader, holds exactly the listing's ids.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
@@ -51,12 +52,22 @@ from ._store import (
 __all__ = ["ShardedWriter", "write_shard"]
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _commit_h5(final: Path, tmp: Path, build) -> str:
+    """Build an HDF5 file in memory (``build(h5)``), write it under ``tmp``, fsync, rename it to ``final``;
+    its sha256. Only plain writes touch the disk, so a full disk is one clean error (HDF5 writing to
+    a full disk itself fails again, noisily, when its objects are freed)."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        build(h5)
+    data = buffer.getvalue()
+    with disk_errors(final, tmp):
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    fsync_dir(final.parent)
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_shard(directory: str | os.PathLike, index: int, start: int, ids, features: np.ndarray,
@@ -77,27 +88,25 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
     n = len(ids)
     status = np.array([STATUS_DONE if r is None else STATUS_SKIPPED for r in reasons], dtype=np.uint8)
     encoded = np.array([(r or "").encode("utf-8")[:_REASON_BYTES] for r in reasons], dtype=f"S{_REASON_BYTES}")
-    with disk_errors(final, tmp):
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["featx_format"] = FORMAT_VERSION
-            h5.attrs["shard"] = index
-            h5.attrs["start"] = start
-            for key, value in (stamp or {}).items():
-                h5.attrs[key] = value
-            h5.create_dataset("features", data=np.asarray(features).reshape(n, -1).astype(dtype))
-            h5.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
-            h5.create_dataset("status", data=status)
-            h5.create_dataset("skip_reasons", data=encoded)
-            if records is not None:
-                hashes, stats = records
-                h5.create_dataset("item_hash", data=np.array([h.encode("ascii") for h in hashes], dtype=f"S{_HASH_BYTES}"))
-                h5.create_dataset("item_stat", data=np.asarray(stats, dtype=np.int64).reshape(n, 3))
-            for name, rows in (extra or {}).items():
-                h5.create_dataset(f"feature_sets/{name}", data=np.asarray(rows).reshape(n, -1).astype(dtype))
-        _fsync_file(tmp)
-        sha = file_sha256(tmp)
-        os.replace(tmp, final)
-    fsync_dir(directory)
+
+    def build(h5: h5py.File) -> None:
+        h5.attrs["featx_format"] = FORMAT_VERSION
+        h5.attrs["shard"] = index
+        h5.attrs["start"] = start
+        for key, value in (stamp or {}).items():
+            h5.attrs[key] = value
+        h5.create_dataset("features", data=np.asarray(features).reshape(n, -1).astype(dtype))
+        h5.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
+        h5.create_dataset("status", data=status)
+        h5.create_dataset("skip_reasons", data=encoded)
+        if records is not None:
+            hashes, stats = records
+            h5.create_dataset("item_hash", data=np.array([h.encode("ascii") for h in hashes], dtype=f"S{_HASH_BYTES}"))
+            h5.create_dataset("item_stat", data=np.asarray(stats, dtype=np.int64).reshape(n, 3))
+        for name, rows in (extra or {}).items():
+            h5.create_dataset(f"feature_sets/{name}", data=np.asarray(rows).reshape(n, -1).astype(dtype))
+
+    sha = _commit_h5(final, tmp, build)
     return {
         "index": index, "name": final.name, "start": start, "stop": start + n, "rows": n,
         "first_id": str(ids[0]) if n else "", "last_id": str(ids[-1]) if n else "",
@@ -148,14 +157,13 @@ class ShardedWriter:
         if shard_size < 1:
             raise FeatxUsageError("shard size must be at least 1")
         path.mkdir(parents=True, exist_ok=True)
-        items_tmp = path / f".{ITEMS}.tmp"
-        with disk_errors(path / ITEMS, items_tmp):
-            with h5py.File(items_tmp, "w") as h5:
-                h5.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
-                h5.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
-                h5.create_dataset("splits", data=np.asarray(splits, dtype=object), dtype=h5py.string_dtype())
-            _fsync_file(items_tmp)
-            os.replace(items_tmp, path / ITEMS)
+
+        def build(h5: h5py.File) -> None:
+            h5.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
+            h5.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
+            h5.create_dataset("splits", data=np.asarray(splits, dtype=object), dtype=h5py.string_dtype())
+
+        items_sha = _commit_h5(path / ITEMS, path / f".{ITEMS}.tmp", build)
         n = len(ids)
         config = _canonical(config)
         # What every shard of this store carries: a resume adopts an orphan shard only when both match.
@@ -163,7 +171,7 @@ class ShardedWriter:
         manifest = {
             "featx_format": FORMAT_VERSION, "layout": "sharded", "config": config,
             "nonce": uuid.uuid4().hex, "config_sha256": hashlib.sha256(identity.encode()).hexdigest(),
-            "items_sha256": file_sha256(path / ITEMS), "item_records": bool(item_records),
+            "items_sha256": items_sha, "item_records": bool(item_records),
             "fingerprint": fingerprint, "class_names": list(class_names),
             "versions": library_versions(xgboost=False), "n_items": n, "dim": int(dim), "dtype": dtype,
             "shard_size": int(shard_size), "n_shards": -(-n // shard_size), "shards": {},
