@@ -36,7 +36,7 @@ def test_write_store_round_trip(tmp_path, shard_size):
     assert list(again.ids) == list(ids) and list(again.splits) == list(splits)
     assert again.class_names == ["a", "b", "c"]
     info = again.info()
-    assert info["provenance"] == "imported" and info["backbone"] == "my-clip"
+    assert info["config"]["provenance"] == "imported" and info["backbone"] == "my-clip"
     assert (path.is_dir()) == (shard_size is not None)
     assert store.store_id == again.store_id
     assert featx.store.verify_store(path).ok

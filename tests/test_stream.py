@@ -61,10 +61,13 @@ def test_a_damaged_shard_is_refused_and_early_stop_does_not_hang(tmp_path):
     it = iter(reader)
     next(it)
     it.close()  # abandoning a pass stops the prefetch thread
+    list(reader)  # a whole pass: every shard checked once
     shard = tmp_path / "d" / store.shards[1]["name"]
     data = bytearray(shard.read_bytes())
     data[-100] ^= 0xFF
     shard.write_bytes(bytes(data))
+    with pytest.raises(StoreDamagedError, match="sha256"):
+        list(reader)  # the same reader: the file changed since it was checked, so it is checked again
     with pytest.raises(StoreDamagedError, match="sha256"):
         list(BatchReader(featx.FeatureStore(tmp_path / "d"), batch_rows=50))
 

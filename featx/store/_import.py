@@ -39,7 +39,8 @@ import numpy as np
 
 from ..core.errors import FeatxError, FeatxUsageError
 from ._lock import writer_lock
-from ._shards import ShardedWriter, write_shard
+from ._place import is_featx_store, swap_in
+from ._shard_writer import ShardedWriter
 from ._store import FeatureStore, StoreWriter
 
 __all__ = ["write_store", "read_import_source", "IMPORTED", "IMPORT_FORMATS", "imported_identity"]
@@ -205,10 +206,7 @@ def write_store(
                 "dtype": dtype}
         run = {"device": "none", "imported": True}
         try:
-            if shard_size is None:
-                _write_single(tmp, meta, blocks, digest, run, started)
-            else:
-                _write_sharded(tmp, meta, _rechunk(blocks, shard_size), shard_size, digest, run, started)
+            _write(tmp, meta, blocks, shard_size, digest, run, started)
         except BaseException:
             _remove_featx_leftover(tmp)  # all or nothing: a failed import leaves nothing behind
             raise
@@ -227,11 +225,8 @@ def _check_target(path: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise FeatxUsageError(f"{path} already exists; use --overwrite to replace it, or another OUT")
-    try:
-        FeatureStore(path)
-    except FeatxError:
-        # featx never deletes what it did not write.
-        raise FeatxUsageError(f"{path} exists and is not a featx feature store; not replacing it") from None
+    if not is_featx_store(path):  # featx never deletes what it did not write
+        raise FeatxUsageError(f"{path} exists and is not a featx feature store; not replacing it")
 
 
 def _remove_featx_leftover(tmp: Path) -> None:
@@ -247,51 +242,40 @@ def _run_info(run: dict, started: float, n: int) -> dict:
     return {**run, "seconds_this_run": round(seconds, 3), "rows_per_second": round(n / max(seconds, 1e-9), 1)}
 
 
-def _write_single(tmp: Path, meta: dict, blocks: Iterable[np.ndarray], digest, run: dict, started: float) -> None:
-    writer = StoreWriter.create(tmp, config=meta["config"], fingerprint="", ids=meta["ids"], labels=meta["labels"],
-                                splits=meta["splits"], class_names=meta["class_names"], dim=meta["dim"],
-                                dtype=meta["dtype"])
+def _write(tmp: Path, meta: dict, blocks: Iterable[np.ndarray], shard_size: int | None, digest, run: dict,
+           started: float) -> None:
+    """Every row through the store's own writer (either layout, the same ``write_batch`` loop)."""
+    common = {"config": meta["config"], "fingerprint": "", "ids": meta["ids"], "labels": meta["labels"],
+              "splits": meta["splits"], "class_names": meta["class_names"], "dim": meta["dim"], "dtype": meta["dtype"]}
+    if shard_size is None:
+        writer = StoreWriter.create(tmp, **common)
+    else:
+        writer = ShardedWriter.create(tmp, **common, shard_size=shard_size)
+        blocks = _rechunk(blocks, shard_size)  # write_batch takes rows inside one shard
     try:
         start = 0
         for block in blocks:
             writer.write_batch(start, block, [None] * len(block))
             start += len(block)
-        # The fingerprint is only known once every byte was read; the file is still private here.
-        writer.h5.attrs["fingerprint"] = digest.hexdigest()
+        # The fingerprint is only known once every byte was read; the store is still private here.
+        if shard_size is None:
+            writer.h5.attrs["fingerprint"] = digest.hexdigest()
+        else:
+            writer.manifest["fingerprint"] = digest.hexdigest()
         writer.finish(_run_info(run, started, start))
     finally:
         writer.close()
 
 
-def _write_sharded(tmp: Path, meta: dict, blocks: Iterable[np.ndarray], shard_size: int, digest, run: dict,
-                   started: float) -> None:
-    writer = ShardedWriter.create(tmp, config=meta["config"], fingerprint="", ids=meta["ids"], labels=meta["labels"],
-                                  splits=meta["splits"], class_names=meta["class_names"], dim=meta["dim"],
-                                  dtype=meta["dtype"], shard_size=shard_size)
-    start = 0
-    for index, block in enumerate(blocks):
-        stop = start + len(block)
-        writer.record(write_shard(tmp, index, start, meta["ids"][start:stop], block, [None] * len(block), meta["dtype"]))
-        start = stop
-    writer.manifest["fingerprint"] = digest.hexdigest()
-    writer.finish(_run_info(run, started, start))
-
-
 def _swap(tmp: Path, path: Path) -> None:
-    """Put the finished import at ``path``, replacing an old store only now."""
+    """Put the finished import at ``path``, replacing an old store only now (the store's own swap)."""
     from ..core.io import fsync_dir
 
-    if path.is_dir() and not path.is_symlink():
-        old = path.with_name(path.name + ".replaced")
-        _remove_featx_leftover(old)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
+    if path.exists() or path.is_symlink():
+        swap_in(tmp, path)
     else:
-        if tmp.is_dir() and (path.exists() or path.is_symlink()):
-            path.unlink()
         os.replace(tmp, path)
-    fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 # -- featx import: the file formats --------------------------------------------------

@@ -8,10 +8,12 @@ caller works on the current one (one block ahead, so at most three are alive: th
 in use, the one queued, the one being read). Blocks without a selected row are never
 read. Every pass yields the same rows in the same order (store order).
 
-Verification: a shard is read only after its sha256 matched the manifest
-(:func:`verified_shard`, the one place that check lives for streaming); the check runs
-once per reader and again only if the file's size or mtime changed since. A single-file
-store's chunks carry Fletcher-32 checksums that HDF5 checks on every read.
+Verification: a shard is first read through the store's one verified read
+(:func:`read_shard_fields`: sha256 against the manifest, ids against ``items.h5``, shape),
+which holds that one shard in memory; later passes of the same reader read only the row
+ranges they need, straight from the file, while it is still the file that was checked
+(same inode, size and mtime; anything else is checked again). A single-file store's
+chunks carry Fletcher-32 checksums that HDF5 checks on every read.
 """
 
 from __future__ import annotations
@@ -22,11 +24,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from ..core.errors import StoreDamagedError
-from ..core.io import file_sha256
+from ._shards import read_shard_fields
 from ._store import FeatureStore, _first_line, _open_h5, damaged_error
 
 __all__ = ["BatchReader", "verified_shard"]
@@ -34,25 +34,27 @@ __all__ = ["BatchReader", "verified_shard"]
 _END = object()
 
 
-def verified_shard(store: FeatureStore, entry: dict, seen: dict | None = None) -> Path:
-    """The path of a committed shard whose bytes match its manifest sha256; else StoreDamagedError.
+def _stamp(path: Path):
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    ``seen`` caches (size, mtime_ns) of shards already checked, so repeated passes hash once.
+
+def verified_shard(store: FeatureStore, entry: dict, seen: dict) -> np.ndarray | None:
+    """A shard's features on its first visit, checked by the store's one verified read
+    (:func:`read_shard_fields`: sha256 against the manifest, ids against ``items.h5``,
+    shape); ``None`` on a later visit when the file is still the one checked (same inode,
+    size and mtime), so the caller reads the rows it needs from the verified file.
     """
     shard = store.path / entry["name"]
-    try:
-        stat = shard.stat()
-    except OSError:
-        stat = None
-    key = (stat.st_size, stat.st_mtime_ns) if stat is not None else None
-    if seen is not None and key is not None and seen.get(entry["name"]) == key:
-        return shard
-    if stat is None or file_sha256(shard) != entry["sha256"]:
-        raise StoreDamagedError(f"shard {shard} is missing or does not match its sha256 in {store.path / 'manifest.json'}; "
-                                "delete it and re-run extract to rebuild that shard")
-    if seen is not None:
-        seen[entry["name"]] = key
-    return shard
+    stamp = _stamp(shard)
+    if stamp is not None and seen.get(entry["name"]) == stamp:
+        return None
+    fields = read_shard_fields(store.path, entry, store.all_ids, store.dim, ["features"])
+    seen[entry["name"]] = stamp
+    return fields["features"]
 
 
 class BatchReader:
@@ -93,19 +95,21 @@ class BatchReader:
 
     def _read(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         store, labels = self.store, self.store.all_labels
-        handle, handle_name = None, None
+        handle, source, current = None, None, object()
         try:
             for entry, start, stop in self._blocks():
                 name = entry["name"] if entry is not None else None
-                if handle is None or name != handle_name:
+                if name != current:  # a new shard (or the single file): verified, or the checked file reopened
                     if handle is not None:
                         handle.close()
-                    handle = h5py.File(verified_shard(store, entry, self._seen), "r") if entry is not None \
-                        else _open_h5(store.path, "r")
-                    handle_name = name
+                    handle, current = None, name
+                    source = verified_shard(store, entry, self._seen) if entry is not None else None
+                    if source is None:
+                        handle = _open_h5(store.path / name if entry is not None else store.path, "r")
+                        source = handle["features"]
                 offset = entry["start"] if entry is not None else 0
                 try:
-                    block = handle["features"][start - offset:stop - offset]
+                    block = np.asarray(source[start - offset:stop - offset])
                 except OSError as exc:
                     raise damaged_error(store.path, f"/features rows {start}-{stop - 1}: {_first_line(exc)}") from None
                 keep = self._selected[start:stop]
