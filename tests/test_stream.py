@@ -156,3 +156,9 @@ def test_evaluate_past_the_budget_predicts_in_batches(stores, tmp_path, monkeypa
     monkeypatch.setattr(ShardedFeatureStore, "features", property(lambda self: pytest.fail("held in memory")))
     streamed = featx.evaluate_head(out / "logreg", stores["root"] / "d", n_boot=100)
     assert streamed["accuracy"] == whole["accuracy"] and streamed["n_test"] == whole["n_test"]
+
+
+def test_concatenated_stores_over_the_budget_are_held_in_memory_and_said(stores, tmp_path, capsys):
+    entries = featx.train_heads([stores["root"] / "s.h5", stores["root"] / "d"], ["knn"], max_memory="1KB", n_boot=100)
+    assert entries[0]["memory_path"] == "in_memory" and entries[0]["accuracy"] is not None
+    assert "only a single store can be streamed" in capsys.readouterr().err

@@ -33,7 +33,7 @@ STREAMING_HEADS = ("logreg", "xgboost")
 
 def plan_memory(store, max_memory, quiet: bool = True) -> dict:
     """The run's memory plan; concatenated feature sets are always held in memory (said when over budget)."""
-    plan = memory_plan(store.n_done, store.dim, max_memory)
+    plan = memory_plan(len(store.labels), store.dim, max_memory)
     if plan["memory_path"] == "streaming" and not isinstance(store, FeatureStore):
         print(f"featx: warning: these concatenated features ({format_size(plan['estimated_in_memory_bytes'])} in memory) "
               f"are over --max-memory {format_size(plan['max_memory'])}, but only a single store can be streamed: "

@@ -53,7 +53,9 @@ _CHUNK_ROWS = 65536
 
 def imported_identity(backbone: str | None = None) -> dict:
     """The "backbone" identity of imported features (a head trained on them records it)."""
-    return {"model": backbone or IMPORTED, "weights": {"kind": IMPORTED}, "pooling": None}
+    # Pooling happened wherever the embeddings were made: recorded as "imported", a string
+    # like every extracted store's (concatenated feature sets join the poolings).
+    return {"model": backbone or IMPORTED, "weights": {"kind": IMPORTED}, "pooling": IMPORTED}
 
 
 def _labels(labels, class_names) -> tuple[np.ndarray, list[str]]:
