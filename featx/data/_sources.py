@@ -36,9 +36,8 @@ __all__ = [
     "CsvSource",
     "DigitsSource",
     "ArraySource",
-    "open_source",
-    "list_builtin_sources",
     "SPLIT_NAMES",
+    "check_label_spellings",
 ]
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -250,6 +249,21 @@ def _require_unique_ids(items: list[Item], where: Path) -> None:
         seen.add(item.id)
 
 
+def check_label_spellings(names: Sequence[str], where: str | os.PathLike) -> None:
+    """Refuse two labels that are one number written two ways (``1`` and ``01``, ``+1``): two classes
+    the user almost certainly meant as one. Pad or unpad them all the same way."""
+    seen: dict[int, str] = {}
+    for name in names:
+        text = name.strip()
+        if not text.lstrip("+-").isdigit():
+            continue
+        number = int(text)
+        if number in seen and seen[number] != name:
+            raise FeatxUsageError(f"{where}: labels {seen[number]!r} and {name!r} are the same number written two "
+                                  "ways and would be two classes; write every label the same way")
+        seen[number] = name
+
+
 class CsvSource(_FileSource):
     """A CSV manifest with a header ``path,label`` and optional ``split``; paths relative to the CSV."""
 
@@ -267,6 +281,7 @@ class CsvSource(_FileSource):
             raise FeatxUsageError(f"{self.csv_path}: no rows")
         _refuse_aliases(self.csv_path, self.root, rows)
         self.class_names = sorted({label for _, _, label, _ in rows})
+        check_label_spellings(self.class_names, self.csv_path)
         index = {name: i for i, name in enumerate(self.class_names)}
         self.items = [Item(path, index[label], split) for _, path, label, split in rows]
         self._files = [self.root / path for _, path, _, _ in rows]
@@ -406,36 +421,3 @@ class DigitsSource(ArraySource):
         # The data ships inside scikit-learn; hashing the whole array once is enough.
         whole = hashlib.sha1(np.ascontiguousarray(self.images).tobytes()).hexdigest()
         return [whole] * len(self.items)
-
-
-_BUILTINS = {"digits": DigitsSource}
-
-
-def list_builtin_sources() -> list[str]:
-    return sorted(_BUILTINS)
-
-
-def open_source(spec: str | os.PathLike | Source, max_pixels: int | None = None) -> Source:
-    """Resolve a source spec: a :class:`Source`, a built-in name, a folder, a ``.csv`` file, WebDataset
-    ``.tar`` shards or ``.parquet`` files (``{00000..00099}`` brace patterns)."""
-    if isinstance(spec, Source):
-        return spec
-    text = str(spec)
-    if text in _BUILTINS:
-        return _BUILTINS[text]()
-    from ._scale_sources import ParquetSource, WebDatasetSource, looks_like_scale_source
-
-    if looks_like_scale_source(text):  # tar shards or Parquet files, brace patterns included
-        cls = ParquetSource if "parquet" in text.lower() else WebDatasetSource
-        return cls(text, max_pixels=max_pixels)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return ImageFolderSource(path, max_pixels=max_pixels)
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return CsvSource(path, max_pixels=max_pixels)
-    if path.is_file():
-        raise FeatxUsageError(f"source {text!r} is a file but not a .csv manifest")
-    raise FeatxUsageError(
-        f"source {text!r} not found: give an image folder, a .csv manifest, or a built-in "
-        f"({', '.join(list_builtin_sources())})"
-    )
