@@ -4,6 +4,7 @@ files that are not Parquet, and labels that are one number spelt two ways."""
 
 from __future__ import annotations
 
+import re
 import tarfile
 import time
 
@@ -171,3 +172,36 @@ def test_a_file_that_is_not_parquet_is_one_line(tmp_path):
                                       str(tmp_path / "o.h5"), "--backbone", "test_efficientnet", "--weights", "random"])
     assert result.exit_code == 2 and "not a readable Parquet file" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--layers", ","], "empty entry"),
+    (["--layers", "-1,,-2"], "empty entry"),
+    (["--layers", "-1,-1"], "listed twice"),
+    (["--views", "hflip,hflip"], "listed twice"),
+    (["--img-size", "100000"], "16..4096"),
+    (["--img-size", "4"], "16..4096"),
+    (["--crop-pct", "0.0001"], r"crop_pct must be in \[0.1, 1\]"),
+    (["--crop-pct", "0"], "crop_pct must be in"),
+    (["--img-size", "4096", "--crop-pct", "0.2"], "before cropping"),
+    (["--backbone", "test_vit", "--img-size", "100"], "not a multiple of test_vit's 16x16 patch"),
+])
+def test_option_bounds_are_one_line_before_any_model(tmp_path, monkeypatch, args, message):
+    from click.testing import CliRunner
+
+    import featx.extraction._extractor as extractor
+    from featx.cli import cli
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(extractor, "create_backbone", no_model)
+    (tmp_path / "img" / "a").mkdir(parents=True)
+    (tmp_path / "img" / "a" / "0.png").write_bytes(_png(0))
+    base = ["extract", "--source", str(tmp_path / "img"), "--out", str(tmp_path / "o.h5"), "--weights", "random", "-q"]
+    if "--backbone" not in args:
+        base += ["--backbone", "test_efficientnet"]
+    result = CliRunner().invoke(cli, base + args)
+    assert result.exit_code == 2, result.output
+    assert re.search(message, result.output) and "Traceback" not in result.output
+    assert not (tmp_path / "o.h5").exists()
