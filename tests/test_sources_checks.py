@@ -205,3 +205,49 @@ def test_option_bounds_are_one_line_before_any_model(tmp_path, monkeypatch, args
     assert result.exit_code == 2, result.output
     assert re.search(message, result.output) and "Traceback" not in result.output
     assert not (tmp_path / "o.h5").exists()
+
+
+# --------------------------------------------------------------------------- folder walks and CSV aliases
+
+
+def _folder(root, classes=("cat", "dog"), n=2):
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(n):
+            (root / name / f"{k}.png").write_bytes(_png(10 * c + k))
+    return root
+
+
+def test_link_to_an_ancestor_never_relabels_other_classes(tmp_path):
+    root = _folder(tmp_path / "imgs")
+    (root / "cat" / "loop").symlink_to("..")
+    src = open_source(str(root))
+    assert [i.id for i in src.items if src.class_names[i.label] == "cat" and "dog" in i.id] == []
+    reasons = _reasons(src)
+    assert reasons == {"cat/loop/": "symbolic link loop (points to a folder above it)"}
+    assert len(src) == 5
+
+
+def test_links_into_the_tree_are_skipped_and_real_folders_walked_once(tmp_path):
+    root = _folder(tmp_path / "imgs")
+    outside = _folder(tmp_path / "elsewhere", classes=("extra",))
+    (root / "cat" / "dogs").symlink_to(root / "dog")  # a folder of the tree under a second label
+    (root / "cat" / "x.png").symlink_to(root / "dog" / "0.png")  # one file of the tree, relabelled
+    (root / "cat" / "ext1").symlink_to(outside / "extra")  # leaves the tree: followed, once
+    (root / "dog" / "ext2").symlink_to(outside / "extra")
+    src = open_source(str(root))
+    reasons = _reasons(src)
+    assert "inside the source folder" in reasons["cat/dogs/"] and "inside the source folder" in reasons["cat/x.png"]
+    assert reasons["dog/ext2/"] == "folder already listed under another name"
+    usable = [i.id for n, i in enumerate(src.items) if i.id not in reasons]
+    assert sorted(usable) == ["cat/0.png", "cat/1.png", "cat/ext1/0.png", "cat/ext1/1.png", "dog/0.png", "dog/1.png"]
+
+
+def test_hard_link_aliases_in_a_csv_are_refused(tmp_path):
+    import os
+
+    root = _folder(tmp_path / "imgs")
+    os.link(root / "cat" / "0.png", root / "dog" / "alias.png")
+    (tmp_path / "m.csv").write_text("path,label\nimgs/cat/0.png,cat\nimgs/dog/1.png,dog\nimgs/dog/alias.png,dog\n")
+    with pytest.raises(FeatxUsageError, match=r"hard links to one file.*different labels \('cat' and 'dog'\)"):
+        open_source(str(tmp_path / "m.csv"))

@@ -224,11 +224,12 @@ class ImageFolderSource(_FileSource):
         self.class_names = classes
         index = {name: i for i, name in enumerate(classes)}
         items, self._files, self._unusable = [], [], {}
+        seen: set = set()  # real folders entered, shared by every class folder's walk
         for split, base in sorted(layout, key=lambda pair: SPLIT_NAMES.index(pair[0]) if pair[0] else 0):
             for class_dir in _visible(base.iterdir()):
                 if not class_dir.is_dir():
                     continue
-                for found in walk_files(class_dir, rel_to=self.root):
+                for found in walk_files(class_dir, rel_to=self.root, tree=self.root, seen=seen):
                     if found.reason:
                         self._unusable[len(items)] = found.reason
                     items.append(Item(safe_id(found.rel), index[safe_id(class_dir.name)], split))
@@ -327,18 +328,27 @@ class CsvSource(_FileSource):
 
 def _refuse_aliases(csv_path: Path, root: Path, rows: list[tuple[int, str, str, str]]) -> None:
     """One image listed twice, under any spelling (``img/0.png``, ``./img/sub/../0.png``, an absolute
-    path, a symbolic link): always an error naming both rows, as one file cannot be two items."""
-    first: dict[str, tuple[int, str, str]] = {}
+    path, a symbolic link, a hard link: same real path, or same device and inode): always an error
+    naming both rows, as one file cannot be two items."""
+    first: dict[object, tuple[int, str, str]] = {}
     for line_no, path, label, _ in rows:
-        key = os.path.realpath(root / path)
-        if key in first:
-            line0, path0, label0 = first[key]
-            same = "with the same label" if label == label0 else f"with different labels ({label0!r} and {label!r})"
-            raise FeatxUsageError(
-                f"{csv_path}: one image listed twice, at line {line0} ({path0!r}) and line {line_no} ({path!r}), "
-                f"{same}; keep one row per image"
-            )
-        first[key] = (line_no, path, label)
+        keys: list[object] = [os.path.realpath(root / path)]
+        try:
+            st = os.stat(root / path)
+            keys.append((st.st_dev, st.st_ino))
+        except OSError:
+            pass  # a missing file is recorded as skipped later; it has no inode to share
+        for key in keys:
+            if key in first:
+                line0, path0, label0 = first[key]
+                same = "with the same label" if label == label0 else f"with different labels ({label0!r} and {label!r})"
+                how = " (hard links to one file)" if isinstance(key, tuple) else ""
+                raise FeatxUsageError(
+                    f"{csv_path}: one image listed twice{how}, at line {line0} ({path0!r}) and line {line_no} "
+                    f"({path!r}), {same}; keep one row per image"
+                )
+        for key in keys:
+            first[key] = (line_no, path, label)
 
 
 class ArraySource(Source):
