@@ -251,3 +251,13 @@ def test_hard_link_aliases_in_a_csv_are_refused(tmp_path):
     (tmp_path / "m.csv").write_text("path,label\nimgs/cat/0.png,cat\nimgs/dog/1.png,dog\nimgs/dog/alias.png,dog\n")
     with pytest.raises(FeatxUsageError, match=r"hard links to one file.*different labels \('cat' and 'dog'\)"):
         open_source(str(tmp_path / "m.csv"))
+
+
+def test_hard_link_in_an_image_folder_is_skipped_with_the_reason(tmp_path):
+    import os
+
+    root = _folder(tmp_path / "imgs")
+    os.link(root / "cat" / "0.png", root / "dog" / "same.png")
+    src = open_source(str(root))
+    assert _reasons(src) == {"dog/same.png": "hard link to 'cat/0.png' (the same file, listed there); skipped so "
+                                            "one image is never two items"}

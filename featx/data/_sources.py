@@ -225,19 +225,35 @@ class ImageFolderSource(_FileSource):
         index = {name: i for i, name in enumerate(classes)}
         items, self._files, self._unusable = [], [], {}
         seen: set = set()  # real folders entered, shared by every class folder's walk
+        files_seen: dict = {}  # (device, inode) -> id of the first name of each file
         for split, base in sorted(layout, key=lambda pair: SPLIT_NAMES.index(pair[0]) if pair[0] else 0):
             for class_dir in _visible(base.iterdir()):
                 if not class_dir.is_dir():
                     continue
                 for found in walk_files(class_dir, rel_to=self.root, tree=self.root, seen=seen):
-                    if found.reason:
-                        self._unusable[len(items)] = found.reason
+                    reason = found.reason or _hard_link_reason(found, files_seen)
+                    if reason:
+                        self._unusable[len(items)] = reason
                     items.append(Item(safe_id(found.rel), index[safe_id(class_dir.name)], split))
                     self._files.append(found.path)
         if not items:
             raise FeatxUsageError(f"no files found below {self.root}")
         _require_unique_ids(items, self.root)
         self.items = items
+
+
+def _hard_link_reason(found, files_seen: dict) -> str:
+    """Why a file is skipped as a second name (hard link) of a file listed already, else ''."""
+    try:
+        st = os.stat(found.path)
+    except OSError:
+        return ""  # reading it later records why
+    key = (st.st_dev, st.st_ino)
+    if key in files_seen:
+        return (f"hard link to {files_seen[key]!r} (the same file, listed there); skipped so one image "
+                "is never two items")
+    files_seen[key] = safe_id(found.rel)
+    return ""
 
 
 def _require_unique_ids(items: list[Item], where: Path) -> None:
