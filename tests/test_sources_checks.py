@@ -261,3 +261,10 @@ def test_hard_link_in_an_image_folder_is_skipped_with_the_reason(tmp_path):
     src = open_source(str(root))
     assert _reasons(src) == {"dog/same.png": "hard link to 'cat/0.png' (the same file, listed there); skipped so "
                                             "one image is never two items"}
+
+
+def test_members_of_one_key_may_lie_apart(tmp_path):
+    # `tar cf x.tar *.png *.cls` groups by extension: still one sample per key, nothing skipped.
+    shard = _tar(tmp_path / "0.tar", [("a.png", _png(1)), ("b.png", _png(2)), ("a.cls", b"0"), ("b.cls", b"1")])
+    src = open_source(str(shard))
+    assert src.ids == ["0/a", "0/b"] and src.labels.tolist() == [0, 1] and _reasons(src) == {}

@@ -185,13 +185,13 @@ def _scan_tar(path: Path) -> list[tuple[str, tuple[int, int] | None, str | None,
                     continue
                 key = member.name[: len(member.name) - len(base)] + base.split(".", 1)[0]
                 ext = base.split(".", 1)[1].lower()
-                repeated = key != last_key and key in samples
                 sample = samples.setdefault(key, {"image": None, "small": {}, "exts": set(), "problem": ""})
-                if repeated and not sample["problem"]:
-                    sample["problem"] = (f"key {key!r} is repeated in the shard (two samples share it, "
-                                         "so neither can have its own id); rename one")
-                elif ext in sample["exts"] and not sample["problem"]:
-                    sample["problem"] = f"sample has the member {key}.{ext} twice"
+                # A member name seen before: a second sample under the same key (members of one key
+                # may lie apart, as `tar cf x.tar *.png *.cls` writes them; only a repeat is wrong).
+                if ext in sample["exts"] and not sample["problem"]:
+                    sample["problem"] = (f"key {key!r} is repeated in the shard (two samples share it, so neither "
+                                         "can have its own id); rename one" if key != last_key
+                                         else f"sample has the member {key}.{ext} twice")
                 last_key = key
                 sample["exts"].add(ext)
                 if ext in _IMAGE_KEYS:
