@@ -34,6 +34,7 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_nothing_else(tmp_pa
     (tmp_path / f".logreg.{dead}.new" / "model.skops").write_text("half")
     keep = [tmp_path / f".state.json.{live}.tmp",  # a live writer's
             tmp_path / f".notes.{dead}.txt",  # not a featx pattern
+            tmp_path / f".part-00001.h5.{os.getpid()}.{dead}.tmp",  # a shard writer's, with an all-digit suffix
             tmp_path / "state.json"]
     for path in keep:
         path.write_text("x")
