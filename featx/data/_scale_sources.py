@@ -110,7 +110,7 @@ def _class_index(raw_labels: list[str | None], where: str) -> tuple[list[str], l
     so it never reaches a head as a class of its own.
     """
     names = sorted({lab for lab in raw_labels if lab is not None},
-                   key=lambda v: (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v))
+                   key=lambda v: (0, int(v), v) if v.lstrip("-").isdigit() else (1, 0, v))
     if not names:
         raise FeatxUsageError(f"{where}: no sample has a label (.cls/.txt/.json member, or a non-null label column)")
     check_label_spellings(names, where)
