@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from featx.core.paired import bootstrap_differences, compare_predictions, items_needed, mcnemar, paired_bootstrap
+from featx.core.paired import (
+    bootstrap_differences,
+    compare_predictions,
+    items_needed,
+    mcnemar,
+    paired_bootstrap,
+)
 from featx.core.predictions import load_correctness, prediction_record
 
 
