@@ -38,7 +38,19 @@ from . import _report_parts as _parts
 from . import _report_plots as _plots
 from . import _report_sections as _sections
 from ._report_decide import RULE, compare_rows, decide, fmt_ms, inference_ms, needed_sentence
-from ._report_rows import ci, dci, label, main_setting, pct, points, rank_key, secs, seed_note, size, total_seconds
+from ._report_rows import (
+    ci,
+    dci,
+    label,
+    main_setting,
+    pct,
+    points,
+    rank_key,
+    secs,
+    seed_note,
+    size,
+    total_seconds,
+)
 
 __all__ = ["write_report", "load_results", "total_seconds", "recommend", "summarise", "REPORT_FILES",
            "COMPARISONS_FILE"]
