@@ -197,13 +197,18 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    """Escaped cell text that may wrap after the separators of long names (feature sets, paths, configs)."""
+    return re.sub(r"([+,:/_=])(?=\S)", r"\1<wbr>", html.escape(text))
+
+
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], classes: Sequence[str] = ()) -> str:
     """A table inside a box that scrolls sideways when the table is wider than the page."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "".join(f"<th>{_cell(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if i < len(classes) and classes[i] else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+        body.append(f"<tr{cls}>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>")
     return f'<div class="tablebox"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
@@ -219,7 +224,7 @@ h3{font-size:15px;margin:18px 0 6px}.meta{color:#666;font-size:12px}
 .summary{background:#f3f7fb;border-left:4px solid #1f77b4;padding:10px 14px;margin:10px 0}
 .tablebox{max-width:100%;overflow-x:auto;margin:8px 0}
 table{border-collapse:collapse;font-size:12.5px;width:100%}
-th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f5f5f5;font-weight:600}tr.best td{font-weight:600}tr.rec td{background:#fff7e0}
 td{font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0}

@@ -35,11 +35,16 @@ def figure(width: float, height: float):
     return fig
 
 
-def _log_axis(axis) -> None:
+def _log_axis(axis, decades: float) -> None:
+    import math
+
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    # 1-2-3-5 ticks with plain numbers: runs often span less than a decade.
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    # Plain numbers; 1-2-3-5 ticks when runs span about a decade, fewer when they span more.
+    subs = (1.0, 2.0, 3.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 3 else (1.0,)
+    if not math.isfinite(decades):
+        subs = (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
 
@@ -110,7 +115,7 @@ def place_labels(ax, xs: Sequence[float], ys: Sequence[float], texts: Sequence[s
 
 def plot_pareto(entries: Sequence[dict], rec: dict, numbers: dict[int, int], path: Path, title: str) -> Path:
     """Accuracy vs total compute; each point carries its row number in the table (``numbers``: id -> #)."""
-    fig = figure(7.5, 4.6)
+    fig = figure(7.5, 5.4)
     ax = fig.add_subplot()
     colors = _colors(entries)
     markers = {"head": "o", "finetune": "s", "scratch": "X"}
@@ -141,8 +146,8 @@ def plot_pareto(entries: Sequence[dict], rec: dict, numbers: dict[int, int], pat
     if _rows.total_seconds(rec) is not None:
         ax.scatter([_rows.total_seconds(rec)], [100 * rec["accuracy"]], s=240, facecolors="none", edgecolors="#e6a000",
                    linewidths=2, label="recommended", zorder=5)
-    _finish_accuracy_axes(ax, title, "total compute time to result (s, log scale): extraction + fit, or fine-tune "
-                          "training; numbers: row # in the table")
+    _finish_accuracy_axes(ax, title, "compute to result (s, log scale): extraction + fit, or fine-tune training; "
+                          "numbers: row # in the table")
     place_labels(ax, xs, ys, texts)
     save_png(fig, path)
     return path
@@ -207,7 +212,7 @@ def _curve_series(entries: Sequence[dict]) -> dict[str, list[dict]]:
 
 
 def plot_learning_curve(entries: Sequence[dict], path: Path, title: str) -> Path:
-    fig = figure(7.5, 4.6)
+    fig = figure(7.5, 5.4)
     ax = fig.add_subplot()
     for i, (name, pts) in enumerate(_curve_series(entries).items()):
         xs = [_rows.per_class_x(e) for e in pts]
@@ -223,10 +228,14 @@ def plot_learning_curve(entries: Sequence[dict], path: Path, title: str) -> Path
 
 def _finish_accuracy_axes(ax, title: str, xlabel: str) -> None:
     """Shared finish of the accuracy plots: log x axis with plain ticks, labels, grid, legend outside the points."""
+    import math
+
     ax.set_xscale("log")
-    _log_axis(ax.xaxis)
-    ax.set_xlabel(xlabel)
+    lo, hi = ax.get_xlim()
+    _log_axis(ax.xaxis, math.log10(hi / lo) if lo > 0 and hi > lo else math.inf)
+    ax.set_xlabel(xlabel, fontsize=8.5)
     ax.set_ylabel("test accuracy (%), 95% CI")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    # Below the axes, never on the points or their numbers.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
