@@ -336,6 +336,11 @@ def _add_header(doc: _Document, out: Path, title: str, entries: Sequence[dict], 
         doc.add(*_sections.handover_parts(decision.recommended, out, decision))
 
 
+def _batch_note(main: Sequence[dict]) -> str:
+    sizes = sorted({int(e["extract_batch_size"]) for e in main if e.get("extract_batch_size")})
+    return f" Extraction batch size: {', '.join(map(str, sizes))}." if sizes else ""
+
+
 def _split_note(main: Sequence[dict]) -> str:
     digests = {e.get("splits_digest") for e in main if e.get("kind") != "finetune" or e.get("splits_digest")}
     if len(digests - {None}) <= 1:
@@ -362,7 +367,8 @@ def _add_dataset(doc: _Document, out: Path, name: str, group: list[dict], suffix
         "fine-tune training, i.e. compute from raw images to this result. Inference ms/img: from image file to class, "
         "backbone + head; the backbone's share is the store's recorded extraction throughput (decode, resize and "
         "forward at the store's batch size) and the head's is its measured predict time; fine-tunes: their measured "
-        "forward on the test split. Dim: feature dimension. Store MB: size of the feature store. " + _split_note(main)
+        "forward on the test split." + _batch_note(main) + " Dim: feature dimension. Store MB: size of the feature "
+        "store. " + _split_note(main)
     )
     section_title = f"{name}" + ("" if size(main[0]) is None else f" — {size(main[0])} training images per class")
     doc.add(f"<h2>{html.escape(section_title)}</h2>" + _html_table(_COLUMNS, rows, marks)
