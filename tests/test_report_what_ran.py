@@ -93,7 +93,7 @@ def test_fine_tunes_are_measured_against_frozen_features_and_the_control_gets_it
     text = summarise("toy", [frozen, control, finished])
     # 0.80 vs the frozen head's 0.90, not vs the control's 0.96.
     assert re.search(r"loses 10\.0 points over frozen features \(80\.0% vs best head net \+ logreg 90\.0%\)", text), text
-    assert "(control) + rbf_svm (96.0%) is more accurate than the best head on frozen features" in text
+    assert "Raw pixels (control) + rbf_svm (96.0%) is more accurate than the best head on frozen features" in text
     assert "do not pay for their extraction" in text
     stronger = _entry("logreg", 0.99, 2.0, seed=3)
     weaker = {**_entry("rbf_svm", 0.90, 1.0, seed=4), "backbone": "raw pixels", "control": "raw_pixels"}

@@ -53,22 +53,23 @@ def is_under_trained(entry: dict) -> bool:
     return history[-1] > max(history[:-1])
 
 
-def _gap_phrase(better: dict, worse: dict, compare, pct, label) -> str | None:
-    """``None`` when the test items separate ``better`` from ``worse``; else the words saying they do not.
+def _gap_phrase(first: dict, second: dict, compare, pct, label) -> str | None:
+    """``None`` when the test items separate ``first`` from ``second``; else the words saying they do not
+    (accuracies and the difference ``first - second`` in that order).
 
     Paired (McNemar-style bootstrap on the shared items) when both rows recorded their test
     predictions, else the unpaired check: the two 95% CIs overlap.
     """
-    result = compare(better, worse)
+    result = compare(first, second)
     if result is not None:
         if result["separated"]:
             return None
-        return (f"cannot be told apart on {result['n']} shared test images ({pct(better['accuracy'])} vs "
-                f"{pct(worse['accuracy'])}, difference {100 * result['diff']:+.1f} points, 95% paired CI "
+        return (f"cannot be told apart on {result['n']} shared test images ({pct(first['accuracy'])} vs "
+                f"{pct(second['accuracy'])}, difference {100 * result['diff']:+.1f} points, 95% paired CI "
                 f"[{100 * result['ci'][0]:+.1f}, {100 * result['ci'][1]:+.1f}])")
-    a, b = better.get("accuracy_ci"), worse.get("accuracy_ci")
+    a, b = first.get("accuracy_ci"), second.get("accuracy_ci")
     if a and b and a[0] <= b[1] and b[0] <= a[1]:
-        return (f"cannot be told apart ({pct(better['accuracy'])} vs {pct(worse['accuracy'])}; their 95% CIs overlap "
+        return (f"cannot be told apart ({pct(first['accuracy'])} vs {pct(second['accuracy'])}; their 95% CIs overlap "
                 "and no per-item predictions were recorded for a paired test)")
     return None
 
@@ -91,8 +92,7 @@ def finetune_verdict(best_head: dict, tuned: Sequence[dict], pct, label, cost, c
         best = max(settled, key=lambda e: e["accuracy"])
         gap = 100 * (best["accuracy"] - best_head["accuracy"])
         ratio = (cost(best) or 0) / max(cost(best_head) or 1e-9, 1e-9)
-        pair = (best, best_head) if gap >= 0 else (best_head, best)
-        tie = _gap_phrase(*pair, compare, pct, label)
+        tie = _gap_phrase(best, best_head, compare, pct, label)  # in the sentence's order: fine-tune, then head
         if tie is not None:
             lines.append(f"Fine-tuning the backbone ({describe_finetune(best)}) and the best head on frozen features, "
                          f"{label(best_head)}, {tie}; the fine-tune costs {ratio:.1f}x the compute.")
@@ -120,13 +120,13 @@ def control_verdict(best_head: dict, control: dict, pct, label, compare=lambda a
     """Whether frozen pretrained features beat the raw-pixel control, and by how many points
     (only when the test items separate the two)."""
     gap = 100 * (best_head["accuracy"] - control["accuracy"])
-    pair = (best_head, control) if gap >= 0 else (control, best_head)
-    tie = _gap_phrase(*pair, compare, pct, label)
+    tie = _gap_phrase(best_head, control, compare, pct, label)  # in the sentence's order: head, then control
     if tie is not None:
         return (f"The best head on frozen features, {label(best_head)}, and the raw-pixel control, {label(control)}, "
                 f"{tie}: on this test set the pretrained features are not shown to pay for their extraction.")
     if gap <= 0:
-        return (f"{label(control)} ({pct(control['accuracy'])}) is more accurate than the "
+        name = label(control)
+        return (f"{name[:1].upper() + name[1:]} ({pct(control['accuracy'])}) is more accurate than the "
                 f"best head on frozen features, {label(best_head)} ({pct(best_head['accuracy'])}): on this data the "
                 "pretrained features do not pay for their extraction.")
     return (f"Frozen features beat the raw-pixel control by {gap:.1f} points ({label(best_head)} "
