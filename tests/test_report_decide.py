@@ -123,6 +123,9 @@ def test_train_heads_rows_carry_their_test_predictions_and_saved_head_folder(tmp
         assert len(ids) == entry["n_test"] and correct.mean() == pytest.approx(entry["accuracy"])
         assert set(ids) <= set(store.ids.tolist())
         assert handover(entry, tmp_path)["model"] == str((tmp_path / "heads" / entry["head"]).resolve())
+        # A `model` path this report cannot see (relative to another results folder): the saved head is still found.
+        moved = {**entry, "model": entry["head"]}
+        assert handover(moved, tmp_path / "elsewhere")["model"] == str((tmp_path / "heads" / entry["head"]).resolve())
     saved = json.loads((tmp_path / "heads" / "results.json").read_text())
     assert all(load_correctness(e) is not None for e in saved)
     inline = train_heads(store, ["logreg"], n_boot=50)[0]

@@ -154,18 +154,21 @@ def needed_sentence(decision: Decision) -> str:
 
 
 def model_dir(entry: dict, out: Path) -> Path | None:
-    """The row's saved model: its ``model`` field (relative to the report's folder), else the
-    saved head folder that holds its test predictions (heads written by `featx train`)."""
+    """The row's saved model: its ``model`` field (relative to the report's folder) when that folder
+    exists, else the saved head folder that holds its test predictions (heads written by
+    `featx train`), else the ``model`` field as given."""
     model = entry.get("model")
+    named = None
     if isinstance(model, str) and model:
-        path = Path(model)
-        return path if path.is_absolute() else out / path
+        named = Path(model) if Path(model).is_absolute() else out / model
+        if named.is_dir():
+            return named
     record = entry.get("test_predictions")
     if entry.get("kind") != "finetune" and isinstance(record, dict) and record.get("path"):
         folder = Path(record["path"]).parent
         if (folder / "manifest.json").is_file():
             return folder
-    return None
+    return named  # as the row names it, even if this report cannot see it
 
 
 def _head_name(entry: dict, folder: Path | None) -> str:
