@@ -128,6 +128,13 @@ def test_train_heads_rows_carry_their_test_predictions_and_saved_head_folder(tmp
         assert handover(moved, tmp_path / "elsewhere")["model"] == str((tmp_path / "heads" / entry["head"]).resolve())
     saved = json.loads((tmp_path / "heads" / "results.json").read_text())
     assert all(load_correctness(e) is not None for e in saved)
+    # The run folder moved: the rows' predictions are found again inside their model folders.
+    (tmp_path / "heads").rename(tmp_path / "moved")
+    rows = [{**e, "model": e["head"]} for e in saved]
+    assert all(load_correctness(e) is None for e in rows)
+    write_report(tmp_path / "moved", rows)
+    rebuilt = json.loads((tmp_path / "moved" / "comparisons.json").read_text())["results"]
+    assert rebuilt["vs_best"][0]["n"] == entries[0]["n_test"]
     inline = train_heads(store, ["logreg"], n_boot=50)[0]
     assert len(inline["test_predictions"]["ids"]) == inline["n_test"]
 

@@ -37,7 +37,15 @@ from ..core.results import RESULTS_FILE, skipped_reason
 from . import _report_parts as _parts
 from . import _report_plots as _plots
 from . import _report_sections as _sections
-from ._report_decide import RULE, compare_rows, decide, fmt_ms, inference_ms, needed_sentence
+from ._report_decide import (
+    RULE,
+    compare_rows,
+    decide,
+    fmt_ms,
+    inference_ms,
+    locate_predictions,
+    needed_sentence,
+)
 from ._report_rows import (
     ci,
     dci,
@@ -299,6 +307,7 @@ def write_report(
     if missing_fields:
         raise FeatxError(f"results entries without accuracy/backbone ({', '.join(missing_fields[:3])}): not featx results")
     _parts.fill_store_fields(entries)
+    locate_predictions(entries, out)
     write_json_atomic(out / RESULTS_FILE, entries + skipped)
     title = title or "featx benchmark report"
     datasets: dict[str, list[dict]] = {}

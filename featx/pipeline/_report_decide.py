@@ -32,6 +32,7 @@ from ..core.paired import compare_predictions, items_needed
 from ..core.predictions import load_correctness
 
 __all__ = ["RULE", "Decision", "decide", "inference_ms", "training_seconds", "fmt_ms", "compare_rows", "model_dir",
+           "locate_predictions",
            "handover", "EXPORTABLE_HEADS"]
 
 RULE = ("Recommendation rule: among the rows that the paired test on the shared test images cannot tell apart from the "
@@ -169,6 +170,21 @@ def model_dir(entry: dict, out: Path) -> Path | None:
         if (folder / "manifest.json").is_file():
             return folder
     return named  # as the row names it, even if this report cannot see it
+
+
+def locate_predictions(entries: Sequence[dict], out: Path) -> None:
+    """Point rows whose predictions file moved (a run folder copied or renamed) at the copy inside their
+    model folder; the sha256 recorded with the row decides whether that copy is theirs."""
+    from ..core.io import file_sha256
+
+    for entry in entries:
+        record = entry.get("test_predictions")
+        if not isinstance(record, dict) or not record.get("path") or Path(record["path"]).is_file():
+            continue
+        folder = model_dir(entry, out)
+        candidate = folder / Path(record["path"]).name if folder is not None else None
+        if candidate is not None and candidate.is_file() and file_sha256(candidate) == record.get("sha256"):
+            entry["test_predictions"] = {**record, "path": str(candidate.resolve())}
 
 
 def _head_name(entry: dict, folder: Path | None) -> str:
