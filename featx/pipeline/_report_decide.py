@@ -201,8 +201,8 @@ def handover(entry: dict, out: Path) -> dict:
     folder = model_dir(entry, out)
     if folder is None:
         return {"model": None, "predict": None, "export": None,
-                "note": "this row recorded no saved model, so it cannot be handed over; re-run its stage with this "
-                        "featx version to save one"}
+                "note": "this row names no saved model folder that `featx predict --model` can load (no `model` "
+                        "field and no saved head beside its predictions), so there is nothing to hand over yet"}
     path = shlex.quote(str(folder))
     kind = "finetune" if entry.get("kind") == "finetune" else _head_name(entry, folder)
     exports = kind == "finetune" or kind in EXPORTABLE_HEADS
