@@ -79,7 +79,7 @@ def _print_entries(entries: list[dict]) -> None:
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
               help="ray: the xgboost head on Ray Train, reading the store shard by shard (pip install 'featx[ray]').")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray Train workers (--engine ray).")
-@click.option("--address", default=None, help="Ray cluster for --engine ray: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted for a local Ray.")
+@click.option("--address", default=None, help="Ray cluster for --engine ray: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted: a private local Ray instance (never a cluster already running).")
 @click.option("--max-memory", "max_memory", default=None, metavar="SIZE",
               help="Memory for the features a head holds (256MB, 4GB, ...); past it logreg and xgboost stream the store "
                    "batch by batch and other heads are skipped. Default: half the available memory.")
