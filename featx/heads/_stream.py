@@ -117,4 +117,5 @@ def fit_seed_streaming(task: dict, spec, fixed: dict, seed: int, save: bool, row
               f"{selection['val_accuracy']:.4f} with {json.dumps(selection['params'], default=str)}; test accuracy "
               f"{metrics['accuracy']:.4f}, fit {fit_seconds:.1f} s", file=sys.stderr, flush=True)
     return {"seed": seed, "model": model, "selection": selection, "metrics": metrics, "fit_seconds": fit_seconds,
-            "predict_seconds_per_1k": per_1k, "n_train": int(rows["train"].sum()), "mistakes": mistakes}
+            "predict_seconds_per_1k": per_1k, "n_train": int(rows["train"].sum()), "mistakes": mistakes,
+            "test": (store.ids[rows["test"]], y_test, pred)}
