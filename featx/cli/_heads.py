@@ -36,13 +36,13 @@ def _parse_params(values: tuple[str, ...], heads: list[str]) -> dict:
         if head not in heads:
             raise FeatxUsageError(f"--param {raw!r}: head {head!r} is not in --heads")
         out.setdefault(head, {})[name] = yaml.safe_load(text)
-    from ..heads import create_head
+    from ..heads import check_head_params
 
     for head, params in out.items():
         try:
-            create_head(head, **params)
-        except (TypeError, ValueError) as exc:
-            raise FeatxUsageError(f"invalid parameters for {head}: {exc}") from None
+            check_head_params(head, params)
+        except FeatxUsageError as exc:
+            raise FeatxUsageError(f"--param {exc}") from None
     return out
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import StratifiedKFold
 
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import json_text, write_atomic
@@ -45,11 +46,22 @@ from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
 from ..extraction import FeatureStore
 from ._adapt import HeadUnfitError, adapt_params, check_classes_usable, factory_defaults, few_shot_shortfall
+from ._cv import best_of, choose_protocol, select_cv
 from ._featuresets import FeatureSet, open_features
 from ._mistakes import worst_mistakes
+from ._mlp import MLPClassifier
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
-from ._search import select_coarse_fine
+from ._search import (
+    EDGE_EXTENSIONS,
+    edge_side,
+    extend_geometric,
+    heldout_scores,
+    loss_name,
+    rank_candidates,
+    rank_order,
+    select_coarse_fine,
+)
 
 __all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
 
@@ -75,11 +87,11 @@ def _select_grid(spec, candidates, seed, train, val):
         started = time.perf_counter()
         try:
             model = _fit_candidate(spec, params, seed, *train)
-            accuracy = float(model.score(*val))
+            scores = heldout_scores(model, *val)
         except ValueError as exc:  # a candidate this training set cannot support, even after adapt_params
             trace.append({"params": params, "error": str(exc).splitlines()[0]})
             continue
-        trace.append({"params": params, "val_accuracy": accuracy, "seconds": round(time.perf_counter() - started, 3)})
+        trace.append({"params": params, **scores, "seconds": round(time.perf_counter() - started, 3)})
     return trace, {}
 
 
@@ -91,19 +103,18 @@ def _select_path(spec, candidates, seed, train, val, patience: int = PATH_PATIEN
     prep, clf = model[:-1], model[-1]
     Z, Zv = prep.fit_transform(X), prep.transform(Xv)
     clf.set_params(warm_start=True)
-    trace, best, since_best, coefs = [], -1.0, 0, {}
+    trace, since_best, coefs = [], 0, {}
     for C in sorted({float(c["C"]) for c in candidates}):
         started = time.perf_counter()
         clf.set_params(C=C)
         with warnings.catch_warnings():
-            # Far along the path a step may stop at max_iter; its val accuracy is still what counts.
+            # Far along the path a step may stop at max_iter; its held-out score is still what counts.
             warnings.simplefilter("ignore", ConvergenceWarning)
             clf.fit(Z, y)
-        acc = float(clf.score(Zv, yv))
-        trace.append({"params": {**fixed, "C": C}, "val_accuracy": acc, "n_iter": int(np.max(clf.n_iter_)),
+        trace.append({"params": {**fixed, "C": C}, **heldout_scores(clf, Zv, yv), "n_iter": int(np.max(clf.n_iter_)),
                       "seconds": round(time.perf_counter() - started, 3)})
-        if acc > best:
-            best, since_best = acc, 0
+        if rank_candidates(trace) == len(trace) - 1:
+            since_best = 0
             coefs = {"coef": clf.coef_.copy(), "intercept": clf.intercept_.copy()}
         else:
             since_best += 1
@@ -117,7 +128,7 @@ def _rounds_param(clf) -> str:
 
 
 def _select_early_stopping(spec, candidates, seed, train, val, rounds_patience: int = 20):
-    """Each candidate's booster stops on the validation split; its best round count is kept."""
+    """Each candidate's booster (or MLP) stops on the validation split; its best round count is kept."""
     (X, y), (Xv, yv) = train, val
     trace = []
     for params in candidates:
@@ -134,18 +145,62 @@ def _select_early_stopping(spec, candidates, seed, train, val, rounds_patience: 
             clf.set_params(early_stopping_rounds=rounds_patience, eval_metric="mlogloss")
             clf.fit(Z, y, eval_set=[(Zv, yv)], verbose=False)
             rounds = int(clf.best_iteration) + 1
+        elif isinstance(clf, MLPClassifier):  # featx's MLP: best epoch by accuracy, loss breaking ties
+            clf.set_params(early_stopping=True, n_iter_no_change=rounds_patience, scoring="accuracy")
+            clf.fit(Z, y, X_val=Zv, y_val=yv)
+            rounds = max(1, int(clf.n_iter_))
         else:
             clf.set_params(early_stopping=True, n_iter_no_change=rounds_patience, scoring="loss")
             clf.fit(Z, y, X_val=Zv, y_val=yv)
             # validation_score_[i] is the score after i rounds (index 0: before any).
             rounds = max(1, int(np.argmax(clf.validation_score_)))
-        trace.append({"params": {**params, _rounds_param(clf): rounds}, "val_accuracy": float(clf.score(Zv, yv)),
+        trace.append({"params": {**params, _rounds_param(clf): rounds}, **heldout_scores(clf, Zv, yv),
                       "seconds": round(time.perf_counter() - started, 3)})
     return trace, {}
 
 
 _SELECTORS = {"grid": _select_grid, "path": _select_path, "coarse_fine": select_coarse_fine,
               "early_stopping": _select_early_stopping}
+
+
+def _search(spec, candidates, seed, data: dict, method: str, folds: int):
+    """(trace, state) of one search over ``candidates``, on val or by ``folds``-fold CV on the refit rows."""
+    if method == "cv":
+        return select_cv(spec, candidates, seed, data["refit"], folds, early_stopping=_select_early_stopping)
+    return _SELECTORS[spec.selection](spec, candidates, seed, data["train"], data["val"])
+
+
+def _geometric(values) -> bool:
+    nums = sorted({float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    if len(nums) < 3 or len(nums) != len(set(values)) or nums[0] <= 0:
+        return False
+    ratios = [b / a for a, b in zip(nums, nums[1:])]
+    return max(ratios) / min(ratios) < 1.01
+
+
+def _extend_edges(spec, candidates, seed, data, method, folds, trace) -> tuple[list[dict], list[str]]:
+    """A grid head's best value on the edge of a geometric grid: search past it; names still on an edge."""
+    if spec.selection != "grid":
+        return trace, []
+    on_edge = []
+    for name in {k for c in candidates for k in c}:
+        values = {c[name] for c in candidates if name in c}
+        if not _geometric(values):
+            continue
+        grid = sorted(values)
+        for _ in range(EDGE_EXTENSIONS):
+            best = best_of(trace)["params"]
+            side = edge_side(grid.index(best[name]), len(grid)) if best[name] in grid else None
+            if side is None:
+                break
+            more = extend_geometric(grid, side, 2)
+            grid = sorted(grid + more)
+            extra, _ = _search(spec, [{**best, name: v} for v in more], seed, data, method, folds)
+            trace = trace + extra
+        best = best_of(trace)["params"]
+        if best[name] in grid and edge_side(grid.index(best[name]), len(grid)):
+            on_edge.append(name)
+    return trace, on_edge
 
 
 def select_and_fit(
@@ -156,26 +211,79 @@ def select_and_fit(
     *,
     params: Mapping | None = None,
     seed: int = 0,
+    protocol: str = "auto",
 ) -> tuple[BaseEstimator, dict]:
-    """Choose a head's hyper-parameters on ``val``, refit on ``refit``; return (model, selection record).
+    """Choose a head's hyper-parameters on held-out data, refit on ``refit``; return (model, selection record).
 
-    ``params`` are fixed (not searched). The record holds the chosen parameters, every
-    candidate's validation accuracy and the selection and refit wall times.
+    ``protocol``: ``"val"`` ranks the candidates on ``val``; ``"cv"`` by stratified k-fold
+    CV on ``refit``; ``"auto"`` uses CV when some class has fewer than
+    ``SMALL_VAL_PER_CLASS`` validation items (see :mod:`featx.heads._cv`). Candidates are
+    ranked by :func:`~featx.heads._search.rank_candidates` (accuracy, then loss).
+    ``params`` are fixed (not searched). The record holds the chosen parameters, the
+    method and fold count, every candidate's scores, ``edge`` (a chosen value still on the
+    edge of its extended grid) and the selection and refit wall times.
     """
     spec = get_head(spec) if isinstance(spec, str) else spec
-    # Capped to what the training set supports (PCA size, k, calibration folds); see _adapt.
-    candidates = [adapt_params(c, *train)[0] for c in spec.candidates(params, seed=seed)]
+    method, folds = choose_protocol(val[1], refit[1], protocol)
+    # Capped to what the rows a candidate is fitted on support (PCA size, k, calibration folds); see _adapt.
+    smallest = train if method == "val" else _fold_rows(refit, folds)
+    candidates = [adapt_params(c, *smallest)[0] for c in spec.candidates(params, seed=seed)]
+    data = {"train": train, "val": val, "refit": refit}
     started = time.perf_counter()
-    trace, state = _SELECTORS[spec.selection](spec, candidates, seed, train, val)
-    scored = [t for t in trace if "val_accuracy" in t]
-    if not scored:
+    trace, state = _search(spec, candidates, seed, data, method, folds)
+    if not any("val_accuracy" in t for t in trace):
         reasons = "; ".join(f"{t['params']}: {t['error']}" for t in trace[:3])
         raise HeadUnfitError(f"no {spec.name} configuration could be fitted on this training set ({reasons})")
-    # First best wins ties: candidates are ordered simple/strongly regularised first.
-    chosen = max(scored, key=lambda t: t["val_accuracy"])
+    trace, edge = _extend_edges(spec, candidates, seed, data, method, folds, trace)
+    edge = edge or state.get("edge", [])
     selection_seconds = time.perf_counter() - started
-
     started = time.perf_counter()
+    model, chosen, refit_params, caps, rejected = _refit_best(spec, trace, state if method == "val" else {}, refit, seed)
+    record = {
+        "params": refit_params,
+        "val_accuracy": chosen["val_accuracy"],
+        "method": method, **({"folds": folds} if method == "cv" else {}),
+        "score": chosen["val_accuracy"], "loss": chosen.get("val_loss"),
+        "loss_name": loss_name(spec.create(**{**chosen["params"], **spec.search_only})),
+        "edge": bool(edge), **({"edge_params": edge} if edge else {}),
+        "metric": "val_accuracy", "search": spec.selection, "budget": spec.budget,
+        "candidates": trace,
+        "selection_seconds": round(selection_seconds, 3),
+        "refit_seconds": round(time.perf_counter() - started, 3),
+        **({"capped": {k: {"asked": a, "used": u} for k, (a, u) in caps.items()}} if caps else {}),
+        **({"rejected": rejected} if rejected else {}),
+    }
+    return model, record
+
+
+MAX_REFITS = 3  # collapsed refits tolerated before the best-ranked one is kept anyway
+
+
+def _refit_best(spec, trace, state, refit, seed):
+    """Refit the best-ranked candidate; one whose refit predicts a single class on its own
+    training rows (a collapse: near-zero coefficients, the intercept deciding) gives way to
+    the next-ranked one, and is recorded as rejected."""
+    order, rejected = rank_order(trace), []
+    for attempt, index in enumerate(order[:MAX_REFITS]):
+        chosen = trace[index]
+        model, refit_params, caps = _refit(spec, chosen, state if attempt == 0 else {}, refit, seed)
+        if len(np.unique(refit[1])) < 2 or len(np.unique(model.predict(refit[0]))) > 1:
+            return model, chosen, refit_params, caps, rejected
+        rejected.append({"params": refit_params, "reason": "the refit predicts one class for every training item"})
+    chosen = trace[order[0]]
+    model, refit_params, caps = _refit(spec, chosen, state, refit, seed)
+    return model, chosen, refit_params, caps, rejected
+
+
+def _fold_rows(data, folds: int):
+    """The rows of one CV training fold (the smallest set a candidate is fitted on), for capping."""
+    X, y = data
+    fit_rows, _ = next(StratifiedKFold(n_splits=folds).split(X, y))
+    return X[fit_rows], y[fit_rows]
+
+
+def _refit(spec, chosen: dict, state: dict, refit, seed: int):
+    """The chosen configuration fitted on ``refit`` (warm-started from the search's coefficients when given)."""
     # The factory's defaults count too (linear_svm calibrates with 3 folds unless told otherwise).
     adapted, caps = adapt_params({**factory_defaults(spec), **chosen["params"]}, *refit)
     refit_params = {**chosen["params"], **{name: adapted[name] for name in caps}}
@@ -190,19 +298,7 @@ def select_and_fit(
         clf.set_params(warm_start=False)
     else:
         model.fit(*refit)
-    refit_seconds = time.perf_counter() - started
-    record = {
-        "params": refit_params,
-        "val_accuracy": chosen["val_accuracy"],
-        "metric": "val_accuracy",
-        "method": spec.selection,
-        "budget": spec.budget,
-        "candidates": trace,
-        "selection_seconds": round(selection_seconds, 3),
-        "refit_seconds": round(refit_seconds, 3),
-        **({"capped": {k: {"asked": a, "used": u} for k, (a, u) in caps.items()}} if caps else {}),
-    }
-    return model, record
+    return model, refit_params, caps
 
 
 # -- splits ----------------------------------------------------------------------

@@ -282,7 +282,7 @@ def _validate_backbones(value, locator) -> list[dict]:
 
 
 def _validate_heads(value, locator) -> list[dict]:
-    from ..heads import create_head, list_heads
+    from ..heads import check_head_params, list_heads
 
     if not isinstance(value, list):
         raise locator.error(("heads",), "must be a list of head names or mappings {name, params, label}")
@@ -298,9 +298,9 @@ def _validate_heads(value, locator) -> list[dict]:
         if not isinstance(params, dict):
             raise locator.error((*path, "params"), "must be a mapping of estimator parameters")
         try:
-            create_head(name, **params)
-        except (TypeError, ValueError) as exc:
-            raise locator.error((*path, "params"), f"invalid parameters for {name}: {exc}") from None
+            check_head_params(name, params)
+        except FeatxUsageError as exc:
+            raise locator.error((*path, "params"), str(exc)) from None
         label = _label_of(_str(spec.get("label", name), (*path, "label"), locator))
         if label in labels:
             raise locator.error(path, f"head {label!r} is listed twice; give one a distinct `label:`")
