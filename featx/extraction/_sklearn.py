@@ -244,6 +244,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        # Images in (paths, PIL images, uint8 arrays), not 2-D float arrays: scikit-learn's
+        # data-based checks do not apply; float32 embeddings out whatever came in.
         tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []
         tags.requires_fit = True
         return tags

@@ -375,6 +375,10 @@ class FeatureStore:
             "feature_sets": self.feature_sets,
         }
 
+    def __len__(self) -> int:
+        """The number of usable rows (the length of ``features``, ``labels`` and ``ids``)."""
+        return self.n_done
+
     def __repr__(self) -> str:
         state = "complete" if self.complete else f"{self.n_pending} pending"
         return f"FeatureStore({str(self.path)!r}, {self.n_done}x{self.dim}, {self.backbone}, {state})"
