@@ -296,13 +296,15 @@ def make_random_forest(n_estimators: int = 300, max_features="sqrt", min_samples
     selection="early_stopping",
 )
 def make_gradient_boosting(max_iter: int = 300, learning_rate: float = 0.1, max_leaf_nodes: int = 31,
-                           l2_regularization: float = 0.0, pca: int | None = 128, random_state=None) -> Pipeline:
+                           l2_regularization: float = 0.0, min_samples_leaf: int = 20, pca: int | None = 128,
+                           random_state=None) -> Pipeline:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     # early_stopping=False: rounds are chosen on the validation split by featx, not on
     # a slice of the training data; ``max_iter`` is the cap (and, once chosen, exact).
     clf = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes,
-                                         l2_regularization=l2_regularization, early_stopping=False,
+                                         l2_regularization=l2_regularization, min_samples_leaf=min_samples_leaf,
+                                         early_stopping=False,
                                          random_state=random_state)
     return _pipeline(_pca(pca, random_state), ("clf", clf))
 

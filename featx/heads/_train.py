@@ -165,9 +165,15 @@ def train_heads(
     threads: int | None = None,
     quiet: bool = True,
     feature_set: str | Sequence[str] | None = None,
+    repeats: int = 1,
     return_models: bool = False,
 ) -> list[dict] | tuple[list[dict], dict[str, BaseEstimator]]:
     """Train, select and evaluate ``heads`` on ``store``; return one results entry per head.
+
+    ``repeats`` R > 1 (small data): the whole protocol again on R - 1 more splits drawn with
+    split seeds ``split_seed + 1 ..``; each entry's ``repeats`` gives every split's test
+    accuracy and their mean and spread. The saved heads and the entry's own metrics are
+    those of the first split.
 
     With ``return_models``, return ``(entries, models)``: ``models`` maps each fitted
     head's name to its fitted estimator (the first seed's; the one saved under ``out``).
@@ -191,12 +197,12 @@ def train_heads(
 
     with threadpool_limits(threads):
         entries, models = _train_heads(open_features(store, feature_set), heads, params, per_class, seeds, out, splits,
-                                       split_seed, val_fraction, test_fraction, n_boot, threads, quiet)
+                                       split_seed, val_fraction, test_fraction, n_boot, threads, quiet, repeats)
     return (entries, models) if return_models else entries
 
 
 def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction, test_fraction, n_boot,
-                 threads, quiet) -> tuple[list[dict], dict]:
+                 threads, quiet, repeats=1) -> tuple[list[dict], dict]:
     store = _open_store(store)
     specs, params, seed_list = _check_request(heads, params, seeds, per_class)
     split, rule = resolve_splits(store, splits, split_seed, val_fraction, test_fraction)
@@ -210,6 +216,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
         _record_splits(out_dir, store, split, rule)
     task = {"store": store, "split": split, "rule": rule, "per_class": per_class, "n_boot": n_boot,
             "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet}
+    others = _repeat_tasks(task, repeats, val_fraction, test_fraction)
 
     entries, models = [], {}
     for spec in specs:
@@ -217,6 +224,8 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             runs = [_fit_seed(task, spec, params.get(spec.name, {}), seed, save=seed == seed_list[0])
                     for seed in seed_list]
             entry = _head_entry(task, spec, runs, seed_list)
+            if others:
+                entry["repeats"] = _repeat_summary(task, others, spec, params.get(spec.name, {}), seed_list[0], runs[0])
             models[spec.name] = runs[0]["model"]
         except FeatxUsageError:
             raise  # the request itself is wrong (a ValueError too): no head can help
@@ -239,13 +248,44 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             "source": store.config.get("source"), "heads": [s.name for s in specs], "params": params,
             "per_class": per_class, "seeds": seed_list, "splits": str(splits) if splits is not None else None,
             "split_rule": rule, "splits_digest": task["digest"], "n_boot": n_boot, "refit_on": entries[0]["refit_on"],
-            "path_patience": PATH_PATIENCE, "threads": threads, "versions": library_versions(),
+            "path_patience": PATH_PATIENCE, "threads": threads, "repeats": repeats, "versions": library_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_atomic(out_dir / CONFIG_FILE, json_text(config))
     if all(skipped_reason(e) for e in entries):
         raise FeatxError("no head could be fitted on this data: " + "; ".join(f"{e['head']}: {e['skipped']}" for e in entries))
     return entries, models
+
+
+def _repeat_tasks(task: dict, repeats: int, val_fraction: float, test_fraction: float) -> list[dict]:
+    """The tasks of the repeated splits (split seeds after the first), nothing saved."""
+    if repeats < 1:
+        raise FeatxUsageError("--repeats must be at least 1")
+    if repeats == 1:
+        return []
+    store, rule = task["store"], task["rule"]
+    if "seed" not in rule:
+        raise FeatxUsageError(f"--repeats draws new splits, but {store.path} has its own split or --splits was given "
+                              f"({rule.get('rule', 'a fixed split')}); drop --repeats or --splits")
+    tasks = []
+    for seed in range(rule["seed"] + 1, rule["seed"] + repeats):
+        split, rule_r = resolve_splits(store, None, seed, val_fraction, test_fraction)
+        if not all(np.any(split == name) for name in ("train", "val", "test")):
+            raise FeatxUsageError(f"--repeats: the split with seed {seed} has an empty part; give more items per class")
+        tasks.append({**task, "split": split, "rule": rule_r, "out": None, "quiet": True,
+                      "digest": splits_digest(*split_record(store, split, rule_r))})
+    return tasks
+
+
+def _repeat_summary(task: dict, others: list[dict], spec: HeadSpec, fixed: dict, seed: int, first: dict) -> dict:
+    """Test accuracy and macro-F1 of the first split's run and of every repeated split: values, mean, spread."""
+    runs = [first] + [_fit_seed(t, spec, fixed, seed, save=False) for t in others]
+    acc = [float(r["metrics"]["accuracy"]) for r in runs]
+    f1 = [float(r["metrics"]["macro_f1"]) for r in runs]
+    return {"split_seeds": [task["rule"]["seed"]] + [t["rule"]["seed"] for t in others],
+            "accuracy": acc, "accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc, ddof=1)),
+            "macro_f1": f1, "macro_f1_mean": float(np.mean(f1)), "macro_f1_std": float(np.std(f1, ddof=1)),
+            "params": [r["selection"]["params"] for r in runs]}
 
 
 def _check_training_set(store: FeatureStore, split: np.ndarray, per_class: int | None, seed: int, quiet: bool) -> None:
