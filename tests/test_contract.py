@@ -126,3 +126,13 @@ def test_bad_param_values_are_usage_errors(raw, named, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
     with pytest.raises(FeatxUsageError):
         check_head_params(head, {raw.split(".")[1].split("=")[0]: "abc"})
+
+
+def test_len_of_a_store_and_of_a_feature_set(tmp_path):
+    from featx.heads import open_features
+    from tests._head_stores import write_store
+
+    store = write_store(tmp_path / "a.h5", n=50)
+    assert len(store) == 50 == len(store.features) == store.n_done
+    both = open_features([store.path, write_store(tmp_path / "b.h5", n=50, backbone="test_resnet").path])
+    assert len(both) == 50 == len(both.features)

@@ -16,10 +16,11 @@ Preprocessing choices:
 * kNN standardises, projects with PCA and L2-normalises, i.e. cosine distance on
   decorrelated features, the usual choice for retrieval-style heads.
 
-How a head's search runs (``selection``) is the business of :mod:`featx.heads._train`:
-``"grid"`` tries the candidates on the validation split, ``"path"`` is the
-warm-started regularisation path of the linear probe, ``"early_stopping"`` lets the
-booster stop on the validation split and then fixes the number of rounds.
+How a head's search runs (``selection``) is the business of :mod:`featx.heads._select`:
+``"grid"`` tries the candidates, ``"path"`` / ``"coarse_fine"`` walk the linear probe's
+regularisation grid, ``"early_stopping"`` lets the booster stop on held-out data and then
+fixes the number of rounds; held-out means the validation split, or k-fold CV on the
+refit rows when the validation split is small (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ LOGREG_ENGINES = ("auto", "sklearn", "torch")
 @register_head(
     "logreg",
     "multinomial logistic regression (L2, L-BFGS) on standardised features; C searched coarse-to-fine on val "
+    "(k-fold CV when val is small) "
     "(engine=sklearn|torch, auto: torch on GPU)",
     search_space={"C": LOGREG_C_GRID},
     selection="coarse_fine",
