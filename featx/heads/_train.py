@@ -38,7 +38,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 
 from ..core.errors import FeatxError, FeatxUsageError
-from ..core.io import json_text, write_atomic
+from ..core.io import json_text, remove_stale_temps, write_atomic
 from ..core.metrics import classification_metrics, summarise_seeds
 from ..core.predictions import PREDICTIONS_FILE, prediction_record
 from ..core.results import RESULTS_FILE, merge_results, metric_fields, skipped_reason, write_tables
@@ -350,6 +350,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_dir)  # a killed train's ``.HEAD.PID.new`` / ``.results.json.PID.tmp``
         _record_splits(out_dir, store, split, rule)
     task = {"store": store, "split": split, "rule": rule, "per_class": per_class, "n_boot": n_boot,
             "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet}
