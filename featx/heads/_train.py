@@ -40,6 +40,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import json_text, remove_stale_temps, write_atomic
 from ..core.metrics import classification_metrics, summarise_seeds
+from ..core.predictions import PREDICTIONS_FILE, prediction_record
 from ..core.results import RESULTS_FILE, merge_results, metric_fields, skipped_reason, write_tables
 from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
@@ -471,7 +472,8 @@ def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) ->
                         f"{json.dumps(selection['params'], default=str)}; test accuracy {metrics['accuracy']:.4f}, "
                         f"fit {fit_seconds:.1f} s")
     return {"seed": seed, "model": model, "selection": selection, "metrics": metrics, "fit_seconds": fit_seconds,
-            "predict_seconds_per_1k": per_1k, "n_train": int(train.sum()), "mistakes": mistakes}
+            "predict_seconds_per_1k": per_1k, "n_train": int(train.sum()), "mistakes": mistakes,
+            "test": (store.ids[test], y[test], pred)}
 
 
 def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[int]) -> dict:
@@ -489,6 +491,9 @@ def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[in
         "predict_seconds_per_1k": round(first["predict_seconds_per_1k"], 5),
         "params": first["selection"]["params"],
         "mistakes": first["mistakes"],
+        # Per-item test predictions, for paired comparisons between rows (a file beside result.json).
+        "test_predictions": prediction_record(*first["test"], path=None if task["out"] is None
+                                              else task["out"] / spec.name / PREDICTIONS_FILE),
         "selection": {k: v for k, v in first["selection"].items() if k != "params"},
         "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
