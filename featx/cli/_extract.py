@@ -6,7 +6,12 @@ import json
 
 import click
 
-__all__ = ["COMMANDS", "extract", "info", "backbones", "IntOrAuto"]
+__all__ = ["COMMANDS", "extract", "info", "backbones", "IntOrAuto", "WORKERS_HELP"]
+
+# The --workers rule, stated once for extract, finetune and bench (featx.core.cpus.auto_workers).
+WORKERS_HELP = ("DataLoader worker processes. auto: 0 (decode in the model's process) for a CPU model on "
+                "<= 2 usable cores, where a worker would take a core from the forward pass; else the usable "
+                "cores less one.")
 
 
 class IntOrAuto(click.ParamType):
@@ -37,7 +42,7 @@ class IntOrAuto(click.ParamType):
 @click.option("--out", "out", required=True, type=click.Path(), help="Feature store to write (.h5), or a directory for a sharded store.")
 @click.option("--batch-size", default="8", show_default=True, type=IntOrAuto(1), help="auto: on CUDA the largest power of two up to 1024 that fits (reported); 8 on CPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", default="1", show_default=True, type=IntOrAuto(0), help="DataLoader worker processes; auto: the usable cores less one.")
+@click.option("--workers", default="auto", show_default=True, type=IntOrAuto(0), help=WORKERS_HELP)
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]), help="auto: fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]), help="Storage dtype of the features.")
 @click.option("--compile", "compile_model", is_flag=True, help="Run the model through torch.compile (long runs on a GPU).")

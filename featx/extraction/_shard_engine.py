@@ -42,7 +42,7 @@ def store_config(src: Source, spec: BackboneSpec, data_config: dict, prec: str, 
 
 def extract_sharded_call(source, backbone, out, *, shard_size: int | None, engine: str, ray_options: dict | None,
                          weights=None, pooling: str = "avg", batch_size: int | str = 8, device: str = "auto",
-                         workers: int | str = 1, precision: str = "auto", dtype: str = "float32",
+                         workers: int | str = "auto", precision: str = "auto", dtype: str = "float32",
                          channels_last: bool | None = None, strict: bool = False, overwrite: bool = False,
                          quiet: bool = False, max_pixels: int | None = None, **options) -> FeatureStore:
     """:func:`featx.extract`'s arguments, checked as it checks them, for a sharded store."""
@@ -60,7 +60,7 @@ def extract_sharded_call(source, backbone, out, *, shard_size: int | None, engin
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     path = Path(out) if out is not None else default_store_path(src, spec).with_suffix("")
     return extract_sharded(src, spec, path, device=device, precision=precision, batch_size=batch_size,
-                           workers=resolve_workers(workers), dtype=dtype, channels_last=channels_last, strict=strict,
+                           workers=resolve_workers(workers, resolve_device(device)), dtype=dtype, channels_last=channels_last, strict=strict,
                            overwrite=overwrite, quiet=quiet, shard_size=shard_size, engine=engine,
                            ray_options=ray_options)
 

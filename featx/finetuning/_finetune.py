@@ -67,6 +67,7 @@ from ..extraction import (
     create_backbone,
     jsonable_data_config,
     resolve_backbone,
+    resolve_workers,
 )
 from ._augment import DeviceAugment, make_train_resize
 from ._data import (
@@ -246,7 +247,7 @@ def finetune(
     test_fraction: float = 0.2,
     device: str = "auto",
     precision: str = "auto",
-    workers: int = 1,
+    workers: int | str = "auto",
     eval_batch_size: int | None = None,
     n_boot: int = 1000,
     resume: bool = True,
@@ -273,13 +274,14 @@ def _finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_clas
               batch_size, lr, weight_decay, layer_decay, label_smoothing, warmup_epochs, head_epochs, patience,
               image_size, crop_scale, splits, split_seed, val_fraction, test_fraction, device, precision, workers,
               eval_batch_size, n_boot, resume, quiet, callback) -> dict:
-    _check_options(mode, epochs=epochs, batch_size=batch_size, patience=patience, unfreeze=unfreeze, workers=workers,
-                   head_epochs=head_epochs, per_class=per_class, val_per_class=val_per_class, image_size=image_size)
+    _check_options(mode, epochs=epochs, batch_size=batch_size, patience=patience, unfreeze=unfreeze,
+                   workers=workers if isinstance(workers, int) else 0, head_epochs=head_epochs, per_class=per_class, val_per_class=val_per_class, image_size=image_size)
     lr = DEFAULT_LR[mode] if lr is None else float(lr)
     head_epochs = head_epochs if mode == "full" else 0
     src = open_source(source)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     prec = training_precision(precision, dev := resolve_device(device))
+    workers = resolve_workers(workers, dev)  # "auto": in-process decoding on a 2-core CPU run
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = select_items(src, per_class=per_class, seed=seed, val_per_class=val_per_class, splits_file=splits,
