@@ -10,7 +10,7 @@ import json
 
 import click
 
-from ._extract import WORKERS_HELP, IntOrAuto
+from ._extract import DECODE_HELP, WORKERS_HELP, IntOrAuto
 
 __all__ = ["COMMANDS", "bench_extract", "bench_finetune"]
 
@@ -35,7 +35,7 @@ def _common(command):
 @click.option("--batch-size", default="8", show_default=True, type=IntOrAuto(1))
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]))
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (bare and end to end).")
-@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]))
+@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "draft", "gpu"]), help=DECODE_HELP)
 @click.option("--no-float-loader", is_flag=True, help="Skip timing the old float loader.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
               help="ray: local engine vs Ray local mode end to end, and 1 vs --actors actors (CPU).")

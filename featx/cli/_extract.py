@@ -6,7 +6,11 @@ import json
 
 import click
 
-__all__ = ["COMMANDS", "extract", "info", "backbones", "IntOrAuto", "WORKERS_HELP"]
+__all__ = ["COMMANDS", "extract", "info", "backbones", "IntOrAuto", "WORKERS_HELP", "DECODE_HELP"]
+
+DECODE_HELP = ("cpu: Pillow at full size. draft: Pillow decodes a JPEG at least twice the model's resize size "
+               "at 1/2, 1/4 or 1/8 scale (faster on large photos, slightly different pixels: recorded in the "
+               "store config). gpu: nvjpeg on CUDA.")
 
 # The --workers rule, stated once for extract, finetune and bench (featx.core.cpus.auto_workers).
 WORKERS_HELP = ("DataLoader worker processes. auto: 0 (decode in the model's process) for a CPU model on "
@@ -46,7 +50,7 @@ class IntOrAuto(click.ParamType):
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]), help="auto: fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]), help="Storage dtype of the features.")
 @click.option("--compile", "compile_model", is_flag=True, help="Run the model through torch.compile (long runs on a GPU).")
-@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]), help="gpu: decode JPEG files on the GPU (nvjpeg); needs CUDA.")
+@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "draft", "gpu"]), help=DECODE_HELP)
 @click.option("--strict", is_flag=True, help="Fail on the first bad image instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with another config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
