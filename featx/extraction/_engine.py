@@ -68,7 +68,7 @@ def run_extraction(writer, src: Source, model, data_config: dict, batches: list[
 
     ``recipe`` adds the named sets (layers, views) of each batch, from the same forward pass.
     """
-    from tqdm.auto import tqdm
+    from ..core.bars import progress_bar
 
     recipe = recipe or FeatureRecipe()
     tune_malloc()
@@ -79,7 +79,7 @@ def run_extraction(writer, src: Source, model, data_config: dict, batches: list[
     total = sum(len(b) for b in batches)
     n_skipped = 0
     started = time.perf_counter()
-    bar = tqdm(total=total, unit="img", desc="extract", disable=quiet, dynamic_ncols=True, smoothing=0.1)
+    bar = progress_bar(total, "extract", "img", disable=quiet, smoothing=0.1)
     background = BackgroundWriter(writer)
     try:
         with torch.inference_mode():

@@ -187,7 +187,7 @@ class _ShardAssembler:
 
 def _run_local_shards(writer, src, model, data_config, dev, prec, dtype, batch_size, workers, channels_last,
                       strict, quiet) -> dict:
-    from tqdm.auto import tqdm
+    from ..core.bars import progress_bar
 
     tune_malloc()
     batches = _shard_batches(writer, batch_size)
@@ -201,7 +201,7 @@ def _run_local_shards(writer, src, model, data_config, dev, prec, dtype, batch_s
     assembler = _ShardAssembler(writer, src, dtype)
     autocast = autocast_context(dev, prec)
     total, n_skipped = sum(len(b) for b in batches), 0
-    bar = tqdm(total=total, unit="img", desc="extract", disable=quiet, dynamic_ncols=True, smoothing=0.1)
+    bar = progress_bar(total, "extract", "img", disable=quiet, smoothing=0.1)
     try:
         with torch.inference_mode():
             for indices, images, reasons in loader:
