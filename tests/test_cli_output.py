@@ -90,3 +90,15 @@ def test_a_terminal_gets_a_tqdm_bar(monkeypatch):
     bar.close()
     monkeypatch.setattr("sys.stderr", io.StringIO())
     assert isinstance(progress_bar(3, "extract", "img"), PlainProgress)
+
+
+def test_source_not_found_names_every_kind_of_source():
+    result = CliRunner().invoke(cli, ["extract", "--source", "/no/such/thing", "--out", "x.h5"])
+    assert result.exit_code == 2
+    for kind in ("image folder", ".csv", ".tar", ".parquet", "digits"):
+        assert kind in result.output
+
+
+def test_heads_listing_shows_each_pca_step():
+    lines = {line.split()[0]: line for line in CliRunner().invoke(cli, ["heads"]).output.splitlines()}
+    assert "[PCA to 128 components first]" in lines["xgboost"] and "PCA" not in lines["logreg"]

@@ -190,7 +190,10 @@ def heads(as_json):
         return
     width = max(len(s.name) for s in specs)
     for spec in specs:
-        click.echo(f"{spec.name:{width}s}  {spec.description}")
+        # The PCA step is part of the head (capped to the training rows by `featx train`): say so.
+        pca = [n for n in (spec.search_space or {}).get("pca", []) if n]
+        note = f" [PCA to {'/'.join(str(n) for n in pca)} components first]" if pca else ""
+        click.echo(f"{spec.name:{width}s}  {spec.description}{note}")
 
 
 COMMANDS = [train, evaluate, predict, heads]
