@@ -77,7 +77,7 @@ def _print_entries(entries: list[dict]) -> None:
               help="BLAS/OpenMP threads per fit; 0: the libraries' default (1 is fastest on a machine busy with other work).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
-              help="ray: the xgboost head on Ray Train, reading the store shard by shard (pip install 'featx[ray]').")
+              help="ray: the xgboost head on Ray Train, reading the store shard by shard (the ray extra: pip install -e '.[ray]' in a checkout).")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray Train workers (--engine ray).")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted for a local Ray.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results entries as JSON (progress stays on stderr).")
