@@ -4,8 +4,9 @@ Stages map onto commands (extract -> train / finetune -> report, or ``run`` for 
 whole pipeline). Every :class:`featx.FeatxError` becomes one line on stderr and an
 exit code (2 for usage mistakes, 1 for runtime failures), never a traceback.
 Each stage's commands live in their own module of ``featx.cli`` (``_extract``,
-``_heads``, ``_finetune``, ``_pipeline``), each exporting ``COMMANDS``; the package
-``__init__`` adds them to this group.
+``_heads``, ``_finetune``, ``_pipeline``), each listing them in ``COMMANDS``; the
+``COMMANDS`` table below names them, and a module is imported only when one of its
+commands is used, so ``featx --help`` never loads torch.
 """
 
 from __future__ import annotations
