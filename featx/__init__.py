@@ -14,10 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
-
-# The errors are plain Python and small: imported eagerly so ``except featx.FeatxError``
-# never triggers a heavy import.
+# The version and the errors are plain Python and small: imported eagerly so
+# ``featx.__version__`` and ``except featx.FeatxError`` never trigger a heavy import.
 from .core.errors import (
     BadImageError,
     DiskError,
@@ -27,6 +25,7 @@ from .core.errors import (
     StoreInUseError,
     StoreMismatchError,
 )
+from .core.version import __version__
 
 # Public name -> the featx package that defines it, imported on first access.
 _LAZY: dict[str, str] = {
@@ -34,13 +33,14 @@ _LAZY: dict[str, str] = {
         ["ArraySource", "CsvSource", "DigitsSource", "ImageFolderSource", "Item", "ParquetSource", "Source",
          "WebDatasetSource", "open_source"], ".data"),
     **dict.fromkeys(
-        ["DEFAULT_BACKBONE", "BackboneSpec", "FeatureExtractor", "FeatureStore", "OfflineWeights", "create_backbone",
+        ["DEFAULT_BACKBONE", "BackboneSpec", "FeatureExtractor", "OfflineWeights", "create_backbone",
          "extract", "list_offline_weights", "register_offline_weights", "resolve_backbone"], ".extraction"),
     **dict.fromkeys(["finetune"], ".finetuning"),
     **dict.fromkeys(
         ["FeatureSet", "HeadSpec", "TrainedHead", "create_head", "evaluate_head", "list_heads", "load_head", "predict",
          "register_head", "train_heads"], ".heads"),
     **dict.fromkeys(["Pipeline", "PipelineRun", "load_pipeline", "run_pipeline", "write_report"], ".pipeline"),
+    **dict.fromkeys(["FeatureStore"], ".store"),
 }
 
 # Subpackages reachable as attributes after a bare ``import featx`` (``featx.heads.get_head``).
@@ -62,7 +62,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         DEFAULT_BACKBONE,
         BackboneSpec,
         FeatureExtractor,
-        FeatureStore,
         OfflineWeights,
         create_backbone,
         extract,
@@ -84,6 +83,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         train_heads,
     )
     from .pipeline import Pipeline, PipelineRun, load_pipeline, run_pipeline, write_report
+    from .store import FeatureStore
 
 
 def __getattr__(name: str):

@@ -1,0 +1,258 @@
+"""The sharded layout of a feature store, read: a directory of HDF5 shards plus a JSON manifest.
+
+Layout (``docs/store-format.md``)::
+
+    OUT/manifest.json     config, fingerprint, class names, dim, dtype, shard size, nonce, config
+                          hash, items.h5's sha256, one entry per committed shard (rows, id range,
+                          sha256, skipped rows), complete, and a digest over all of it
+    OUT/items.h5          ids, labels, splits of every item of the source, in source order
+    OUT/part-NNNNN.h5     rows [N*S, (N+1)*S): features, ids, status, skip_reasons, item_hash and
+                          item_stat (file sources), feature_sets/<name> (--layers); attributes:
+                          the store's nonce and config hash
+
+Shard ``N`` always covers the same rows of the source listing, whoever writes it (the
+local engine or a Ray actor on another node), so writing a shard twice gives the same
+file and a retried task can never duplicate a row. A shard is written under a temporary
+name, fsynced and renamed into place: a file named ``part-NNNNN.h5`` is whole. The
+manifest is rewritten atomically after each shard; a shard committed on disk but missing
+from the manifest (the driver was killed in between) is validated and adopted on resume.
+``complete`` is written only after the ids of all shards, read back from the shards
+themselves, equal the source listing: no id missing, none twice.
+
+:class:`ShardedFeatureStore` reads such a directory with the same interface as a
+single-file :class:`FeatureStore`; ``FeatureStore(path)`` returns one for a directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError
+from ..core.io import file_sha256, json_text, write_json_atomic
+from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, _first_line
+
+__all__ = ["ShardedFeatureStore", "shard_name", "is_sharded_store", "verify_sharded", "iter_verified_shards",
+           "read_shard", "read_shard_fields", "manifest_digest", "MANIFEST", "ITEMS", "SHARD_RE"]
+
+MANIFEST, ITEMS = "manifest.json", "items.h5"
+SHARD_RE = re.compile(r"^part-(\d{5,})\.h5$")
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.h5"
+
+
+def is_sharded_store(path: str | os.PathLike) -> bool:
+    return Path(path).is_dir()
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 over every field of a manifest but the digest itself: a manifest edited by hand
+    (class names reordered, entries swapped or dropped, another dim) no longer matches it."""
+    body = json.loads(json_text({k: v for k, v in manifest.items() if k != "manifest_sha256"}))
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    write_json_atomic(path / MANIFEST, manifest)
+
+
+def _read_manifest(path: Path) -> dict:
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        raise FeatxUsageError(f"{path} is a directory but not a sharded feature store (no {MANIFEST})")
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreDamagedError(f"{manifest} is unreadable ({exc}); re-run extract with --overwrite") from None
+    if data.get("layout") != "sharded":
+        raise FeatxError(f"{manifest} is not a featx sharded-store manifest")
+    if int(data.get("featx_format", 0)) > FORMAT_VERSION:
+        raise FeatxError(f"{path} uses store format {data['featx_format']}; this featx reads up to {FORMAT_VERSION}")
+    # Manifests written before the digest have none (they keep opening; their shards are still checked).
+    if "manifest_sha256" in data and data["manifest_sha256"] != manifest_digest(data):
+        raise StoreDamagedError(f"{manifest} was edited or damaged (its fields no longer match its manifest_sha256); "
+                                "re-run extract with --overwrite")
+    return data
+
+
+def _read_items(path: Path, expected_sha256: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if expected_sha256 and (not (path / ITEMS).is_file() or file_sha256(path / ITEMS) != expected_sha256):
+        raise StoreDamagedError(f"{path / ITEMS} is missing or differs from the one listed in {path / MANIFEST}; "
+                                "re-run extract with --overwrite")
+    try:
+        with h5py.File(path / ITEMS, "r") as h5:
+            return h5["ids"].asstr()[:], h5["labels"][:], h5["splits"].asstr()[:]
+    except (OSError, KeyError) as exc:
+        raise StoreDamagedError(f"{path / ITEMS} is missing or unreadable ({exc}); re-run extract with --overwrite") from None
+
+
+class ShardedFeatureStore(FeatureStore):
+    """A sharded store, read through the :class:`FeatureStore` interface.
+
+    Status and skip reasons come from the manifest alone, so opening a store of
+    thousands of shards reads two small files; features are read (and each shard's
+    sha256 checked against the manifest) on first access.
+    """
+
+    def __init__(self, path: str | os.PathLike):  # noqa: D107 - same contract as FeatureStore
+        self.path = Path(path)
+        self.manifest = _read_manifest(self.path)
+        m = self.manifest
+        self.config, self.fingerprint = m["config"], m["fingerprint"]
+        self.class_names, self.versions, self.run_info = m["class_names"], m["versions"], m.get("run", {})
+        self._complete_attr = bool(m.get("complete", False))
+        # Shards carry a sha256 each (checked on read); those of file sources also each item's content hash.
+        self.has_item_hashes, self.content_digest = bool(m.get("item_records")), m.get("content_digest")
+        self._extra_sets: list[dict] = list(m.get("feature_sets", []))
+        self._all_ids, self._all_labels, self._all_splits = _read_items(self.path, m.get("items_sha256"))
+        self.n_items, self.dim, self.feature_dtype = len(self._all_ids), int(m["dim"]), m["dtype"]
+        self._status = np.full(self.n_items, STATUS_PENDING, dtype=np.uint8)
+        reasons: dict[int, str] = {}
+        for entry in self.shards:
+            self._status[entry["start"]:entry["stop"]] = STATUS_DONE
+            for row, reason in entry["skipped"]:
+                self._status[row] = STATUS_SKIPPED
+                reasons[row] = reason
+        self._done = self._status == STATUS_DONE
+        self.skipped = [{"id": str(self._all_ids[i]), "reason": reasons[i]} for i in sorted(reasons)]
+        self._features = None
+        self.reused = False
+
+    @property
+    def shards(self) -> list[dict]:
+        return sorted(self.manifest.get("shards", {}).values(), key=lambda e: e["index"])
+
+    @property
+    def features(self) -> np.ndarray:
+        if self._features is None:
+            full = np.zeros((self.n_done, self.dim), dtype=np.float32)
+            offset = 0
+            for ids, _, _, feats in self.iter_verified_shards():
+                full[offset:offset + len(ids)] = feats
+                offset += len(ids)
+            self._features = full
+        return self._features
+
+    def iter_verified_shards(self, feature_set: str = "features"):
+        """See :func:`iter_verified_shards`: one committed shard at a time, each checked first."""
+        for entry in self.shards:
+            feats = read_shard_fields(self.path, entry, self._all_ids, self.dim, [feature_set])[feature_set]
+            sl = slice(entry["start"], entry["stop"])
+            done = self._done[sl]
+            yield (self._all_ids[sl][done], self._all_labels[sl][done].astype(np.int64), self._all_splits[sl][done],
+                   feats[done].astype(np.float32, copy=False))
+
+    def feature_set(self, name: str) -> np.ndarray:
+        if name == "pooled":
+            return self.features
+        if name not in {s["name"] for s in self._extra_sets}:
+            return super().feature_set(name)  # the usage error naming the sets it has
+        parts = [feats for *_, feats in self.iter_verified_shards(f"feature_sets/{name}")]
+        dim = next(int(s["dim"]) for s in self._extra_sets if s["name"] == name)
+        return np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+
+    def item_records(self) -> tuple[np.ndarray, list[str]]:
+        if not self.has_item_hashes:
+            raise FeatxError(f"{self.path} has no item records (written by the Ray engine or before them)")
+        stats = np.full((self.n_items, 3), -1, dtype=np.int64)
+        hashes = [""] * self.n_items
+        for entry in self.shards:
+            fields = read_shard_fields(self.path, entry, self._all_ids, self.dim, ["item_stat", "item_hash"])
+            stats[entry["start"]:entry["stop"]] = fields["item_stat"]
+            hashes[entry["start"]:entry["stop"]] = [h.decode("ascii") for h in fields["item_hash"]]
+        return stats, hashes
+
+    def info(self) -> dict:
+        data = super().info()
+        data["size_bytes"] = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        data["layout"] = {"kind": "sharded", "shard_size": self.manifest["shard_size"],
+                          "n_shards": self.manifest["n_shards"], "committed": len(self.shards)}
+        return data
+
+
+FeatureStore._directory_layout = ShardedFeatureStore
+
+
+def iter_verified_shards(store: FeatureStore | str | os.PathLike):
+    """Yield ``(ids, labels, splits, features)`` of a store's usable rows, one block at a time, in source order.
+
+    The one read path of every consumer that streams a store (export, the Ray readers,
+    out-of-core heads). A sharded store yields one committed shard per block, each
+    checked before it is used: its sha256 against the manifest, its ids against
+    ``items.h5`` and its shape against the manifest's ``dim``; a single-file store yields
+    blocks of 65,536 rows, whose HDF5 checksums are checked as they are read. Anything
+    that does not check out is a one-line :class:`~featx.core.errors.StoreDamagedError`,
+    never wrong rows. ``labels`` are int64, ``features`` float32 of shape (rows, dim),
+    ``splits`` the source's own split per row ("" where it has none). Only one block is
+    held in memory at a time.
+    """
+    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    yield from store.iter_verified_shards()
+
+
+def read_shard(path: Path, entry: dict, all_ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, features)`` of one committed shard after its sha256, ids and width check out, else one line."""
+    fields = read_shard_fields(path, entry, all_ids, dim, ["features"])
+    return fields["ids"], fields["features"]
+
+
+def read_shard_fields(path: Path, entry: dict, all_ids: np.ndarray, dim: int, names) -> dict[str, np.ndarray]:
+    """The datasets ``names`` (and ``ids``) of one committed shard, read as :func:`read_shard` reads."""
+    problem, fields = _check_shard(path, entry, all_ids, dim, names)
+    if problem:
+        raise StoreDamagedError(f"shard {path / entry['name']} {problem}; delete it and re-run extract to rebuild "
+                                "that shard")
+    return fields
+
+
+def _check_shard(path: Path, entry: dict, all_ids: np.ndarray, dim: int, names=("features",)):
+    """(what is wrong or None, {name: array}) of one committed shard: sha256, then ids and shape."""
+    rows = f"(rows {entry['start']}-{entry['stop'] - 1})"
+    try:
+        data = (path / entry["name"]).read_bytes()
+    except OSError:
+        return f"is missing or unreadable {rows}", {}
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        return f"sha256 differs from the manifest {rows}", {}
+    try:
+        with h5py.File(io.BytesIO(data), "r") as h5:
+            fields = {"ids": h5["ids"].asstr()[:], "features": h5["features"][:]}
+            fields.update({name: h5[name][:] for name in names})
+    except (OSError, KeyError, ValueError) as exc:
+        return f"is unreadable {rows}: {_first_line(exc)}", {}
+    n, feats = entry["stop"] - entry["start"], fields["features"]
+    if feats.shape != (n, dim):
+        return f"holds {'x'.join(map(str, feats.shape))} features where the manifest says {n}x{dim}", {}
+    if not np.array_equal(fields["ids"].astype(str), np.asarray(all_ids[entry["start"]:entry["stop"]]).astype(str)):
+        return f"holds other ids than {ITEMS} lists there {rows}", {}
+    return None, fields
+
+
+def verify_sharded(report):
+    """``featx info --verify`` for a directory: manifest, item listing, and every shard's sha256."""
+    try:
+        manifest = _read_manifest(report.path)
+        all_ids, _, _ = _read_items(report.path, manifest.get("items_sha256"))
+    except FeatxError as exc:
+        if exc.exit_code == 2:
+            raise
+        report.problems.append(str(exc))
+        return report
+    report.checked.extend([MANIFEST, ITEMS])
+    for entry in sorted(manifest["shards"].values(), key=lambda e: e["index"]):
+        problem = _check_shard(report.path, entry, all_ids, int(manifest["dim"]))[0]
+        if problem:
+            report.problems.append(f"{entry['name']}: {problem.removeprefix('is ')}")
+        else:
+            report.checked.append(entry["name"])
+    return report
