@@ -102,3 +102,13 @@ def test_source_not_found_names_every_kind_of_source():
 def test_heads_listing_shows_each_pca_step():
     lines = {line.split()[0]: line for line in CliRunner().invoke(cli, ["heads"]).output.splitlines()}
     assert "[PCA to 128 components first]" in lines["xgboost"] and "PCA" not in lines["logreg"]
+
+
+def test_a_notebook_keeps_its_tqdm_widget(monkeypatch):
+    import sys
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    bar = progress_bar(3, "extract", "img", disable=True)
+    assert type(bar).__module__.startswith("tqdm")
+    bar.close()

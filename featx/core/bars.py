@@ -1,7 +1,8 @@
 """Progress for long loops: a tqdm bar on a terminal, plain lines in a log.
 
 A bar redraws itself with carriage returns, which turn a log file or a CI console
-into one unreadable line; so the bar is drawn only when stderr is a terminal. Anywhere
+into one unreadable line; so the bar is drawn only when stderr is a terminal (or in a
+Jupyter notebook, where tqdm draws a widget). Anywhere
 else the same calls print a plain line (``extract: 400/1797 (22%), 40.1 img/s, about 35 s
 left``) at most every ``interval`` seconds and once at the end, with no ``\\r``.
 """
@@ -83,9 +84,14 @@ class PlainProgress:
         print(f"{self.desc}: " + ", ".join(parts), file=stream, flush=True)
 
 
+def _in_notebook() -> bool:
+    # A Jupyter kernel's stderr is no terminal, but tqdm.auto draws a widget there, not \r lines.
+    return "ipykernel" in sys.modules
+
+
 def progress_bar(total: int | None, desc: str, unit: str = "it", disable: bool = False, **tqdm_options):
-    """A tqdm bar when stderr is a terminal, else :class:`PlainProgress` (no carriage returns)."""
-    if is_terminal():
+    """A tqdm bar when stderr is a terminal (or in a notebook), else :class:`PlainProgress` (no carriage returns)."""
+    if is_terminal() or _in_notebook():
         from tqdm.auto import tqdm
 
         tqdm_options.setdefault("dynamic_ncols", True)
