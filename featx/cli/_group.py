@@ -20,6 +20,11 @@ from ..core.interrupts import sticky_interrupts
 
 __all__ = ["main", "cli", "FeatxClickError", "LazyGroup"]
 
+
+def safe_text(name) -> str:
+    return str(name).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class FeatxClickError(click.ClickException):
     """A featx error as click sees it: one line, the error's own exit code."""
 
@@ -66,6 +71,11 @@ class _Group(LazyGroup):
         except KeyboardInterrupt:
             click.echo("featx: interrupted; run the same command again to resume", err=True)
             ctx.exit(130)
+        except PermissionError as exc:
+            # An output folder or file featx may not write: the path and the fix, not a traceback.
+            where = safe_text(exc.filename) if exc.filename else str(exc)
+            raise FeatxClickError(FeatxError(f"permission denied: {where}; make it writable or write somewhere "
+                                             "else (--out)")) from None
         except (OSError, RuntimeError) as exc:
             # A write path that did not wrap its own disk errors still gets one line, not a traceback.
             from ..core.io import is_disk_error  # numpy: only on this error path
@@ -101,4 +111,10 @@ def cli() -> None:
 
 
 def main() -> None:
+    import signal
+
+    # From here a Ctrl-C is a KeyboardInterrupt that each command turns into exit 130 (and a
+    # resumable state); the import-time handler of ``featx.cli`` only covered the start.
+    if getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_interrupted_while_starting":
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     cli.main(prog_name="featx", standalone_mode=True)
