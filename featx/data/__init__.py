@@ -17,7 +17,7 @@ from ._fingerprint import (
     file_stat,
     read_item_file,
 )
-from ._images import ALLOWED_FORMATS, ALPHA_BACKGROUND, IMAGE_EXTENSIONS, load_image, to_rgb
+from ._images import ALLOWED_FORMATS, ALPHA_BACKGROUND, IMAGE_EXTENSIONS, draft_decoding, load_image, to_rgb
 from ._open import list_builtin_sources, open_source
 from ._scale_sources import ParquetSource, WebDatasetSource, expand_braces
 from ._sources import (
@@ -36,6 +36,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ALPHA_BACKGROUND",
     "load_image",
+    "draft_decoding",
     "to_rgb",
     "Item",
     "Source",

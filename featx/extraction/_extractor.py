@@ -88,11 +88,12 @@ class _Layout:
         return self.engine == "local"
 
 
-def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> int:
-    """Check the run options; the number of loader workers (``"auto"`` resolved)."""
+def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> int | str:
+    """Check the run options; the number of loader workers (or ``"auto"``)."""
     if batch_size != "auto":
         resolve_batch_size(batch_size)
-    workers = resolve_workers(workers)
+    if workers != "auto":  # "auto" is resolved once the device is known
+        workers = resolve_workers(workers)
     if dtype not in FEATURE_DTYPES:
         raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
     return workers
@@ -107,7 +108,7 @@ def extract(
     pooling: str = "avg",
     batch_size: int | str = 8,
     device: str = "auto",
-    workers: int | str = 1,
+    workers: int | str = "auto",
     precision: str = "auto",
     dtype: str = "float32",
     channels_last: bool | None = None,
@@ -131,8 +132,8 @@ def extract(
     Re-running with the same arguments reuses a complete store and resumes an
     incomplete one. Bad images are skipped and recorded (``strict=True`` raises on
     the first one instead). Batch size 8 was the fastest on a 2-core CPU; on a GPU use
-    ``"auto"`` (the largest power of two <= 1024 that fits); ``workers="auto"``: the
-    usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
+    ``"auto"`` (the largest power of two <= 1024 that fits); ``workers="auto"`` (default):
+    0 (in-process decoding) for a CPU model on <= 2 usable cores, else the usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
 
     ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
     (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
@@ -323,6 +324,7 @@ def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channe
     if channels_last is None:
         channels_last = dev.type == "cuda"
     model = prepare_model(model, dev, bool(channels_last), compile=False)
+    workers = resolve_workers(workers, dev)
     input_size = tuple(data_config["input_size"])
     batch_size, auto = resolve_batch_size(batch_size, model, input_size, dev, prec, bool(channels_last))
     if auto and not quiet:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from ..core.bars import progress_bar
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import json_text, remove_stale_temps, write_atomic
 from ..core.metrics import classification_metrics, summarise_seeds
@@ -221,10 +222,15 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
     others = _repeat_tasks(task, repeats, val_fraction, test_fraction)
 
     entries, models = [], {}
+    # Fits done (one per head and seed): a bar on a terminal, plain lines in a log.
+    bar = progress_bar(len(specs) * len(seed_list), "train", "fit", disable=quiet)
     for spec in specs:
         try:
-            runs = [_fit_seed(task, spec, params.get(spec.name, {}), seed, save=seed == seed_list[0])
-                    for seed in seed_list]
+            runs = []
+            for seed in seed_list:
+                bar.set_postfix_str(f"{spec.name} seed {seed}")
+                runs.append(_fit_seed(task, spec, params.get(spec.name, {}), seed, save=seed == seed_list[0]))
+                bar.update(1)
             entry = _head_entry(task, spec, runs, seed_list)
             if others:
                 entry["repeats"] = _repeat_summary(task, others, spec, params.get(spec.name, {}), seed_list[0], runs[0])
@@ -243,6 +249,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
                 write_atomic(out_dir / spec.name / ENTRY_FILE, json_text(entry))
             # Merge after every head, so an interrupted multi-head run keeps what finished.
             write_tables(out_dir, merge_results(out_dir, [entry]))
+    bar.close()
 
     if out_dir is not None:
         config = {

@@ -23,7 +23,7 @@ Schema (defaults in brackets)::
         batch_size: 8                  # [8]
         precision: auto                # [auto]
         dtype: float32                 # [float32] storage dtype of the features
-        workers: 1                     # [1]
+        workers: auto                  # [auto] 0 on a <= 2-core CPU, else cores - 1
         label: lite0                   # [name] how rows and stage dirs are named
         layers: null                   # [null] extra layer sets, views, img_size, crop_pct,
                                        #   interpolation: see _feature_config
@@ -63,7 +63,7 @@ _TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "s
              "feature_sets", "raw_pixels")
 _SOURCE_KEYS = ("path", *SPLIT_DEFAULTS)
 _BACKBONE_DEFAULTS = {"weights": None, "pooling": "avg", "batch_size": 8, "precision": "auto", "dtype": "float32",
-                      "workers": 1, **BACKBONE_FEATURE_DEFAULTS}
+                      "workers": "auto", **BACKBONE_FEATURE_DEFAULTS}
 _HEAD_KEYS = ("name", "params", "label")
 # Fine-tune arguments the pipeline owns; every other keyword of ``finetune()`` is an option.
 _FINETUNE_OWNED = {"source", "backbone", "weights", "pooling", "mode", "out", "per_class", "device", "resume", "quiet",
@@ -264,7 +264,8 @@ def _validate_backbones(value, locator) -> list[dict]:
         if entry["weights"] is not None:
             entry["weights"] = _str(str(entry["weights"]), (*path, "weights"), locator)
         _int(entry["batch_size"], (*path, "batch_size"), locator)
-        _int(entry["workers"], (*path, "workers"), locator, 0)
+        if entry["workers"] != "auto":
+            _int(entry["workers"], (*path, "workers"), locator, 0, "'auto' or a whole number")
         if entry["precision"] not in PRECISIONS:
             raise locator.error((*path, "precision"), f"must be one of {', '.join(PRECISIONS)}")
         if entry["dtype"] not in FEATURE_DTYPES:
