@@ -52,14 +52,21 @@ class IntOrAuto(click.ParamType):
               help="Override the eval centre-crop fraction (1.0: no crop).")
 @click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]),
               default=None, help="Override the eval resize interpolation.")
+@click.option("--per-class", type=click.IntRange(min=1), default=None,
+              help="Extract a stratified subset: at most N items of each class (in each split the source has).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Extract a stratified subset of at most N items in all (classes and splits in proportion).")
+@click.option("--subset-seed", type=int, default=0, show_default=True, help="Seed of the --per-class/--limit draw.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads for the backbone (default: torch's own; recorded in the run info).")
 @click.option("--shard-size", default=None, type=click.IntRange(min=1), help="Write a sharded store (directory of part-NNNNN.h5) with this many rows per shard.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="ray: decode and embed on a Ray cluster (pip install 'featx[ray]'); always writes a sharded store.")
 @click.option("--address", default=None, help="Ray cluster: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted for a local Ray.")
 @click.option("--actors", default=None, type=click.IntRange(min=1), help="Ray: backbone replicas (default: one per GPU, else one).")
 @click.option("--gpus-per-actor", default=None, type=click.FloatRange(min=0), help="Ray: GPUs per backbone replica (default 1 with --device cuda/auto on a GPU cluster, else 0).")
 def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, compile_model, decode,
-            strict, overwrite, quiet, layers, views, img_size, crop_pct, interpolation, shard_size, engine, address, actors,
-            gpus_per_actor):
+            strict, overwrite, quiet, layers, views, img_size, crop_pct, interpolation, per_class, limit, subset_seed,
+            threads, shard_size, engine, address, actors, gpus_per_actor):
     """Extract embeddings of every image of SOURCE into an HDF5 feature store (resumable)."""
     from ..extraction import extract as run_extract
 
@@ -68,7 +75,7 @@ def extract(source, backbone, weights, pooling, out, batch_size, device, workers
         workers=workers, precision=precision, dtype=dtype, strict=strict, overwrite=overwrite, quiet=quiet,
         compile=compile_model, decode=decode,
         layers=layers, views=views, img_size=img_size, crop_pct=crop_pct, interpolation=interpolation,
-        shard_size=shard_size, engine=engine,
+        per_class=per_class, limit=limit, subset_seed=subset_seed, threads=threads, shard_size=shard_size, engine=engine,
         ray_options={"address": address, "actors": actors, "gpus_per_actor": gpus_per_actor},
     )
     info = store.info()

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from ..core.errors import DiskError, FeatxUsageError, StoreDamagedError, StoreMismatchError
 from ..core.io import fsync_dir
 from ..core.runtime import resolve_device, resolve_precision
-from ..data import ItemRecord, Source, open_source
+from ..data import ItemRecord, Source, open_source, subset_record, subset_source
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
 from ._engine import prepare_model, run_extraction
 from ._features import (
@@ -108,6 +108,28 @@ def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> i
     return workers
 
 
+def _check_threads(threads: int | None) -> int | None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise FeatxUsageError(f"threads must be a whole number >= 1, got {threads!r}")
+    return threads
+
+
+class _torch_threads:
+    """``torch.set_num_threads(n)`` for a block, restoring the previous count (nothing for ``None``)."""
+
+    def __init__(self, n: int | None):
+        self.n, self.before = n, None
+
+    def __enter__(self):
+        if self.n is not None:
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.before is not None:
+            torch.set_num_threads(self.before)
+
+
 def _shardable(function):
     """Route ``extract(..., shard_size=N | engine="ray")``, or a directory ``out``, to a sharded store.
 
@@ -156,6 +178,10 @@ def extract(
     img_size: int | None = None,
     crop_pct: float | None = None,
     interpolation: str | None = None,
+    per_class: int | None = None,
+    limit: int | None = None,
+    subset_seed: int = 0,
+    threads: int | None = None,
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
@@ -169,13 +195,22 @@ def extract(
     (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
     ``crop_pct`` / ``interpolation`` override the eval preprocessing. Each is in the store
     config (so its id and cache key) only when used.
+
+    ``per_class=N`` / ``limit=N``: extract a stratified, seeded subset (at most N items
+    per split and class / N items in all; ``subset_seed`` picks it), recorded in the
+    config and key. ``threads=N``: torch's CPU threads for this run (how it ran, so in the
+    run info only; the previous setting is restored after).
     """
     workers = _check_arguments(batch_size, workers, dtype)
-    src = open_source(source, max_pixels=max_pixels)
+    threads = _check_threads(threads)
+    src = subset_source(open_source(source, max_pixels=max_pixels), per_class=per_class, limit=limit,
+                        seed=subset_seed)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
     overrides = preprocessing_overrides(img_size, crop_pct, interpolation)
     options = feature_options(recipe, overrides)
+    if per_class is not None or limit is not None:
+        options["subset"] = subset_record(per_class, limit, subset_seed)
     prec = resolve_precision(precision, dev := resolve_device(device))
     check_gpu_decode(decode, dev)
     path = Path(out) if out is not None else default_store_path(src, spec, extra=options)
@@ -197,8 +232,10 @@ def extract(
         writer.on_progress = progress
         try:
             try:
-                run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
-                                quiet, compile, decode, recipe)
+                with _torch_threads(threads):
+                    run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last,
+                                    strict, quiet, compile, decode, recipe)
+                run_info["threads"] = threads or torch.get_num_threads()
                 writer.finish(run_info)
             finally:
                 _close_quietly(writer)
