@@ -98,8 +98,10 @@ def embedding_dim(model: torch.nn.Module, input_size, device) -> int:
     return int(out.reshape(1, -1).shape[1])
 
 
-def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> int:
+def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, threads: int | None = None) -> int:
     """Check the run options; the number of loader workers (``"auto"`` resolved)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise FeatxUsageError(f"threads must be a whole number >= 1, got {threads!r}")
     if batch_size != "auto":
         resolve_batch_size(batch_size)
     workers = resolve_workers(workers)
@@ -108,10 +110,11 @@ def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> i
     return workers
 
 
-def _check_threads(threads: int | None) -> int | None:
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise FeatxUsageError(f"threads must be a whole number >= 1, got {threads!r}")
-    return threads
+def _subset(src: Source, per_class: int | None, limit: int | None, seed: int) -> tuple[Source, dict]:
+    """The source to extract and what its config records of the subset (``{}`` for the whole source)."""
+    if per_class is None and limit is None:
+        return src, {}
+    return subset_source(src, per_class=per_class, limit=limit, seed=seed), {"subset": subset_record(per_class, limit, seed)}
 
 
 class _torch_threads:
@@ -178,39 +181,26 @@ def extract(
     img_size: int | None = None,
     crop_pct: float | None = None,
     interpolation: str | None = None,
-    per_class: int | None = None,
-    limit: int | None = None,
-    subset_seed: int = 0,
+    per_class: int | None = None, limit: int | None = None, subset_seed: int = 0,  # a subset of the source
     threads: int | None = None,
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
-    Re-running with the same arguments reuses a complete store and resumes an
-    incomplete one. Bad images are skipped and recorded (``strict=True`` raises on
-    the first one instead). Batch size 8 was the fastest on a 2-core CPU; on a GPU use
-    ``"auto"`` (the largest power of two <= 1024 that fits); ``workers="auto"``: the
-    usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
-
-    ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
-    (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
-    ``crop_pct`` / ``interpolation`` override the eval preprocessing. Each is in the store
-    config (so its id and cache key) only when used.
-
-    ``per_class=N`` / ``limit=N``: extract a stratified, seeded subset (at most N items
-    per split and class / N items in all; ``subset_seed`` picks it), recorded in the
-    config and key. ``threads=N``: torch's CPU threads for this run (how it ran, so in the
-    run info only; the previous setting is restored after).
+    Re-running with the same arguments reuses a complete store and resumes an incomplete
+    one. Bad images are skipped and recorded (``strict=True`` raises instead). Batch size 8
+    was the fastest on a 2-core CPU; on a GPU use ``"auto"``; ``workers="auto"``: the usable
+    cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
+    ``layers="-1,-2"``: those ``forward_intermediates`` layers, pooled, as named sets (same
+    pass); ``views="hflip"``: mean with the mirror image; ``img_size`` / ``crop_pct`` /
+    ``interpolation``: eval preprocessing; ``per_class`` / ``limit``: a stratified seeded
+    subset (:func:`featx.data.subset_source`). Each is in the store config (so its id and
+    key) only when used. ``threads``: torch's CPU threads (run info only).
     """
-    workers = _check_arguments(batch_size, workers, dtype)
-    threads = _check_threads(threads)
-    src = subset_source(open_source(source, max_pixels=max_pixels), per_class=per_class, limit=limit,
-                        seed=subset_seed)
+    workers = _check_arguments(batch_size, workers, dtype, threads)
+    src, subset = _subset(open_source(source, max_pixels=max_pixels), per_class, limit, subset_seed)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
-    recipe = FeatureRecipe.create(layers, views, spec.pooling)
-    overrides = preprocessing_overrides(img_size, crop_pct, interpolation)
-    options = feature_options(recipe, overrides)
-    if per_class is not None or limit is not None:
-        options["subset"] = subset_record(per_class, limit, subset_seed)
+    recipe, overrides = FeatureRecipe.create(layers, views, spec.pooling), preprocessing_overrides(img_size, crop_pct, interpolation)
+    options = {**feature_options(recipe, overrides), **subset}
     prec = resolve_precision(precision, dev := resolve_device(device))
     check_gpu_decode(decode, dev)
     path = Path(out) if out is not None else default_store_path(src, spec, extra=options)
@@ -232,10 +222,8 @@ def extract(
         writer.on_progress = progress
         try:
             try:
-                with _torch_threads(threads):
-                    run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last,
-                                    strict, quiet, compile, decode, recipe)
-                run_info["threads"] = threads or torch.get_num_threads()
+                run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
+                                quiet, compile, decode, recipe, threads)
                 writer.finish(run_info)
             finally:
                 _close_quietly(writer)
@@ -324,7 +312,15 @@ def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool):
 
 
 def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet, compile,
-         decode, recipe: FeatureRecipe | None = None) -> dict:
+         decode, recipe: FeatureRecipe | None = None, threads: int | None = None) -> dict:
+    with _torch_threads(threads):
+        info = _run_threaded(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
+                             quiet, compile, decode, recipe)
+    return {**info, "threads": threads or torch.get_num_threads()}
+
+
+def _run_threaded(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet,
+                  compile, decode, recipe: FeatureRecipe | None = None) -> dict:
     if channels_last is None:
         channels_last = dev.type == "cuda"
     model = prepare_model(model, dev, bool(channels_last), compile=False)
