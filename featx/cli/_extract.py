@@ -125,12 +125,15 @@ def info(store_path, as_json, verify):
     click.echo(f"  backbone  {data['backbone']} ({json.dumps(data['weights'])}), pooling {data['config']['backbone']['pooling']}")
     click.echo(f"  classes   {len(data['classes'])}: {', '.join(data['classes'][:12])}{' ...' if len(data['classes']) > 12 else ''}")
     click.echo(f"  splits    {', '.join(f'{k}={v}' for k, v in data['splits'].items())}")
-    if len(data["feature_sets"]) > 1 or data["config"].get("features") or data["config"].get("preprocessing"):
-        sets = ", ".join(f"{s['name']} ({s['dim']})" for s in data["feature_sets"])
-        views = ", ".join((data["config"].get("features") or {}).get("views") or []) or "none"
-        click.echo(f"  sets      {sets}; views: {views}")
-        dc = data["config"]["data_config"]
-        click.echo(f"  input     {dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}")
+    # Every set, with the token --feature-set takes for it (STORE:pooled+layer-1).
+    sets = ", ".join(f"{s['name']}" + (f" = layer{s['spec']}" if s.get("spec") is not None and s["spec"] < 0 else "")
+                     + f" ({s['dim']})" for s in data["feature_sets"])
+    views = ", ".join((data["config"].get("features") or {}).get("views") or []) or "none"
+    click.echo(f"  sets      {sets}; views: {views}")
+    dc = data["config"]["data_config"]
+    click.echo(f"  input     {dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}")
+    if data["config"].get("subset"):
+        click.echo(f"  subset    {json.dumps(data['config']['subset'])} of the source")
     for skipped in data["skipped"][:20]:
         click.echo(f"  skipped   {skipped['id']}: {skipped['reason']}")
     if len(data["skipped"]) > 20:
