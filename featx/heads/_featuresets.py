@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import FeatxUsageError
-from ..extraction import DEFAULT_SET, FeatureStore
+from ..extraction import DEFAULT_SET
+from ..store import FeatureStore
 
 __all__ = ["FeatureSet", "parse_feature_set", "parse_store_sets", "is_per_store", "open_features"]
 

@@ -29,7 +29,8 @@ from ..core.metrics import classification_metrics
 from ..core.results import merge_results, metric_fields, write_tables
 from ..core.runtime import library_versions
 from ..data import splits_digest
-from ..extraction import FeatureStore, join_ray
+from ..extraction import join_ray
+from ..store import FeatureStore
 from ._train import ENTRY_FILE, _base_entry, _record_splits, resolve_splits, split_record
 
 __all__ = ["train_xgboost_ray"]
