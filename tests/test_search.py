@@ -110,13 +110,17 @@ def test_cli_search_fits_heads_on_the_choice(folder, tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli"
     args = ["search", "--source", str(folder), "--backbones", "test_efficientnet=random,test_resnet=random",
-            "--space", "layers=;-1", "--min-per-class", "2", "--eta", "2", "--val-fraction", "0.25", "--test-fraction",
+            "--space", "img_size=32", "--space", "crop_pct=1.0", "--min-per-class", "2", "--eta", "2", "--val-fraction", "0.25", "--test-fraction",
             "0.25", "--out", str(out), "-q"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "chosen on val" in result.output and "test accuracy" in result.output
     (row,) = json.loads((out / "results.json").read_text())
     doc = json.loads((out / "search" / "search.json").read_text())
+    # Two candidates, then the winner concatenated with the other backbone's best: chosen or pruned, with why.
+    assert len(doc["search"]) == 3 and "stores" in doc["search"][-1]["config"]
+    assert doc["search"][-1]["status"] in ("chosen", "pruned") and doc["search"][-1]["reason"]
+    assert len(doc["chosen"]) == (2 if doc["search"][-1]["status"] == "chosen" else 1)
     assert row["search"] == doc["search"] and row["search_summary"] == doc["summary"]
     assert row["n_test"] == 12  # the test split of the full source: 4 per class
     bad = runner.invoke(cli, [*args[:-3], "--space", "crop_pct=2", "--out", str(tmp_path / "bad")])

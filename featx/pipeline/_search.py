@@ -11,7 +11,7 @@ Protocol (every choice on val, test never read):
    a rerun or a widened space extracts only what is new) and scores it: the logreg
    head's C selection on val (:func:`featx.heads.select_and_fit`), its val accuracy.
    A layers candidate is scored on pooled + its layers, concatenated.
-3. The best ``ceil(n / eta)`` go on (ties: the cheaper one); the rest are pruned
+3. The best ``ceil(n / eta)`` go on (ties: the cheaper extraction); the rest are pruned
    with the rung, their score and the cut-off. One left, or the train split
    exhausted, ends the halving. The budget is checked before every rung: when the
    next rung's predicted cost (this rung's cost per candidate times eta) would not
@@ -55,6 +55,7 @@ class _Result:
     candidate: Candidate
     scores: list = field(default_factory=list)   # (rung, per_class, n_train, n_val, score)
     cost: float = 0.0
+    extract_cost: float = 0.0  # as the stores recorded it: the same on a rerun, so ties break the same way
     reused: bool = True
     status: str = "running"
     reason: str = ""
@@ -174,6 +175,7 @@ def _evaluate(searcher: _Searcher, result: _Result, rung: int, per_class: int, i
     features = store if len(store.feature_sets) == 1 else FeatureSet([store], [_sets(store)])
     score, fit_seconds = _proxy(features)
     result.cost += seconds + fit_seconds
+    result.extract_cost += seconds
     result.stores[per_class] = store
     splits = store.splits
     result.scores.append((rung, per_class, int((splits == "train").sum()), int((splits == "val").sum()), score))
@@ -191,7 +193,7 @@ def _halve(searcher: _Searcher, results: list[_Result]) -> tuple[list[_Result], 
         before = searcher.elapsed
         for result in alive:
             _evaluate(searcher, result, rung, per_class, items)
-        alive.sort(key=lambda r: (-r.score, r.cost))
+        alive.sort(key=lambda r: (-r.score, r.extract_cost))  # stable: equal ones keep the candidates' order
         rung_cost = searcher.elapsed - before
         if len(alive) == 1 or per_class >= top:
             return alive, per_class
