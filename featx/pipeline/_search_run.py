@@ -41,7 +41,7 @@ def store_label(chosen: dict) -> str:
     """A readable label unique to a chosen backbone's configuration (so its full store is cached per config)."""
     parts = [chosen["backbone"]["label"]]
     for key, value in chosen["options"].items():
-        shown = "-".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        shown = "_".join(str(v) for v in value) if isinstance(value, list) else str(value)
         parts.append(f"{_SHORT.get(key, key)}{shown}")
     return ".".join("".join(c if c.isalnum() or c in "._-" else "-" for c in p) for p in parts)
 
