@@ -92,6 +92,10 @@ def search(source, backbones, space, budget_minutes, min_per_class, eta, combine
                         device=device, quiet=quiet, final=not search_only)
     doc, entries = search_and_fit(source, spec, out, options)
     click.echo(doc["summary"])
+    final = sum(s.get("extract_seconds") or 0 for s in (entries[0].get("stores") or [])) if entries else 0
+    if final:
+        click.echo(f"cost: search {doc['seconds']:.0f} s, final extraction {final:.0f} s "
+                   f"(search / final = {doc['seconds'] / final:.2f})")
     for entry in entries:
         ci = entry["accuracy_ci"]
         click.echo(f"{entry['head']}: test accuracy {entry['accuracy']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]")

@@ -229,6 +229,7 @@ def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_c
             break
         if per_class not in result.stores:
             _evaluate(searcher, result, len(winner.scores) - 1, per_class, items)
+            result.reason += f"; scored again at {per_class}/class as {label}'s best for the concatenation"
         trial = [*chosen, result]
         started = time.perf_counter()
         fs = FeatureSet([r.stores[per_class] for r in trial], [_sets(r.stores[per_class]) for r in trial])
