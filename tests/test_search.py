@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import textwrap
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -154,5 +153,9 @@ def test_pipeline_search_adds_its_choice_and_tags_the_row(folder, tmp_path):
     assert tagged and all(len(r["search"]) == 4 for r in tagged)
     again = featx.run_pipeline(path, out=tmp_path / "o", quiet=True)
     assert {s.status for s in again.stages} == {"cached"}
+    dry = featx.run_pipeline(path, out=tmp_path / "o", dry_run=True)  # the search has run: its stages are known
+    assert dry.stages and {s.status for s in dry.stages} == {"cached"}
+    resolved = load_pipeline(tmp_path / "o" / "pipeline.resolved.yaml")  # runs again as written
+    assert resolved.backbones == [] and resolved.search.to_dict() == pipeline.search.to_dict()
     with pytest.raises(FeatxUsageError, match="search.space.crop"):
         load_pipeline(path, overrides=["search.space.crop=[1.0]"])

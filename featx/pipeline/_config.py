@@ -94,13 +94,16 @@ class Pipeline:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "source": dict(self.source), "backbones": [dict(b) for b in self.backbones],
+            # What the search added is not written back: the `search:` block below reproduces it.
+            "name": self.name, "source": dict(self.source),
+            "backbones": [dict(b) for b in self.backbones if not b.get("search")],
             "heads": [dict(h) for h in self.heads], "finetune": [dict(f) for f in self.finetune],
             "per_class": ["all" if n is None else n for n in self.per_class], "seeds": self.seeds,
             "device": self.device, "out": self.out,
             "raw_pixels": False if self.raw_pixels is None else {
                 "size": self.raw_pixels["size"], "heads": [h["name"] for h in self.raw_pixels["heads"]]},
-            **({"feature_sets": [dict(f) for f in self.feature_sets]} if self.feature_sets else {}),
+            **({"feature_sets": [dict(f) for f in self.feature_sets if not f.get("search")]}
+               if any(not f.get("search") for f in self.feature_sets) else {}),
             **({"search": self.search.to_dict()} if self.search is not None else {}),
         }
 
@@ -398,7 +401,8 @@ def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os
             raise FeatxUsageError(f"{filename}: missing required key {required!r} (a pipeline needs source, backbones and heads)")
     default_name = Path(filename).stem if filename != "<pipeline>" else "pipeline"
     name = _label_of(_str(data.get("name", default_name), ("name",), locator))
-    backbones = _validate_backbones(data["backbones"], locator) if "backbones" in data else []
+    searched = data.get("search") is not None and not data.get("backbones")  # the search provides them
+    backbones = [] if searched else _validate_backbones(data["backbones"], locator)
     pipeline = Pipeline(
         name=name,
         source=_validate_source(data["source"], locator),

@@ -114,7 +114,7 @@ def chosen_backbones(doc: dict, pipeline) -> tuple[list[dict], dict | None, str]
     if len(entries) == 1 and _sets(doc["chosen"][0]) == ["pooled"]:
         return entries, None, labels[0]
     layers = [_sets(c) for c in doc["chosen"]]
-    return entries, {"name": SEARCH_ROW, "stores": labels, "layers": layers}, SEARCH_ROW
+    return entries, {"name": SEARCH_ROW, "stores": labels, "layers": layers, "search": True}, SEARCH_ROW
 
 
 def cached_search(out: Path) -> dict | None:
