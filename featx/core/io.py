@@ -29,7 +29,7 @@ import numpy as np
 from .errors import DiskError
 
 __all__ = ["file_sha256", "write_atomic", "json_default", "json_text", "write_json_atomic", "disk_errors", "is_disk_error",
-           "fsync_dir", "DISK_ERRNOS", "atomic_dir", "recover_dir", "folder_lock"]
+           "fsync_dir", "DISK_ERRNOS", "atomic_dir", "recover_dir", "replace_dir", "remove_path", "folder_lock"]
 
 # errno values that mean "the storage failed us", not "the user asked for something odd".
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
@@ -69,6 +69,20 @@ def disk_errors(what: str | os.PathLike, *cleanup: str | os.PathLike) -> Iterato
         if isinstance(exc, DiskError) or not is_disk_error(exc):
             raise
         raise DiskError(f"{_reason(exc)} while writing {what}") from exc
+
+
+def remove_path(path: str | os.PathLike) -> None:
+    """Remove a file or a folder tree if it is there (a link itself, never what it points to)."""
+    _remove(Path(path))
+
+
+def replace_dir(new: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Swap the complete ``new`` (a folder or file) in at ``path`` and remove what was there.
+
+    One step where the OS can exchange two names; else the old one is moved aside first
+    and :func:`recover_dir` puts it back if a kill strikes between the two renames.
+    """
+    _swap_in(Path(new), Path(path))
 
 
 def _remove(path: Path) -> None:

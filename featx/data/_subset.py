@@ -76,6 +76,10 @@ class SubsetSource(Source):
         self.class_names = list(base.class_names)
         self.max_pixels = getattr(base, "max_pixels", None)
         self.description = dict(description or {})
+        # Where the base's files are (a store must not be written among them): the same place.
+        for name in ("root", "csv_path", "shards", "files"):
+            if getattr(base, name, None) is not None:
+                setattr(self, name, getattr(base, name))
         picked = [base.items[int(i)] for i in self.indices]
         if splits is not None and len(splits) != len(picked):
             raise FeatxUsageError(f"{len(splits)} splits for a subset of {len(picked)} items")

@@ -1,6 +1,6 @@
 """The Ray engine: decode in Ray tasks, embed in an actor pool, one shard per Ray row.
 
-The driver lists the source and owns the manifest (``_shard_engine``). It turns each
+The driver lists the source and owns the manifest (``_extractor``). It turns each
 pending shard into one row ``{shard, start, stop}`` of a Ray dataset; a decode task
 opens the shard's images and applies the PIL half of timm's eval transform (resize,
 centre crop) to uint8 pixels; an actor of the pool (one backbone replica per GPU, or
@@ -141,7 +141,7 @@ class _EmbedShards:
     """Ray actor: one backbone replica; embeds a decoded shard and commits it as ``part-NNNNN.h5``."""
 
     def __init__(self, spec, data_config: dict, device_type: str, precision: str, cpus: float, batch_size: int,
-                 out_dir: str, dtype: str):
+                 out_dir: str, dtype: str, stamp: dict | None = None):
         import torch
 
         from ..core.runtime import tune_malloc
@@ -156,7 +156,7 @@ class _EmbedShards:
         _, self.tensor_steps = split_eval_transform(data_config)
         self.shape = tuple(data_config["input_size"])
         self.precision, self.batch_size = precision, batch_size
-        self.out_dir, self.dtype = out_dir, dtype
+        self.out_dir, self.dtype, self.stamp = out_dir, dtype, stamp
         import ray
 
         self.node = ray.get_runtime_context().get_node_id()
@@ -188,7 +188,8 @@ class _EmbedShards:
             pixels = np.frombuffer(blob, dtype=np.uint8).reshape(len(reasons), self.shape[1], self.shape[2], 3)
             feats = self._embed(pixels)
             feats[[i for i, r in enumerate(reasons) if r]] = 0.0
-            entry = write_shard(self.out_dir, int(shard), int(start), json.loads(ids_json), feats, reasons, self.dtype)
+            entry = write_shard(self.out_dir, int(shard), int(start), json.loads(ids_json), feats, reasons, self.dtype,
+                                stamp=self.stamp)
             entry["node"] = self.node  # which machine wrote it: for the record, and the node-loss test
             entries.append(json.dumps(entry))
         return {"entry": np.array(entries, dtype=object)}
@@ -229,7 +230,7 @@ def _drive(ray, writer, src, spec, data_config, cluster, rows, prec, dtype, batc
         num_cpus=cluster.cpus_per_actor,
         fn_constructor_kwargs={
             "spec": spec, "data_config": data_config, "device_type": cluster.device_type, "precision": prec,
-            "cpus": cluster.cpus_per_actor, "batch_size": batch_size, "out_dir": os.fspath(writer.path),
+            "cpus": cluster.cpus_per_actor, "batch_size": batch_size, "out_dir": os.fspath(writer.path), "stamp": writer.stamp,
             "dtype": dtype,
         },
     )

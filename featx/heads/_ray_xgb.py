@@ -30,7 +30,7 @@ from ..core.results import merge_results, metric_fields, write_tables
 from ..core.runtime import library_versions
 from ..data import splits_digest
 from ..extraction import join_ray
-from ..store import FeatureStore
+from ..store import FeatureStore, iter_verified_shards
 from ._train import ENTRY_FILE, _base_entry, _record_splits, resolve_splits, split_record
 
 __all__ = ["train_xgboost_ray"]
@@ -42,20 +42,28 @@ _TRAIN_DIR = ".ray-train"
 
 
 def _blocks(store: FeatureStore) -> list[dict]:
-    """Shard descriptors (path, rows) a worker can read on its own; a file store is one block."""
+    """Shard descriptors (store, manifest entry, rows) a worker can read and verify on its own;
+    a file store is one block (its HDF5 checksums are checked as it is read)."""
     if hasattr(store, "shards"):
-        return [{"path": str(store.path / e["name"]), "start": e["start"], "stop": e["stop"]} for e in store.shards]
-    return [{"path": str(store.path), "start": 0, "stop": store.n_items}]
+        return [{"path": str(store.path), "entry": json.dumps(e), "start": e["start"], "stop": e["stop"]}
+                for e in store.shards]
+    return [{"path": str(store.path), "entry": "", "start": 0, "stop": store.n_items}]
 
 
-def _read_block(batch: dict, split_by_row: np.ndarray, labels: np.ndarray, status_done: np.ndarray, want: str) -> dict:
+def _read_block(batch: dict, split_by_row: np.ndarray, labels: np.ndarray, status_done: np.ndarray, want: str,
+                all_ids: np.ndarray, dim: int) -> dict:
     """Ray task: the rows of ``want`` in the given blocks, as (features, label)."""
     import h5py
 
+    from ..store import read_shard
+
     feats, ys = [], []
-    for path, start, stop in zip(batch["path"], batch["start"], batch["stop"]):
-        with h5py.File(str(path), "r") as h5:
-            rows = h5["features"][:]
+    for path, entry, start, stop in zip(batch["path"], batch["entry"], batch["start"], batch["stop"]):
+        if entry:  # a shard: its sha256, ids and width checked before use (the store's one verified read)
+            _, rows = read_shard(Path(str(path)), json.loads(str(entry)), all_ids, dim)
+        else:
+            with h5py.File(str(path), "r") as h5:
+                rows = h5["features"][:]
         keep = status_done[int(start):int(stop)] & (split_by_row[int(start):int(stop)] == want)
         feats.append(rows[keep].astype(np.float32))
         ys.append(labels[int(start):int(stop)][keep])
@@ -123,8 +131,7 @@ def _predict(store: FeatureStore, split: np.ndarray, want: str, booster, rounds:
     import xgboost
 
     preds, ys, offset = [], [], 0
-    chunks = store.iter_shards() if hasattr(store, "iter_shards") else [(store.features, store.labels, None, None)]
-    for feats, labels, _, _ in chunks:
+    for _, labels, _, feats in iter_verified_shards(store):
         mask = split[offset:offset + len(labels)] == want
         offset += len(labels)
         if mask.any():
@@ -162,7 +169,8 @@ def _datasets(ray, store, split, names) -> dict:
     blocks = _blocks(store)
     return {name: ray.data.from_items(blocks, override_num_blocks=len(blocks)).map_batches(
         _read_block, batch_size=1, fn_kwargs={"split_by_row": by_row, "labels": labels, "status_done": done,
-                                              "want": name}) for name in names}
+                                              "want": name, "all_ids": store.all_ids, "dim": store.dim})
+        for name in names}
 
 
 def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:
