@@ -146,8 +146,7 @@ def extract(
     img_size: int | None = None,
     crop_pct: float | None = None,
     interpolation: str | None = None,
-    per_class: int | None = None, limit: int | None = None, subset_seed: int = 0,  # a subset of the source
-    threads: int | None = None,
+    per_class: int | None = None, limit: int | None = None, subset_seed: int = 0, threads: int | None = None,
     shard_size: int | None = None,
     engine: str = "local",
     ray_options: dict | None = None,
@@ -162,10 +161,9 @@ def extract(
 
     ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
     (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
-    ``crop_pct`` / ``interpolation`` override the eval preprocessing; ``per_class`` / ``limit``
-    extract a stratified seeded subset (:func:`featx.data.subset_source`). Each is in the
-    store config (so its id and cache key) only when used. ``threads``: torch's CPU threads
-    (run info only).
+    ``crop_pct`` / ``interpolation`` override the eval preprocessing; ``per_class`` / ``limit``: a
+    stratified seeded subset (:func:`featx.data.subset_source`). Each is in the store config (so
+    its id and cache key) only when used. ``threads``: torch's CPU threads (run info only).
 
     ``shard_size=N``, ``engine="ray"`` (with ``ray_options``: address, actors, gpus_per_actor)
     or a directory ``out`` write a sharded store (``docs/store-format.md``).
