@@ -105,6 +105,14 @@ def test_budget_stops_the_halving_and_says_so(folder, tmp_path):
     assert {e["subsample"]["rung"] for e in doc["search"]} == {0}  # no second rung was started
 
 
+def test_a_candidate_that_cannot_be_extracted_is_pruned_with_its_reason(folder, tmp_path):
+    spec = _spec(space={"img_size": [32], "crop_pct": [1.0], "layers": ["", "-9"]})  # test_efficientnet has 5 layers
+    doc = run_search(folder, spec, tmp_path / "f", split=SPLIT, quiet=True)
+    by_layers = {tuple(e["config"].get("layers", [])): e for e in doc["search"]}
+    assert by_layers[(-9,)]["status"] == "pruned" and "out of range" in by_layers[(-9,)]["reason"]
+    assert by_layers[()]["status"] == "chosen"
+
+
 def test_cli_search_fits_heads_on_the_choice(folder, tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli"

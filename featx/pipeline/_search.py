@@ -183,6 +183,17 @@ def _evaluate(searcher: _Searcher, result: _Result, rung: int, per_class: int, i
                  f"({'cached' if store.reused else f'{seconds:.1f} s'})")
 
 
+def _evaluate_or_drop(searcher: _Searcher, result: _Result, rung: int, per_class: int, items: np.ndarray) -> bool:
+    """Evaluate ``result``; a candidate that cannot be extracted or scored is pruned with its reason, not fatal."""
+    try:
+        _evaluate(searcher, result, rung, per_class, items)
+    except FeatxError as exc:
+        result.status, result.reason = "pruned", f"failed at rung {rung} ({per_class}/class): {str(exc).splitlines()[0]}"
+        searcher.say(f"rung {rung}: {result.candidate.id}: {result.reason}")
+        return False
+    return True
+
+
 def _halve(searcher: _Searcher, results: list[_Result]) -> tuple[list[_Result], int]:
     """Successive halving; returns the survivors of the last rung (best first) and its per-class size."""
     spec, alive, rung = searcher.spec, list(results), 0
@@ -191,8 +202,10 @@ def _halve(searcher: _Searcher, results: list[_Result]) -> tuple[list[_Result], 
         per_class = min(per_class, top)
         items = searcher.subsample(per_class)
         before = searcher.elapsed
-        for result in alive:
-            _evaluate(searcher, result, rung, per_class, items)
+        alive = [r for r in alive if _evaluate_or_drop(searcher, r, rung, per_class, items)]
+        if not alive:
+            raise FeatxError("search: no candidate could be extracted and scored; the reasons are in the candidates' "
+                             f"records, e.g. {results[0].reason}")
         alive.sort(key=lambda r: (-r.score, r.extract_cost))  # stable: equal ones keep the candidates' order
         rung_cost = searcher.elapsed - before
         if len(alive) == 1 or per_class >= top:
@@ -221,14 +234,15 @@ def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_c
     entries, chosen, best = [], [winner], winner.score
     items = searcher.subsample(per_class)
     others = {}
-    for result in sorted(results, key=lambda r: (-(r.scores[-1][1]), -r.score)):
+    for result in sorted((r for r in results if r.scores), key=lambda r: (-(r.scores[-1][1]), -r.score)):
         if result.candidate.label != winner.candidate.label:
             others.setdefault(result.candidate.label, result)
     for label, result in others.items():
         if searcher.elapsed > searcher.budget:
             break
         if per_class not in result.stores:
-            _evaluate(searcher, result, len(winner.scores) - 1, per_class, items)
+            if not _evaluate_or_drop(searcher, result, len(winner.scores) - 1, per_class, items):
+                continue
             result.reason += f"; scored again at {per_class}/class as {label}'s best for the concatenation"
         trial = [*chosen, result]
         started = time.perf_counter()
