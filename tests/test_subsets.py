@@ -93,5 +93,6 @@ def test_cli_per_class_limit_threads(tmp_path):
     assert result.exit_code == 0, result.output
     store = FeatureStore(out)
     assert store.n_items == 20 and store.config["subset"] == {"per_class": 3, "limit": 20, "seed": 0}
+    assert '"per_class": 3' in runner.invoke(cli, ["info", str(out)]).output  # info says it is a subset
     bad = runner.invoke(cli, [*args, "--per-class", "0"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
