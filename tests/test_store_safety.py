@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from featx import FeatureStore, extract, resolve_backbone
 from featx.cli import cli
-from featx.core.errors import StoreDamagedError
+from featx.core.errors import FeatxUsageError, StoreDamagedError
 from featx.store import iter_verified_shards, manifest_digest, verify_store
 
 from .conftest import write_image_folder
@@ -299,3 +299,16 @@ def test_sharded_stores_take_the_feature_options(folder, tiny_spec, tmp_path):
     for item in single.feature_sets:
         # Batches differ (shard-aligned vs batch-aligned blocks): equal up to float rounding.
         np.testing.assert_allclose(sharded.feature_set(item["name"]), single.feature_set(item["name"]), atol=1e-6)
+
+
+def test_raw_pixel_overwrite_replaces_only_a_featx_store(tmp_path):
+    from featx.extraction import extract_raw_pixels
+
+    other = tmp_path / "raw.h5"
+    other.write_text("mine")
+    with pytest.raises(FeatxUsageError, match="not a featx feature store"):
+        extract_raw_pixels("digits", other, size=4, overwrite=True)
+    assert other.read_text() == "mine"
+    made = extract_raw_pixels("digits", tmp_path / "r.h5", size=4)
+    again = extract_raw_pixels("digits", made.path, size=5, overwrite=True)
+    assert again.complete and again.dim == 75 and not (tmp_path / "r.h5.new").exists()

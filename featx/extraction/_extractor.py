@@ -43,6 +43,7 @@ from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve
 from ._engine import prepare_model, run_extraction
 from ._features import (
     FeatureRecipe,
+    check_input_size,
     data_config_with,
     feature_options,
     feature_set_layout,
@@ -173,7 +174,7 @@ def extract(
     src, subset = _subset(open_source(source, max_pixels=max_pixels), per_class, limit, subset_seed)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
-    overrides = preprocessing_overrides(img_size, crop_pct, interpolation)
+    overrides = check_input_size(spec.model, spec.model_kwargs, preprocessing_overrides(img_size, crop_pct, interpolation))
     options = feature_options(recipe, overrides)
     dev = _connect(layout, device, {"compile": compile, "decode": decode, "threads": threads, **options})
     options.update(subset)

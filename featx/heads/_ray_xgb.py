@@ -18,6 +18,7 @@ columns itself), and no few-shot or multi-seed mode.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from ..core.metrics import classification_metrics
 from ..core.results import merge_results, metric_fields, write_tables
 from ..core.runtime import library_versions
 from ..data import splits_digest
-from ..extraction import join_ray
+from ..extraction import join_ray, ray_errors
 from ..store import FeatureStore, iter_verified_shards
 from ._train import ENTRY_FILE, _base_entry, _record_splits, resolve_splits, split_record
 
@@ -157,8 +158,14 @@ def train_xgboost_ray(store: FeatureStore | str, out: str | Path | None = None, 
             raise FeatxUsageError(f"the {name} split of {store.path} is empty")
     # The extract engine's way in: an unreachable address is one line at once, not minutes of retries.
     started_here = join_ray(ray, address)
+    # Ray Train's storage is featx's own folder: a failed or killed run's is removed, and so is a
+    # leftover of an earlier killed run before this one starts.
+    storage = Path(out).resolve() / _TRAIN_DIR if out is not None else None
+    if storage is not None:
+        shutil.rmtree(storage, ignore_errors=True)
     try:
-        return _run(ray, store, split, rule, out, workers, n_boot, seed, quiet)
+        with ray_errors("xgboost on Ray Train", cleanup=storage):
+            return _run(ray, store, split, rule, out, workers, n_boot, seed, quiet)
     finally:
         if started_here:
             ray.shutdown()

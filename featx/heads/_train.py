@@ -38,8 +38,9 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 
 from ..core.errors import FeatxError, FeatxUsageError
-from ..core.io import json_text, write_atomic
+from ..core.io import json_text, remove_stale_temps, write_atomic
 from ..core.metrics import classification_metrics, summarise_seeds
+from ..core.predictions import PREDICTIONS_FILE, prediction_record
 from ..core.results import RESULTS_FILE, merge_results, metric_fields, skipped_reason, write_tables
 from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
@@ -349,6 +350,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_dir)  # a killed train's ``.HEAD.PID.new`` / ``.results.json.PID.tmp``
         _record_splits(out_dir, store, split, rule)
     task = {"store": store, "split": split, "rule": rule, "per_class": per_class, "n_boot": n_boot,
             "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet}
@@ -470,7 +472,8 @@ def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) ->
                         f"{json.dumps(selection['params'], default=str)}; test accuracy {metrics['accuracy']:.4f}, "
                         f"fit {fit_seconds:.1f} s")
     return {"seed": seed, "model": model, "selection": selection, "metrics": metrics, "fit_seconds": fit_seconds,
-            "predict_seconds_per_1k": per_1k, "n_train": int(train.sum()), "mistakes": mistakes}
+            "predict_seconds_per_1k": per_1k, "n_train": int(train.sum()), "mistakes": mistakes,
+            "test": (store.ids[test], y[test], pred)}
 
 
 def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[int]) -> dict:
@@ -488,6 +491,9 @@ def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[in
         "predict_seconds_per_1k": round(first["predict_seconds_per_1k"], 5),
         "params": first["selection"]["params"],
         "mistakes": first["mistakes"],
+        # Per-item test predictions, for paired comparisons between rows (a file beside result.json).
+        "test_predictions": prediction_record(*first["test"], path=None if task["out"] is None
+                                              else task["out"] / spec.name / PREDICTIONS_FILE),
         "selection": {k: v for k, v in first["selection"].items() if k != "params"},
         "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ._config import SPLIT_DEFAULTS, Pipeline, load_pipeline, parse_overrides
 from ._report import REPORT_FILES, load_results, recommend, total_seconds, write_report
+from ._report_decide import RULE, compare_rows
 from ._runner import RESOLVED_FILE, STATE_FILE, PipelineRun, Stage, plan_pipeline, run_pipeline, stage_table
 from ._search import SEARCH_FILE, run_search
 from ._search_run import SearchFit, search_and_fit
@@ -20,6 +21,8 @@ __all__ = [
     "load_results",
     "total_seconds",
     "recommend",
+    "compare_rows",
+    "RULE",
     "REPORT_FILES",
     "run_pipeline",
     "plan_pipeline",
