@@ -78,6 +78,10 @@ def test_halving_prunes_by_rung_on_train_and_val_only_and_caches(folder, tmp_pat
     assert pruned_at == [0, 0, 1]
     chosen = next(e for e in entries if e["status"] == "chosen")
     assert chosen["subsample"]["per_class"] > 4 and doc["chosen"][0]["candidate"] == chosen["candidate"]
+    # The winner against the runner-up of its rung, on the same val items (paired bootstrap).
+    runner_up = next(e for e in entries if e["subsample"]["rung"] == 1)  # the last rung the winner shared
+    assert doc["paired"]["against"] == runner_up["candidate"] and doc["paired"]["per_class"] == 4
+    assert doc["paired"]["n"] == runner_up["subsample"]["n_val"] and "paired bootstrap" in doc["summary"]
     survivors = [e for e in entries if e["subsample"]["rung"] >= 1]
     assert min(s["scores"][0]["proxy_score"] for s in survivors) >= max(
         e["scores"][0]["proxy_score"] for e in entries if e["subsample"]["rung"] == 0)  # the best went on

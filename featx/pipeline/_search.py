@@ -60,6 +60,7 @@ class _Result:
     status: str = "running"
     reason: str = ""
     stores: dict = field(default_factory=dict)   # per_class -> store path
+    correct: dict = field(default_factory=dict)  # per_class -> per val item: the proxy got it right
 
     @property
     def score(self) -> float:
@@ -150,8 +151,9 @@ class _Searcher:
         return store, float(seconds if seconds is not None else time.perf_counter() - started)
 
 
-def _proxy(features) -> tuple[float, float]:
-    """(val accuracy of the logreg head with C chosen on val, seconds) on a train/val store or set."""
+def _proxy(features) -> tuple[float, float, np.ndarray]:
+    """(val accuracy of the logreg head with C chosen on val, seconds, per val item right or not) on a
+    train/val store or set."""
     from ..heads import select_and_fit
 
     started = time.perf_counter()
@@ -159,8 +161,10 @@ def _proxy(features) -> tuple[float, float]:
     train, val = splits == "train", splits == "val"
     if len(np.unique(y[train])) < 2 or not val.any():
         raise FeatxError("search: a subsample has fewer than two classes in train or no val items; raise min_per_class")
-    _, record = select_and_fit("logreg", (X[train], y[train]), (X[val], y[val]), (X[train], y[train]))
-    return float(record["val_accuracy"]), time.perf_counter() - started
+    model, record = select_and_fit("logreg", (X[train], y[train]), (X[val], y[val]), (X[train], y[train]))
+    # The refit (train alone, at the chosen C) gives the val predictions the paired comparison reads.
+    correct = model.predict(X[val]) == y[val]
+    return float(record["val_accuracy"]), time.perf_counter() - started, correct
 
 
 def _sets(store) -> list[str]:
@@ -173,7 +177,7 @@ def _evaluate(searcher: _Searcher, result: _Result, rung: int, per_class: int, i
     store, seconds = searcher.store_for(result.candidate, per_class, items)
     result.reused &= bool(store.reused)
     features = store if len(store.feature_sets) == 1 else FeatureSet([store], [_sets(store)])
-    score, fit_seconds = _proxy(features)
+    score, fit_seconds, result.correct[per_class] = _proxy(features)
     result.cost += seconds + fit_seconds
     result.extract_cost += seconds
     result.stores[per_class] = store
@@ -231,7 +235,7 @@ def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_c
     """Greedy concatenation of the winner with each other backbone's best candidate, at ``per_class``."""
     from ..heads import FeatureSet
 
-    entries, chosen, best = [], [winner], winner.score
+    entries, chosen, best, best_correct = [], [winner], winner.score, winner.correct[per_class]
     items = searcher.subsample(per_class)
     others = {}
     for result in sorted((r for r in results if r.scores), key=lambda r: (-(r.scores[-1][1]), -r.score)):
@@ -247,7 +251,7 @@ def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_c
         trial = [*chosen, result]
         started = time.perf_counter()
         fs = FeatureSet([r.stores[per_class] for r in trial], [_sets(r.stores[per_class]) for r in trial])
-        score, _ = _proxy(fs)
+        score, _, correct = _proxy(fs)
         keep = score > best
         entry = {"candidate": " + ".join(r.candidate.id for r in trial),
                  "config": {"stores": [r.candidate.config() for r in trial]}, "proxy_score": score, "proxy": PROXY,
@@ -262,8 +266,30 @@ def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_c
                 earlier["status"], earlier["reason"] = "pruned", f"superseded by {entry['candidate']}"
         entries.append(entry)
         if keep:
-            chosen, best = trial, score
-    return [{"combination": [r.candidate.id for r in chosen], "score": best}, *entries]
+            chosen, best, best_correct = trial, score, correct
+    head = {"combination": [r.candidate.id for r in chosen], "score": best}
+    if len(chosen) > 1:
+        head["paired"] = _paired(best_correct, winner.correct[per_class], "without " + ", ".join(
+            r.candidate.label for r in chosen[1:]))
+    return [head, *entries]
+
+
+def _runner_up(winner: _Result, results: list[_Result]) -> dict | None:
+    """The winner against the runner-up of the last rung it shared with another candidate, on those val items."""
+    for per_class in sorted(winner.correct, reverse=True):
+        rivals = [r for r in results if r is not winner and per_class in r.correct]
+        if rivals:
+            best = max(rivals, key=lambda r: max(s[4] for s in r.scores if s[1] == per_class))
+            return {**_paired(winner.correct[per_class], best.correct[per_class], best.candidate.id),
+                    "per_class": per_class}
+    return None
+
+
+def _paired(correct_a, correct_b, against: str) -> dict:
+    """The chosen configuration against ``against`` on the same val items: paired bootstrap of the difference."""
+    from ..core.paired import paired_bootstrap
+
+    return {"against": against, **paired_bootstrap(correct_a, correct_b)}
 
 
 def _chosen(results: list[_Result]) -> list[dict]:
@@ -280,6 +306,12 @@ def chosen_summary(doc: dict) -> str:
         parts.append(f"{c['backbone']['label']} ({shown or 'its default preprocessing'})")
     text = (f"chosen on val: {' + '.join(parts)}; proxy {doc['score']:.4f} at {doc['per_class']}/class; "
             f"{doc['n_candidates']} candidates in {doc['seconds']:.0f} s")
+    paired = doc.get("paired")
+    if paired:
+        lo, hi = paired["ci"]
+        verdict = "a real gain" if lo > 0 else "cannot tell apart"
+        text += (f"; vs {paired['against']}: {paired['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] on {paired['n']} val items "
+                 f"(paired bootstrap: {verdict})")
     return text + (f"; {doc['note']}" if doc.get("note") else "")
 
 
@@ -306,15 +338,17 @@ def run_search(source, spec: SearchSpec, out, *, split: dict | None = None, devi
     winner = alive[0]
     winner.status, winner.reason = "chosen", f"best at {per_class}/class ({winner.score:.4f})"
     chosen, score, combos = [winner], winner.score, []
+    paired = _runner_up(winner, results)
     if spec.combine and len(spec.backbones) > 1:
         head, *combos = _combine(searcher, winner, results, per_class)
         by_id = {r.candidate.id: r for r in results}
         chosen, score = [by_id[i] for i in head["combination"]], head["score"]
+        paired = head.get("paired", paired)
         for r in chosen[1:]:
             r.status, r.reason = "chosen", f"joins the winner: the concatenation scores {score:.4f} on val"
     doc = {"search": [r.entry() for r in results] + combos, "chosen": _chosen(chosen), "score": score,
            "per_class": per_class, "seconds": round(searcher.elapsed, 3), "note": note, "proxy": PROXY,
-           "spec": spec.to_dict(), "split": searcher.split, "n_candidates": len(results)}
+           "spec": spec.to_dict(), "split": searcher.split, "n_candidates": len(results), "paired": paired}
     doc["summary"] = chosen_summary(doc)
     write_atomic(Path(out) / SEARCH_FILE, json_text(doc))
     searcher.say(doc["summary"])
