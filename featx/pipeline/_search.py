@@ -69,7 +69,7 @@ class _Result:
     def entry(self) -> dict:
         rung, per_class, n_train, n_val, score = self.scores[-1] if self.scores else (None, None, 0, 0, None)
         return {"candidate": self.candidate.id, "config": self.candidate.config(), "proxy_score": score,
-                "proxy": PROXY, "subsample_size": n_train + n_val,
+                "proxy": PROXY, "subsample_size": n_train + n_val, "round": rung,
                 "subsample": {"per_class": per_class, "n_train": n_train, "n_val": n_val, "rung": rung},
                 "scores": [{"rung": r, "per_class": p, "proxy_score": s} for r, p, _, _, s in self.scores],
                 "cost_seconds": round(self.cost, 3), "reused": self.reused, "status": self.status,

@@ -1,9 +1,10 @@
 """After the search: the chosen configuration extracted on the full source and its heads fitted
 (``featx search``), or handed to a pipeline as backbones and a feature set (``search:``).
 
-Every row that comes out of the chosen configuration carries the whole ``search`` list
-(one entry per candidate) and the one-line ``search_summary``, in ``results.json``;
-``search.json`` beside it holds the full search document.
+The first row that comes out of the chosen configuration carries the whole ``search``
+list (one entry per candidate; once, so a report lists each candidate once), every such
+row the one-line ``search_summary``, in ``results.json``; ``search.json`` beside it holds
+the full search document.
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ def _sets(chosen: dict) -> list[str]:
 
 
 def tag_search_rows(entries: list[dict], doc: dict, row_label: str) -> list[dict]:
-    """Add the search list and summary to the rows whose backbone label is ``row_label``."""
+    """Add the summary to the rows whose backbone label is ``row_label``, and the search list to the first."""
+    tagged = False
     for entry in entries:
         if entry.get("backbone_label", entry.get("backbone")) == row_label or entry.get("feature_set") == row_label:
-            entry["search"] = doc["search"]
+            if not tagged:
+                entry["search"], tagged = doc["search"], True
             entry["search_summary"] = doc["summary"]
     return entries
 
@@ -85,9 +88,10 @@ def search_and_fit(source, spec: SearchSpec, out, options: SearchFit | None = No
     entries = train_heads(features, heads=list(options.heads), out=out, split_seed=options.split_seed,
                           val_fraction=options.val_fraction, test_fraction=options.test_fraction,
                           quiet=options.quiet, n_boot=options.n_boot)
-    for entry in entries:
-        entry["search"], entry["search_summary"] = doc["search"], doc["summary"]
-        entry["search_seconds"] = doc["seconds"]
+    for k, entry in enumerate(entries):
+        entry["search_summary"], entry["search_seconds"] = doc["summary"], doc["seconds"]
+        if k == 0:
+            entry["search"] = doc["search"]
     results = out / RESULTS_FILE
     rows = json.loads(results.read_text()) if results.exists() else []
     names = {e["head"] for e in entries}
