@@ -4,8 +4,8 @@
 commands (name -> module, imported on first use) live in ``_group``; the commands of
 each stage live beside it (``_extract``: extract, info, backbones; ``_export``: export;
 ``_heads``: heads, train, evaluate, predict; ``_finetune``: finetune; ``_pipeline``:
-run, report; ``_bench``: bench). Nothing here imports torch, timm or scikit-learn:
-``featx --help`` and completion stay instant.
+run, report; ``_search``: search; ``_bench``: bench). Nothing here imports torch, timm or
+scikit-learn: ``featx --help`` and completion stay instant.
 """
 
 from __future__ import annotations

@@ -60,14 +60,21 @@ class IntOrAuto(click.ParamType):
 @click.option("--crop-pct", type=float, default=None, help="Override the eval centre-crop fraction (0.1..1; 1.0: no crop).")
 @click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]),
               default=None, help="Override the eval resize interpolation.")
+@click.option("--per-class", type=click.IntRange(min=1), default=None,
+              help="Extract a stratified subset: at most N items of each class (in each split the source has).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Extract a stratified subset of at most N items in all (classes and splits in proportion).")
+@click.option("--subset-seed", type=int, default=0, show_default=True, help="Seed of the --per-class/--limit draw.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads for the backbone (default: torch's own; recorded in the run info).")
 @click.option("--shard-size", default=None, type=click.IntRange(min=1), help="Write a sharded store (directory of part-NNNNN.h5) with this many rows per shard.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="ray: decode and embed on a Ray cluster (the ray extra: pip install -e '.[ray]' in a checkout); always writes a sharded store.")
 @click.option("--address", default=None, help="Ray cluster: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted: a private local Ray instance (never a cluster already running).")
 @click.option("--actors", default=None, type=click.IntRange(min=1), help="Ray: backbone replicas (default: one per GPU, else one).")
 @click.option("--gpus-per-actor", default=None, type=click.FloatRange(min=0), help="Ray: GPUs per backbone replica (default 1 with --device cuda/auto on a GPU cluster, else 0).")
 def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, compile_model, decode,
-            strict, overwrite, quiet, layers, views, img_size, crop_pct, interpolation, shard_size, engine, address, actors,
-            gpus_per_actor):
+            strict, overwrite, quiet, layers, views, img_size, crop_pct, interpolation, per_class, limit, subset_seed,
+            threads, shard_size, engine, address, actors, gpus_per_actor):
     """Extract embeddings of every image of SOURCE into an HDF5 feature store (resumable)."""
     from ..extraction import extract as run_extract
 
@@ -76,7 +83,7 @@ def extract(source, backbone, weights, pooling, out, batch_size, device, workers
         workers=workers, precision=precision, dtype=dtype, strict=strict, overwrite=overwrite, quiet=quiet,
         compile=compile_model, decode=decode,
         layers=layers, views=views, img_size=img_size, crop_pct=crop_pct, interpolation=interpolation,
-        shard_size=shard_size, engine=engine,
+        per_class=per_class, limit=limit, subset_seed=subset_seed, threads=threads, shard_size=shard_size, engine=engine,
         ray_options={"address": address, "actors": actors, "gpus_per_actor": gpus_per_actor},
     )
     info = store.info()
@@ -126,12 +133,15 @@ def info(store_path, as_json, verify):
     click.echo(f"  backbone  {data['backbone']} ({json.dumps(data['weights'])}), pooling {data['config']['backbone']['pooling']}")
     click.echo(f"  classes   {len(data['classes'])}: {', '.join(data['classes'][:12])}{' ...' if len(data['classes']) > 12 else ''}")
     click.echo(f"  splits    {', '.join(f'{k}={v}' for k, v in data['splits'].items())}")
-    if len(data["feature_sets"]) > 1 or data["config"].get("features") or data["config"].get("preprocessing"):
-        sets = ", ".join(f"{s['name']} ({s['dim']})" for s in data["feature_sets"])
-        views = ", ".join((data["config"].get("features") or {}).get("views") or []) or "none"
-        click.echo(f"  sets      {sets}; views: {views}")
-        dc = data["config"]["data_config"]
-        click.echo(f"  input     {dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}")
+    # Every set, with the token --feature-set takes for it (STORE:pooled+layer-1).
+    sets = ", ".join(f"{s['name']}" + (f" = layer{s['spec']}" if s.get("spec") is not None and s["spec"] < 0 else "")
+                     + f" ({s['dim']})" for s in data["feature_sets"])
+    views = ", ".join((data["config"].get("features") or {}).get("views") or []) or "none"
+    click.echo(f"  sets      {sets}; views: {views}")
+    dc = data["config"]["data_config"]
+    click.echo(f"  input     {dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}")
+    if data["config"].get("subset"):
+        click.echo(f"  subset    {json.dumps(data['config']['subset'])} of the source")
     for skipped in data["skipped"][:20]:
         click.echo(f"  skipped   {skipped['id']}: {skipped['reason']}")
     if len(data["skipped"]) > 20:

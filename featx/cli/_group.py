@@ -99,6 +99,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "._finetune:finetune",
     "run": "._pipeline:run",
     "report": "._pipeline:report",
+    "search": "._search:search",
     "bench": "._bench:bench",
 }
 

@@ -62,7 +62,8 @@ def _print_entries(entries: list[dict]) -> None:
 @click.option("--features", "features", required=True, type=click.Path(),
               help="Feature store (.h5 file or sharded directory) from `featx extract`, or a.h5,b.h5,... to concatenate stores aligned by id.")
 @click.option("--feature-set", "feature_set", default=None,
-              help="Which set of each store: pooled (default), a layer set (featx info lists them) or concat:NAME,NAME.")
+              help="Which sets to use: pooled (default), a layer set (featx info lists them), NAME+NAME for several, "
+                   "or per store: a.h5:pooled+layer-1,b.h5:pooled.")
 @click.option("--heads", "heads_", default="logreg", show_default=True, help="Comma-separated heads (see `featx heads`).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results directory.")
 @click.option("--per-class", type=click.IntRange(min=1), default=None, help="Few-shot: N training items per class.")

@@ -30,6 +30,7 @@ from ._sources import (
     Source,
 )
 from ._splits import SPLITS_FILE, assign_splits, few_shot_mask, load_splits, save_splits, splits_digest
+from ._subset import SubsetSource, subset_indices, subset_record, subset_source
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -56,6 +57,10 @@ __all__ = [
     "load_splits",
     "splits_digest",
     "SPLITS_FILE",
+    "SubsetSource",
+    "subset_indices",
+    "subset_source",
+    "subset_record",
     "FoundFile",
     "walk_files",
     "load_image_file",

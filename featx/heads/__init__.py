@@ -5,7 +5,7 @@ train+val, one test evaluation), safe persistence, and prediction from images.
 from __future__ import annotations
 
 from ._bench import bench_logreg, synthetic_problem
-from ._featuresets import FeatureSet, open_features, parse_feature_set
+from ._featuresets import FeatureSet, is_per_store, open_features, parse_feature_set, parse_store_sets
 from ._mlp import MLPClassifier
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
 from ._predict import backbone_for_head, collect_images, predict, rows_to_csv
@@ -41,6 +41,8 @@ __all__ = [
     "FeatureSet",
     "open_features",
     "parse_feature_set",
+    "parse_store_sets",
+    "is_per_store",
     "TrainedHead",
     "save_head",
     "load_head",
