@@ -44,7 +44,7 @@ def test_train_engine_ray_matches_the_local_protocol(tmp_path):
     local = runner.invoke(cli, ["train", "--features", str(store.path), "--heads", "xgboost", "--out",
                                 str(tmp_path / "local"), "-q"])
     assert local.exit_code == 0, local.output
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         result = runner.invoke(cli, ["train", "--features", str(store.path), "--heads", "xgboost", "--engine", "ray",
                                      "--ray-workers", "2", "--out", str(tmp_path / "ray"), "-q"])
@@ -57,7 +57,7 @@ def test_train_engine_ray_matches_the_local_protocol(tmp_path):
     for key in ("n_train", "n_val", "n_test", "splits_digest", "refit_on", "store_id"):
         assert mine[key] == theirs[key], key
     assert (tmp_path / "ray" / "splits.json").read_text() == (tmp_path / "local" / "splits.json").read_text()
-    assert mine["engine"] == "ray" and mine["selection"]["method"] == "early_stopping"
+    assert mine["engine"] == "ray" and mine["selection"]["search"] == "early_stopping"
     assert mine["ray_train_runs"] == 1 and mine["memory_path"] == "streaming"
     assert [c["params"]["max_depth"] for c in mine["selection"]["candidates"]] == [4, 6]
     assert mine["accuracy"] > 0.8 and abs(mine["accuracy"] - theirs["accuracy"]) < 0.1

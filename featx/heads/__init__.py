@@ -6,12 +6,21 @@ from __future__ import annotations
 
 from ._bench import bench_logreg, synthetic_problem
 from ._bench_stream import bench_heads
-from ._featuresets import FeatureSet, open_features, parse_feature_set
+from ._featuresets import FeatureSet, is_per_store, open_features, parse_feature_set, parse_store_sets
 from ._mlp import MLPClassifier
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
 from ._predict import backbone_for_head, collect_images, predict, rows_to_csv
 from ._ray_xgb import train_xgboost_ray
-from ._registry import LOGREG_C_GRID, SELECTIONS, HeadSpec, create_head, get_head, list_heads, register_head
+from ._registry import (
+    LOGREG_C_GRID,
+    SELECTIONS,
+    HeadSpec,
+    check_head_params,
+    create_head,
+    get_head,
+    list_heads,
+    register_head,
+)
 from ._torch_logreg import TorchLogisticRegression
 from ._train import (
     CONFIG_FILE,
@@ -34,6 +43,8 @@ __all__ = [
     "FeatureSet",
     "open_features",
     "parse_feature_set",
+    "parse_store_sets",
+    "is_per_store",
     "TrainedHead",
     "save_head",
     "load_head",
@@ -47,6 +58,7 @@ __all__ = [
     "HeadSpec",
     "register_head",
     "create_head",
+    "check_head_params",
     "list_heads",
     "get_head",
     "LOGREG_C_GRID",

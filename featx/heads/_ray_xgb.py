@@ -291,8 +291,8 @@ def _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, work
         # Every worker streams its shard of the rows: no process holds the features.
         "memory_path": "streaming", "max_memory": None,
         "params": {**chosen["params"], "pca": None},
-        "selection": {"val_accuracy": chosen["val_accuracy"], "metric": "val_accuracy", "method": "early_stopping",
-                      "budget": len(_DEPTHS), "candidates": trace,
+        "selection": {"val_accuracy": chosen["val_accuracy"], "metric": "val_accuracy", "method": "val",
+                      "search": "early_stopping", "budget": len(_DEPTHS), "candidates": trace,
                       # Selection and refit run in one worker group: their split of the wall time is not measured.
                       "selection_seconds": None, "refit_seconds": None},
         "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -23,10 +23,10 @@ import time
 import numpy as np
 
 from ._adapt import adapted_candidates
-from ._search import COARSE_STEP, _coarse, _Probe, _refine
+from ._search import COARSE_STEP, _Probe, _search_with_edges
 from ._torch_logreg import TorchLogisticRegression, logreg_loss_and_grad
 
-__all__ = ["stream_scaler", "fit_logreg_stream", "select_logreg_stream", "stream_accuracy"]
+__all__ = ["stream_scaler", "fit_logreg_stream", "select_logreg_stream", "stream_scores"]
 
 
 def stream_scaler(reader):
@@ -101,39 +101,46 @@ def fit_logreg_stream(reader, scaler, classes: np.ndarray, *, C: float, tol: flo
     return clf
 
 
-def stream_accuracy(reader, predict) -> float:
-    """Accuracy of ``predict`` (raw features -> labels) over the reader's rows, batch by batch."""
-    right = 0
+def stream_scores(reader, model) -> dict:
+    """``heldout_scores`` of ``model`` over the reader's rows, batch by batch: val accuracy and log-loss."""
+    right, loss_sum, classes = 0, 0.0, np.asarray(model.classes_)
+    index = {int(c): i for i, c in enumerate(classes)}
     for X, y in reader:
-        right += int((np.asarray(predict(X)) == y).sum())
-    return right / max(len(reader), 1)
+        proba = model.predict_proba(np.asarray(X, dtype=np.float32))
+        right += int((classes[np.argmax(proba, axis=1)] == y).sum())
+        cols = np.array([index.get(int(v), -1) for v in y])
+        if (cols < 0).any():
+            loss_sum = np.nan  # a val label the model never saw: no loss, as heldout_scores
+        else:
+            loss_sum += float(-np.log(np.clip(proba[np.arange(len(y)), cols], 1e-15, 1.0)).sum())
+    n = max(len(reader), 1)
+    loss = None if not np.isfinite(loss_sum) else loss_sum / n
+    return {"val_accuracy": right / n, "val_loss": loss, "loss": "log_loss"}
 
 
 class _StreamProbe(_Probe):
-    """The selection walk's probe (see ``_search``) with fits and scores made from batches."""
+    """The selection walk's probe (see ``_search``) with its fits and scores made from batches."""
 
     def __init__(self, grid, fixed: dict, train, val, scaler, classes, tol: float, max_iter: int):
-        self.grid, self.fixed = grid, fixed
+        super().__init__(None, grid, None, None, None, None, fixed)
         self.train, self.val, self.scaler, self.classes = train, val, scaler, classes
         self.tol, self.max_iter = tol, max_iter
-        self.acc: dict[int, float] = {}
-        self.coefs: dict[int, tuple] = {}
-        self.trace: list[dict] = []
 
-    def score(self, i: int) -> float:
-        if i in self.acc:
-            return self.acc[i]
+    def _fit(self, C: float) -> None:
+        import math
+
+        from sklearn.pipeline import Pipeline
+
         started = time.perf_counter()
         warm = None
         if self.coefs:
-            warm = self.coefs[min(self.coefs, key=lambda j: (abs(j - i), j))]
-        clf = fit_logreg_stream(self.train, self.scaler, self.classes, C=self.grid[i], tol=self.tol,
-                                max_iter=self.max_iter, warm=warm)
-        self.acc[i] = stream_accuracy(self.val, lambda X: clf.predict(self.scaler.transform(X)))
-        self.coefs[i] = (clf.coef_.copy(), clf.intercept_.copy())
-        self.trace.append({"params": {**self.fixed, "C": self.grid[i]}, "val_accuracy": self.acc[i],
-                           "n_iter": int(clf.n_iter_[0]), "seconds": round(time.perf_counter() - started, 3)})
-        return self.acc[i]
+            warm = self.coefs[min(self.coefs, key=lambda c: (abs(math.log(c / C)), c))]
+        clf = fit_logreg_stream(self.train, self.scaler, self.classes, C=C, tol=self.tol, max_iter=self.max_iter,
+                                warm=warm)
+        self.scores[C] = stream_scores(self.val, Pipeline([("scale", self.scaler), ("clf", clf)]))
+        self.coefs[C] = (clf.coef_.copy(), clf.intercept_.copy())
+        self.trace.append({"params": {**self.fixed, "C": C}, **self.scores[C], "n_iter": int(clf.n_iter_[0]),
+                           "seconds": round(time.perf_counter() - started, 3)})
 
 
 def select_logreg_stream(spec, fixed: dict, seed: int, train, val, refit, **_) -> tuple:
@@ -150,18 +157,20 @@ def select_logreg_stream(spec, fixed: dict, seed: int, train, val, refit, **_) -
     started = time.perf_counter()
     scaler = stream_scaler(train)
     probe = _StreamProbe(grid, rest, train, val, scaler, classes, search_tol, max_iter)
-    _coarse(probe, len(grid), COARSE_STEP)
-    _refine(probe, len(grid), COARSE_STEP // 2)
-    chosen = probe.best()
+    on_edge = _search_with_edges(probe, COARSE_STEP)
+    chosen = probe.grid[probe.best()]
     selection_seconds = time.perf_counter() - started
     started = time.perf_counter()
     refit_scaler = stream_scaler(refit)
-    clf = fit_logreg_stream(refit, refit_scaler, classes, C=grid[chosen], tol=tol, max_iter=max_iter,
+    clf = fit_logreg_stream(refit, refit_scaler, classes, C=chosen, tol=tol, max_iter=max_iter,
                             warm=probe.coefs[chosen])
     model = Pipeline([("scale", refit_scaler), ("clf", clf)])
     record = {
-        "params": {**rest, "C": grid[chosen], "engine": "torch"},
-        "val_accuracy": probe.acc[chosen], "metric": "val_accuracy", "method": spec.selection, "budget": spec.budget,
+        "params": {**rest, "C": chosen, "engine": "torch"},
+        "val_accuracy": probe.scores[chosen]["val_accuracy"], "method": "val",
+        "score": probe.scores[chosen]["val_accuracy"], "loss": probe.scores[chosen]["val_loss"], "loss_name": "log_loss",
+        "edge": on_edge, **({"edge_params": ["C"]} if on_edge else {}),
+        "metric": "val_accuracy", "search": spec.selection, "budget": spec.budget,
         "candidates": sorted(probe.trace, key=lambda t: t["params"]["C"]),
         "selection_seconds": round(selection_seconds, 3), "refit_seconds": round(time.perf_counter() - started, 3),
     }

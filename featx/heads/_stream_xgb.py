@@ -174,7 +174,7 @@ def _select(spec, fixed, seed, readers, k: int, budget: int, cache_dir: str) -> 
         setattr(clf, name, value)
     model = Pipeline([*([("pca", pca)] if pca is not None else []), ("clf", clf)])
     record = {"params": chosen["params"], "val_accuracy": chosen["val_accuracy"], "metric": "val_accuracy",
-              "method": spec.selection, "budget": spec.budget, "candidates": trace,
+              "method": "val", "search": spec.selection, "budget": spec.budget, "candidates": trace,
               "selection_seconds": round(selection_seconds, 3), "refit_seconds": round(time.perf_counter() - started, 3),
               "pca_kind": "IncrementalPCA" if pca is not None else None}
     return model, record

@@ -49,6 +49,7 @@ from ..core.results import RESULTS_FILE
 from ._config import Pipeline, load_pipeline
 from ._controls import RAW_LABEL
 from ._report import load_results, write_report
+from ._search_run import apply_search, tag_search_rows
 
 __all__ = ["run_pipeline", "plan_pipeline", "Stage", "PipelineRun", "stage_table", "STATE_FILE", "RESOLVED_FILE"]
 
@@ -280,13 +281,14 @@ class _Runner:
                 return None
             return _hash({"stores": store_ids, "sets": stage.feature_set["layers"], "head": stage.head["name"],
                           "params": stage.head["params"], "per_class": stage.per_class, "seeds": self.pipeline.seeds,
-                          "split": self.split})
+                          "split": self.split, **self._repeats()})
         if stage.kind == "head":
             store_id = self.store_id(stages[stage.after])
             if store_id is None:
                 return None  # known once the store exists
             return _hash({"store": store_id, "head": stage.head["name"], "params": stage.head["params"],
-                          "per_class": stage.per_class, "seeds": self.pipeline.seeds, "split": self.split})
+                          "per_class": stage.per_class, "seeds": self.pipeline.seeds, "split": self.split,
+                          **self._repeats()})
         options = {k: v for k, v in stage.finetune.items() if k != "backbones"}
         return _hash({"source": self.fingerprint, "backbone": identity, "finetune": options,
                       "per_class": stage.per_class, "split": self.split})
@@ -359,8 +361,12 @@ class _Runner:
             store = FeatureSet([self.by_id[i].path for i in stage.inputs], stage.feature_set["layers"])
         train_heads(store, heads=[stage.head["name"]], params={stage.head["name"]: stage.head["params"]},
                     per_class=stage.per_class, seeds=self.pipeline.seeds, out=stage.path, quiet=self.quiet,
-                    **self.split)
+                    repeats=self.pipeline.repeats, **self.split)
         return {}
+
+    def _repeats(self) -> dict:
+        # In a head stage's identity only when used, so the stages of earlier runs stay valid.
+        return {"repeats": self.pipeline.repeats} if self.pipeline.repeats != 1 else {}
 
     def run_finetune(self, stage: Stage) -> dict:
         from ..finetuning import finetune
@@ -499,6 +505,9 @@ def run_pipeline(
     elif out is not None:
         pipeline.out = str(out)
     out_dir = Path(pipeline.out)
+    search = None
+    if pipeline.search is not None and dry_run:
+        search = apply_search(pipeline, out_dir, run=False, quiet=True)  # a search not run yet plans nothing
     stages = plan_pipeline(pipeline, out_dir)
     runner = _Runner(pipeline, out_dir, dry_run, quiet or dry_run)
     result = PipelineRun(pipeline, out_dir, stages, dry_run=dry_run)
@@ -517,11 +526,17 @@ def run_pipeline(
         raise FeatxError(f"another `featx run` is writing {out_dir}; wait for it or use another --out") from None
     try:
         remove_stale_temps(out_dir)  # what a killed run left (``.state.json.PID.tmp``, ...)
+        if pipeline.search is not None:
+            # The search picks backbones and a feature set; the stages then run as if they had been listed.
+            search = apply_search(pipeline, out_dir, run=True, quiet=quiet)
+            result.stages = stages = plan_pipeline(pipeline, out_dir)
         resolved = out_dir / RESOLVED_FILE
         write_atomic(resolved, f"# {pipeline.path or 'pipeline'} as run: overrides and defaults applied\n"
                      + yaml.safe_dump(pipeline.to_dict(), sort_keys=False))
         runner.execute(stages)
         result.entries = runner.entries(stages)
+        if search is not None and search[0] is not None:
+            tag_search_rows(result.entries, *search)
         rows = [s.row() for s in stages]
         result.report = write_report(out_dir, result.entries, title=f"featx report: {pipeline.name}", stages=rows)
     finally:
