@@ -32,6 +32,7 @@ import numpy as np
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import json_text, write_atomic
 from ..core.metrics import classification_metrics
+from ..core.predictions import PREDICTIONS_FILE, prediction_record
 from ..core.results import merge_results, metric_fields, write_tables
 from ..core.runtime import library_versions
 from ..data import splits_digest
@@ -270,6 +271,9 @@ def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:
     metrics = classification_metrics(y_test, pred, store.class_names, n_boot=n_boot, seed=seed)
     entry = _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, workers, seed)
     # The report's gallery, as for the local head (probabilities already computed above).
+    # The test items' predictions, as the local head records them (paired comparisons in the report).
+    entry["test_predictions"] = prediction_record(store.ids[split == "test"], y_test, pred, path=None if out is None
+                                                  else Path(out) / "xgboost" / PREDICTIONS_FILE)
     entry["mistakes"] = worst_mistakes(PrecomputedProba(proba, np.arange(proba.shape[1])), np.arange(len(y_test)),
                                        y_test, pred, store.ids[split == "test"], store.class_names)
     if out is not None:
