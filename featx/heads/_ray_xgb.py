@@ -39,6 +39,7 @@ from ..data import splits_digest
 from ..extraction import join_ray, ray_errors
 from ..store import BatchReader, FeatureStore
 from ._mistakes import worst_mistakes
+from ._search import rank_candidates
 from ._stream import PrecomputedProba
 from ._train import ENTRY_FILE, _base_entry, _record_splits, resolve_splits, split_record
 
@@ -156,9 +157,11 @@ def _worker_loop(config: dict) -> None:
                                 evals=[(dval, "val")], early_stopping_rounds=_PATIENCE, verbose_eval=False)
         rounds = int(booster.best_iteration) + 1 if booster.attr("best_iteration") is not None \
             else booster.num_boosted_rounds()
+        # best_score: val log-loss at the best round, already reduced over the workers by XGBoost.
+        loss = float(booster.best_score) if booster.attr("best_score") is not None else float("nan")
         trace.append({"params": {"max_depth": depth, "n_estimators": rounds},
-                      "val_accuracy": _val_accuracy(booster, dval, rounds, config["n_classes"])})
-    chosen = max(trace, key=lambda t: t["val_accuracy"])  # first best wins ties, as the local head
+                      "val_accuracy": _val_accuracy(booster, dval, rounds, config["n_classes"]), "val_loss": loss})
+    chosen = trace[rank_candidates(trace)]  # accuracy, ties to the lower val loss, as the local heads
     del dtrain, dval
     booster = xgboost.train({**config["params"], "max_depth": chosen["params"]["max_depth"]}, matrix("refit"),
                             num_boost_round=chosen["params"]["n_estimators"], verbose_eval=False)
@@ -264,7 +267,7 @@ def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:
     started = time.perf_counter()
     booster, trace = _boost(data, config, workers, storage)
     fit_seconds = time.perf_counter() - started
-    chosen = max(trace, key=lambda t: t["val_accuracy"])
+    chosen = trace[rank_candidates(trace)]
     t0 = time.perf_counter()
     pred, y_test, proba = _predict(store, split, "test", booster, chosen["params"]["n_estimators"])
     per_1k = (time.perf_counter() - t0) / max(len(y_test), 1) * 1000
@@ -295,7 +298,7 @@ def _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, work
         # Every worker streams its shard of the rows: no process holds the features.
         "memory_path": "streaming", "max_memory": None,
         "params": {**chosen["params"], "pca": None},
-        "selection": {"val_accuracy": chosen["val_accuracy"], "metric": "val_accuracy", "method": "val",
+        "selection": {"val_accuracy": chosen["val_accuracy"], "metric": "val_accuracy", "tie_break": "val_loss", "method": "val",
                       "search": "early_stopping", "budget": len(_DEPTHS), "candidates": trace,
                       # Selection and refit run in one worker group: their split of the wall time is not measured.
                       "selection_seconds": None, "refit_seconds": None},
