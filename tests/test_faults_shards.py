@@ -10,10 +10,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 import featx.core.io as featx_io
@@ -24,6 +26,16 @@ from featx.store import verify_store
 from .conftest import write_image_folder
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fault injection uses fork and tmpfs")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The forked children run on one thread (see ``_kill_before_step``): so does every run here,
+    so that a resumed store is compared bit for bit with one made the same way."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +59,9 @@ def _leftovers(root: Path) -> list[str]:
                   if p.name.endswith((".tmp", ".new", ".old", ".creating")) or ".progress" in p.name)
 
 
+_CHILD_TIMEOUT_S = 300
+
+
 def _kill_before_step(n: int, action) -> bool:
     """Run ``action`` in a forked child that SIGKILLs itself before its ``n``-th file-system step
     (a rename, an fsync, a folder exchange or removal); True when the child was killed."""
@@ -63,14 +78,26 @@ def _kill_before_step(n: int, action) -> bool:
             return wrapped
 
         try:
+            # GNU OpenMP is not fork-safe: a child that enters a parallel region after the parent
+            # has used its thread pool (any earlier test with 2 threads) waits forever. One thread
+            # keeps ATen's kernels out of OpenMP.
+            torch.set_num_threads(1)
             os.replace, os.fsync, shutil.rmtree = step(os.replace), step(os.fsync), step(shutil.rmtree)
             featx_io._exchange = step(featx_io._exchange)
             with contextlib.redirect_stderr(open(os.devnull, "w")):
                 action()
         finally:
             os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    deadline = time.monotonic() + _CHILD_TIMEOUT_S
+    while True:  # a child that hangs fails the test instead of hanging the suite
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the forked child (kill before step {n}) did not finish in {_CHILD_TIMEOUT_S} s")
+        time.sleep(0.05)
 
 
 # Each step costs a fork and a rerun (seconds on a busy 2-core machine): the default suite kills
