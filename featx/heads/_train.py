@@ -356,9 +356,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
     entries = []
     for spec in specs:
         try:
-            runs = [_fit_seed(task, spec, params.get(spec.name, {}), seed, save=seed == seed_list[0])
-                    for seed in seed_list]
-            entry = _head_entry(task, spec, runs, seed_list)
+            entry = _fit_head(task, spec, params.get(spec.name, {}), seed_list)
         except FeatxUsageError:
             raise  # the request itself is wrong (a ValueError too): no head can help
         except (HeadUnfitError, ValueError) as exc:
@@ -369,9 +367,9 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             print(f"featx: warning: {spec.name} skipped: {reason}", file=sys.stderr, flush=True)
         entries.append(entry)
         if out_dir is not None:
-            if not skipped_reason(entry):
-                write_atomic(out_dir / spec.name / ENTRY_FILE, json_text(entry))
-            # Merge after every head, so an interrupted multi-head run keeps what finished.
+            # Merge after every head, so an interrupted multi-head run keeps what finished. The
+            # row is already inside the head's directory (its result.json): a kill before this
+            # merge leaves results.json one row behind, and every reader takes the head's own row.
             write_tables(out_dir, merge_results(out_dir, [entry]))
 
     if out_dir is not None:
@@ -437,40 +435,69 @@ def _check_request(heads, params, seeds, per_class) -> tuple[list[HeadSpec], dic
     return specs, params, seed_list
 
 
-def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) -> dict:
-    """Select on val, refit, (save), then score the test split once, for one seed."""
+def _fit_head(task: dict, spec: HeadSpec, fixed: dict, seed_list: list[int]) -> dict:
+    """Fit every seed; with an output folder, save the first seed's head with its results row inside."""
+    out = task["out"]
+    runs = [_fit_seed(task, spec, fixed, seed, score=out is None or seed != seed_list[0]) for seed in seed_list]
+    if out is None:
+        return _head_entry(task, spec, runs, seed_list)
+    holder: dict = {}
+
+    def evaluate(head) -> dict:
+        # Score the saved head itself, so `featx evaluate` reproduces these numbers exactly
+        # (a reloaded array's memory layout can move float sums by an ulp).
+        runs[0]["model"] = head.estimator
+        runs[0].update(_score(task, spec, runs[0]))
+        holder["entry"] = {**_head_entry(task, spec, runs, seed_list), "model": spec.name}
+        return holder["entry"]
+
+    save_head(out / spec.name, runs[0]["model"], _head_manifest(task, spec, runs[0]), evaluate=evaluate)
+    return holder["entry"]
+
+
+def _head_manifest(task: dict, spec: HeadSpec, run: dict) -> dict:
+    store = task["store"]
+    return {
+        "head": spec.name, "params": run["selection"]["params"], "backbone": store.config["backbone"],
+        "store_id": store.store_id, "store_path": str(store.path), "dim": store.dim,
+        "class_names": list(store.class_names), "data_config": store.config["data_config"],
+        # How features were made beyond the backbone (layers, views); every input of a concatenation.
+        "features": store.config.get("features"),
+        **({"inputs": store.inputs} if isinstance(store, FeatureSet) else {}),
+        "precision": store.config.get("precision"), "source": store.config.get("source"),
+        "per_class": task["per_class"], "seed": run["seed"], "splits_digest": task["digest"],
+        "split_rule": task["rule"], "versions": library_versions(),
+    }
+
+
+def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, score: bool = True) -> dict:
+    """Select on val and refit for one seed; with ``score``, also score the test split once."""
     store, split = task["store"], task["split"]
-    X, y, names = store.features, store.labels, store.class_names
-    val, test = split == "val", split == "test"
+    X, y = store.features, store.labels
+    val = split == "val"
     rows = training_rows(store.ids, y, split, task["per_class"], seed)
     train, refit = rows["train"], rows["refit"]
     started = time.perf_counter()
     model, selection = select_and_fit(spec, (X[train], y[train]), (X[val], y[val]), (X[refit], y[refit]),
                                       params=fixed, seed=seed)
-    fit_seconds = time.perf_counter() - started
-    if task["out"] is not None and save:
-        # Evaluate the saved head itself, so `featx evaluate` reproduces these numbers
-        # exactly (a reloaded array's memory layout can move float sums by an ulp).
-        manifest = {
-            "head": spec.name, "params": selection["params"], "backbone": store.config["backbone"],
-            "store_id": store.store_id, "store_path": str(store.path), "dim": store.dim,
-            "class_names": list(names), "data_config": store.config["data_config"],
-            # How features were made beyond the backbone (layers, views); every input of a concatenation.
-            "features": store.config.get("features"),
-            **({"inputs": store.inputs} if isinstance(store, FeatureSet) else {}),
-            "precision": store.config.get("precision"), "source": store.config.get("source"),
-            "per_class": task["per_class"], "seed": seed, "splits_digest": task["digest"], "split_rule": task["rule"],
-            "versions": library_versions(),
-        }
-        model = load_head(save_head(task["out"] / spec.name, model, manifest)).estimator
+    run = {"seed": seed, "model": model, "selection": selection, "fit_seconds": time.perf_counter() - started,
+           "n_train": int(train.sum())}
+    if score:
+        run.update(_score(task, spec, run))
+    return run
+
+
+def _score(task: dict, spec: HeadSpec, run: dict) -> dict:
+    """The one test evaluation of a fitted (or saved and reloaded) head."""
+    store, test = task["store"], task["split"] == "test"
+    X, y, names, model = store.features, store.labels, store.class_names, run["model"]
     pred, per_1k = _predict_timed(model, X[test])
-    metrics = classification_metrics(y[test], pred, names, n_boot=task["n_boot"], seed=seed)
+    metrics = classification_metrics(y[test], pred, names, n_boot=task["n_boot"], seed=run["seed"])
     mistakes = worst_mistakes(model, X[test], y[test], pred, store.ids[test], names)  # the report's gallery
-    _say(task["quiet"], f"{spec.name} seed {seed}: val {selection['val_accuracy']:.4f} with "
-                        f"{json.dumps(selection['params'], default=str)}; test accuracy {metrics['accuracy']:.4f}, "
-                        f"fit {fit_seconds:.1f} s")
-    return {"seed": seed, "model": model, "selection": selection, "metrics": metrics, "fit_seconds": fit_seconds,
-            "predict_seconds_per_1k": per_1k, "n_train": int(train.sum()), "mistakes": mistakes}
+    _say(task["quiet"], f"{spec.name} seed {run['seed']}: val {run['selection']['val_accuracy']:.4f} with "
+                        f"{json.dumps(run['selection']['params'], default=str)}; test accuracy {metrics['accuracy']:.4f}, "
+                        f"fit {run['fit_seconds']:.1f} s")
+    return {"metrics": metrics, "predict_seconds_per_1k": per_1k, "mistakes": mistakes}
 
 
 def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[int]) -> dict:
