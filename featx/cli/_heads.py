@@ -110,7 +110,7 @@ def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, sp
     entry = train_xgboost_ray(features, out, workers=workers, address=address, splits=splits, split_seed=split_seed,
                               val_fraction=val_fraction, test_fraction=test_fraction, n_boot=bootstrap, quiet=quiet)
     _print_entries([entry])
-    click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); booster in {out}/xgboost/model.ubj")
+    click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); head saved in {Path(out) / 'xgboost'} (featx predict --model {Path(out) / 'xgboost'})")
 
 
 @click.command()
@@ -135,7 +135,8 @@ def evaluate(model, features, splits, as_json):
 
 
 @click.command()
-@click.option("--model", "model", required=True, type=click.Path(file_okay=False), help="A saved head: DIR/<head> from `featx train`.")
+@click.option("--model", "model", required=True, type=click.Path(file_okay=False),
+              help="A saved model: the `model` directory of a results row (a head, raw-pixel control or fine-tune).")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write predictions here (default: stdout).")
 @click.option("--json", "as_json", is_flag=True, help="JSON rows instead of CSV.")
@@ -144,13 +145,13 @@ def evaluate(model, features, splits, as_json):
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def predict(model, images, out, as_json, weights, batch_size, device):
-    """Predict IMAGE_OR_FOLDER... end to end (backbone + saved head): id, class, probabilities."""
+    """Predict IMAGE_OR_FOLDER... end to end with a saved model: id, class, probabilities."""
     from ..core.io import json_text, write_atomic
-    from ..heads import load_head, rows_to_csv
-    from ..heads import predict as run_predict
+    from ..heads import CLI_WEIGHTS, open_model, rows_to_csv
 
-    rows = run_predict(model, images, weights=weights, batch_size=batch_size, device=device)
-    text = json_text(rows) + "\n" if as_json else rows_to_csv(rows, load_head(model).class_names)
+    loaded = open_model(model, weights=weights, device=device, batch_size=batch_size, option=CLI_WEIGHTS)
+    rows = loaded.predict_rows(list(images), progress=True)
+    text = json_text(rows) + "\n" if as_json else rows_to_csv(rows, loaded.manifest["class_names"])
     if out:
         write_atomic(Path(out), text)
     else:

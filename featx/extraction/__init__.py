@@ -51,7 +51,13 @@ from ._loader import (
 )
 from ._lock import lock_holder
 from ._progress import read_progress
-from ._raw_pixels import RAW_PIXELS, RAW_PIXELS_SIZE, extract_raw_pixels, raw_pixels_identity
+from ._raw_pixels import (
+    RAW_PIXELS,
+    RAW_PIXELS_SIZE,
+    extract_raw_pixels,
+    raw_pixel_features,
+    raw_pixels_identity,
+)
 from ._ray import join_ray
 from ._ray_bench import bench_ray_extract, format_ray_table
 from ._sizing import CPU_BATCH_SIZE, auto_batch_size, resolve_batch_size, resolve_workers
@@ -91,6 +97,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "extract_raw_pixels",
     "raw_pixels_identity",
+    "raw_pixel_features",
     "RAW_PIXELS",
     "RAW_PIXELS_SIZE",
     "make_uint8_transform",

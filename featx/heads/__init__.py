@@ -7,6 +7,7 @@ from __future__ import annotations
 from ._bench import bench_logreg, synthetic_problem
 from ._featuresets import FeatureSet, open_features, parse_feature_set
 from ._mlp import MLPClassifier
+from ._model import CLI_WEIGHTS, PYTHON_WEIGHTS, Model, build_finetuned, image_inputs, load_model, open_model
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
 from ._predict import backbone_for_head, collect_images, predict, rows_to_csv
 from ._ray_xgb import train_xgboost_ray
@@ -24,6 +25,13 @@ from ._train import (
 )
 
 __all__ = [
+    "Model",
+    "load_model",
+    "open_model",
+    "image_inputs",
+    "build_finetuned",
+    "CLI_WEIGHTS",
+    "PYTHON_WEIGHTS",
     "train_xgboost_ray",
     "bench_logreg",
     "synthetic_problem",

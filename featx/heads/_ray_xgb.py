@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import FeatxError, FeatxUsageError
-from ..core.io import json_text, write_atomic
 from ..core.metrics import classification_metrics
 from ..core.results import merge_results, metric_fields, write_tables
 from ..core.runtime import library_versions
 from ..data import splits_digest
 from ..extraction import FeatureStore, join_ray
-from ._train import ENTRY_FILE, _base_entry, _record_splits, resolve_splits, split_record
+from ._persist import save_head
+from ._train import _base_entry, _head_manifest, _record_splits, resolve_splits, split_record
 
 __all__ = ["train_xgboost_ray"]
 
@@ -218,10 +218,19 @@ def _entry(store, split, rule, chosen, trace, metrics, selection_seconds, refit_
 
 
 def _save(out: Path, store, split, rule, booster, entry) -> None:
+    """Save the booster as a head through the same path as the local one (:func:`save_head`).
+
+    Its manifest's ``steps`` say what it applies: the classifier alone, no PCA.
+    """
+    from xgboost import XGBClassifier
+
     out.mkdir(parents=True, exist_ok=True)
     _record_splits(out, store, split, rule)
-    head_dir = out / "xgboost"
-    head_dir.mkdir(parents=True, exist_ok=True)
-    booster.save_model(str(head_dir / "model.ubj"))
-    write_atomic(head_dir / ENTRY_FILE, json_text(entry))
+    model = XGBClassifier()
+    model.load_model(booster.save_raw("ubj"))
+    task = {"store": store, "per_class": None, "digest": entry["splits_digest"], "rule": rule}
+    run = {"selection": {"params": entry["params"]}, "seed": entry["seeds"][0]}
+    manifest = {**_head_manifest(task, "xgboost", run), "engine": "ray"}
+    entry["model"] = "xgboost"
+    save_head(out / "xgboost", model, manifest, evaluate=lambda head: entry)
     write_tables(out, merge_results(out, [entry]))

@@ -455,10 +455,10 @@ def _fit_head(task: dict, spec: HeadSpec, fixed: dict, seed_list: list[int]) -> 
     return holder["entry"]
 
 
-def _head_manifest(task: dict, spec: HeadSpec, run: dict) -> dict:
+def _head_manifest(task: dict, spec: HeadSpec | str, run: dict) -> dict:
     store = task["store"]
     return {
-        "head": spec.name, "params": run["selection"]["params"], "backbone": store.config["backbone"],
+        "head": spec if isinstance(spec, str) else spec.name, "params": run["selection"]["params"], "backbone": store.config["backbone"],
         "store_id": store.store_id, "store_path": str(store.path), "dim": store.dim,
         "class_names": list(store.class_names), "data_config": store.config["data_config"],
         # How features were made beyond the backbone (layers, views); every input of a concatenation.
