@@ -28,7 +28,7 @@ from .errors import FeatxError, FeatxUsageError, StoreDamagedError
 from .io import file_sha256, json_default, json_text, recover_dir
 
 __all__ = ["MODEL_FORMAT", "MANIFEST_FILE", "RESULT_FILE", "UNHASHED", "manifest_digest", "seal_manifest",
-           "read_manifest", "verify_files", "manifest_format", "is_model_dir"]
+           "read_manifest", "verify_files", "manifest_format", "is_model_dir", "write_row"]
 
 # 3: ``kind`` and ``featx_model_format``; ``sha256`` covers every file, result.json included.
 # 2 (heads only, ``featx_head_format``): model files' sha256 and ``manifest_sha256``. 1: neither.
@@ -62,6 +62,19 @@ def seal_manifest(folder: Path, doc: dict) -> dict:
     doc["manifest_sha256"] = manifest_digest(doc)
     (folder / MANIFEST_FILE).write_text(json_text(doc), encoding="utf-8")
     return doc
+
+
+def write_row(folder: Path, entry: dict) -> dict:
+    """Write the results row into a model directory being built; ``entry`` gets this save's ``commit`` id.
+
+    The id tells a row of ``results.json`` copied from this save from one left by an earlier
+    save of the same model (:func:`featx.core.results.read_results`).
+    """
+    import secrets
+
+    entry["commit"] = secrets.token_hex(8)
+    (Path(folder) / RESULT_FILE).write_text(json_text(entry), encoding="utf-8")
+    return entry
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:

@@ -57,8 +57,9 @@ def _committed(out: Path, entries: list[dict]) -> list[dict]:
     for entry in entries:
         folder = model_path(out, entry)
         own = _own_row(folder) if folder is not None else None
-        # The model's own row wins; fields only the index has (a pipeline's tags) are kept.
-        rows.append(entry if own is None else {**entry, **own, "model": entry["model"]})
+        stale = own is not None and own.get("commit") != entry.get("commit")
+        # A stale row gives way to the model's own; fields only the index has (a pipeline's tags) stay.
+        rows.append({**entry, **own, "model": entry["model"]} if stale else entry)
     named = {model_path(out, e).resolve() for e in rows if model_path(out, e) is not None}
     keys = {_key(e) for e in rows}
     for folder in sorted(p.parent for p in out.glob(f"*/{_ROW_FILE}")):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..core.io import atomic_dir, json_text
-from ..core.modeldir import MODEL_FORMAT, RESULT_FILE, seal_manifest
+from ..core.io import atomic_dir
+from ..core.modeldir import MODEL_FORMAT, seal_manifest, write_row
 from ..core.runtime import library_versions
 from ..extraction import BackboneSpec, jsonable_data_config
 
@@ -45,6 +45,6 @@ def save_finetuned(out: Path, model, spec: BackboneSpec, weights_record: dict, d
     path = Path(out) / MODEL_DIR
     with atomic_dir(path) as tmp:
         (tmp / WEIGHTS_FILE).write_bytes(save(state, metadata={"featx": "fine-tuned model"}))
-        (tmp / RESULT_FILE).write_text(json_text(entry), encoding="utf-8")
+        write_row(tmp, entry)
         seal_manifest(tmp, doc)
     return path

@@ -35,8 +35,8 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError
-from ..core.io import atomic_dir, json_text
-from ..core.modeldir import MANIFEST_FILE, MODEL_FORMAT, RESULT_FILE, read_manifest, seal_manifest
+from ..core.io import atomic_dir
+from ..core.modeldir import MANIFEST_FILE, MODEL_FORMAT, read_manifest, seal_manifest, write_row
 from ._manifest import check_classes, check_files, check_manifest
 
 __all__ = ["TrainedHead", "save_head", "load_head", "TRUSTED_TYPES", "MANIFEST_FILE", "HEAD_FORMAT"]
@@ -106,8 +106,7 @@ def save_head(path: str | os.PathLike, estimator: BaseEstimator, manifest: dict,
                "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         seal_manifest(tmp, doc)
         if evaluate is not None:
-            entry = evaluate(load_head(tmp))
-            (tmp / RESULT_FILE).write_text(json_text(entry), encoding="utf-8")
+            write_row(tmp, evaluate(load_head(tmp)))
             seal_manifest(tmp, doc)  # result.json is one of the files the manifest vouches for
     return path
 
