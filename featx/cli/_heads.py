@@ -1,4 +1,4 @@
-"""Commands of stage 2: ``featx train``, ``featx evaluate``, ``featx predict``, ``featx heads``."""
+"""Commands of stage 2: ``featx train``, ``featx evaluate``, ``featx predict``, ``featx export-model``, ``featx heads``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 
 from ..core.errors import FeatxError, FeatxUsageError
 
-__all__ = ["COMMANDS", "train", "evaluate", "predict", "heads"]
+__all__ = ["COMMANDS", "train", "evaluate", "predict", "export_model", "heads"]
 
 
 def _head_names(value: str) -> list[str]:
@@ -165,6 +165,24 @@ def predict(model, images, out, as_json, weights, batch_size, device):
         raise FeatxError(f"none of the {len(rows)} file(s) could be read as an image")
 
 
+@click.command("export-model")
+@click.argument("model", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx", "torchscript"]))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The graph file to write; FILE.preprocess.json is written beside it.")
+@click.option("--weights", default=None, help="Backbone checkpoint file, as for `featx predict`.")
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="Raw-pixel heads: the input side, a multiple of the control's size (downsampling inside the graph).")
+def export_model(model, fmt, out, weights, input_size):
+    """Export MODEL (a results row's `model`) as one graph: uint8 NHWC pixels -> class probabilities."""
+    from ..heads import CLI_WEIGHTS
+    from ..heads import export_model as run_export
+
+    done = run_export(model, out, format=fmt, weights=weights, input_size=input_size, option=CLI_WEIGHTS)
+    click.echo(f"{fmt} graph: {done['model']} (uint8 NHWC pixels -> probabilities of {len(done['classes'])} classes); "
+               f"resize and crop as in {done['preprocess']}")
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Names, descriptions, search spaces and budgets as JSON.")
 def heads(as_json):
@@ -181,4 +199,4 @@ def heads(as_json):
         click.echo(f"{spec.name:{width}s}  {spec.description}")
 
 
-COMMANDS = [train, evaluate, predict, heads]
+COMMANDS = [train, evaluate, predict, export_model, heads]

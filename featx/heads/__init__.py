@@ -5,6 +5,7 @@ train+val, one test evaluation), safe persistence, and prediction from images.
 from __future__ import annotations
 
 from ._bench import bench_logreg, synthetic_problem
+from ._export_model import EXPORT_MODEL_FORMATS, EXPORTABLE_KINDS, export_model
 from ._featuresets import FeatureSet, open_features, parse_feature_set
 from ._mlp import MLPClassifier
 from ._model import CLI_WEIGHTS, PYTHON_WEIGHTS, Model, build_finetuned, image_inputs, load_model, open_model
@@ -25,6 +26,9 @@ from ._train import (
 )
 
 __all__ = [
+    "export_model",
+    "EXPORT_MODEL_FORMATS",
+    "EXPORTABLE_KINDS",
     "Model",
     "load_model",
     "open_model",
