@@ -96,7 +96,8 @@ def train(features, feature_set, heads_, out, per_class, seeds, splits, split_se
         n_boot=bootstrap, threads=threads or None, quiet=quiet, feature_set=feature_set,
     )
     _print_entries(entries)
-    click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); heads saved under {out}/<head>/")
+    click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); each head saved as a model "
+               f"under {Path(out) / '<head>'} (featx predict --model {Path(out) / entries[0]['head']} IMAGES)")
 
 
 def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, splits, split_seed, val_fraction,
