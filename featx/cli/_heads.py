@@ -96,8 +96,9 @@ def train(features, feature_set, heads_, out, per_class, seeds, splits, split_se
         n_boot=bootstrap, threads=threads or None, quiet=quiet, feature_set=feature_set,
     )
     _print_entries(entries)
+    saved = [e["model"] for e in entries if e.get("model")]
     click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); each head saved as a model "
-               f"under {Path(out) / '<head>'} (featx predict --model {Path(out) / entries[0]['head']} IMAGES)")
+               f"under {Path(out) / '<head>'}" + (f" (featx predict --model {Path(out) / saved[0]} IMAGES)" if saved else ""))
 
 
 def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, splits, split_seed, val_fraction,
