@@ -123,6 +123,21 @@ def test_a_linear_fine_tune_is_a_loadable_model(digits, tmp_path):
     result = CliRunner().invoke(cli, ["predict", "--model", str(out), str(tmp_path)])
     assert result.exit_code == 2 and f"give {out}/model" in result.output  # the run folder names its model
 
+    # A run finished before fine-tunes saved models: rerunning it saves its best checkpoint as one.
+    import shutil
+
+    shutil.rmtree(out / "model")
+    for name in ("finetune_linear.json", "results.json"):
+        doc = json.loads((out / name).read_text())
+        for row in doc if isinstance(doc, list) else [doc]:
+            row.pop("model"), row.pop("commit")
+        (out / name).write_text(json.dumps(doc))
+    again = finetune(digits, "efficientnet_lite0", out, mode="linear", epochs=1, image_size=64, batch_size=16,
+                     workers=0, n_boot=50, quiet=True, device="cpu")
+    assert again["model"] == "model" and read_results(out)[0]["model"] == "model"
+    np.testing.assert_allclose(featx.load_model(out / "model").predict_proba(_images(digits, test[:3])),
+                               model.predict_proba(_images(digits, test[:3])), atol=1e-6)
+
 
 def test_a_ray_trained_booster_is_saved_as_a_head(work, digits):
     """The Ray path's save (no Ray needed): the same head format, its steps say no PCA."""
@@ -246,3 +261,29 @@ def test_mlp_feature_set_and_fine_tune_export_match_featx_predict(work, digits, 
 
                 got = torch.jit.load(str(path))(torch.from_numpy(pixels)).numpy()
             np.testing.assert_allclose(got, model.predict_proba(images), atol=1e-4, err_msg=f"{name} {fmt}")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_ray_trained_head_round_trips_through_evaluate_and_load(tmp_path):
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.train.xgboost")
+    from tests.test_ray_train import _sharded_store
+
+    store = _sharded_store(tmp_path / "store")
+    out = tmp_path / "ray"
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        result = CliRunner().invoke(cli, ["train", "--features", str(store.path), "--heads", "xgboost", "--engine", "ray",
+                                          "--ray-workers", "2", "--out", str(out), "-q"])
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    (row,) = read_results(out)
+    assert row["model"] == "xgboost" and row["engine"] == "ray"
+    head = featx.load_head(model_path(out, row))
+    assert head.manifest["steps"] == ["clf"] and head.manifest["params"]["pca"] is None
+    again = CliRunner().invoke(cli, ["evaluate", "--model", str(model_path(out, row)), "--features", str(store.path),
+                                     "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["accuracy"] == row["accuracy"]

@@ -78,7 +78,7 @@ from ._data import (
     select_items,
     train_loader,
 )
-from ._model import save_finetuned
+from ._model import save_finetuned, save_finished_run
 
 __all__ = ["finetune", "training_precision", "model_stages", "set_trainable", "keep_frozen_in_eval", "MODES", "DEFAULT_LR"]
 
@@ -295,6 +295,8 @@ def _finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_clas
     config = _run_config(src, spec, weights_record, options, data_config, data)
     finished = _check_out_dir(out, config, resume, mode)
     if finished is not None:
+        if save_finished_run(out, out / BEST_FILE, model, spec, weights_record, data_config, src.class_names, finished):
+            save_results_entry(out, finished)
         if not quiet:
             print(f"featx: {out} already holds the finished {finished['head']} run; returning it", file=sys.stderr)
         return finished

@@ -18,7 +18,7 @@ from ..core.modeldir import MODEL_FORMAT, seal_manifest, write_row
 from ..core.runtime import library_versions
 from ..extraction import BackboneSpec, jsonable_data_config
 
-__all__ = ["MODEL_DIR", "WEIGHTS_FILE", "save_finetuned"]
+__all__ = ["MODEL_DIR", "WEIGHTS_FILE", "save_finetuned", "save_finished_run"]
 
 MODEL_DIR, WEIGHTS_FILE = "model", "model.safetensors"
 
@@ -48,3 +48,18 @@ def save_finetuned(out: Path, model, spec: BackboneSpec, weights_record: dict, d
         write_row(tmp, entry)
         seal_manifest(tmp, doc)
     return path
+
+
+def save_finished_run(out: Path, best_file: Path, model, spec: BackboneSpec, weights_record: dict, data_config: dict,
+                      class_names, entry: dict) -> bool:
+    """A run finished before fine-tunes saved a model: save its best checkpoint as one now.
+
+    Returns whether the entry changed (it then names the model and must be recorded again).
+    """
+    from safetensors.torch import load_file
+
+    if entry.get("model") or not Path(best_file).is_file():
+        return False
+    model.load_state_dict(load_file(str(best_file), device="cpu"))
+    save_finetuned(out, model, spec, weights_record, data_config, class_names, entry)
+    return True
