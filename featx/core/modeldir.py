@@ -36,7 +36,7 @@ MODEL_FORMAT = 3
 MANIFEST_FILE = "manifest.json"
 RESULT_FILE = "result.json"
 # Informational fields an edit may change without changing what the model computes.
-UNHASHED = frozenset({"manifest_sha256", "saved", "versions", "store_path", "weights_files"})
+UNHASHED = frozenset({"manifest_sha256", "saved", "versions", "store_path"})
 
 
 def manifest_format(doc: dict) -> int | None:

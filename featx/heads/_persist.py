@@ -4,10 +4,11 @@ A saved head is a directory::
 
     manifest.json   what the head was trained on: backbone identity, store_id, feature
                     dimension, class names, the backbone's data config, the head's
-                    parameters, library versions, and which model files follow
+                    parameters and preprocessing ``steps``, library versions, which model
+                    files follow, and the sha256 of every file (:mod:`featx.core.modeldir`)
     model.skops     the scikit-learn estimator (for xgboost: its preprocessing steps)
     model.ubj       XGBoost's booster in XGBoost's own UBJSON format (xgboost only)
-    result.json     the results entry of the run that produced it (written by train)
+    result.json     the results row of the run that produced it, written before the swap
 
 Nothing is ever unpickled. ``.skops`` files are loaded only after
 :func:`skops.io.get_untrusted_types` has listed every type they would instantiate
