@@ -5,8 +5,6 @@ Stage 1 (:func:`extract`) runs images through a frozen timm backbone into an HDF
 compares them with a fine-tune baseline of the same backbone on the same splits.
 """
 
-__version__ = "0.1.0"
-
 from .core.errors import (
     BadImageError,
     DiskError,
@@ -16,6 +14,7 @@ from .core.errors import (
     StoreInUseError,
     StoreMismatchError,
 )
+from .core.version import __version__
 from .data import (
     ArraySource,
     CsvSource,
@@ -31,7 +30,6 @@ from .extraction import (
     DEFAULT_BACKBONE,
     BackboneSpec,
     FeatureExtractor,
-    FeatureStore,
     OfflineWeights,
     create_backbone,
     extract,
@@ -54,6 +52,7 @@ from .heads import (
     train_heads,
 )
 from .pipeline import Pipeline, PipelineRun, load_pipeline, run_pipeline, write_report
+from .store import FeatureStore
 
 __all__ = [
     "__version__",

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.datasets import make_classification
 
 from featx import resolve_backbone
-from featx.extraction._store import StoreWriter
+from featx.store import StoreWriter
 
 CLASSES = ("ant", "bee", "cow")
 

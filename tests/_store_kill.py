@@ -18,7 +18,7 @@ import signal
 import sys
 
 import featx
-from featx.extraction import _store
+from featx.store import _store
 
 
 def _die(*_args, **_kwargs):

@@ -19,7 +19,7 @@ EGYPTIAN_CAT, TABBY, TIGER_CAT, ESPRESSO = 285, 281, 282, 967
 def _classify(model, data_config, image: np.ndarray) -> int:
     from PIL import Image
 
-    from featx.extraction._extractor import make_eval_transform
+    from featx.extraction import make_eval_transform
 
     x = make_eval_transform(data_config)(Image.fromarray(image)).unsqueeze(0)
     with torch.inference_mode():

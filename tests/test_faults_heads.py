@@ -39,11 +39,11 @@ from featx import (
 )
 from featx.cli import cli
 from featx.core.errors import DiskError, StoreDamagedError
-from featx.extraction._store import StoreWriter
 from featx.heads._manifest import manifest_digest
 from featx.heads._persist import save_head
 from featx.heads._train import select_and_fit, training_rows
 from featx.pipeline import write_report
+from featx.store import StoreWriter
 from tests._head_stores import write_store
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fault injection uses fork and /proc")

@@ -22,7 +22,7 @@ import featx
 from featx import FeatureStore, StoreInUseError, extract
 from featx.cli import cli
 from featx.core.errors import DiskError, StoreDamagedError
-from featx.extraction import _lock, _progress, _store
+from featx.store import _lock, _progress, _store
 
 from .conftest import write_image_folder
 
@@ -250,7 +250,7 @@ def test_damaged_per_row_arrays_are_reported(made, dataset):
     if dataset in ("status", "labels"):  # read on open; the others when needed
         with pytest.raises(StoreDamagedError):
             FeatureStore(made)
-    report = featx.extraction.verify_store(made)
+    report = featx.store.verify_store(made)
     assert not report.ok and any(p.startswith(f"/{dataset}:") for p in report.problems)
 
 
@@ -269,7 +269,7 @@ def test_pipeline_rebuilds_a_damaged_cached_store(tmp_path):
     _flip_in_chunk(store, "features")
     result = CliRunner().invoke(cli, ["run", str(config)])
     assert result.exit_code == 0, result.output
-    assert featx.extraction.verify_store(store).ok and FeatureStore(store).complete
+    assert featx.store.verify_store(store).ok and FeatureStore(store).complete
 
 
 def test_progress_sidecar_is_written_atomically_and_removed(folder, tiny_spec, tmp_path, monkeypatch):
@@ -278,7 +278,7 @@ def test_progress_sidecar_is_written_atomically_and_removed(folder, tiny_spec, t
 
     def spy(self, done, total, force=False):
         real(self, done, total, force=True)
-        seen.append(featx.extraction.read_progress(tmp_path / "f.h5"))
+        seen.append(featx.store.read_progress(tmp_path / "f.h5"))
 
     monkeypatch.setattr(_progress.ProgressFile, "__call__", spy)
     (tmp_path / ".f.h5.progress.json.999999.tmp").write_text("{")  # left by a writer killed mid-write

@@ -131,7 +131,7 @@ def test_resume_fills_the_extra_sets(tmp_path, tiny_spec, images):
     assert resumed.complete and not resumed.reused
     np.testing.assert_array_equal(resumed.feature_set("layer3"), whole.feature_set("layer3"))
     np.testing.assert_array_equal(resumed.features, whole.features)
-    from featx.extraction import verify_store
+    from featx.store import verify_store
 
     assert "feature_sets/layer3" in verify_store(path).checked  # the extra sets are checksummed and verified
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import featx
 from featx import FeatureSet, FeatureStore, FeatxUsageError, load_pipeline, resolve_backbone
 from featx.cli import cli
-from featx.extraction._store import StoreWriter
+from featx.store import StoreWriter
 
 from .conftest import write_image_folder
 

@@ -201,7 +201,7 @@ def test_few_shot_subset_and_test_set_equal_the_heads_with_bad_images(tiny_spec,
 
 
 def test_best_checkpoint_round_trips_through_safetensors(runs, spec, source):
-    from featx.extraction._extractor import make_eval_transform
+    from featx.extraction import make_eval_transform
 
     entry, tmp_path = runs["partial"]
     model, data_config = create_backbone(spec, num_classes=3, frozen=True)

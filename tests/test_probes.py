@@ -140,7 +140,7 @@ def test_bench_logreg_times_three_probes_and_reports_the_machine():
 
 
 def test_bench_logreg_on_a_store_whose_rows_are_grouped_by_class(tmp_path):
-    from featx.extraction._store import StoreWriter
+    from featx.store import StoreWriter
     from tests._head_stores import write_store
 
     # A folder source lists its rows class by class: the warm-up fit must still see every class

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.ray
 
 
 def _sharded_store(path, n=240, dim=16, shard_size=50):
-    from featx.extraction._shards import ShardedWriter, write_shard
+    from featx.store import ShardedWriter, write_shard
 
     X, y = make_classification(n_samples=n, n_features=dim, n_informative=8, n_redundant=0, n_classes=3,
                                n_clusters_per_class=1, class_sep=2.0, random_state=0)

@@ -90,7 +90,7 @@ def test_sha256_mismatch_is_caught_and_rebuilt(folder, tiny_spec, single, tmp_pa
 
 
 def test_never_complete_with_a_duplicate_id(folder, tiny_spec, tmp_path):
-    from featx.extraction._shards import ShardedWriter
+    from featx.store import ShardedWriter
 
     out = tmp_path / "s"
     extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)

@@ -47,7 +47,7 @@ def open_ids(folder):
 def test_features_match_a_direct_forward_pass(image_folder, tiny_spec, tmp_path):
     import torch
 
-    from featx.extraction._extractor import make_eval_transform
+    from featx.extraction import make_eval_transform
 
     store = extract(image_folder, tiny_spec, tmp_path / "f.h5", batch_size=3, quiet=True)
     model, data_config = featx.create_backbone(tiny_spec)

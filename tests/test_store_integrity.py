@@ -271,7 +271,7 @@ def test_an_incomplete_format1_store_resumes_and_verifies(image_folder, tiny_spe
     resumed = _extract(image_folder, tiny_spec, old)
     assert resumed.complete and not resumed.has_item_hashes and resumed.run_info["rows_this_run"] == 4
     np.testing.assert_array_equal(resumed.features, fresh.features)
-    report = featx.extraction.verify_store(old)
+    report = featx.store.verify_store(old)
     assert report.ok and set(report.unchecksummed) == {"features", "labels", "status", "skip_reasons"}
 
 

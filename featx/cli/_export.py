@@ -13,7 +13,7 @@ __all__ = ["COMMANDS", "export"]
 @click.option("--format", "fmt", default="parquet", show_default=True, type=click.Choice(["parquet"]))
 def export(store_path, out, fmt):
     """Write STORE's usable rows (id, label, label_name, split, features) to OUT."""
-    from ..extraction import FeatureStore, export_store
+    from ..store import FeatureStore, export_store
 
     store = FeatureStore(store_path)
     path = export_store(store, out, fmt=fmt)

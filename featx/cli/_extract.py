@@ -96,7 +96,7 @@ def info(store_path, as_json, verify):
 
     from ..core.errors import StoreInUseError
     from ..core.io import json_default
-    from ..extraction import FeatureStore
+    from ..store import FeatureStore
 
     if verify:
         _verify(store_path, as_json)
@@ -132,7 +132,7 @@ def info(store_path, as_json, verify):
 
 def _show_progress(path, as_json: bool) -> bool:
     """Print the running extraction's progress sidecar; False when there is none."""
-    from ..extraction import read_progress
+    from ..store import read_progress
 
     progress = read_progress(path)
     if progress is None:
@@ -148,7 +148,7 @@ def _show_progress(path, as_json: bool) -> bool:
 
 
 def _verify(store_path, as_json: bool) -> None:
-    from ..extraction import verify_store
+    from ..store import verify_store
 
     report = verify_store(store_path)
     if as_json:

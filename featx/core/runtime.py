@@ -83,7 +83,7 @@ def library_versions(*, xgboost: bool = True) -> dict:
     import sklearn
     import timm
 
-    from .. import __version__
+    from .version import __version__
 
     found = {"featx": __version__, "timm": timm.__version__, "torch": torch.__version__,
              "h5py": h5py.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__}

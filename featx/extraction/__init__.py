@@ -1,5 +1,5 @@
-"""Stage 1: frozen timm backbones, the extractor and its data loader, the resumable HDF5
-feature store, and the scikit-learn ``FeatureExtractor``.
+"""Stage 1: frozen timm backbones, the extractor and its data loader (writing the feature
+stores of ``featx.store``), and the scikit-learn ``FeatureExtractor``.
 """
 
 from __future__ import annotations
@@ -17,16 +17,7 @@ from ._backbones import (
 )
 from ._bench import bench_extract, check_cores, format_table, subset_source
 from ._engine import device_batches, prepare_model
-from ._export import EXPORT_FORMATS, export_store
-from ._extractor import (
-    FEATURE_DTYPES,
-    ItemDataset,
-    default_store_path,
-    embedding_dim,
-    extract,
-    jsonable_data_config,
-    make_eval_transform,
-)
+from ._extractor import extract
 from ._features import (
     DEFAULT_SET,
     INTERPOLATIONS,
@@ -41,6 +32,15 @@ from ._features import (
     preprocessing_overrides,
 )
 from ._gpu_decode import DECODES, check_gpu_decode
+from ._inputs import (
+    FEATURE_DTYPES,
+    ItemDataset,
+    default_store_path,
+    embedding_dim,
+    jsonable_data_config,
+    make_eval_transform,
+    store_config,
+)
 from ._loader import (
     DeviceBatches,
     DeviceNormalizer,
@@ -49,8 +49,6 @@ from ._loader import (
     make_loader,
     make_uint8_transform,
 )
-from ._lock import lock_holder
-from ._progress import read_progress
 from ._raw_pixels import (
     RAW_PIXELS,
     RAW_PIXELS_SIZE,
@@ -62,8 +60,6 @@ from ._ray import join_ray
 from ._ray_bench import bench_ray_extract, format_ray_table
 from ._sizing import CPU_BATCH_SIZE, auto_batch_size, resolve_batch_size, resolve_workers
 from ._sklearn import FeatureExtractor
-from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, diff_configs
-from ._verify import VerifyReport, verify_store
 from ._writer import BackgroundWriter, to_host
 
 __all__ = [
@@ -83,18 +79,11 @@ __all__ = [
     "embedding_dim",
     "ItemDataset",
     "FEATURE_DTYPES",
+    "store_config",
     "FeatureExtractor",
-    "FeatureStore",
-    "STATUS_PENDING",
-    "STATUS_DONE",
-    "STATUS_SKIPPED",
-    "FORMAT_VERSION",
-    "diff_configs",
-    "export_store",
     "join_ray",
     "bench_ray_extract",
     "format_ray_table",
-    "EXPORT_FORMATS",
     "extract_raw_pixels",
     "raw_pixels_identity",
     "raw_pixel_features",
@@ -131,8 +120,4 @@ __all__ = [
     "parse_layers",
     "parse_views",
     "preprocessing_overrides",
-    "verify_store",
-    "VerifyReport",
-    "read_progress",
-    "lock_holder",
 ]

@@ -31,7 +31,8 @@ from ..core.runtime import autocast_context, resolve_device, resolve_precision, 
 from ..data import ArraySource, Source, open_source
 from ._backbones import DEFAULT_BACKBONE, create_backbone, resolve_backbone
 from ._engine import device_batches, prepare_model
-from ._extractor import ItemDataset, extract, make_eval_transform
+from ._extractor import extract
+from ._inputs import ItemDataset, make_eval_transform
 from ._loader import DeviceNormalizer, input_dtype, make_loader, make_uint8_transform
 from ._sizing import resolve_batch_size, resolve_workers
 

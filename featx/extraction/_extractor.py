@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..core.errors import DiskError, FeatxUsageError, StoreDamagedError, StoreMismatchError
 from ..core.io import fsync_dir
 from ..core.runtime import resolve_device, resolve_precision
-from ..data import ItemRecord, Source, open_source
+from ..data import Source, open_source
+from ..store import FeatureStore, ProgressFile, StoreWriter, check_existing, check_store_items, writer_lock
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
 from ._engine import prepare_model, run_extraction
 from ._features import (
@@ -32,70 +32,15 @@ from ._features import (
     preprocessing_overrides,
 )
 from ._gpu_decode import check_gpu_decode
-from ._progress import ProgressFile
+from ._inputs import FEATURE_DTYPES, default_store_path, store_config
 from ._sizing import resolve_batch_size, resolve_workers
-from ._store import FeatureStore, StoreWriter, check_existing, check_store_items, writer_lock
 
-__all__ = ["extract", "default_store_path", "make_eval_transform", "jsonable_data_config", "embedding_dim", "ItemDataset", "FEATURE_DTYPES"]
-
-FEATURE_DTYPES = ("float32", "float16")
-
-
-def jsonable_data_config(data_config: dict) -> dict:
-    """A timm data config with tuples as lists, as it reads back from JSON."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()}
-
-
-def make_eval_transform(data_config: dict):
-    import timm.data
-
-    return timm.data.create_transform(**data_config, is_training=False)
-
-
-class ItemDataset(Dataset):
-    """Yields ``(index, tensor, reason)``; a bad image gives a zero tensor and its reason.
-
-    ``with_records=True`` adds the item's content hash and (3,) stat data
-    (``featx.data.ItemRecord``; '' and -1s for items without one), read with the image.
-    """
-
-    def __init__(self, source: Source, transform, input_size: tuple[int, int, int], with_records: bool = False):
-        self.source, self.transform, self.input_size = source, transform, input_size
-        self.with_records = with_records
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int):
-        image, reason, record = self.source.load_item(index)
-        tensor = torch.zeros(self.input_size) if image is None else self.transform(image)
-        if not self.with_records:
-            return index, tensor, reason
-        record = record or ItemRecord()
-        return index, tensor, reason, record.digest, torch.tensor(record.stat, dtype=torch.int64)
+__all__ = ["extract"]
 
 
 def _block_batches(pending: np.ndarray, batch_size: int, n: int) -> list[list[int]]:
     blocks = np.unique(pending // batch_size)
     return [list(range(int(b) * batch_size, min((int(b) + 1) * batch_size, n))) for b in blocks]
-
-
-def default_store_path(source: Source, spec: BackboneSpec, root: str | os.PathLike = "features",
-                       extra: dict | None = None) -> Path:
-    import hashlib
-    import json
-
-    # ``extra`` (layers, views, preprocessing) joins the hash only when used: default names stay as they were.
-    key = hashlib.sha256(json.dumps({**spec.identity(), **extra} if extra else spec.identity(), sort_keys=True,
-                                    default=list).encode()).hexdigest()[:8]
-    return Path(root) / f"{source.name}__{spec.model}__{key}.h5"
-
-
-def embedding_dim(model: torch.nn.Module, input_size, device) -> int:
-    """Width of the model's output, from one forward pass on a blank image."""
-    with torch.inference_mode():
-        out = model(torch.zeros((1, *input_size), device=device))
-    return int(out.reshape(1, -1).shape[1])
 
 
 def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> int:
@@ -127,7 +72,7 @@ def _shardable(function):
 
     wrapper.__doc__ = (function.__doc__ or "") + (
         "\n    ``shard_size=N``, ``engine=\"ray\"`` (with ``ray_options``: address, actors, gpus_per_actor)\n"
-        "    or a directory ``out`` write a sharded store (see ``featx.extraction._shards``).\n")
+        "    or a directory ``out`` write a sharded store (see ``featx.store``).\n")
     return wrapper
 
 
@@ -182,7 +127,7 @@ def extract(
 
     model, data_config = create_backbone(spec)
     data_config = data_config_with(model, data_config, overrides)
-    config = _store_config(src, spec, data_config, prec, dtype, options, decode)
+    config = store_config(src, spec, data_config, prec, dtype, options, decode)
     with writer_lock(path):
         target = path.with_name(path.name + ".new") if overwrite and path.exists() else path
         writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet,
@@ -212,18 +157,6 @@ def extract(
             # --overwrite: the old store is replaced only now that the new one is complete.
             _replace(target, path)
     return FeatureStore(path)
-
-
-def _store_config(src: Source, spec: BackboneSpec, data_config: dict, prec: str, dtype: str, options: dict,
-                  decode: str) -> dict:
-    """What the features are, and so the store's identity: a store with another config is refused."""
-    config = {"source": {"kind": src.kind, "name": src.name}, "backbone": spec.identity(),
-              "data_config": jsonable_data_config(data_config), "precision": prec, "dtype": dtype, **options}
-    if decode == "gpu":
-        # GPU resizing is not bit-identical to Pillow's: its features are another store.
-        # (Absent for CPU decode, so stores made before this option still match.)
-        config["decode"] = "gpu"
-    return config
 
 
 def _replace(new: Path, path: Path) -> None:

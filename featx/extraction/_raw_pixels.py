@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.errors import BadImageError, FeatxUsageError
 from ..data import open_source
-from ._store import FeatureStore, StoreWriter, check_existing, writer_lock
+from ..store import FeatureStore, StoreWriter, check_existing, writer_lock
 
 __all__ = ["extract_raw_pixels", "RAW_PIXELS", "RAW_PIXELS_SIZE", "raw_pixels_identity", "raw_pixel_features"]
 

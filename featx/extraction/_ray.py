@@ -105,7 +105,7 @@ def split_eval_transform(data_config: dict):
     Decode tasks ship uint8 pixels (4x smaller than float32); ``to_tensor`` of those pixels
     then equals what the single-process loader computes from the PIL image.
     """
-    from ._extractor import make_eval_transform
+    from ._inputs import make_eval_transform
 
     steps = list(make_eval_transform(data_config).transforms)
     cut = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
@@ -179,7 +179,7 @@ class _EmbedShards:
         return np.concatenate(feats) if feats else np.zeros((0, 0), dtype=np.float32)
 
     def __call__(self, batch: dict) -> dict:
-        from ._shards import write_shard
+        from ..store import write_shard
 
         entries = []
         for shard, start, blob, reasons_json, ids_json in zip(batch["shard"], batch["start"], batch["pixels"],

@@ -22,22 +22,21 @@ from torch.utils.data import DataLoader
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.runtime import autocast_context, resolve_device, resolve_precision, tune_malloc
 from ..data import Source
+from ..store import FeatureStore, ShardedFeatureStore, ShardedWriter, check_existing, write_shard, writer_lock
 from ._backbones import BackboneSpec, create_backbone
-from ._extractor import ItemDataset, embedding_dim, make_eval_transform
-from ._shards import ShardedFeatureStore, ShardedWriter, write_shard
-from ._store import FeatureStore, check_existing, writer_lock
+from ._inputs import (
+    FEATURE_DTYPES,
+    ItemDataset,
+    default_store_path,
+    embedding_dim,
+    make_eval_transform,
+    store_config,
+)
 
-__all__ = ["extract_sharded", "extract_sharded_call", "store_config", "DEFAULT_SHARD_SIZE", "ENGINES"]
+__all__ = ["extract_sharded", "extract_sharded_call", "DEFAULT_SHARD_SIZE", "ENGINES"]
 
 DEFAULT_SHARD_SIZE = 1024
 ENGINES = ("local", "ray")
-
-
-def store_config(src: Source, spec: BackboneSpec, data_config: dict, prec: str, dtype: str) -> dict:
-    """The store's identity: the same dict the single-file extractor writes (no extra feature options)."""
-    from ._extractor import _store_config
-
-    return _store_config(src, spec, data_config, prec, dtype, {}, "cpu")
 
 
 def extract_sharded_call(source, backbone, out, *, shard_size: int | None, engine: str, ray_options: dict | None,
@@ -48,7 +47,6 @@ def extract_sharded_call(source, backbone, out, *, shard_size: int | None, engin
     """:func:`featx.extract`'s arguments, checked as it checks them, for a sharded store."""
     from ..data import open_source
     from ._backbones import resolve_backbone
-    from ._extractor import FEATURE_DTYPES, default_store_path
     from ._sizing import resolve_workers
 
     unsupported = sorted(k for k, v in options.items() if v not in (None, False, "cpu"))
@@ -126,7 +124,8 @@ def extract_sharded(src: Source, spec: BackboneSpec, path: Path, *, device: str,
         dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     model, data_config = create_backbone(spec)
-    config = store_config(src, spec, data_config, prec, dtype)
+    # The same identity the single-file extractor writes (sharded stores take no extra feature options).
+    config = store_config(src, spec, data_config, prec, dtype, {}, "cpu")
     fingerprint = src.fingerprint()
 
     def dim_of() -> int:

@@ -30,7 +30,7 @@ from ..core.errors import BadImageError, FeatxError, FeatxUsageError, StoreMisma
 from ..core.runtime import autocast_context, resolve_device, resolve_precision, tune_malloc
 from ..data import load_image, to_rgb
 from ._backbones import DEFAULT_BACKBONE, create_backbone, resolve_backbone
-from ._extractor import embedding_dim, jsonable_data_config
+from ._inputs import embedding_dim, jsonable_data_config
 from ._loader import DeviceNormalizer, input_dtype, make_uint8_transform
 
 __all__ = ["FeatureExtractor"]

@@ -198,7 +198,7 @@ def _check_out_dir(out: Path, config: dict, resume: bool, mode: str) -> dict | N
         return None
     old = json.loads(config_path.read_text())
     if old != _canonical(config):
-        from ..extraction import diff_configs
+        from ..store import diff_configs
 
         diff = diff_configs(old, _canonical(config))
         raise FeatxUsageError(

@@ -44,7 +44,7 @@ def synthetic_problem(n: int, dim: int, classes: int, seed: int = 0) -> tuple[np
 def _load(features, n: int, dim: int, classes: int, seed: int) -> tuple[dict, dict]:
     """(train/val/test arrays, description of the data)."""
     if features is not None:
-        from ..extraction import FeatureStore
+        from ..store import FeatureStore
 
         store = FeatureStore(features).require_complete()
         split, _ = store.split_assignment()

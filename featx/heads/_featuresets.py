@@ -26,7 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..core.errors import FeatxUsageError
-from ..extraction import DEFAULT_SET, FeatureStore
+from ..extraction import DEFAULT_SET
+from ..store import FeatureStore
 
 __all__ = ["FeatureSet", "parse_feature_set", "open_features"]
 

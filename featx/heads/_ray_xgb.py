@@ -28,7 +28,8 @@ from ..core.metrics import classification_metrics
 from ..core.results import merge_results, metric_fields, write_tables
 from ..core.runtime import library_versions
 from ..data import splits_digest
-from ..extraction import FeatureStore, join_ray
+from ..extraction import join_ray
+from ..store import FeatureStore
 from ._persist import save_head
 from ._train import _base_entry, _head_manifest, _record_splits, resolve_splits, split_record
 

@@ -43,7 +43,7 @@ from ..core.metrics import classification_metrics, summarise_seeds
 from ..core.results import RESULTS_FILE, merge_results, metric_fields, skipped_reason, write_tables
 from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
-from ..extraction import FeatureStore
+from ..store import FeatureStore
 from ._adapt import HeadUnfitError, adapt_params, check_classes_usable, factory_defaults, few_shot_shortfall
 from ._featuresets import FeatureSet, open_features
 from ._mistakes import worst_mistakes

@@ -228,7 +228,7 @@ def fill_store_fields(entries: list[dict]) -> None:
     from pathlib import Path
 
     from ..core.errors import FeatxError
-    from ..extraction import FeatureStore
+    from ..store import FeatureStore
 
     stores: dict[str, dict] = {}
     for entry in entries:

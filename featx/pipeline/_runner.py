@@ -207,7 +207,7 @@ def stage_table(out: str | os.PathLike) -> tuple[str | None, list[dict] | None]:
 
 def _readable(path: Path) -> bool:
     from ..core.errors import StoreInUseError
-    from ..extraction import verify_store
+    from ..store import verify_store
 
     try:
         return verify_store(path).ok
@@ -296,7 +296,7 @@ class _Runner:
         if stage.key is None or record.get("key") != stage.key or record.get("status") not in _DONE:
             return False
         if stage.kind in ("extract", "raw"):
-            from ..extraction import FeatureStore, verify_store
+            from ..store import FeatureStore, verify_store
 
             try:
                 store = FeatureStore(stage.path)
@@ -349,8 +349,8 @@ class _Runner:
         return {"store_id": store.store_id}
 
     def run_head(self, stage: Stage) -> dict:
-        from ..extraction import FeatureStore
         from ..heads import train_heads
+        from ..store import FeatureStore
 
         store = FeatureStore(self.by_id[stage.after].path).require_complete()
         if stage.feature_set is not None:
@@ -463,7 +463,7 @@ def _feature_options(bb: dict) -> dict:
 
 def _feature_set_fields(stage: Stage, by_id: dict, recorded: list[dict]) -> dict:
     """A feature-set row's identity and cost: every store's extraction seconds, and their sum."""
-    from ..extraction import FeatureStore
+    from ..store import FeatureStore
 
     stores, total, size = [], 0.0, 0
     for stage_id in stage.inputs:

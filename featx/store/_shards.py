@@ -198,6 +198,9 @@ class ShardedFeatureStore(FeatureStore):
         return data
 
 
+FeatureStore._directory_layout = ShardedFeatureStore
+
+
 def verify_sharded(report):
     """``featx info --verify`` for a directory: manifest, item listing, and every shard's sha256."""
     try:

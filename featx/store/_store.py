@@ -156,12 +156,14 @@ class FeatureStore:
     >>> X, y = store.features, store.labels                   # doctest: +SKIP
     """
 
+    _directory_layout: type | None = None
+
     def __new__(cls, path: str | os.PathLike, *args, **kwargs):
         # A directory is a sharded store (see _shards); every caller reads it through this class.
+        # _shards registers its reader here on import (the package imports it), so this module
+        # does not import _shards back: no import circle.
         if cls is FeatureStore and Path(path).is_dir():
-            from ._shards import ShardedFeatureStore
-
-            cls = ShardedFeatureStore
+            cls = FeatureStore._directory_layout
         return super().__new__(cls)
 
     def __init__(self, path: str | os.PathLike):
