@@ -94,6 +94,19 @@ def test_the_raw_pixel_control_predicts(work, digits, tmp_path):
     assert len(predicted) == 3 and all(p["predicted"] in digits.class_names for p in predicted)
 
 
+def test_predict_on_a_large_folder_reports_progress_on_stderr(work, digits, tmp_path):
+    out = work["root"] / "raw_heads"
+    model = model_path(out, read_results(out)[0])
+    image = _images(digits, [0])[0]
+    for i in range(300):
+        image.save(tmp_path / f"{i:03d}.png")
+    result = CliRunner().invoke(cli, ["predict", "--model", str(model), str(tmp_path), "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    # Not a terminal here: plain lines, one per tenth, no bar.
+    assert "featx: predicted 300/300 images" in result.output and "\r" not in result.output
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 301
+
+
 def test_load_model_takes_every_image_form(work, digits, tmp_path):
     model = featx.load_model(work["root"] / "heads" / "logreg")
     images = _images(digits, range(4))
