@@ -14,10 +14,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..core.errors import FeatxUsageError
-from ..data import safe_id
 from ._embed import spec_for_identity
-from ._model import open_model
+from ._model import image_inputs, open_model
 from ._persist import TrainedHead
 
 __all__ = ["predict", "collect_images", "rows_to_csv", "backbone_for_head"]
@@ -25,25 +23,7 @@ __all__ = ["predict", "collect_images", "rows_to_csv", "backbone_for_head"]
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand folders (recursively, hidden files ignored, sorted) and keep files as given."""
-    return [path for path, _ in _collect(paths)]
-
-
-def _collect(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
-    # The same walk as an image-folder source: unusable entries come with their reason.
-    from ..data import walk_files
-
-    out: list[tuple[Path, str]] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            out.extend((found.path, found.reason) for found in walk_files(path))
-        elif path.exists() or path.is_symlink():
-            out.append((path, ""))
-        else:
-            raise FeatxUsageError(f"image or folder not found: {safe_id(str(path))}")
-    if not out:
-        raise FeatxUsageError("no images to predict: the folders given are empty")
-    return out
+    return [Path(item) for _, item, _ in image_inputs(list(paths))]
 
 
 def backbone_for_head(head: TrainedHead, weights: str | os.PathLike | None = None):
