@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -18,4 +19,4 @@ if __name__ == "__main__":
     folder, out = sys.argv[1], sys.argv[2]
     spec = resolve_backbone("test_efficientnet", weights="random")
     extract(SlowFolder(folder), spec, out, shard_size=4, batch_size=4, engine="ray", quiet=True,
-            ray_options={"address": None})
+            ray_options={"address": os.environ.get("RAY_ADDRESS")})  # join the test's instance

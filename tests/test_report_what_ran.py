@@ -89,11 +89,13 @@ def test_gallery_of_worst_mistakes_and_feature_set_plot(tmp_path):
 def test_fine_tunes_are_measured_against_frozen_features_and_the_control_gets_its_own_verdict():
     frozen = _entry("logreg", 0.90, 2.0, seed=1)
     control = {**_entry("rbf_svm", 0.96, 1.0, seed=2), "backbone": "raw pixels", "control": "raw_pixels"}
-    finished = _tune("partial", 0.88, unfreeze=1, f1s=(0.5, 0.8, 0.7), seed=6)
+    finished = _tune("partial", 0.80, unfreeze=1, f1s=(0.5, 0.8, 0.7), seed=6)
     text = summarise("toy", [frozen, control, finished])
-    # 0.88 vs the frozen head's 0.90, not vs the control's 0.96.
-    assert re.search(r"loses 2\.0 points over frozen features \(88\.0% vs best head net \+ logreg 90\.0%\)", text), text
-    assert "(control) + rbf_svm (96.0%) is at least as accurate as the best head on frozen features" in text
+    # 0.80 vs the frozen head's 0.90, not vs the control's 0.96.
+    assert re.search(r"loses 10\.0 points over frozen features \(80\.0% vs best head net \+ logreg 90\.0%\)", text), text
+    assert "Raw pixels (control) + rbf_svm (96.0%) is more accurate than the best head on frozen features" in text
     assert "do not pay for their extraction" in text
-    beaten = summarise("toy", [{**frozen, "accuracy": 0.99}, control])
-    assert "Frozen features beat the raw-pixel control by 3.0 points" in beaten
+    stronger = _entry("logreg", 0.99, 2.0, seed=3)
+    weaker = {**_entry("rbf_svm", 0.90, 1.0, seed=4), "backbone": "raw pixels", "control": "raw_pixels"}
+    beaten = summarise("toy", [stronger, weaker])
+    assert "Frozen features beat the raw-pixel control by 9.0 points" in beaten

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from featx import FeatureStore, extract
 from featx.cli import cli
 from featx.core.errors import FeatxError, FeatxUsageError, StoreDamagedError
+from featx.core.io import file_sha256
+from featx.store import manifest_digest
 
 from .conftest import write_image_folder
 
@@ -33,6 +35,12 @@ def single(folder, tiny_spec, tmp_path_factory):
 
 def _manifest(path):
     return json.loads((path / "manifest.json").read_text())
+
+
+def _write_manifest(path, manifest):
+    """What a featx writer would have written (its digest recomputed), not a hand edit."""
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_sharded_equals_single_file(folder, tiny_spec, single, tmp_path):
@@ -61,7 +69,7 @@ def test_resume_rebuilds_only_missing_shards(folder, tiny_spec, single, tmp_path
     adopted = (out / "part-00003.h5").stat().st_mtime_ns
     del manifest["shards"]["2"], manifest["shards"]["3"]
     manifest["complete"] = False
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    _write_manifest(out, manifest)
     partial = FeatureStore(out)
     assert not partial.complete and partial.n_pending == 8
     with pytest.raises(FeatxError, match="incomplete"):
@@ -97,7 +105,11 @@ def test_never_complete_with_a_duplicate_id(folder, tiny_spec, tmp_path):
     writer = ShardedWriter.reopen(out)
     with h5py.File(out / "part-00001.h5", "r+") as h5:
         h5["ids"][0] = "a/000.png"  # now shard 0 and shard 1 both claim a/000.png
-    with pytest.raises(FeatxError, match="duplicate"):
+    with pytest.raises(FeatxError, match="part-00001.h5 sha256 differs"):
+        writer.finish({"seconds_this_run": 0})
+    # Even a shard whose sha256 was recorded as written (a writer that put the wrong ids in) is refused.
+    writer.manifest["shards"]["1"]["sha256"] = file_sha256(out / "part-00001.h5")
+    with pytest.raises(FeatxError, match="part-00001.h5 holds other ids than items.h5 lists"):
         writer.finish({"seconds_this_run": 0})
 
 
@@ -152,7 +164,7 @@ def test_export_refuses_incomplete_store(folder, tiny_spec, tmp_path):
     manifest = _manifest(out)
     del manifest["shards"]["0"]
     manifest["complete"] = False
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    _write_manifest(out, manifest)
     result = CliRunner().invoke(cli, ["export", str(out), str(tmp_path / "f.parquet")])
     assert result.exit_code == 1 and "incomplete" in result.output
     assert not (tmp_path / "f.parquet").exists()

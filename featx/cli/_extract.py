@@ -47,14 +47,13 @@ class IntOrAuto(click.ParamType):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--layers", default=None, help="Also store these forward_intermediates layers, pooled, as feature sets (e.g. -1,-2).")
 @click.option("--views", default=None, help="hflip: average each embedding with its mirror image's (default: none).")
-@click.option("--img-size", type=click.IntRange(min=8), default=None, help="Override the model's eval input size (pixels).")
-@click.option("--crop-pct", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
-              help="Override the eval centre-crop fraction (1.0: no crop).")
+@click.option("--img-size", type=int, default=None, help="Override the model's eval input size (pixels, 16..4096).")
+@click.option("--crop-pct", type=float, default=None, help="Override the eval centre-crop fraction (0.1..1; 1.0: no crop).")
 @click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]),
               default=None, help="Override the eval resize interpolation.")
 @click.option("--shard-size", default=None, type=click.IntRange(min=1), help="Write a sharded store (directory of part-NNNNN.h5) with this many rows per shard.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="ray: decode and embed on a Ray cluster (pip install 'featx[ray]'); always writes a sharded store.")
-@click.option("--address", default=None, help="Ray cluster: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted for a local Ray.")
+@click.option("--address", default=None, help="Ray cluster: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted: a private local Ray instance (never a cluster already running).")
 @click.option("--actors", default=None, type=click.IntRange(min=1), help="Ray: backbone replicas (default: one per GPU, else one).")
 @click.option("--gpus-per-actor", default=None, type=click.FloatRange(min=0), help="Ray: GPUs per backbone replica (default 1 with --device cuda/auto on a GPU cluster, else 0).")
 def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, compile_model, decode,

@@ -18,6 +18,11 @@ from ..core.io import is_disk_error
 
 __all__ = ["main", "cli", "FeatxClickError"]
 
+
+def safe_text(name) -> str:
+    return str(name).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class FeatxClickError(click.ClickException):
     """A featx error as click sees it: one line, the error's own exit code."""
 
@@ -40,6 +45,11 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("featx: interrupted; run the same command again to resume", err=True)
             ctx.exit(130)
+        except PermissionError as exc:
+            # An output folder or file featx may not write: the path and the fix, not a traceback.
+            where = safe_text(exc.filename) if exc.filename else str(exc)
+            raise FeatxClickError(FeatxError(f"permission denied: {where}; make it writable or write somewhere "
+                                             "else (--out)")) from None
         except (OSError, RuntimeError) as exc:
             # A write path that did not wrap its own disk errors still gets one line, not a traceback.
             if not is_disk_error(exc):
@@ -54,4 +64,10 @@ def cli() -> None:
 
 
 def main() -> None:
+    import signal
+
+    # From here a Ctrl-C is a KeyboardInterrupt that each command turns into exit 130 (and a
+    # resumable state); the import-time handler of ``featx.cli`` only covered the start.
+    if getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "_interrupted_while_starting":
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     cli.main(prog_name="featx", standalone_mode=True)

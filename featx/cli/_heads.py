@@ -79,7 +79,7 @@ def _print_entries(entries: list[dict]) -> None:
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
               help="ray: the xgboost head on Ray Train, reading the store shard by shard (pip install 'featx[ray]').")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray Train workers (--engine ray).")
-@click.option("--address", default=None, help="Ray cluster for --engine ray: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted for a local Ray.")
+@click.option("--address", default=None, help="Ray cluster for --engine ray: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted: a private local Ray instance (never a cluster already running).")
 def train(features, feature_set, heads_, out, per_class, seeds, splits, split_seed, val_fraction, test_fraction, param,
           bootstrap, threads, quiet, engine, ray_workers, address):
     """Train, select (on val) and evaluate (on test) classical heads on a feature store."""

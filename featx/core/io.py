@@ -21,15 +21,17 @@ import contextlib
 import errno
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DiskError
+from .errors import DiskError, FeatxError
 
 __all__ = ["file_sha256", "write_atomic", "json_default", "json_text", "write_json_atomic", "disk_errors", "is_disk_error",
-           "fsync_dir", "DISK_ERRNOS", "atomic_dir", "recover_dir", "folder_lock"]
+           "fsync_dir", "DISK_ERRNOS", "atomic_dir", "recover_dir", "replace_dir", "remove_path", "folder_lock",
+           "remove_stale_temps"]
 
 # errno values that mean "the storage failed us", not "the user asked for something odd".
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
@@ -66,9 +68,27 @@ def disk_errors(what: str | os.PathLike, *cleanup: str | os.PathLike) -> Iterato
     except BaseException as exc:
         for path in cleanup:
             _remove(Path(path))
+        if isinstance(exc, PermissionError):
+            where = Path(exc.filename).parent if exc.filename else Path(what).parent
+            raise FeatxError(f"permission denied while writing {what}: make {where} writable, "
+                             "or write somewhere else (--out)") from None
         if isinstance(exc, DiskError) or not is_disk_error(exc):
             raise
         raise DiskError(f"{_reason(exc)} while writing {what}") from exc
+
+
+def remove_path(path: str | os.PathLike) -> None:
+    """Remove a file or a folder tree if it is there (a link itself, never what it points to)."""
+    _remove(Path(path))
+
+
+def replace_dir(new: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Swap the complete ``new`` (a folder or file) in at ``path`` and remove what was there.
+
+    One step where the OS can exchange two names; else the old one is moved aside first
+    and :func:`recover_dir` puts it back if a kill strikes between the two renames.
+    """
+    _swap_in(Path(new), Path(path))
 
 
 def _remove(path: Path) -> None:
@@ -91,6 +111,38 @@ def fsync_dir(path: str | os.PathLike) -> None:
             os.close(fd)
 
 
+# featx's own temporary names: ``.NAME.PID.tmp`` (write_atomic) and ``.NAME.PID.new`` (atomic_dir).
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<kind>tmp|new)$")
+
+
+def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporary files and folders that killed featx processes left in ``folder``.
+
+    Only names of featx's own patterns (``.NAME.PID.tmp`` files, ``.NAME.PID.new`` folders)
+    whose process is gone are removed; with ``name``, only those of that one file. A live
+    writer's temporary, and anything else, stays. Returns what was removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        # A name ending in ``.DIGITS`` may be another writer's ``.NAME.PID.HEX.tmp`` (shards): not ours to judge.
+        if (not match or re.search(r"\.\d+$", match.group("name")) or (name is not None and match.group("name") != name)
+                or _alive(int(match.group("pid")))):
+            continue
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            continue
+        if (match.group("kind") == "new") == is_dir:
+            _remove(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write a file under a temporary name, fsync it and rename it into place.
 
@@ -99,6 +151,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, path.name)  # a killed writer's temporary of this file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with disk_errors(path, tmp):

@@ -18,6 +18,7 @@ from ._fingerprint import (
     read_item_file,
 )
 from ._images import ALLOWED_FORMATS, ALPHA_BACKGROUND, IMAGE_EXTENSIONS, load_image, to_rgb
+from ._open import list_builtin_sources, open_source
 from ._scale_sources import ParquetSource, WebDatasetSource, expand_braces
 from ._sources import (
     SPLIT_NAMES,
@@ -27,8 +28,6 @@ from ._sources import (
     ImageFolderSource,
     Item,
     Source,
-    list_builtin_sources,
-    open_source,
 )
 from ._splits import SPLITS_FILE, assign_splits, few_shot_mask, load_splits, save_splits, splits_digest
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -76,20 +76,42 @@ def _link_problem(path: Path) -> str:
     return ""
 
 
-def walk_files(root: str | os.PathLike, rel_to: str | os.PathLike | None = None) -> list[FoundFile]:
+@dataclass
+class _Walk:
+    """One walk's state: the real path of the tree it lists, and every real folder already entered."""
+
+    base: Path
+    tree: str
+    seen: set = field(default_factory=set)
+
+
+def walk_files(root: str | os.PathLike, rel_to: str | os.PathLike | None = None,
+               tree: str | os.PathLike | None = None, seen: set | None = None) -> list[FoundFile]:
     """Every non-hidden file below ``root``, sorted by path, plus the entries that cannot be used.
 
-    Symbolic links to folders are followed unless they point back to a folder above them
-    (a loop, recorded with its reason). ``rel`` is relative to ``rel_to`` (default ``root``).
+    Symbolic links are resolved to real paths and every real folder is entered once. A link
+    that leads to a folder above it is a loop; one that leads anywhere else inside ``tree``
+    (default ``root``; an image folder source passes its own root) is skipped with that
+    reason, as what it points to is listed under its own path (and label). Links that leave
+    the tree are followed. ``rel`` is relative to ``rel_to`` (default ``root``); ``seen``
+    (real folders' (device, inode)) is shared by the walks of one source.
     """
     root = Path(root)
     base = Path(rel_to) if rel_to is not None else root
+    walk = _Walk(base, os.path.realpath(tree if tree is not None else root), set() if seen is None else seen)
     found: list[FoundFile] = []
     try:
         top = os.stat(root)
     except OSError as exc:
         return [FoundFile(root, _rel(root, base) + "/", f"cannot read folder: {exc.strerror or exc}")]
-    _walk(root, base, {(top.st_dev, top.st_ino)}, found)
+    if root.is_symlink() and tree is not None:
+        problem = _inside_problem(root, walk)
+        if problem:
+            return [FoundFile(root, _rel(root, base) + "/", problem)]
+    if (top.st_dev, top.st_ino) in walk.seen:
+        return [FoundFile(root, _rel(root, base) + "/", "folder already listed under another name")]
+    walk.seen.add((top.st_dev, top.st_ino))
+    _walk(root, walk, found)
     return found
 
 
@@ -97,7 +119,24 @@ def _rel(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix()
 
 
-def _walk(folder: Path, base: Path, ancestors: set, found: list[FoundFile]) -> None:
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _inside_problem(link: Path, walk: _Walk) -> str:
+    """Why a (followable) symbolic link is skipped: a loop, or a second name for part of the tree; '' if neither."""
+    real = os.path.realpath(link)
+    if os.path.isdir(real) and _within(os.path.realpath(link.parent), real):
+        return "symbolic link loop (points to a folder above it)"
+    if _within(real, walk.tree):
+        target = safe_id(os.path.relpath(real, walk.tree))
+        return (f"symbolic link to {target!r} inside the source folder; skipped, as that is listed under its own "
+                "path and label")
+    return ""
+
+
+def _walk(folder: Path, walk: _Walk, found: list[FoundFile]) -> None:
+    base = walk.base
     try:
         with os.scandir(folder) as handle:
             entries = sorted((e for e in handle if not _hidden(e.name)), key=lambda e: e.name)
@@ -107,9 +146,9 @@ def _walk(folder: Path, base: Path, ancestors: set, found: list[FoundFile]) -> N
     for entry in entries:
         path = Path(entry.path)
         if entry.is_symlink():
-            problem = _link_problem(path)
+            problem = _link_problem(path) or _inside_problem(path, walk)
             if problem:
-                found.append(FoundFile(path, _rel(path, base), problem))
+                found.append(FoundFile(path, _rel(path, base) + ("/" if os.path.isdir(path) else ""), problem))
                 continue
         try:
             is_dir, is_file = entry.is_dir(), entry.is_file()
@@ -119,10 +158,11 @@ def _walk(folder: Path, base: Path, ancestors: set, found: list[FoundFile]) -> N
         if is_dir:
             st = os.stat(path)
             key = (st.st_dev, st.st_ino)
-            if key in ancestors:
-                found.append(FoundFile(path, _rel(path, base) + "/", "symbolic link loop (points to a folder above it)"))
+            if key in walk.seen:
+                found.append(FoundFile(path, _rel(path, base) + "/", "folder already listed under another name"))
                 continue
-            _walk(path, base, ancestors | {key}, found)
+            walk.seen.add(key)
+            _walk(path, walk, found)
         elif is_file:
             found.append(FoundFile(path, _rel(path, base)))
         else:

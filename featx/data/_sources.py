@@ -36,9 +36,8 @@ __all__ = [
     "CsvSource",
     "DigitsSource",
     "ArraySource",
-    "open_source",
-    "list_builtin_sources",
     "SPLIT_NAMES",
+    "check_label_spellings",
 ]
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -225,19 +224,36 @@ class ImageFolderSource(_FileSource):
         self.class_names = classes
         index = {name: i for i, name in enumerate(classes)}
         items, self._files, self._unusable = [], [], {}
+        seen: set = set()  # real folders entered, shared by every class folder's walk
+        files_seen: dict = {}  # (device, inode) -> id of the first name of each file
         for split, base in sorted(layout, key=lambda pair: SPLIT_NAMES.index(pair[0]) if pair[0] else 0):
             for class_dir in _visible(base.iterdir()):
                 if not class_dir.is_dir():
                     continue
-                for found in walk_files(class_dir, rel_to=self.root):
-                    if found.reason:
-                        self._unusable[len(items)] = found.reason
+                for found in walk_files(class_dir, rel_to=self.root, tree=self.root, seen=seen):
+                    reason = found.reason or _hard_link_reason(found, files_seen)
+                    if reason:
+                        self._unusable[len(items)] = reason
                     items.append(Item(safe_id(found.rel), index[safe_id(class_dir.name)], split))
                     self._files.append(found.path)
         if not items:
             raise FeatxUsageError(f"no files found below {self.root}")
         _require_unique_ids(items, self.root)
         self.items = items
+
+
+def _hard_link_reason(found, files_seen: dict) -> str:
+    """Why a file is skipped as a second name (hard link) of a file listed already, else ''."""
+    try:
+        st = os.stat(found.path)
+    except OSError:
+        return ""  # reading it later records why
+    key = (st.st_dev, st.st_ino)
+    if key in files_seen:
+        return (f"hard link to {files_seen[key]!r} (the same file, listed there); skipped so one image "
+                "is never two items")
+    files_seen[key] = safe_id(found.rel)
+    return ""
 
 
 def _require_unique_ids(items: list[Item], where: Path) -> None:
@@ -248,6 +264,21 @@ def _require_unique_ids(items: list[Item], where: Path) -> None:
             raise FeatxUsageError(f"{where}: two files have the id {item.id!r} (a name that is not UTF-8 "
                                   "escapes to the name of another file); rename one")
         seen.add(item.id)
+
+
+def check_label_spellings(names: Sequence[str], where: str | os.PathLike) -> None:
+    """Refuse two labels that are one number written two ways (``1`` and ``01``, ``+1``): two classes
+    the user almost certainly meant as one. Pad or unpad them all the same way."""
+    seen: dict[int, str] = {}
+    for name in names:
+        text = name.strip()
+        if not text.lstrip("+-").isdigit():
+            continue
+        number = int(text)
+        if number in seen and seen[number] != name:
+            raise FeatxUsageError(f"{where}: labels {seen[number]!r} and {name!r} are the same number written two "
+                                  "ways and would be two classes; write every label the same way")
+        seen[number] = name
 
 
 class CsvSource(_FileSource):
@@ -267,6 +298,7 @@ class CsvSource(_FileSource):
             raise FeatxUsageError(f"{self.csv_path}: no rows")
         _refuse_aliases(self.csv_path, self.root, rows)
         self.class_names = sorted({label for _, _, label, _ in rows})
+        check_label_spellings(self.class_names, self.csv_path)
         index = {name: i for i, name in enumerate(self.class_names)}
         self.items = [Item(path, index[label], split) for _, path, label, split in rows]
         self._files = [self.root / path for _, path, _, _ in rows]
@@ -312,18 +344,27 @@ class CsvSource(_FileSource):
 
 def _refuse_aliases(csv_path: Path, root: Path, rows: list[tuple[int, str, str, str]]) -> None:
     """One image listed twice, under any spelling (``img/0.png``, ``./img/sub/../0.png``, an absolute
-    path, a symbolic link): always an error naming both rows, as one file cannot be two items."""
-    first: dict[str, tuple[int, str, str]] = {}
+    path, a symbolic link, a hard link: same real path, or same device and inode): always an error
+    naming both rows, as one file cannot be two items."""
+    first: dict[object, tuple[int, str, str]] = {}
     for line_no, path, label, _ in rows:
-        key = os.path.realpath(root / path)
-        if key in first:
-            line0, path0, label0 = first[key]
-            same = "with the same label" if label == label0 else f"with different labels ({label0!r} and {label!r})"
-            raise FeatxUsageError(
-                f"{csv_path}: one image listed twice, at line {line0} ({path0!r}) and line {line_no} ({path!r}), "
-                f"{same}; keep one row per image"
-            )
-        first[key] = (line_no, path, label)
+        keys: list[object] = [os.path.realpath(root / path)]
+        try:
+            st = os.stat(root / path)
+            keys.append((st.st_dev, st.st_ino))
+        except OSError:
+            pass  # a missing file is recorded as skipped later; it has no inode to share
+        for key in keys:
+            if key in first:
+                line0, path0, label0 = first[key]
+                same = "with the same label" if label == label0 else f"with different labels ({label0!r} and {label!r})"
+                how = " (hard links to one file)" if isinstance(key, tuple) else ""
+                raise FeatxUsageError(
+                    f"{csv_path}: one image listed twice{how}, at line {line0} ({path0!r}) and line {line_no} "
+                    f"({path!r}), {same}; keep one row per image"
+                )
+        for key in keys:
+            first[key] = (line_no, path, label)
 
 
 class ArraySource(Source):
@@ -406,36 +447,3 @@ class DigitsSource(ArraySource):
         # The data ships inside scikit-learn; hashing the whole array once is enough.
         whole = hashlib.sha1(np.ascontiguousarray(self.images).tobytes()).hexdigest()
         return [whole] * len(self.items)
-
-
-_BUILTINS = {"digits": DigitsSource}
-
-
-def list_builtin_sources() -> list[str]:
-    return sorted(_BUILTINS)
-
-
-def open_source(spec: str | os.PathLike | Source, max_pixels: int | None = None) -> Source:
-    """Resolve a source spec: a :class:`Source`, a built-in name, a folder, a ``.csv`` file, WebDataset
-    ``.tar`` shards or ``.parquet`` files (``{00000..00099}`` brace patterns)."""
-    if isinstance(spec, Source):
-        return spec
-    text = str(spec)
-    if text in _BUILTINS:
-        return _BUILTINS[text]()
-    from ._scale_sources import ParquetSource, WebDatasetSource, looks_like_scale_source
-
-    if looks_like_scale_source(text):  # tar shards or Parquet files, brace patterns included
-        cls = ParquetSource if "parquet" in text.lower() else WebDatasetSource
-        return cls(text, max_pixels=max_pixels)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return ImageFolderSource(path, max_pixels=max_pixels)
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return CsvSource(path, max_pixels=max_pixels)
-    if path.is_file():
-        raise FeatxUsageError(f"source {text!r} is a file but not a .csv manifest")
-    raise FeatxUsageError(
-        f"source {text!r} not found: give an image folder, a .csv manifest, or a built-in "
-        f"({', '.join(list_builtin_sources())})"
-    )

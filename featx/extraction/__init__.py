@@ -56,7 +56,7 @@ from ._raw_pixels import (
     raw_pixel_features,
     raw_pixels_identity,
 )
-from ._ray import join_ray
+from ._ray import join_ray, ray_errors
 from ._ray_bench import bench_ray_extract, format_ray_table
 from ._sizing import CPU_BATCH_SIZE, auto_batch_size, resolve_batch_size, resolve_workers
 from ._sklearn import FeatureExtractor
@@ -82,6 +82,7 @@ __all__ = [
     "store_config",
     "FeatureExtractor",
     "join_ray",
+    "ray_errors",
     "bench_ray_extract",
     "format_ray_table",
     "extract_raw_pixels",

@@ -1,46 +1,91 @@
 """Stage 1: push a source's images through a frozen backbone into a feature store.
 
-The loop is resumable by construction: rows are processed in fixed, batch-aligned
-blocks ``[k*B, (k+1)*B)``, so after an interruption the same blocks are recomputed
-with the same batch composition and the finished file equals an uninterrupted one.
-A store whose config and source fingerprint match is reused without running the
-backbone; one that differs is never reused silently (see ``_store.check_existing``).
+One driver for both layouts of a store (one file, or a directory of shards) and both
+engines (local, or Ray actors that write the shards themselves): resolve the config (the
+store's identity, whatever writes it), create, resume or reuse the store under the writer
+lock, run the pending rows, and mark it complete only after it checks out. The local loop
+is resumable by construction: rows are processed in fixed blocks (batch-aligned in a file,
+shard-aligned in a directory), so after an interruption the same blocks are recomputed
+with the same batch composition and the result equals an uninterrupted run. A store whose
+config and source fingerprint match is reused without running the backbone; one that
+differs is never reused silently (see ``featx.store.check_existing``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..core.errors import DiskError, FeatxUsageError, StoreDamagedError, StoreMismatchError
-from ..core.io import fsync_dir
+from ..core.io import remove_path
 from ..core.runtime import resolve_device, resolve_precision
 from ..data import Source, open_source
-from ..store import FeatureStore, ProgressFile, StoreWriter, check_existing, check_store_items, writer_lock
+from ..store import (
+    MANIFEST,
+    FeatureStore,
+    ProgressFile,
+    ShardedWriter,
+    StoreWriter,
+    build_target,
+    check_apart,
+    check_existing,
+    check_store_items,
+    swap_in,
+    writer_lock,
+)
 from ._backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, resolve_backbone
 from ._engine import prepare_model, run_extraction
 from ._features import (
     FeatureRecipe,
+    check_input_size,
     data_config_with,
     feature_options,
     feature_set_layout,
     preprocessing_overrides,
 )
 from ._gpu_decode import check_gpu_decode
-from ._inputs import FEATURE_DTYPES, default_store_path, store_config
+from ._inputs import FEATURE_DTYPES, default_store_path, source_locations, store_config
 from ._sizing import resolve_batch_size, resolve_workers
 
-__all__ = ["extract"]
+__all__ = ["extract", "ENGINES", "DEFAULT_SHARD_SIZE"]
+
+ENGINES = ("local", "ray")
+DEFAULT_SHARD_SIZE = 1024
 
 
-def _block_batches(pending: np.ndarray, batch_size: int, n: int) -> list[list[int]]:
-    blocks = np.unique(pending // batch_size)
-    return [list(range(int(b) * batch_size, min((int(b) + 1) * batch_size, n))) for b in blocks]
+@dataclass
+class _Layout:
+    """Which layout the store has and who writes it: ``shard_size`` is None for one file (local only)."""
+
+    shard_size: int | None
+    engine: str = "local"
+    ray_options: dict = field(default_factory=dict)
+    cluster: object = None  # the connected Ray cluster (engine "ray")
+
+    @classmethod
+    def of(cls, out, shard_size: int | None, engine: str, ray_options: dict | None) -> _Layout:
+        if engine not in ENGINES:
+            raise FeatxUsageError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+        if shard_size is not None and shard_size < 1:
+            raise FeatxUsageError("shard size must be at least 1")
+        if shard_size is None and (engine == "ray" or (out is not None and Path(out).is_dir())):
+            shard_size = 0  # sharded; the size: the existing store's, else the default
+        return cls(shard_size, engine, dict(ray_options or {}))
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard_size is not None
+
+    @property
+    def records(self) -> bool:
+        """Per-item content hashes: written by the local loop (Ray actors do not read the files' records)."""
+        return self.engine == "local"
 
 
 def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> int:
@@ -53,30 +98,6 @@ def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> i
     return workers
 
 
-def _shardable(function):
-    """Route ``extract(..., shard_size=N | engine="ray")``, or a directory ``out``, to a sharded store.
-
-    Kept outside :func:`extract` so the single-file path stays as it is; see ``_shard_engine``.
-    """
-    import functools
-
-    @functools.wraps(function)
-    def wrapper(source, backbone=DEFAULT_BACKBONE, out=None, *, shard_size: int | None = None, engine: str = "local",
-                ray_options: dict | None = None, **options):
-        if shard_size is None and engine == "local" and not (out is not None and Path(out).is_dir()):
-            return function(source, backbone, out, **options)
-        from ._shard_engine import extract_sharded_call
-
-        return extract_sharded_call(source, backbone, out, shard_size=shard_size, engine=engine,
-                                    ray_options=ray_options, **options)
-
-    wrapper.__doc__ = (function.__doc__ or "") + (
-        "\n    ``shard_size=N``, ``engine=\"ray\"`` (with ``ray_options``: address, actors, gpus_per_actor)\n"
-        "    or a directory ``out`` write a sharded store (see ``featx.store``).\n")
-    return wrapper
-
-
-@_shardable
 def extract(
     source: str | os.PathLike | Source,
     backbone: str | BackboneSpec = DEFAULT_BACKBONE,
@@ -101,6 +122,9 @@ def extract(
     img_size: int | None = None,
     crop_pct: float | None = None,
     interpolation: str | None = None,
+    shard_size: int | None = None,
+    engine: str = "local",
+    ray_options: dict | None = None,
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
@@ -114,57 +138,87 @@ def extract(
     (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
     ``crop_pct`` / ``interpolation`` override the eval preprocessing. Each is in the store
     config (so its id and cache key) only when used.
+
+    ``shard_size=N``, ``engine="ray"`` (with ``ray_options``: address, actors, gpus_per_actor)
+    or a directory ``out`` write a sharded store (``docs/store-format.md``).
     """
     workers = _check_arguments(batch_size, workers, dtype)
+    layout = _Layout.of(out, shard_size, engine, ray_options)
     src = open_source(source, max_pixels=max_pixels)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
-    overrides = preprocessing_overrides(img_size, crop_pct, interpolation)
+    overrides = check_input_size(spec.model, spec.model_kwargs, preprocessing_overrides(img_size, crop_pct, interpolation))
     options = feature_options(recipe, overrides)
-    prec = resolve_precision(precision, dev := resolve_device(device))
+    dev = _connect(layout, device, {"compile": compile, "decode": decode, **options})
+    prec = resolve_precision(precision, dev)
     check_gpu_decode(decode, dev)
     path = Path(out) if out is not None else default_store_path(src, spec, extra=options)
+    path = path.with_suffix("") if out is None and layout.sharded else path
+    check_apart(path, *source_locations(src))
 
     model, data_config = create_backbone(spec)
     data_config = data_config_with(model, data_config, overrides)
     config = store_config(src, spec, data_config, prec, dtype, options, decode)
     with writer_lock(path):
-        target = path.with_name(path.name + ".new") if overwrite and path.exists() else path
-        writer = _open_writer(target, src, config, model, data_config, dev, dtype, rebuild=target != path, quiet=quiet,
-                              recipe=recipe)
+        target = build_target(path, overwrite)
+        writer = _open_writer(target, src, config, model, data_config, dev, dtype, layout, rebuild=target != path,
+                              quiet=quiet, recipe=recipe)
         if isinstance(writer, FeatureStore):
-            if target == path:
-                return writer
-            # An --overwrite build that an interrupted run finished: replace the old store now.
-            _replace(target, path)
-            return FeatureStore(path)
-        progress = ProgressFile(path)
-        writer.on_progress = progress
-        try:
-            try:
-                run_info = _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
-                                quiet, compile, decode, recipe)
-                writer.finish(run_info)
-            finally:
-                _close_quietly(writer)
-                progress.remove()
-        except DiskError:
-            # A full disk must not be filled further by a half-built replacement; the old store stays.
-            if target != path:
-                target.unlink(missing_ok=True)
-            raise
-        if target != path:
-            # --overwrite: the old store is replaced only now that the new one is complete.
-            _replace(target, path)
+            _disconnect(layout)
+            ProgressFile(path).remove()  # a sidecar a run killed after finishing left behind
+            # Reused; an --overwrite build that an interrupted run finished replaces the old store now.
+            return writer if target == path else (swap_in(target, path), FeatureStore(path))[1]
+        if layout.cluster is not None:
+            _write(writer, path, target, lambda: _run_ray(writer, src, spec, data_config, layout.cluster, prec, dtype,
+                                                          batch_size, strict, quiet))
+        else:
+            _write(writer, path, target, lambda: _run(writer, src, model, data_config, dev, prec, batch_size, workers,
+                                                      channels_last, strict, quiet, compile, decode, recipe))
     return FeatureStore(path)
 
 
-def _replace(new: Path, path: Path) -> None:
-    os.replace(new, path)
-    fsync_dir(path.parent)
+def _write(writer, path: Path, target: Path, run) -> None:
+    """Run the pending rows into ``writer`` and finish it; for --overwrite, then swap ``target`` in."""
+    progress = ProgressFile(path)
+    writer.on_progress = progress
+    try:
+        try:
+            writer.finish(run())
+        finally:
+            _close_quietly(writer)
+            progress.remove()
+    except DiskError:
+        # A full disk must not be filled further by a half-built replacement; the old store stays.
+        if target != path:
+            remove_path(target)
+        raise
+    if target != path:
+        # --overwrite: the old store is replaced only now that the new one is complete.
+        swap_in(target, path)
 
 
-def _close_quietly(writer: StoreWriter) -> None:
+def _connect(layout: _Layout, device: str, options: dict) -> torch.device:
+    """The device the features are computed on; for Ray, the cluster is joined (and checked) first."""
+    if layout.engine != "ray":
+        return resolve_device(device)
+    unsupported = sorted(k for k, v in options.items() if v not in (None, False, "cpu", {}))
+    if unsupported:
+        raise FeatxUsageError(f"--engine ray does not support {', '.join(unsupported)} yet; use --engine local")
+    from ._ray import connect
+
+    # Connect (and check the cluster can serve the device) before anything is written.
+    layout.cluster = connect(device=device, **layout.ray_options)
+    return torch.device(layout.cluster.device_type)
+
+
+def _disconnect(layout: _Layout) -> None:
+    if layout.cluster is not None and layout.cluster.started_here:
+        import ray
+
+        ray.shutdown()
+
+
+def _close_quietly(writer) -> None:
     # Closing after a failed write fails too; the first error is the one to report.
     import contextlib
 
@@ -172,51 +226,96 @@ def _close_quietly(writer: StoreWriter) -> None:
         writer.close()
 
 
-def _open_writer(target: Path, src, config, model, data_config, dev, dtype, *, rebuild: bool, quiet: bool,
-                 recipe: FeatureRecipe | None = None):
+def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layout: _Layout, *, rebuild: bool,
+                 quiet: bool, recipe: FeatureRecipe | None = None):
     """A writer for ``target`` (created, resumed or refreshed), or the complete store to reuse.
 
-    ``rebuild``: ``target`` is the ``.new`` file of an --overwrite; one left by an
+    ``rebuild``: ``target`` is the ``.new`` sibling of an --overwrite; one left by an
     interrupted --overwrite is resumed when it matches, else started again.
     """
-    if target.exists():
+    exists = target.is_file() or (target / MANIFEST).is_file()
+    if exists and target.is_dir() != layout.sharded:
+        if not rebuild:
+            raise FeatxUsageError(
+                f"{target} is a {'sharded store (a directory)' if target.is_dir() else 'single-file store'}; "
+                f"{'--shard-size and --engine ray write' if layout.sharded else 'this run writes'} the other layout: "
+                "use another --out, or --overwrite to replace it")
+        exists = False
+    if exists:
         try:
             store = check_existing(target, config, src)
         except (StoreMismatchError, StoreDamagedError):
             if not rebuild:
                 raise
-            target.unlink()
         else:
-            return _reuse_or_resume(target, store, src, quiet)
-    model.to(dev)
+            return _reuse_or_resume(target, store, src, quiet, layout)
+    remove_path(target)  # nothing, an empty folder, or featx's own leftovers (build_target checked)
+    model.to(dev if layout.cluster is None else "cpu")
     # Every set's width from one pass on a blank image (just the pooled one without --layers).
-    layout = feature_set_layout(model, data_config["input_size"], dev, recipe or FeatureRecipe())
-    return StoreWriter.create(
-        target, config=config, fingerprint=src.structure_fingerprint(), ids=src.ids, labels=src.labels,
-        splits=[item.split for item in src.items], class_names=src.class_names, dim=layout[0]["dim"], dtype=dtype,
-        item_records=src.item_paths() is not None, extra_sets=layout[1:],
-    )
+    sets = feature_set_layout(model, data_config["input_size"], next(model.parameters()).device,
+                              recipe or FeatureRecipe())
+    records = layout.records and src.item_paths() is not None
+    common = dict(config=config, fingerprint=src.structure_fingerprint() if layout.records else src.fingerprint(),
+                  ids=src.ids, labels=src.labels, splits=[item.split for item in src.items],
+                  class_names=src.class_names, dim=sets[0]["dim"], dtype=dtype, item_records=records,
+                  extra_sets=sets[1:])
+    if layout.sharded:
+        return ShardedWriter.create(target, shard_size=layout.shard_size or DEFAULT_SHARD_SIZE, **common)
+    return StoreWriter.create(target, **common)
 
 
-def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool):
+def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool, layout: _Layout):
+    sharded = target.is_dir()
+    reopen = ShardedWriter.reopen if sharded else StoreWriter.reopen
+    writer = None
+    if sharded:
+        _check_sharded_resume(target, store, layout)
+        # Reopening checks every listed shard's sha256 (a damaged one is dropped and rebuilt), so a
+        # reused store is one whose bytes are what was committed, not one that only says so.
+        writer = reopen(target)
+        store = FeatureStore(target)
     check = check_store_items(store, src)
-    if check is None or not (check.touched or check.changed):
-        if store.complete:
-            store.reused = True
-            return store
-        return StoreWriter.reopen(target)
-    writer = StoreWriter.reopen(target)
-    writer.refresh_items(check.touched, check.changed)
-    if check.changed and not quiet:
-        first = store.all_ids[check.changed[0]]
-        print(f"featx: {len(check.changed)} file(s) changed since extraction (first: {first}); extracting them again",
-              file=sys.stderr)
-    if not check.changed and store.complete:
+    touched, changed = (check.touched, check.changed) if check is not None else ({}, [])
+    if store.complete and not (touched or changed) and not sharded:
+        store.reused = True
+        return store
+    writer = writer or reopen(target)
+    if touched or changed:
+        writer.refresh_items(touched, changed)
+    if changed and not quiet:
+        print(f"featx: {len(changed)} file(s) changed since extraction (first: {store.all_ids[changed[0]]}); "
+              "extracting them again", file=sys.stderr)
+    if len(writer.pending_rows()) == 0:
         _close_quietly(writer)
         reused = FeatureStore(target)
-        reused.reused = True
-        return reused
+        if reused.complete:
+            reused.reused = True
+            return reused
+        writer = reopen(target)
     return writer
+
+
+def _check_sharded_resume(target: Path, store, layout: _Layout) -> None:
+    kept = store.manifest["shard_size"]
+    if layout.shard_size and layout.shard_size != kept:
+        print(f"featx: {target} was written with --shard-size {kept}; keeping that (not {layout.shard_size}) for "
+              "this store (--overwrite rewrites it)", file=sys.stderr)
+    if store.has_item_hashes and not layout.records:
+        raise FeatxUsageError(f"{target} was written by the local engine (with per-item content hashes); resume it "
+                              "with --engine local, or --overwrite to rebuild it with Ray")
+
+
+def _run_ray(writer, src, spec, data_config, cluster, prec, dtype, batch_size, strict, quiet) -> dict:
+    from ._ray import run_ray_shards
+
+    # "auto" sizes a batch for one GPU in this process; the actors may sit elsewhere.
+    batch_size = 8 if batch_size == "auto" else int(batch_size)
+    started = time.perf_counter()
+    info = run_ray_shards(writer, src, spec, data_config, cluster, prec=prec, dtype=dtype, batch_size=batch_size,
+                          strict=strict, quiet=quiet)
+    seconds, rows = time.perf_counter() - started, info["rows_this_run"]
+    return {**info, "seconds_this_run": round(seconds, 3),
+            "images_per_second": round(rows / seconds, 2) if rows and seconds > 0 else None}
 
 
 def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet, compile,
@@ -232,7 +331,7 @@ def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channe
     if compile:
         # Compiled after sizing: the trial batches would each trigger a recompilation.
         model = torch.compile(model)
-    batches = _block_batches(writer.pending_rows(), batch_size, len(src))
+    batches = writer.batches(batch_size)
     info = run_extraction(writer, src, model, data_config, batches, dev=dev, precision=prec, workers=workers,
                           channels_last=bool(channels_last), strict=strict, quiet=quiet, decode=decode,
                           recipe=recipe)

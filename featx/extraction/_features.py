@@ -30,7 +30,8 @@ from torch import nn
 from ..core.errors import FeatxUsageError
 
 __all__ = ["FeatureRecipe", "DEFAULT_SET", "VIEWS", "INTERPOLATIONS", "parse_layers", "parse_views",
-           "embed_batch", "feature_set_layout", "feature_options", "data_config_with", "preprocessing_overrides"]
+           "embed_batch", "feature_set_layout", "feature_options", "data_config_with", "preprocessing_overrides",
+           "check_input_size", "IMG_SIZE_RANGE", "MIN_CROP_PCT"]
 
 DEFAULT_SET = "pooled"
 VIEWS = ("hflip",)
@@ -38,16 +39,23 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos")
 _SPATIAL_POOLINGS = ("avg", "max", "avgmax", "catavgmax")
 
 
+def _entries(spec, what: str, example: str) -> list[str]:
+    """The comma-separated entries of ``spec``; an empty one (``,``, ``-1,,-2``) is a usage error."""
+    items = spec.split(",") if isinstance(spec, str) else ([spec] if isinstance(spec, int) else list(spec))
+    texts = [str(item).strip() for item in items]
+    if isinstance(spec, str) and not spec.strip():
+        return []
+    if any(not text for text in texts):
+        raise FeatxUsageError(f"{what}: {spec!r} has an empty entry; give a comma-separated list like {example}")
+    return texts
+
+
 def parse_layers(spec: str | int | Sequence | None) -> tuple[int, ...]:
-    """``"-1,-2"`` / ``[-1, -2]`` / ``-1`` -> ``(-1, -2)``; ``None`` or ``""`` -> ``()``."""
+    """``"-1,-2"`` / ``[-1, -2]`` / ``-1`` -> ``(-1, -2)``; ``None`` or ``""`` -> ``()``; ``","`` or a repeat: usage error."""
     if spec is None:
         return ()
-    items = spec.split(",") if isinstance(spec, str) else ([spec] if isinstance(spec, int) else list(spec))
     out: list[int] = []
-    for item in items:
-        text = str(item).strip()
-        if not text:
-            continue
+    for text in _entries(spec, "layers", "--layers -1,-2"):
         try:
             value = int(text)
         except ValueError:
@@ -59,18 +67,18 @@ def parse_layers(spec: str | int | Sequence | None) -> tuple[int, ...]:
 
 
 def parse_views(spec: str | Sequence | None) -> tuple[str, ...]:
-    """``"hflip"`` -> ``("hflip",)``; ``None``, ``""`` or ``"none"`` -> ``()``."""
+    """``"hflip"`` -> ``("hflip",)``; ``None``, ``""`` or ``"none"`` -> ``()``; a repeat is a usage error."""
     if spec is None:
         return ()
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    out = []
-    for item in (str(i).strip() for i in items):
-        if not item or item == "none":
+    out: list[str] = []
+    for item in _entries(spec, "views", "--views hflip"):
+        if item == "none":
             continue
         if item not in VIEWS:
             raise FeatxUsageError(f"views: unknown view {item!r}; known: {', '.join(VIEWS)} (or none)")
-        if item not in out:
-            out.append(item)
+        if item in out:
+            raise FeatxUsageError(f"views: {item!r} is listed twice")
+        out.append(item)
     return tuple(out)
 
 
@@ -172,23 +180,70 @@ def feature_set_layout(model: nn.Module, input_size, device, recipe: FeatureReci
     return layout
 
 
+# Bounds on the eval preprocessing: below 16 px no backbone sees anything; above 4096 px one
+# image is 200 MB of float32 input, and timm resizes to img_size / crop_pct before cropping.
+IMG_SIZE_RANGE = (16, 4096)
+MIN_CROP_PCT = 0.1
+MAX_RESIZE = 8192
+
+
 def preprocessing_overrides(img_size: int | None = None, crop_pct: float | None = None,
                             interpolation: str | None = None) -> dict:
-    """The overrides given, checked; ``{}`` when none (the model's own eval config)."""
+    """The overrides given, checked against their bounds; ``{}`` when none (the model's own eval config)."""
     out: dict = {}
+    lo, hi = IMG_SIZE_RANGE
     if img_size is not None:
-        if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 8:
-            raise FeatxUsageError(f"img_size must be a whole number of pixels >= 8, got {img_size!r}")
+        if isinstance(img_size, bool) or not isinstance(img_size, int) or not lo <= img_size <= hi:
+            raise FeatxUsageError(f"img_size must be a whole number of pixels in {lo}..{hi}, got {img_size!r}")
         out["img_size"] = img_size
     if crop_pct is not None:
-        if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not 0 < crop_pct <= 1:
-            raise FeatxUsageError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+        if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not MIN_CROP_PCT <= crop_pct <= 1:
+            raise FeatxUsageError(f"crop_pct must be in [{MIN_CROP_PCT}, 1] (1.0: no crop), got {crop_pct!r}")
         out["crop_pct"] = float(crop_pct)
+        if img_size is not None and img_size / crop_pct > MAX_RESIZE:
+            raise FeatxUsageError(f"img_size {img_size} with crop_pct {crop_pct} resizes every image to "
+                                  f"{img_size / crop_pct:.0f} px before cropping (at most {MAX_RESIZE}); raise crop_pct")
     if interpolation is not None:
         if interpolation not in INTERPOLATIONS:
             raise FeatxUsageError(f"interpolation {interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
         out["interpolation"] = interpolation
     return out
+
+
+def check_input_size(model_name: str, model_kwargs: dict, overrides: dict) -> dict:
+    """``overrides``, once its ``img_size`` is one the model can take: checked before it is built for real.
+
+    The architecture is built on PyTorch's meta device (no memory, no weights) to read its
+    patch embedding: the size must be a multiple of the patch, and equal to the model's own
+    size where the model has fixed position embeddings.
+    """
+    size = overrides.get("img_size")
+    if size is not None:
+        _check_patch_fit(model_name, model_kwargs, size)
+    return overrides
+
+
+def _check_patch_fit(model_name: str, model_kwargs: dict, size: int) -> None:
+    import timm
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(model_name, pretrained=False, **dict(model_kwargs))
+    except Exception:  # noqa: BLE001 - an architecture that cannot be probed is checked when it runs
+        return
+    embed = getattr(model, "patch_embed", None)
+    patch = getattr(embed, "patch_size", None)
+    if embed is None or patch is None:
+        return
+    ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)[:2]
+    fixed = getattr(embed, "img_size", None)
+    dynamic = bool(getattr(model, "dynamic_img_size", False)) or not getattr(embed, "strict_img_size", False)
+    if not dynamic and fixed is not None and tuple(fixed) != (size, size):
+        raise FeatxUsageError(f"{model_name} takes only {fixed[0]}x{fixed[1]} px inputs (fixed position embeddings); "
+                              f"drop --img-size {size}")
+    if not getattr(embed, "dynamic_img_pad", False) and (size % ph or size % pw):
+        nearest = max(ph, round(size / ph) * ph)
+        raise FeatxUsageError(f"img_size {size} is not a multiple of {model_name}'s {ph}x{pw} patch; use e.g. {nearest}")
 
 
 def feature_options(recipe: FeatureRecipe, overrides: dict) -> dict:

@@ -14,7 +14,7 @@ from ..data import ItemRecord, Source
 from ._backbones import BackboneSpec
 
 __all__ = ["FEATURE_DTYPES", "jsonable_data_config", "make_eval_transform", "ItemDataset", "default_store_path",
-           "embedding_dim", "store_config"]
+           "embedding_dim", "store_config", "source_locations"]
 
 FEATURE_DTYPES = ("float32", "float16")
 
@@ -81,3 +81,15 @@ def store_config(src: Source, spec: BackboneSpec, data_config: dict, prec: str, 
         # (Absent for CPU decode, so stores made before this option still match.)
         config["decode"] = "gpu"
     return config
+
+
+def source_locations(src: Source) -> tuple[list[Path], list[Path]]:
+    """What a store must lie apart from: (the source's own folder or files, the folders of its items).
+
+    A store may not be written at or inside the first, nor around either (see
+    :func:`featx.store.check_apart`); in-memory sources have neither.
+    """
+    own = [Path(src.csv_path)] if getattr(src, "csv_path", None) else [Path(src.root)] if getattr(src, "root", None) else []
+    own += [Path(p) for p in (getattr(src, "shards", None) or getattr(src, "files", None) or [])]
+    items = src.item_paths() or []
+    return own, sorted({Path(p).parent for p in items})

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import BadImageError, FeatxUsageError
+from ..core.errors import BadImageError, FeatxUsageError, StoreDamagedError, StoreMismatchError
+from ..core.io import remove_path
 from ..data import open_source
-from ..store import FeatureStore, StoreWriter, check_existing, writer_lock
+from ..store import FeatureStore, StoreWriter, build_target, check_apart, check_existing, swap_in, writer_lock
+from ._inputs import source_locations
 
 __all__ = ["extract_raw_pixels", "RAW_PIXELS", "RAW_PIXELS_SIZE", "raw_pixels_identity", "raw_pixel_features"]
 
@@ -58,18 +60,18 @@ def extract_raw_pixels(source, out: str | os.PathLike, *, size: int = RAW_PIXELS
               "data_config": {"input_size": [3, int(size), int(size)], "interpolation": "box", "crop_pct": 1.0},
               "precision": "fp32", "dtype": "float32"}
     fingerprint = src.fingerprint()
+    check_apart(path, *source_locations(src))
     with writer_lock(path):
-        if path.exists() and overwrite:
-            path.unlink()
-        if path.exists():
-            # No per-item records in this store: it is compared by the source's fingerprint.
-            store = check_existing(path, config, src)
-            if store.complete:
-                store.reused = True
-                return store
-            writer = StoreWriter.reopen(path)
+        # --overwrite replaces only a featx store, built beside it and swapped in when complete.
+        target = build_target(path, overwrite)
+        store = _existing(target, config, src, rebuild=target != path)
+        if store is not None and store.complete:
+            store.reused = True
+            return store if target == path else (swap_in(target, path), FeatureStore(path))[1]
+        if store is not None:
+            writer = StoreWriter.reopen(target)
         else:
-            writer = StoreWriter.create(path, config=config, fingerprint=fingerprint, ids=src.ids, labels=src.labels,
+            writer = StoreWriter.create(target, config=config, fingerprint=fingerprint, ids=src.ids, labels=src.labels,
                                         splits=[item.split for item in src.items], class_names=src.class_names,
                                         dim=3 * int(size) ** 2, dtype="float32")
         try:
@@ -80,7 +82,23 @@ def extract_raw_pixels(source, out: str | os.PathLike, *, size: int = RAW_PIXELS
                            "images_per_second": round(len(src) / max(seconds, 1e-9), 1)})
         finally:
             writer.close()
+        if target != path:
+            swap_in(target, path)
     return FeatureStore(path)
+
+
+def _existing(target: Path, config: dict, src, rebuild: bool) -> FeatureStore | None:
+    """The store at ``target`` if it matches (no per-item records here: compared by the source's
+    fingerprint); None when there is none, or it is an --overwrite build of another config (removed)."""
+    if not target.exists():
+        return None
+    try:
+        return check_existing(target, config, src)
+    except (StoreMismatchError, StoreDamagedError):
+        if not rebuild:
+            raise
+        remove_path(target)
+        return None
 
 
 def _fill(writer: StoreWriter, src, size: int) -> None:

@@ -1,6 +1,6 @@
 """The Ray engine: decode in Ray tasks, embed in an actor pool, one shard per Ray row.
 
-The driver lists the source and owns the manifest (``_shard_engine``). It turns each
+The driver lists the source and owns the manifest (``_extractor``). It turns each
 pending shard into one row ``{shard, start, stop}`` of a Ray dataset; a decode task
 opens the shard's images and applies the PIL half of timm's eval transform (resize,
 centre crop) to uint8 pixels; an actor of the pool (one backbone replica per GPU, or
@@ -17,15 +17,20 @@ A killed driver loses only manifest entries, which the next run adopts from disk
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.errors import BadImageError, FeatxError, FeatxUsageError
 
-__all__ = ["connect", "join_ray", "run_ray_shards", "RayCluster", "split_eval_transform"]
+__all__ = ["connect", "join_ray", "run_ray_shards", "RayCluster", "split_eval_transform", "ray_errors",
+           "describe_ray_failure"]
 
 
 @dataclass
@@ -66,18 +71,123 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 def join_ray(ray, address: str | None) -> bool:
-    """Join ``address`` (or start a local Ray); True when this process started it."""
+    """Join ``address``, or start a private local Ray; True when this process started it.
+
+    Without an address Ray's own default would join whatever cluster already runs on the
+    machine (perhaps another user's), so a private instance is asked for explicitly
+    (``address="local"``). Either way one line on stderr says which Ray the work runs on.
+    """
+    import sys
+
     if ray.is_initialized():
         return False
     if address:
         _check_reachable(address)
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+        ray.init(address=address or "local", include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                  configure_logging=True)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own types here
         where = address or "a local Ray instance"
         raise FeatxError(f"cannot connect to the Ray cluster at {where}: {str(exc).splitlines()[0]}") from None
+    resources = ray.cluster_resources()
+    size = f"{int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs"
+    if address:
+        where = ray.get_runtime_context().gcs_address
+        print(f"featx: joined the Ray cluster at {where} ({len(ray.nodes())} node(s), {size})", file=sys.stderr)
+    else:
+        ignored = "; RAY_ADDRESS is set but ignored" if os.environ.get("RAY_ADDRESS") else ""
+        print(f"featx: started a private local Ray instance ({size}); --address auto joins a running "
+              f"cluster instead{ignored}", file=sys.stderr)
     return True
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception behind it: causes, contexts, a Ray task's cause, Ray Train's worker failures."""
+    out, todo, seen = [], [exc], set()
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        out.append(current)
+        failures = getattr(current, "worker_failures", None)
+        explicit = [getattr(current, "cause", None), current.__cause__,
+                    *(failures.values() if isinstance(failures, dict) else ())]
+        explicit = [e for e in explicit if isinstance(e, BaseException)]
+        # The implicit context only where nothing names a cause: Ray's internals leave unrelated ones.
+        todo += explicit or [current.__context__]
+    return out
+
+
+def _is_ray(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] == "ray"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+_KINDS = (  # (Ray exception class names, what a user reads); the first that occurs in the chain wins
+    (("OutOfMemoryError",), "a Ray worker was killed because the node ran out of memory; use fewer --actors or "
+                            "a smaller --batch-size"),
+    (("ObjectStoreFullError", "OutOfDiskError"), "Ray ran out of object-store or disk space"),
+    (("ActorDiedError", "RayActorError", "ActorUnavailableError"), "a Ray actor died"),
+    (("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "OwnerDiedError"), "a Ray worker or node died"),
+    (("WorkerGroupError",), "a Ray Train worker failed"),
+    (("TrainingFailedError", "ControllerError"), "Ray Train failed"),
+    (("RayTaskError", "UserCodeException", "RayDataUserCodeException"), "a Ray task failed"),
+)
+
+
+def describe_ray_failure(exc: BaseException) -> BaseException | str | None:
+    """What a failure that came out of Ray was, in one line; a featx error raised inside Ray is given back
+    as is; ``None`` when ``exc`` did not come from Ray."""
+    chain = _chain(exc)
+    for error in chain:
+        if isinstance(error, FeatxError) and not _is_ray(error):  # Ray's wrapper also claims to be one
+            return error
+    if not any(_is_ray(e) for e in chain):
+        return None
+    names = {type(e).__name__ for e in chain} | {c.__name__ for e in chain for c in type(e).__mro__}
+    what = next((text for kinds, text in _KINDS if names & set(kinds)), f"Ray failed ({type(exc).__name__})")
+    # The deepest exception that is not Ray's own names the cause (the user code's error); Ray Data
+    # often keeps it only as text in the remote traceback.
+    root = next((e for e in reversed(chain) if not _is_ray(e)), None)
+    detail = f"{type(root).__name__}: {_first_line(root)}" if root is not None else _cause_in_text(chain)
+    return f"{what} ({detail})"
+
+
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*): (\S.*)$", re.M)
+
+
+def _cause_in_text(chain: list[BaseException]) -> str:
+    """The first ``Type: message`` line of a remote traceback that is not Ray's, else Ray's own first line."""
+    for error in chain:
+        for match in _EXCEPTION_LINE.finditer(getattr(error, "traceback_str", "") or str(error)):
+            if match.group(1).split(".")[0] != "ray":
+                return f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2).strip()}"
+    return _first_line(chain[-1])
+
+
+@contextlib.contextmanager
+def ray_errors(what: str, cleanup: str | os.PathLike | None = None) -> Iterator[None]:
+    """Turn any failure that comes out of Ray into one featx line naming the cause.
+
+    ``cleanup`` (a folder featx made for Ray, such as Ray Train's storage) is removed on any
+    failure, interrupts included, so a failed run leaves nothing behind.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        described = describe_ray_failure(exc) if isinstance(exc, Exception) else None
+        if described is None or described is exc:
+            raise
+        if isinstance(described, BaseException):
+            raise described from None
+        raise FeatxError(f"{what} failed: {described}") from None
 
 
 def connect(device: str = "auto", address: str | None = None, actors: int | None = None,
@@ -141,7 +251,7 @@ class _EmbedShards:
     """Ray actor: one backbone replica; embeds a decoded shard and commits it as ``part-NNNNN.h5``."""
 
     def __init__(self, spec, data_config: dict, device_type: str, precision: str, cpus: float, batch_size: int,
-                 out_dir: str, dtype: str):
+                 out_dir: str, dtype: str, stamp: dict | None = None):
         import torch
 
         from ..core.runtime import tune_malloc
@@ -156,7 +266,7 @@ class _EmbedShards:
         _, self.tensor_steps = split_eval_transform(data_config)
         self.shape = tuple(data_config["input_size"])
         self.precision, self.batch_size = precision, batch_size
-        self.out_dir, self.dtype = out_dir, dtype
+        self.out_dir, self.dtype, self.stamp = out_dir, dtype, stamp
         import ray
 
         self.node = ray.get_runtime_context().get_node_id()
@@ -188,7 +298,8 @@ class _EmbedShards:
             pixels = np.frombuffer(blob, dtype=np.uint8).reshape(len(reasons), self.shape[1], self.shape[2], 3)
             feats = self._embed(pixels)
             feats[[i for i, r in enumerate(reasons) if r]] = 0.0
-            entry = write_shard(self.out_dir, int(shard), int(start), json.loads(ids_json), feats, reasons, self.dtype)
+            entry = write_shard(self.out_dir, int(shard), int(start), json.loads(ids_json), feats, reasons, self.dtype,
+                                stamp=self.stamp)
             entry["node"] = self.node  # which machine wrote it: for the record, and the node-loss test
             entries.append(json.dumps(entry))
         return {"entry": np.array(entries, dtype=object)}
@@ -205,7 +316,8 @@ def run_ray_shards(writer, src, spec, data_config: dict, cluster: RayCluster, *,
         rows = [dict(zip(("shard", "start", "stop"), (k, *writer.shard_range(k)))) for k in pending]
         total = sum(r["stop"] - r["start"] for r in rows)
         if rows:
-            _drive(ray, writer, src, spec, data_config, cluster, rows, prec, dtype, batch_size, strict, quiet, tqdm)
+            with ray_errors("extraction on Ray"):
+                _drive(ray, writer, src, spec, data_config, cluster, rows, prec, dtype, batch_size, strict, quiet, tqdm)
     finally:
         if cluster.started_here:
             ray.shutdown()
@@ -229,7 +341,7 @@ def _drive(ray, writer, src, spec, data_config, cluster, rows, prec, dtype, batc
         num_cpus=cluster.cpus_per_actor,
         fn_constructor_kwargs={
             "spec": spec, "data_config": data_config, "device_type": cluster.device_type, "precision": prec,
-            "cpus": cluster.cpus_per_actor, "batch_size": batch_size, "out_dir": os.fspath(writer.path),
+            "cpus": cluster.cpus_per_actor, "batch_size": batch_size, "out_dir": os.fspath(writer.path), "stamp": writer.stamp,
             "dtype": dtype,
         },
     )

@@ -59,6 +59,7 @@ from ..core.errors import FeatxError, FeatxUsageError
 from ..core.interrupts import check_interrupt, sticky_interrupts
 from ..core.io import json_text, write_atomic
 from ..core.metrics import classification_metrics
+from ..core.predictions import prediction_record
 from ..core.results import merge_results, metric_fields
 from ..core.runtime import autocast_context, library_versions, resolve_device, resolve_precision, tune_malloc
 from ..data import SPLITS_FILE, Source, open_source, save_splits, splits_digest
@@ -482,6 +483,9 @@ def _test_entry(run: _Run, state: dict, src: Source, spec: BackboneSpec, weights
         "train_seconds": round(state["train_seconds"], 3), "epochs_run": state["epoch"],
         "images_per_second": round(state["images_seen"] / state["step_seconds"], 2) if state["step_seconds"] else None,
         "history": state["history"],
+        # Per-item test predictions, for paired comparisons with the other rows of a report.
+        "test_predictions": prediction_record(np.asarray(src.ids)[test_idx], data.labels[test_idx], test_pred,
+                                              path=run.out / f"test_predictions_{mode}.npz"),
     }
 
 

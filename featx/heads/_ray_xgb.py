@@ -18,6 +18,7 @@ columns itself), and no few-shot or multi-seed mode.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -28,8 +29,8 @@ from ..core.metrics import classification_metrics
 from ..core.results import merge_results, metric_fields, write_tables
 from ..core.runtime import library_versions
 from ..data import splits_digest
-from ..extraction import join_ray
-from ..store import FeatureStore
+from ..extraction import join_ray, ray_errors
+from ..store import FeatureStore, iter_verified_shards
 from ._persist import save_head
 from ._train import _base_entry, _head_manifest, _record_splits, resolve_splits, split_record
 
@@ -42,20 +43,28 @@ _TRAIN_DIR = ".ray-train"
 
 
 def _blocks(store: FeatureStore) -> list[dict]:
-    """Shard descriptors (path, rows) a worker can read on its own; a file store is one block."""
+    """Shard descriptors (store, manifest entry, rows) a worker can read and verify on its own;
+    a file store is one block (its HDF5 checksums are checked as it is read)."""
     if hasattr(store, "shards"):
-        return [{"path": str(store.path / e["name"]), "start": e["start"], "stop": e["stop"]} for e in store.shards]
-    return [{"path": str(store.path), "start": 0, "stop": store.n_items}]
+        return [{"path": str(store.path), "entry": json.dumps(e), "start": e["start"], "stop": e["stop"]}
+                for e in store.shards]
+    return [{"path": str(store.path), "entry": "", "start": 0, "stop": store.n_items}]
 
 
-def _read_block(batch: dict, split_by_row: np.ndarray, labels: np.ndarray, status_done: np.ndarray, want: str) -> dict:
+def _read_block(batch: dict, split_by_row: np.ndarray, labels: np.ndarray, status_done: np.ndarray, want: str,
+                all_ids: np.ndarray, dim: int) -> dict:
     """Ray task: the rows of ``want`` in the given blocks, as (features, label)."""
     import h5py
 
+    from ..store import read_shard
+
     feats, ys = [], []
-    for path, start, stop in zip(batch["path"], batch["start"], batch["stop"]):
-        with h5py.File(str(path), "r") as h5:
-            rows = h5["features"][:]
+    for path, entry, start, stop in zip(batch["path"], batch["entry"], batch["start"], batch["stop"]):
+        if entry:  # a shard: its sha256, ids and width checked before use (the store's one verified read)
+            _, rows = read_shard(Path(str(path)), json.loads(str(entry)), all_ids, dim)
+        else:
+            with h5py.File(str(path), "r") as h5:
+                rows = h5["features"][:]
         keep = status_done[int(start):int(stop)] & (split_by_row[int(start):int(stop)] == want)
         feats.append(rows[keep].astype(np.float32))
         ys.append(labels[int(start):int(stop)][keep])
@@ -123,8 +132,7 @@ def _predict(store: FeatureStore, split: np.ndarray, want: str, booster, rounds:
     import xgboost
 
     preds, ys, offset = [], [], 0
-    chunks = store.iter_shards() if hasattr(store, "iter_shards") else [(store.features, store.labels, None, None)]
-    for feats, labels, _, _ in chunks:
+    for _, labels, _, feats in iter_verified_shards(store):
         mask = split[offset:offset + len(labels)] == want
         offset += len(labels)
         if mask.any():
@@ -150,8 +158,14 @@ def train_xgboost_ray(store: FeatureStore | str, out: str | Path | None = None, 
             raise FeatxUsageError(f"the {name} split of {store.path} is empty")
     # The extract engine's way in: an unreachable address is one line at once, not minutes of retries.
     started_here = join_ray(ray, address)
+    # Ray Train's storage is featx's own folder: a failed or killed run's is removed, and so is a
+    # leftover of an earlier killed run before this one starts.
+    storage = Path(out).resolve() / _TRAIN_DIR if out is not None else None
+    if storage is not None:
+        shutil.rmtree(storage, ignore_errors=True)
     try:
-        return _run(ray, store, split, rule, out, workers, n_boot, seed, quiet)
+        with ray_errors("xgboost on Ray Train", cleanup=storage):
+            return _run(ray, store, split, rule, out, workers, n_boot, seed, quiet)
     finally:
         if started_here:
             ray.shutdown()
@@ -162,7 +176,8 @@ def _datasets(ray, store, split, names) -> dict:
     blocks = _blocks(store)
     return {name: ray.data.from_items(blocks, override_num_blocks=len(blocks)).map_batches(
         _read_block, batch_size=1, fn_kwargs={"split_by_row": by_row, "labels": labels, "status_done": done,
-                                              "want": name}) for name in names}
+                                              "want": name, "all_ids": store.all_ids, "dim": store.dim})
+        for name in names}
 
 
 def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:

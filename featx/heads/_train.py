@@ -38,8 +38,9 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 
 from ..core.errors import FeatxError, FeatxUsageError
-from ..core.io import json_text, write_atomic
+from ..core.io import json_text, remove_stale_temps, write_atomic
 from ..core.metrics import classification_metrics, summarise_seeds
+from ..core.predictions import PREDICTIONS_FILE, prediction_record
 from ..core.results import RESULTS_FILE, merge_results, metric_fields, skipped_reason, write_tables
 from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
@@ -349,6 +350,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_dir)  # a killed train's ``.HEAD.PID.new`` / ``.results.json.PID.tmp``
         _record_splits(out_dir, store, split, rule)
     task = {"store": store, "split": split, "rule": rule, "per_class": per_class, "n_boot": n_boot,
             "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet}
@@ -448,8 +450,12 @@ def _fit_head(task: dict, spec: HeadSpec, fixed: dict, seed_list: list[int]) -> 
         # (a reloaded array's memory layout can move float sums by an ulp).
         runs[0]["model"] = head.estimator
         runs[0].update(_score(task, spec, runs[0]))
-        holder["entry"] = {**_head_entry(task, spec, runs, seed_list), "model": spec.name}
-        return holder["entry"]
+        entry = {**_head_entry(task, spec, runs, seed_list, folder=head.path), "model": spec.name}
+        record = entry["test_predictions"]
+        if "path" in record:  # written into the folder being built: name where it will be after the swap
+            record["path"] = str((out / spec.name).resolve() / PREDICTIONS_FILE)
+        holder["entry"] = entry
+        return entry
 
     save_head(out / spec.name, runs[0]["model"], _head_manifest(task, spec, runs[0]), evaluate=evaluate)
     return holder["entry"]
@@ -497,11 +503,16 @@ def _score(task: dict, spec: HeadSpec, run: dict) -> dict:
     _say(task["quiet"], f"{spec.name} seed {run['seed']}: val {run['selection']['val_accuracy']:.4f} with "
                         f"{json.dumps(run['selection']['params'], default=str)}; test accuracy {metrics['accuracy']:.4f}, "
                         f"fit {run['fit_seconds']:.1f} s")
-    return {"metrics": metrics, "predict_seconds_per_1k": per_1k, "mistakes": mistakes}
+    # "test": the per-item outcome, for the report's paired comparisons of rows.
+    return {"metrics": metrics, "predict_seconds_per_1k": per_1k, "mistakes": mistakes,
+            "test": (store.ids[test], y[test], pred)}
 
 
-def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[int]) -> dict:
-    """The results entry of one head: the first seed's model and metrics, the spread over seeds."""
+def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[int], folder: Path | None = None) -> dict:
+    """The results entry of one head: the first seed's model and metrics, the spread over seeds.
+
+    ``folder``: the head directory being built, where the per-item test predictions go.
+    """
     split, first = task["split"], runs[0]
     entry = {
         **_base_entry(task["store"], spec.name),
@@ -515,6 +526,8 @@ def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[in
         "predict_seconds_per_1k": round(first["predict_seconds_per_1k"], 5),
         "params": first["selection"]["params"],
         "mistakes": first["mistakes"],
+        # Per-item test predictions, for paired comparisons between rows (a file beside result.json).
+        "test_predictions": prediction_record(*first["test"], path=None if folder is None else folder / PREDICTIONS_FILE),
         "selection": {k: v for k, v in first["selection"].items() if k != "params"},
         "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ._config import SPLIT_DEFAULTS, Pipeline, load_pipeline, parse_overrides
 from ._report import REPORT_FILES, load_results, recommend, total_seconds, write_report
+from ._report_decide import RULE, compare_rows
 from ._runner import RESOLVED_FILE, STATE_FILE, PipelineRun, Stage, plan_pipeline, run_pipeline, stage_table
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "load_results",
     "total_seconds",
     "recommend",
+    "compare_rows",
+    "RULE",
     "REPORT_FILES",
     "run_pipeline",
     "plan_pipeline",

@@ -1,31 +1,30 @@
-"""Benchmark reports: results entries in, a decision a person can read out.
+"""Benchmark reports: results entries in, a decision a person can read out and act on.
 
 :func:`write_report` turns a list of results entries (the contract shared by the
-heads and the fine-tune baselines, see the README) into ``report.html`` (one
-self-contained file: inline CSS, plots embedded as PNG data URIs, no scripts and
-no links), ``report.md``, the combined ``results.json`` and the plots as PNG files.
+heads and the fine-tune baselines) into ``report.html`` (one self-contained file:
+inline CSS, plots embedded as PNG data URIs, no scripts, no fonts and no links),
+``report.md``, the combined ``results.json``, ``comparisons.json`` (the paired
+comparisons behind the recommendation) and the plots as PNG files.
 
-How the report decides, per dataset:
+How the report decides, per dataset (the rule itself: :mod:`featx.pipeline._report_decide`):
 
 * The *main setting* is the full training set (``per_class`` null), or the largest
   few-shot size when only few-shot runs exist. The table, the Pareto plot, the
-  confusion matrix and the recommendation use it; every size feeds the learning curve.
-* *Total time to result* is what a choice costs from raw images: extraction seconds
-  of its feature store(s) (summed over resumed runs, each store once) plus the head's
-  fit time, or the fine-tune's training time. Heads on one store share its extraction
-  (see :mod:`featx.pipeline._report_parts` for the exact rule).
-* The *best* entry has the highest test accuracy; the *recommended* one is the
-  cheapest entry whose accuracy lies inside the best entry's confidence interval,
-  i.e. one that the test set cannot tell apart from the best.
+  comparisons and the recommendation use it; every size feeds the learning curve.
+* *Total time to result* (training cost) is what a choice costs from raw images:
+  extraction seconds of its feature store(s) plus the head's fit time, or the
+  fine-tune's training time (see :mod:`featx.pipeline._report_parts` for the sharing rule).
+  *Inference cost* is milliseconds per image, backbone + head.
+* Rows are compared on the shared test items (paired bootstrap and McNemar), never by
+  whether two independent CIs overlap; the summary says when the test split cannot
+  separate the top rows, and how many test images it would take.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
-import math
 import os
 import re
 import time
@@ -33,14 +32,39 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.errors import FeatxError, FeatxUsageError
-from ..core.io import write_atomic, write_json_atomic
+from ..core.io import json_text, write_atomic, write_json_atomic
 from ..core.results import RESULTS_FILE, read_results, skipped_reason
 from . import _report_parts as _parts
+from . import _report_plots as _plots
+from . import _report_sections as _sections
+from ._report_decide import (
+    RULE,
+    compare_rows,
+    decide,
+    fmt_ms,
+    inference_ms,
+    locate_predictions,
+    needed_sentence,
+)
+from ._report_rows import (
+    ci,
+    dci,
+    label,
+    main_setting,
+    pct,
+    points,
+    rank_key,
+    secs,
+    seed_note,
+    size,
+    total_seconds,
+)
 
-__all__ = ["write_report", "load_results", "total_seconds", "recommend", "REPORT_FILES"]
+__all__ = ["write_report", "load_results", "total_seconds", "recommend", "summarise", "REPORT_FILES",
+           "COMPARISONS_FILE"]
 
-REPORT_FILES = ("report.html", "report.md", RESULTS_FILE)
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+COMPARISONS_FILE = "comparisons.json"
+REPORT_FILES = ("report.html", "report.md", RESULTS_FILE, COMPARISONS_FILE)
 
 
 def load_results(path: str | os.PathLike) -> list[dict]:
@@ -64,328 +88,119 @@ def load_results(path: str | os.PathLike) -> list[dict]:
     return entries
 
 
-# --------------------------------------------------------------------------- numbers
-
-
-def total_seconds(entry: dict) -> float | None:
-    """Compute spent from raw images to this result: extraction + head fit, or fine-tune training."""
-    if entry.get("kind") == "finetune":
-        value = entry.get("train_seconds", entry.get("fit_seconds"))
-        return None if value is None else float(value)
-    fit = entry.get("fit_seconds")
-    if fit is None:
-        return None
-    return float(fit) + float(entry.get("extract_seconds") or 0.0)
-
-
-def _size(entry: dict) -> int | None:
-    return entry.get("per_class")
-
-
-def _per_class_x(entry: dict) -> float:
-    """Training images per class: the few-shot N, or the mean class size of the full training set."""
-    if entry.get("per_class"):
-        return float(entry["per_class"])
-    n_classes = max(1, len(entry.get("class_names") or []) or 1)
-    return float(entry.get("n_train") or 0) / n_classes
+def recommend(entries: Sequence[dict]) -> tuple[dict, dict]:
+    """Return (best, recommended) among ``entries`` (one setting of one dataset), by :data:`RULE`."""
+    decision = decide(entries)
+    return decision.best, decision.recommended
 
 
 def _is_scratch(entry: dict) -> bool:
     return entry.get("kind") == "finetune" and entry.get("mode") == "scratch"
 
 
-def _label(entry: dict) -> str:
-    if entry.get("kind") == "finetune":
-        flag = " [under-trained]" if _parts.is_under_trained(entry) else ""
-        return f"{entry.get('backbone', '?')} + {_parts.describe_finetune(entry)}{flag}"
-    control = " (control)" if entry.get("control") else ""
-    return f"{_parts.group_of(entry)}{control} + {entry.get('head', '?')}"
+# --------------------------------------------------------------------------- summary
 
 
-def _main_setting(entries: Sequence[dict]) -> list[dict]:
-    full = [e for e in entries if _size(e) is None]
-    if full:
-        return full
-    largest = max(_size(e) for e in entries)
-    return [e for e in entries if _size(e) == largest]
+def _names(entries: Sequence[dict], limit: int = 5) -> str:
+    shown = "; ".join(label(e) for e in entries[:limit])
+    return shown + (f"; and {len(entries) - limit} more" if len(entries) > limit else "")
 
 
-def _rank_key(entry: dict):
-    cost = total_seconds(entry)
-    return (-float(entry.get("accuracy", 0.0)), math.inf if cost is None else cost)
+def _cannot_tell(decision, n_test) -> str:
+    """The sentence for a test split that cannot separate the top rows."""
+    tied, best, rec = decision.tied, decision.best, decision.recommended
+    how = ("95% paired-bootstrap CI of each one's accuracy difference to the most accurate includes 0"
+           + (f"; {len(decision.unpaired)} row(s) without per-item predictions compared by their CIs instead"
+              if decision.unpaired else ""))
+    text = (f" These {len(tied)} choices are indistinguishable on {n_test} test images ({how}): {_names(tied)}; "
+            f"the cheapest at inference is {label(rec)}.")
+    if rec is not best:
+        result = decision.comparison(rec)
+        gap = f", a difference of {points(result['diff'])} points (95% paired CI {dci(result['ci'])})" if result else ""
+        text += f" The most accurate, {label(best)} ({pct(best['accuracy'])}), is not shown to be better{gap}."
+    needed = needed_sentence(decision)
+    return text + (" " + needed if needed else "")
 
 
-def recommend(entries: Sequence[dict]) -> tuple[dict, dict]:
-    """Return (best, recommended) among ``entries`` (one setting of one dataset).
-
-    Best: highest accuracy (ties: cheaper). Recommended: the cheapest entry whose
-    accuracy is at least the lower end of the best entry's accuracy CI.
-    """
-    if not entries:
-        raise ValueError("no entries to recommend from")
-    best = min(entries, key=_rank_key)
-    low = (best.get("accuracy_ci") or [best["accuracy"]])[0]
-    close = [e for e in entries if e["accuracy"] >= low and total_seconds(e) is not None]
-    recommended = min(close, key=lambda e: (total_seconds(e), -e["accuracy"])) if close else best
-    return best, recommended
-
-
-def _pareto(entries: Sequence[dict]) -> list[dict]:
-    """Entries that no cheaper entry beats on accuracy, by increasing cost."""
-    front, best_so_far = [], -1.0
-    for entry in sorted((e for e in entries if total_seconds(e) is not None), key=lambda e: (total_seconds(e), -e["accuracy"])):
-        if entry["accuracy"] > best_so_far:
-            front.append(entry)
-            best_so_far = entry["accuracy"]
-    return front
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-def _ci(values) -> str:
-    return f"[{100 * values[0]:.1f}, {100 * values[1]:.1f}]" if values else ""
-
-
-def _secs(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value >= 120:
-        return f"{value / 60:.1f} min"
-    return f"{value:.1f} s" if value >= 1 else f"{value:.2f} s"
-
-
-def _seed_note(entry: dict) -> str:
-    acc = (entry.get("seed_summary") or {}).get("accuracy")
-    if acc and acc.get("n", 1) > 1:
-        return f"mean {100 * acc['mean']:.1f}% ± {100 * acc['std']:.1f} over {acc['n']} seeds"
-    return ""
+def _clear_winner(decision, main: Sequence[dict]) -> str:
+    others = sorted((e for e in main if e is not decision.best), key=rank_key)
+    if not others:
+        return ""
+    nxt = others[0]
+    result = decision.comparison(nxt)
+    if result is None:
+        return f" The next row, {label(nxt)} ({pct(nxt['accuracy'])}), lies outside its 95% CI."
+    return (f" The paired test separates it from every other row (next: {label(nxt)}, "
+            f"{points(-result['diff'])} points, 95% paired CI {dci([-result['ci'][1], -result['ci'][0]])}).")
 
 
 def summarise(dataset: str, entries: Sequence[dict]) -> str:
-    """The generated summary line of one dataset: the recommendation and why, and the fine-tune gain."""
-    main = _main_setting(entries)
-    best, rec = recommend(main)
-    setting = "full training set" if _size(main[0]) is None else f"{_size(main[0])} training images per class"
-    parts = [f"{dataset} ({setting}, {best.get('n_test', '?')} test images): recommended {_label(rec)}"]
-    if rec is best:
-        parts.append(f"— the most accurate ({_pct(rec['accuracy'])} {_ci(rec.get('accuracy_ci'))}) at {_secs(total_seconds(rec))} total")
-    else:
-        saving = (total_seconds(best) or 0) / max(total_seconds(rec) or 1e-9, 1e-9)
-        parts.append(
-            f"— {_pct(rec['accuracy'])} lies within the 95% CI of the best, {_label(best)} "
-            f"({_pct(best['accuracy'])} {_ci(best.get('accuracy_ci'))}), at {_secs(total_seconds(rec))} total instead of "
-            f"{_secs(total_seconds(best))} ({saving:.1f}x cheaper)"
-        )
+    """The generated summary of one dataset: the recommendation, what the test split cannot tell, the verdicts."""
+    main = main_setting(entries)
+    decision = decide(main)
+    best, rec = decision.best, decision.recommended
+    n_test = best.get("n_test", "?")
+    setting = "full training set" if size(main[0]) is None else f"{size(main[0])} training images per class"
+    text = (f"{dataset} ({setting}, {n_test} test images): recommended {label(rec)} — {pct(rec['accuracy'])} "
+            f"{ci(rec.get('accuracy_ci'))}, {fmt_ms(inference_ms(rec))} ms per image at inference, "
+            f"{secs(total_seconds(rec))} to train.")
+    text += _cannot_tell(decision, n_test) if len(decision.tied) > 1 else (
+        " It is the most accurate row." + _clear_winner(decision, main))
     # Fine-tunes are measured against heads on frozen backbone features, not against the
     # raw-pixel control, which gets its own sentence.
     heads = [e for e in main if e.get("kind") != "finetune" and not e.get("control")]
     controls = [e for e in main if e.get("kind") != "finetune" and e.get("control")]
     tuned = [e for e in main if e.get("kind") == "finetune" and not _is_scratch(e)]
     scratch = [e for e in main if _is_scratch(e)]
-    text = " ".join(parts) + "."
     if heads and controls:
-        text += " " + _parts.control_verdict(min(heads, key=_rank_key), min(controls, key=_rank_key), _pct, _label)
+        text += " " + _parts.control_verdict(min(heads, key=rank_key), min(controls, key=rank_key), pct, label,
+                                             compare_rows)
     if heads and tuned:
-        text += " " + _parts.finetune_verdict(min(heads, key=_rank_key), tuned, _pct, _label, total_seconds)
+        text += " " + _parts.finetune_verdict(min(heads, key=rank_key), tuned, pct, label, total_seconds, compare_rows)
     if scratch:
-        best_scratch = min(scratch, key=_rank_key)
-        text += f" Training from scratch reaches {_pct(best_scratch['accuracy'])} in {_secs(total_seconds(best_scratch))}."
+        best_scratch = min(scratch, key=rank_key)
+        text += f" Training from scratch reaches {pct(best_scratch['accuracy'])} in {secs(total_seconds(best_scratch))}."
     return text
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _save_png(fig, path: Path) -> None:
-    """Render to memory, then one atomic write: a full disk leaves the previous PNG, not half of one."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    write_atomic(path, buffer.getvalue())
-
-
-def _figure(width: float, height: float):
-    # A bare Figure with the Agg canvas: no pyplot global state, no display needed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _log_axis(axis) -> None:
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    # 1-2-3-5 ticks with plain numbers: runs often span less than a decade.
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
-
-
-def _colors(entries: Sequence[dict]) -> dict[str, str]:
-    names = sorted({_parts.group_of(e) for e in entries} | {e.get("backbone", "?") for e in entries})
-    return {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(names)}
-
-
-def _plot_pareto(entries: Sequence[dict], rec: dict, path: Path, title: str) -> Path:
-    fig = _figure(7.5, 4.6)
-    ax = fig.add_subplot()
-    colors = _colors(entries)
-    markers = {"head": "o", "finetune": "s", "scratch": "X"}
-    seen = set()
-    for entry in entries:
-        cost = total_seconds(entry)
-        if cost is None:
-            continue
-        kind = "scratch" if _is_scratch(entry) else entry.get("kind", "head")
-        ci = entry.get("accuracy_ci") or [entry["accuracy"]] * 2
-        label = f"{_parts.group_of(entry) if kind == 'head' else entry.get('backbone')} ({'fine-tune' if kind == 'finetune' else kind})"
-        ax.errorbar(
-            cost, 100 * entry["accuracy"],
-            yerr=[[100 * (entry["accuracy"] - ci[0])], [100 * (ci[1] - entry["accuracy"])]],
-            fmt=markers[kind], color=colors[_parts.group_of(entry) if kind == "head" else entry.get("backbone", "?")], ms=7, capsize=3, alpha=0.9,
-            label=None if label in seen else label,
-        )
-        seen.add(label)
-        ax.annotate(entry.get("head", "?") if kind == "head" else entry.get("mode", "?"), (cost, 100 * entry["accuracy"]), textcoords="offset points",
-                    xytext=(6, 4), fontsize=7.5, color="#333")
-    for i, (store, seconds) in enumerate(sorted(_parts.store_floors(entries).items())):
-        ax.axvline(seconds, color=colors.get(store, "#999"), ls=":", lw=1, label="extraction of each store (shared floor)"
-                   if i == 0 else None)
-    front = _pareto(entries)
-    if len(front) > 1:
-        ax.step([total_seconds(e) for e in front], [100 * e["accuracy"] for e in front], where="post",
-                color="#555", ls="--", lw=1, label="Pareto front")
-    if total_seconds(rec) is not None:
-        ax.scatter([total_seconds(rec)], [100 * rec["accuracy"]], s=260, facecolors="none", edgecolors="#e6a000",
-                   linewidths=2, label="recommended", zorder=5)
-    return _save_accuracy_plot(fig, ax, path, title,
-                               "total compute time to result (s, log scale): extraction + fit, or fine-tune training")
-
-
-def _plot_best(entry: dict, path: Path) -> Path:
-    names = list(entry.get("class_names") or [])
-    conf = entry.get("confusion_matrix") or []
-    per_class = entry.get("per_class_metrics") or {}
-    k = len(names)
-    side = min(9.0, 2.5 + 0.38 * k)
-    fig = _figure(2 * side + 0.5, side)
-    ax, bx = fig.subplots(1, 2)
-    if conf:
-        import numpy as np
-
-        counts = np.asarray(conf, dtype=float)
-        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-        if k <= 25:
-            for i in range(k):
-                for j in range(k):
-                    if counts[i, j]:
-                        ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
-                                color="white" if rates[i, j] > 0.6 else "#222")
-        ax.set_xticks(range(k), names, rotation=90 if k > 6 else 0, fontsize=7)
-        ax.set_yticks(range(k), names, fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title("confusion matrix (counts; colour = row rate)", fontsize=9)
-        fig.colorbar(image, ax=ax, shrink=0.8)
-    f1 = [per_class.get(name, {}).get("f1", 0.0) for name in names]
-    bx.barh(range(k), f1, color="#1f77b4")
-    bx.set_yticks(range(k), names, fontsize=7)
-    bx.invert_yaxis()
-    bx.set_xlim(0, 1)
-    bx.set_xlabel("F1 on the test split")
-    bx.set_title("per-class F1", fontsize=9)
-    bx.grid(True, axis="x", alpha=0.25)
-    fig.suptitle(f"best: {_label(entry)} ({_pct(entry.get('accuracy'))} accuracy)", fontsize=10)
-    _save_png(fig, path)
-    return path
-
-
-def _curve_series(entries: Sequence[dict]) -> dict[str, list[dict]]:
-    """Lines of the learning curve: the best head per backbone, and every fine-tune mode per backbone."""
-    series: dict[str, list[dict]] = {}
-    main = _main_setting(entries)
-    for backbone in sorted({e.get("backbone") for e in entries}):
-        heads = [e for e in main if e.get("backbone") == backbone and e.get("kind") != "finetune"]
-        if heads:
-            head = min(heads, key=_rank_key)["head"]
-            series[f"{backbone} + {head} (best head)"] = [
-                e for e in entries if e.get("backbone") == backbone and e.get("head") == head and e.get("kind") != "finetune"
-            ]
-        for mode in sorted({e.get("mode") for e in entries if e.get("kind") == "finetune" and e.get("backbone") == backbone}):
-            series[f"{backbone} + finetune:{mode}"] = [
-                e for e in entries if e.get("kind") == "finetune" and e.get("backbone") == backbone and e.get("mode") == mode
-            ]
-    return {name: sorted(points, key=_per_class_x) for name, points in series.items()}
-
-
-def _plot_learning_curve(entries: Sequence[dict], path: Path, title: str) -> Path:
-    fig = _figure(7.5, 4.6)
-    ax = fig.add_subplot()
-    for i, (name, points) in enumerate(_curve_series(entries).items()):
-        xs = [_per_class_x(e) for e in points]
-        ys = [100 * e["accuracy"] for e in points]
-        lo = [100 * (e["accuracy"] - (e.get("accuracy_ci") or [e["accuracy"]] * 2)[0]) for e in points]
-        hi = [100 * ((e.get("accuracy_ci") or [e["accuracy"]] * 2)[1] - e["accuracy"]) for e in points]
-        style = "--" if "scratch" in name else "-"
-        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o" + style, capsize=3, ms=5, label=name,
-                    color=_PALETTE[i % len(_PALETTE)])
-    return _save_accuracy_plot(fig, ax, path, title,
-                               "training images per class (log scale; rightmost point = full training set when run)")
-
-
-def _save_accuracy_plot(fig, ax, path: Path, title: str, xlabel: str) -> Path:
-    """Shared finish of the accuracy plots: log x axis with plain ticks, labels, grid, legend."""
-    ax.set_xscale("log")
-    _log_axis(ax.xaxis)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy (%), 95% CI")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7.5, loc="best")
-    _save_png(fig, path)
-    return path
 
 
 # --------------------------------------------------------------------------- tables
 
 
-_COLUMNS = ("Backbone", "Head", "Train/class", "Accuracy (95% CI)", "Macro-F1 (95% CI)", "Images/s",
-            "Fit s", "Total s", "Dim", "Store MB")
+_COLUMNS = ("#", "Backbone", "Head", "Train/class", "Accuracy (95% CI)", "Macro-F1 (95% CI)", "Images/s",
+            "Fit s", "Total s (training)", "Inference ms/img", "Dim", "Store MB")
 
 
-def _row(entry: dict) -> list[str]:
+def _row(entry: dict, number: int) -> list[str]:
     tuned = entry.get("kind") == "finetune"
     ips = entry.get("images_per_second") if tuned else entry.get("extract_images_per_second")
     store = entry.get("store_bytes")
     fit = entry.get("train_seconds", entry.get("fit_seconds")) if tuned else entry.get("fit_seconds")
-    seed = _seed_note(entry)
+    seed = seed_note(entry)
     return [
+        str(number),
         _parts.group_of(entry) + (" (control)" if entry.get("control") else ""),
-        _label(entry).split(" + ", 1)[1] if tuned else str(entry.get("head", "?")),
+        label(entry).split(" + ", 1)[1] if tuned else str(entry.get("head", "?")),
         "all" if entry.get("per_class") is None else str(entry["per_class"]),
-        f"{_pct(entry.get('accuracy'))} {_ci(entry.get('accuracy_ci'))}" + (f" ({seed})" if seed else ""),
-        f"{_pct(entry.get('macro_f1'))} {_ci(entry.get('macro_f1_ci'))}",
+        f"{pct(entry.get('accuracy'))} {ci(entry.get('accuracy_ci'))}" + (f" ({seed})" if seed else ""),
+        f"{pct(entry.get('macro_f1'))} {ci(entry.get('macro_f1_ci'))}",
         "—" if ips is None else f"{ips:.0f}" + (" (train)" if tuned else ""),
-        _secs(fit),
-        _secs(total_seconds(entry)),
+        secs(fit),
+        secs(total_seconds(entry)),
+        fmt_ms(inference_ms(entry)),
         "—" if entry.get("dim") is None else str(entry["dim"]),
         "—" if store is None else f"{store / 1e6:.1f}",
     ]
 
 
 def _curve_table(entries: Sequence[dict]) -> tuple[list[str], list[list[str]]] | None:
-    sizes = sorted({_size(e) for e in entries}, key=lambda s: math.inf if s is None else s)
+    sizes = sorted({size(e) for e in entries}, key=lambda s: float("inf") if s is None else s)
     if len(sizes) < 2:
         return None
     header = ["Backbone + head"] + ["all" if s is None else str(s) for s in sizes]
     rows = []
-    for label in sorted({_label(e) for e in entries}):
-        by_size = {_size(e): e for e in entries if _label(e) == label}
-        rows.append([label] + [_pct(by_size[s]["accuracy"]) if s in by_size else "—" for s in sizes])
+    for name in sorted({label(e) for e in entries}):
+        by_size = {size(e): e for e in entries if label(e) == name}
+        rows.append([name] + [pct(by_size[s]["accuracy"]) if s in by_size else "—" for s in sizes])
     return header, rows
 
 
@@ -395,28 +210,40 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    """Escaped cell text that may wrap after the separators of long names (feature sets, paths, configs)."""
+    return re.sub(r"([+,:/_=])(?=\S)", r"\1<wbr>", html.escape(text))
+
+
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], classes: Sequence[str] = ()) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    """A table inside a box that scrolls sideways when the table is wider than the page."""
+    head = "".join(f"<th>{_cell(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if i < len(classes) and classes[i] else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        body.append(f"<tr{cls}>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>")
+    return f'<div class="tablebox"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 # --------------------------------------------------------------------------- documents
 
 
+# Fits 900-1,400 px: tables wrap their cells and, when still too wide, scroll inside
+# their own box; long commands wrap; plots scale down. No web fonts: system fonts only.
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;max-width:1180px;margin:24px auto;padding:0 16px}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;max-width:1280px;margin:24px auto;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 h3{font-size:15px;margin:18px 0 6px}.meta{color:#666;font-size:12px}
 .summary{background:#f3f7fb;border-left:4px solid #1f77b4;padding:10px 14px;margin:10px 0}
-table{border-collapse:collapse;font-size:12.5px;margin:8px 0;width:100%}
-th,td{border:1px solid #ddd;padding:4px 7px;text-align:left;white-space:nowrap}
-th{background:#f5f5f5}tr.best td{font-weight:600}tr.rec td{background:#fff7e0}
-td:nth-child(n+3){font-variant-numeric:tabular-nums}
+.tablebox{max-width:100%;overflow-x:auto;margin:8px 0}
+table{border-collapse:collapse;font-size:12.5px;width:100%}
+th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f5f5f5;font-weight:600}tr.best td{font-weight:600}tr.rec td{background:#fff7e0}
+td{font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0}
+.handover{background:#fffaf0;border-left:4px solid #e6a000;padding:6px 14px;margin:10px 0}
+pre.cmd{background:#f6f6f6;padding:8px 10px;white-space:pre-wrap;overflow-wrap:anywhere;font-size:12.5px}
+code{overflow-wrap:anywhere}.rule{font-weight:600}
 .legend{color:#555;font-size:12px}.gallery{display:flex;flex-wrap:wrap;gap:8px}
 .mistake{margin:0;width:110px;font-size:11px;text-align:center}.mistake img{border:1px solid #ccc;image-rendering:pixelated}.failed{color:#b00020}.missing{color:#a06000}
 """
@@ -431,7 +258,7 @@ def _slug(text: str) -> str:
 
 
 def _stage_rows(stages: Sequence[dict]) -> list[list[str]]:
-    return [[s.get("stage", "?"), s.get("status", "?"), _secs(s.get("seconds")), s.get("error") or ""] for s in stages]
+    return [[s.get("stage", "?"), s.get("status", "?"), secs(s.get("seconds")), s.get("error") or ""] for s in stages]
 
 
 class _Document:
@@ -440,6 +267,7 @@ class _Document:
     def __init__(self) -> None:
         self.html: list[str] = []
         self.md: list[str] = []
+        self.comparisons: dict[str, dict] = {}
 
     def add(self, html_part: str, md_lines: Sequence[str]) -> None:
         self.html.append(html_part)
@@ -448,10 +276,12 @@ class _Document:
     def write(self, out: Path, title: str) -> Path:
         document = (
             '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
             + "\n".join(self.html) + "</body></html>\n"
         )
         write_atomic(out / "report.md", "\n".join(self.md) + "\n")
+        write_atomic(out / COMPARISONS_FILE, json_text(self.comparisons))
         return write_atomic(out / "report.html", document)
 
 
@@ -461,13 +291,16 @@ def write_report(
     *,
     title: str | None = None,
     stages: Sequence[dict] | None = None,
+    search: Sequence[dict] | None = None,
 ) -> Path:
-    """Write ``report.html``, ``report.md``, ``results.json`` and PNG plots into ``out_dir``.
+    """Write ``report.html``, ``report.md``, ``results.json``, ``comparisons.json`` and PNG plots into ``out_dir``.
 
     ``entries`` defaults to ``out_dir/results.json`` (so a report can be rebuilt with
     no recomputation). ``stages`` (dicts with ``stage``, ``status``, ``seconds``,
     ``error``) lists pipeline stages; failed and missing ones are shown so a partial
-    report says what it lacks. Returns the path of ``report.html``.
+    report says what it lacks. ``search`` lists the candidates of a configuration search
+    (schema: :mod:`featx.pipeline._report_sections`); rows carrying a ``search`` list add
+    theirs. Returns the path of ``report.html``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -479,6 +312,7 @@ def write_report(
     if missing_fields:
         raise FeatxError(f"results entries without accuracy/backbone ({', '.join(missing_fields[:3])}): not featx results")
     _parts.fill_store_fields(entries)
+    locate_predictions(entries, out)
     write_json_atomic(out / RESULTS_FILE, entries + skipped)
     title = title or "featx benchmark report"
     datasets: dict[str, list[dict]] = {}
@@ -486,16 +320,19 @@ def write_report(
         datasets.setdefault(str(entry.get("dataset") or "results"), []).append(entry)
 
     doc = _Document()
-    _add_header(doc, title, entries, datasets)
+    _add_header(doc, out, title, entries, datasets)
     for name, group in datasets.items():
         suffix = "" if len(datasets) == 1 else f"-{_slug(name)}"
         _add_dataset(doc, out, name, group, suffix)
+    candidates = list(search or []) + [c for e in entries if isinstance(e.get("search"), list) for c in e["search"]]
+    if candidates:
+        _add_search(doc, candidates)
     if stages:
         _add_stages(doc, stages)
     return doc.write(out, title)
 
 
-def _add_header(doc: _Document, title: str, entries: Sequence[dict], datasets: dict[str, list[dict]]) -> None:
+def _add_header(doc: _Document, out: Path, title: str, entries: Sequence[dict], datasets: dict[str, list[dict]]) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M")
     versions = next((e.get("versions") for e in entries if e.get("versions")), {}) or {}
     meta = f"generated {stamp}; {len(entries)} result(s)" + "".join(f"; {k} {v}" for k, v in sorted(versions.items()))
@@ -503,10 +340,19 @@ def _add_header(doc: _Document, title: str, entries: Sequence[dict], datasets: d
     if not entries:
         empty = "No results yet: every stage failed or none has run."
         doc.add(f'<p class="summary">{empty}</p>', [empty])
+        return
     summaries = [summarise(name, group) for name, group in datasets.items() if group]
-    if summaries:
-        doc.add("<h2>Summary</h2>" + "".join(f'<p class="summary">{html.escape(s)}</p>' for s in summaries),
-                ["## Summary", ""] + [f"> {s}" + "\n" for s in summaries])
+    doc.add("<h2>Summary</h2>" + "".join(f'<p class="summary">{html.escape(s)}</p>' for s in summaries)
+            + f'<p class="rule">{html.escape(RULE)}</p>',
+            ["## Summary", ""] + [f"> {s}" + "\n" for s in summaries] + [f"**{RULE}**", ""])
+    for group in datasets.values():
+        decision = decide(main_setting(group))
+        doc.add(*_sections.handover_parts(decision.recommended, out, decision))
+
+
+def _batch_note(main: Sequence[dict]) -> str:
+    sizes = sorted({int(e["extract_batch_size"]) for e in main if e.get("extract_batch_size")})
+    return f" Extraction batch size: {', '.join(map(str, sizes))}." if sizes else ""
 
 
 def _split_note(main: Sequence[dict]) -> str:
@@ -517,51 +363,86 @@ def _split_note(main: Sequence[dict]) -> str:
 
 
 def _add_dataset(doc: _Document, out: Path, name: str, group: list[dict], suffix: str) -> None:
-    """One dataset: the ranked table with its legend, then the plots."""
-    main = _main_setting(group)
-    best, rec = recommend(main)
-    ordered = sorted(main, key=_rank_key)
+    """One dataset: the ranked table with its legend, the paired comparisons, then the plots."""
+    main = main_setting(group)
+    decision = decide(main)
+    best, rec = decision.best, decision.recommended
+    ordered = sorted(main, key=rank_key)
+    numbers = {id(e): i for i, e in enumerate(ordered, start=1)}
     marks = ["best rec" if e is best and e is rec else "best" if e is best else "rec" if e is rec else "" for e in ordered]
-    rows = [_row(e) for e in ordered]
+    rows = [_row(e, numbers[id(e)]) for e in ordered]
     for row, mark in zip(rows, marks):
-        row[1] += " ★" if "best" in mark else ""
-        row[1] += " ✓" if "rec" in mark else ""
+        row[2] += " ★" if "best" in mark else ""
+        row[2] += " ✓" if "rec" in mark else ""
     legend = (
-        "★ best accuracy; ✓ recommended (cheapest within the best entry's 95% CI). Accuracy and macro-F1 on the "
-        "test split with 95% bootstrap CIs. Images/s: extraction throughput of the feature store (fine-tunes: "
-        "training throughput). Fit s: head selection + refit (fine-tunes: training). Total s: extraction + fit, "
-        "or fine-tune training, i.e. compute from raw images to this result. Dim: feature dimension. Store MB: "
-        "size of the feature store. " + _split_note(main)
+        "★ most accurate; ✓ recommended (the rule is stated under the summary). Accuracy and macro-F1 on the test "
+        "split with 95% bootstrap CIs. Images/s: extraction throughput of the feature store (fine-tunes: training "
+        "throughput). Fit s: head selection + refit (fine-tunes: training). Total s (training): extraction + fit, or "
+        "fine-tune training, i.e. compute from raw images to this result. Inference ms/img: from image file to class, "
+        "backbone + head; the backbone's share is the store's recorded extraction throughput (decode, resize and "
+        "forward at the store's batch size) and the head's is its measured predict time; fine-tunes: their measured "
+        "forward on the test split." + _batch_note(main) + " Dim: feature dimension. Store MB: size of the feature "
+        "store. " + _split_note(main)
     )
-    section_title = f"{name}" + ("" if _size(main[0]) is None else f" — {_size(main[0])} training images per class")
+    section_title = f"{name}" + ("" if size(main[0]) is None else f" — {size(main[0])} training images per class")
     doc.add(f"<h2>{html.escape(section_title)}</h2>" + _html_table(_COLUMNS, rows, marks)
             + f'<p class="legend">{html.escape(legend)}</p>',
             [f"## {section_title}", "", _md_table(_COLUMNS, rows), "", f"_{legend}_", ""])
-    _add_plots(doc, out, name, group, main, best, rec, suffix)
+    _add_comparisons(doc, name, main, decision, numbers)
+    _add_plots(doc, out, name, group, main, decision, numbers, suffix)
 
 
-def _add_plots(doc: _Document, out: Path, name: str, group, main, best: dict, rec: dict, suffix: str) -> None:
+def _add_comparisons(doc: _Document, name: str, main: Sequence[dict], decision, numbers: dict[int, int]) -> None:
+    rec = decision.recommended
+    compared = _sections.comparison_record(main, rec)
+    doc.comparisons[name] = {
+        "rule": RULE, "best": label(decision.best), "recommended": label(rec),
+        "indistinguishable_from_best": [label(e) for e in decision.tied],
+        "vs_best": [{"row": label(e), **(decision.comparison(e) or {"paired": False})} for e in main
+                    if e is not decision.best],
+        "vs_recommended": [{"row": label(c["entry"]), **(c["result"] or {"paired": False})} for c in compared],
+    }
+    if not compared:
+        return
+    rows = _sections.comparison_rows(compared, numbers)
+    note = (f"Each row against the recommended one (✓ {label(rec)}) on the test images both were scored on: the "
+            "accuracy difference with its 95% paired-bootstrap CI (10,000 resamples of the shared items), McNemar's "
+            "exact p on the items exactly one of the two got right, and how many test images McNemar's test would "
+            "need to separate a gap of this size at this disagreement rate (5% level, 80% power). 'cannot tell apart': "
+            "the CI includes 0.")
+    heading = "Paired comparisons with the recommended choice"
+    doc.add(f"<h3>{heading}</h3>" + _html_table(_sections.COMPARISON_COLUMNS, rows) + f'<p class="legend">{html.escape(note)}</p>',
+            [f"### {heading}", "", _md_table(_sections.COMPARISON_COLUMNS, rows), "", f"_{note}_", ""])
+
+
+def _add_plots(doc: _Document, out: Path, name: str, group, main, decision, numbers, suffix: str) -> None:
+    best, rec = decision.best, decision.recommended
+    which = ("Recommended and most accurate" if rec is best else "Recommended")
+    model_note = ("" if rec is best else f" This is the recommended row; the most accurate row, {label(best)} "
+                  f"({pct(best['accuracy'])}), is indistinguishable from it on the paired test.")
     plots = [
-        (_plot_pareto(main, rec, out / f"pareto{suffix}.png", f"{name}: accuracy vs total compute"),
+        (_plots.plot_pareto(main, rec, numbers, out / f"pareto{suffix}.png", f"{name}: accuracy vs total compute"),
          "Accuracy vs total compute time",
-         "Each point is one choice (circles: frozen features + head; squares: fine-tunes; crosses: from scratch), "
-         "coloured by backbone, with its 95% CI. Cost: the row's own fit time plus the extraction of the store(s) it "
-         "reads, each store once; heads on one store share that extraction (dotted line: the floor under all of "
-         "them), it is not added per head to the pipeline's bill. The dashed step line is the Pareto front: the "
-         "choices no cheaper choice beats. The ringed point is the recommendation. " + _cost_note(main)),
-        (_plot_best(best, out / f"best{suffix}.png"), f"Best choice: {_label(best)}",
-         "Confusion matrix on the test split (cell = count, colour = share of the true class) and per-class F1."),
+         "Each point is one row of the table, numbered as there (circles: frozen features + head; squares: "
+         "fine-tunes; crosses: from scratch), coloured by backbone, with its 95% CI. Cost: the row's own fit time plus "
+         "the extraction of the store(s) it reads, each store once; heads on one store share that extraction (dotted "
+         "line: the floor under all of them), it is not added per head to the pipeline's bill. The dashed step line is "
+         "the Pareto front: the choices no cheaper choice beats. The ringed point is the recommendation. "
+         + _cost_note(main)),
+        (_plots.plot_model(rec, out / f"best{suffix}.png", f"{which}: {label(rec)}"), f"{which}: {label(rec)}",
+         "Confusion matrix on the test split (cell = count, colour = share of the true class) and per-class F1."
+         + model_note),
     ]
     curve = _curve_table(group)
     if curve is not None:
         plots.append((
-            _plot_learning_curve(group, out / f"learning_curve{suffix}.png", f"{name}: learning curve"),
+            _plots.plot_learning_curve(group, out / f"learning_curve{suffix}.png", f"{name}: learning curve"),
             "Learning curve",
             "Test accuracy vs training images per class for the best head of each backbone, each fine-tune mode "
             "and training from scratch (dashed), all on the same test split.",
         ))
-    grouped = _parts.plot_groups(main, out / f"feature_sets{suffix}.png", f"{name}: accuracy per feature set", _figure,
-                                 _save_png)
+    grouped = _parts.plot_groups(main, out / f"feature_sets{suffix}.png", f"{name}: accuracy per feature set",
+                                 _plots.figure, _plots.save_png)
     if grouped is not None:
         plots.append((grouped, "Accuracy per feature set", "The best head's test accuracy (95% CI) on each feature "
                       "set (or backbone; grey: the raw-pixel control), all on the same test split."))
@@ -569,20 +450,37 @@ def _add_plots(doc: _Document, out: Path, name: str, group, main, best: dict, re
         doc.add(f"<h3>{html.escape(heading)}</h3><p class=\"legend\">{html.escape(caption)}</p>"
                 + f'<img src="{_data_uri(path)}" alt="{html.escape(heading)}">',
                 [f"### {heading}", "", caption, "", f"![{heading}]({path.name})", ""])
-    shown = best if best.get("mistakes") else min((e for e in main if e.get("mistakes")), key=_rank_key, default=None)
-    part = _parts.gallery(shown, _label(shown)) if shown is not None else None
-    if part is not None:
-        doc.add(*part)
+    _add_gallery(doc, main, rec)
     if curve is not None:
         header, curve_rows = curve
         doc.add("<h3>Accuracy by training images per class</h3>" + _html_table(header, curve_rows),
                 ["### Accuracy by training images per class", "", _md_table(header, curve_rows), ""])
 
 
+def _add_gallery(doc: _Document, main: Sequence[dict], rec: dict) -> None:
+    """The recommended row's worst mistakes; another row's only when it recorded none, and then said so."""
+    shown = rec if rec.get("mistakes") else min((e for e in main if e.get("mistakes")), key=rank_key, default=None)
+    if shown is None:
+        return
+    name = label(shown) + ("" if shown is rec else " (not the recommended row, which recorded no mistakes)")
+    part = _parts.gallery(shown, name)
+    if part is not None:
+        doc.add(*part)
+
+
 def _cost_note(entries: Sequence[dict]) -> str:
     cost = _parts.pipeline_cost(entries)
-    return (f"This run's compute: {_secs(cost['extraction'])} extraction ({cost['stores']} store(s), each once) + "
-            f"{_secs(cost['fits'])} head fits + {_secs(cost['finetunes'])} fine-tunes = {_secs(cost['total'])}.")
+    return (f"This run's compute: {secs(cost['extraction'])} extraction ({cost['stores']} store(s), each once) + "
+            f"{secs(cost['fits'])} head fits + {secs(cost['finetunes'])} fine-tunes = {secs(cost['total'])}.")
+
+
+def _add_search(doc: _Document, candidates: Sequence[dict]) -> None:
+    header, rows = _sections.search_table(candidates)
+    classes = ["rec" if r[-1].startswith("chosen") else "" for r in rows]
+    note = ("Every configuration the search tried, in order: the proxy's score on val (never test), the training "
+            "subsample it saw, its cost, and whether it was pruned (and why) or chosen.")
+    doc.add("<h2>Search</h2>" + _html_table(header, rows, classes) + f'<p class="legend">{html.escape(note)}</p>',
+            ["## Search", "", _md_table(header, rows), "", f"_{note}_", ""])
 
 
 def _add_stages(doc: _Document, stages: Sequence[dict]) -> None:

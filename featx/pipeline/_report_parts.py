@@ -53,8 +53,30 @@ def is_under_trained(entry: dict) -> bool:
     return history[-1] > max(history[:-1])
 
 
-def finetune_verdict(best_head: dict, tuned: Sequence[dict], pct, label, cost) -> str:
-    """The summary's sentence on fine-tuning, which never generalises from a short linear run.
+def _gap_phrase(first: dict, second: dict, compare, pct, label) -> str | None:
+    """``None`` when the test items separate ``first`` from ``second``; else the words saying they do not
+    (accuracies and the difference ``first - second`` in that order).
+
+    Paired (McNemar-style bootstrap on the shared items) when both rows recorded their test
+    predictions, else the unpaired check: the two 95% CIs overlap.
+    """
+    result = compare(first, second)
+    if result is not None:
+        if result["separated"]:
+            return None
+        return (f"cannot be told apart on {result['n']} shared test images ({pct(first['accuracy'])} vs "
+                f"{pct(second['accuracy'])}, difference {100 * result['diff']:+.1f} points, 95% paired CI "
+                f"[{100 * result['ci'][0]:+.1f}, {100 * result['ci'][1]:+.1f}])")
+    a, b = first.get("accuracy_ci"), second.get("accuracy_ci")
+    if a and b and a[0] <= b[1] and b[0] <= a[1]:
+        return (f"cannot be told apart ({pct(first['accuracy'])} vs {pct(second['accuracy'])}; their 95% CIs overlap "
+                "and no per-item predictions were recorded for a paired test)")
+    return None
+
+
+def finetune_verdict(best_head: dict, tuned: Sequence[dict], pct, label, cost, compare=lambda a, b: None) -> str:
+    """The summary's sentence on fine-tuning, which never generalises from a short linear run,
+    and never states a gain or loss that the paired test on the shared test items does not support.
 
     A verdict "fine-tuning gains/loses N points" needs a fine-tune that trained the
     backbone (partial or full) and was not still improving when it stopped; otherwise
@@ -69,11 +91,16 @@ def finetune_verdict(best_head: dict, tuned: Sequence[dict], pct, label, cost) -
     if settled:
         best = max(settled, key=lambda e: e["accuracy"])
         gap = 100 * (best["accuracy"] - best_head["accuracy"])
-        verdict = f"gains {gap:.1f} points" if gap >= 0 else f"loses {-gap:.1f} points"
         ratio = (cost(best) or 0) / max(cost(best_head) or 1e-9, 1e-9)
-        lines.append(f"Fine-tuning the backbone ({describe_finetune(best)}) {verdict} over frozen features "
-                     f"({pct(best['accuracy'])} vs best head {label(best_head)} {pct(best_head['accuracy'])}) "
-                     f"at {ratio:.1f}x the compute.")
+        tie = _gap_phrase(best, best_head, compare, pct, label)  # in the sentence's order: fine-tune, then head
+        if tie is not None:
+            lines.append(f"Fine-tuning the backbone ({describe_finetune(best)}) and the best head on frozen features, "
+                         f"{label(best_head)}, {tie}; the fine-tune costs {ratio:.1f}x the compute.")
+        else:
+            verdict = f"gains {gap:.1f} points" if gap >= 0 else f"loses {-gap:.1f} points"
+            lines.append(f"Fine-tuning the backbone ({describe_finetune(best)}) {verdict} over frozen features "
+                         f"({pct(best['accuracy'])} vs best head {label(best_head)} {pct(best_head['accuracy'])}) "
+                         f"at {ratio:.1f}x the compute.")
     else:
         what = "; ".join(describe_finetune(e) for e in tuned)
         lines.append(f"The fine-tune{'s' if len(tuned) > 1 else ''} that ran ({what}) reached {pct(best_tune['accuracy'])}, "
@@ -89,11 +116,17 @@ def finetune_verdict(best_head: dict, tuned: Sequence[dict], pct, label, cost) -
     return " ".join(lines)
 
 
-def control_verdict(best_head: dict, control: dict, pct, label) -> str:
-    """Whether frozen pretrained features beat the raw-pixel control, and by how many points."""
+def control_verdict(best_head: dict, control: dict, pct, label, compare=lambda a, b: None) -> str:
+    """Whether frozen pretrained features beat the raw-pixel control, and by how many points
+    (only when the test items separate the two)."""
     gap = 100 * (best_head["accuracy"] - control["accuracy"])
+    tie = _gap_phrase(best_head, control, compare, pct, label)  # in the sentence's order: head, then control
+    if tie is not None:
+        return (f"The best head on frozen features, {label(best_head)}, and the raw-pixel control, {label(control)}, "
+                f"{tie}: on this test set the pretrained features are not shown to pay for their extraction.")
     if gap <= 0:
-        return (f"{label(control)} ({pct(control['accuracy'])}) is at least as accurate as the "
+        name = label(control)
+        return (f"{name[:1].upper() + name[1:]} ({pct(control['accuracy'])}) is more accurate than the "
                 f"best head on frozen features, {label(best_head)} ({pct(best_head['accuracy'])}): on this data the "
                 "pretrained features do not pay for their extraction.")
     return (f"Frozen features beat the raw-pixel control by {gap:.1f} points ({label(best_head)} "
@@ -241,6 +274,7 @@ def fill_store_fields(entries: list[dict]) -> None:
                 stores[path] = {"store_id": store.store_id,
                                 "extract_seconds": store.run_info.get("extract_seconds_total"),
                                 "extract_images_per_second": store.run_info.get("images_per_second"),
+                                "extract_batch_size": store.run_info.get("batch_size"),
                                 "store_bytes": Path(path).stat().st_size}
             except (FeatxError, OSError):
                 stores[path] = {}  # moved or deleted: the row shows fit time only

@@ -44,7 +44,7 @@ import yaml
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError, StoreMismatchError
 from ..core.interrupts import check_interrupt
-from ..core.io import write_atomic, write_json_atomic
+from ..core.io import remove_stale_temps, write_atomic, write_json_atomic
 from ..core.results import RESULTS_FILE
 from ._config import Pipeline, load_pipeline
 from ._controls import RAW_LABEL
@@ -520,6 +520,7 @@ def run_pipeline(
     except Timeout:
         raise FeatxError(f"another `featx run` is writing {out_dir}; wait for it or use another --out") from None
     try:
+        remove_stale_temps(out_dir)  # what a killed run left (``.state.json.PID.tmp``, ...)
         resolved = out_dir / RESOLVED_FILE
         write_atomic(resolved, f"# {pipeline.path or 'pipeline'} as run: overrides and defaults applied\n"
                      + yaml.safe_dump(pipeline.to_dict(), sort_keys=False))

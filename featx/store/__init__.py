@@ -7,16 +7,20 @@ from __future__ import annotations
 
 from ._export import EXPORT_FORMATS, export_store
 from ._lock import lock_holder, lock_path, writer_lock
+from ._place import NEW_SUFFIX, build_target, check_apart, is_featx_store, remove_temporaries, swap_in
 from ._progress import ProgressFile, progress_path, read_progress
+from ._shard_writer import ShardedWriter, write_shard
 from ._shards import (
     ITEMS,
     MANIFEST,
     ShardedFeatureStore,
-    ShardedWriter,
     is_sharded_store,
+    iter_verified_shards,
+    manifest_digest,
+    read_shard,
+    read_shard_fields,
     shard_name,
     verify_sharded,
-    write_shard,
 )
 from ._store import (
     FORMAT_VERSION,
@@ -38,6 +42,10 @@ __all__ = [
     "StoreWriter",
     "ShardedWriter",
     "write_shard",
+    "iter_verified_shards",
+    "read_shard",
+    "read_shard_fields",
+    "manifest_digest",
     "shard_name",
     "is_sharded_store",
     "MANIFEST",
@@ -58,6 +66,12 @@ __all__ = [
     "writer_lock",
     "lock_path",
     "lock_holder",
+    "is_featx_store",
+    "check_apart",
+    "build_target",
+    "swap_in",
+    "remove_temporaries",
+    "NEW_SUFFIX",
     "ProgressFile",
     "progress_path",
     "read_progress",

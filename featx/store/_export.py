@@ -5,8 +5,12 @@ One row per usable item: ``id`` (string), ``label`` (int64), ``label_name`` (str
 fractions, which keeps the source's own split where it has one) and ``features``
 (``fixed_size_list<float32>[D]``, which Spark, Ray Data, pandas and embedding indexes read
 as one vector per row). The store's config, fingerprint, store id and class names go into
-the schema metadata under ``featx``. A sharded store is written one shard at a time, so
-export never holds more than one shard's features; the file appears by atomic rename.
+the schema metadata under ``featx``. Rows come through the verified reader
+(:func:`~featx.store.iter_verified_shards`) one shard (or 65,536 rows) at a time, so a
+damaged or swapped shard is an error, never exported, and export never holds more than
+one shard's features; the file appears by atomic rename. OUT may not be the store or lie
+inside it; an existing OUT is replaced only with ``overwrite`` and only if it is a file
+featx exported.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import disk_errors, fsync_dir
+from ._place import check_apart
+from ._shards import iter_verified_shards
 from ._store import FeatureStore
 
 __all__ = ["export_store", "EXPORT_FORMATS"]
@@ -27,21 +33,36 @@ EXPORT_FORMATS = ("parquet",)
 
 
 def _chunks(store: FeatureStore, splits: np.ndarray):
-    """(features, labels, ids, splits) in source order, a shard (or 65,536 rows) at a time."""
-    if hasattr(store, "iter_shards"):
-        offset = 0
-        for feats, labels, ids, _ in store.iter_shards():
-            yield feats, labels, ids, splits[offset:offset + len(ids)]
-            offset += len(ids)
+    """(features, labels, ids, splits) in source order, a shard (or 65,536 rows) at a time, verified."""
+    offset = 0
+    for ids, labels, _, feats in iter_verified_shards(store):
+        yield feats, labels, ids, splits[offset:offset + len(ids)]
+        offset += len(ids)
+
+
+def _check_out(store: FeatureStore, out: Path, overwrite: bool) -> None:
+    check_apart(out, [store.path], what="OUT")
+    if not (out.exists() or out.is_symlink()):
         return
-    feats, labels, ids = store.features, store.labels, store.ids
-    for lo in range(0, len(ids), 65536):
-        sl = slice(lo, lo + 65536)
-        yield feats[sl], labels[sl], ids[sl], splits[sl]
+    if not overwrite:
+        raise FeatxUsageError(f"{out} exists; pass --overwrite to replace it, or choose another OUT")
+    import pyarrow.parquet as pq
+
+    try:
+        ours = out.is_file() and not out.is_symlink() and b"featx" in (pq.read_schema(out).metadata or {})
+    except Exception:  # noqa: BLE001 - not readable as Parquet: not a featx export
+        ours = False
+    if not ours:
+        raise FeatxUsageError(f"{out} exists and is not a featx export; featx replaces only files it wrote: "
+                              "choose another OUT")
 
 
-def export_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike, fmt: str = "parquet") -> Path:
-    """Write the usable rows of a complete store to ``out``; returns the path."""
+def export_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike, fmt: str = "parquet",
+                 overwrite: bool = False) -> Path:
+    """Write the usable rows of a complete store to ``out``; returns the path.
+
+    ``overwrite``: replace an existing ``out`` that an earlier export wrote (anything else is refused).
+    """
     if fmt not in EXPORT_FORMATS:
         raise FeatxUsageError(f"export format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
     try:
@@ -50,6 +71,8 @@ def export_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike
     except ImportError:
         raise FeatxError("export to Parquet needs pyarrow: pip install 'featx[parquet]'") from None
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    out = Path(out)
+    _check_out(store, out, overwrite)
     store.require_complete()
     splits, rule = store.split_assignment()
     names = np.asarray(store.class_names, dtype=object)
@@ -58,7 +81,6 @@ def export_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike
     schema = pa.schema([("id", pa.string()), ("label", pa.int64()), ("label_name", pa.string()),
                         ("split", pa.string()), ("features", pa.list_(pa.float32(), store.dim))],
                        metadata={"featx": json.dumps(meta, sort_keys=True, default=str)})
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     with disk_errors(out, tmp):

@@ -269,6 +269,20 @@ class FeatureStore:
             self._features = self._features.astype(np.float32, copy=False)
         return self._features
 
+    def iter_verified_shards(self, rows: int = 65536):
+        """``(ids, labels, splits, features)`` of the usable rows, ``rows`` source rows at a time
+        (see :func:`featx.store.iter_verified_shards`); each chunk's checksum is checked as it is read."""
+        with _open_h5(self.path, "r") as h5:
+            for lo in range(0, self.n_items, rows):
+                sl = slice(lo, min(lo + rows, self.n_items))
+                done = self._done[sl]
+                try:
+                    feats = h5["features"][sl][done]
+                except OSError as exc:
+                    raise damaged_error(self.path, f"/features: {_first_line(exc)}") from None
+                yield (self._all_ids[sl][done], self._all_labels[sl][done].astype(np.int64), self._all_splits[sl][done],
+                       feats.astype(np.float32, copy=False))
+
     @property
     def feature_sets(self) -> list[dict]:
         """Every stored set: ``pooled`` (``/features``) first, then the extra ones (``--layers``)."""
@@ -430,6 +444,13 @@ class StoreWriter:
 
     def pending_rows(self) -> np.ndarray:
         return np.flatnonzero(self.status == STATUS_PENDING)
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        """The pending rows in fixed, batch-aligned blocks ``[k*B, (k+1)*B)``: a resumed run recomputes
+        the same blocks with the same batch composition, so its file equals an uninterrupted one."""
+        n = len(self.status)
+        blocks = np.unique(self.pending_rows() // batch_size)
+        return [list(range(int(b) * batch_size, min((int(b) + 1) * batch_size, n))) for b in blocks]
 
     def write_batch(self, start: int, features: np.ndarray, reasons: list[str | None], records=None,
                     extra: dict[str, np.ndarray] | None = None) -> None:
