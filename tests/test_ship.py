@@ -7,6 +7,7 @@ checks need the `export` extra (skipped without it)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,7 +77,11 @@ def test_every_head_row_names_a_model_that_predicts_what_it_scored(work, digits)
         assert list(model.classes_) == digits.class_names and model.kind == "head"
     manifest = json.loads((out / "logreg" / "manifest.json").read_text())
     assert manifest["kind"] == "head" and manifest["steps"] == ["scale", "clf"]
-    assert set(manifest["sha256"]) == {"model.skops", "result.json"}
+    # Every file of the head is hashed, its row and per-item test predictions included, and the row
+    # names the predictions where they are after the swap.
+    assert set(manifest["sha256"]) == {"model.skops", "result.json", "test_predictions.npz"}
+    record = read_results(out)[0]["test_predictions"]
+    assert Path(record["path"]).is_file() and Path(record["path"]).parent.name == read_results(out)[0]["head"]
 
 
 def test_the_raw_pixel_control_predicts(work, digits, tmp_path):
