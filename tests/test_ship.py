@@ -38,7 +38,7 @@ def work(tmp_path_factory, digits):
     root = tmp_path_factory.mktemp("ship")
     fast = {"batch_size": 32, "workers": 0, "device": "cpu", "quiet": True}
     store = extract(digits, "efficientnet_lite0", out=root / "lite0.h5", **fast)
-    train_heads(store, heads=["logreg", "mlp", "decision_tree"], out=root / "heads", n_boot=100,
+    train_heads(store, heads=["logreg", "mlp", "decision_tree", "linear_svm"], out=root / "heads", n_boot=100,
                 params={"mlp": {"max_iter": 30, "hidden_units": 64}, "decision_tree": {"pca": 16}})
     raw = extract_raw_pixels(digits, root / "raw.h5")
     train_heads(raw, heads=["logreg"], out=root / "raw_heads", n_boot=100)
@@ -70,7 +70,7 @@ def _check_row(out, row, store, source):
 def test_every_head_row_names_a_model_that_predicts_what_it_scored(work, digits):
     out = work["root"] / "heads"
     rows = read_results(out)
-    assert sorted(r["head"] for r in rows) == ["decision_tree", "logreg", "mlp"]
+    assert sorted(r["head"] for r in rows) == ["decision_tree", "linear_svm", "logreg", "mlp"]
     for row in rows:
         assert row["model"] == row["head"] and (out / row["model"] / "manifest.json").is_file()
         model = _check_row(out, row, work["store"], digits)
@@ -234,6 +234,21 @@ def test_onnx_export_of_lite0_logreg_matches_featx_predict(work, digits, tmp_pat
                                atol=1e-4)
 
 
+@pytest.mark.parametrize("head", ["mlp", "linear_svm"])
+def test_the_exported_graph_of_mlp_and_calibrated_linear_svm_heads_computes_their_probabilities(work, digits, head):
+    """The torch graph itself (ONNX conversion of it is checked for logreg here and for the rest in the slow test)."""
+    import torch
+
+    from featx.heads._export_model import build_graph
+
+    model = featx.load_model(work["root"] / "heads" / head)
+    graph, _ = build_graph(model)
+    images = _images(digits, range(0, 100, 17))
+    with torch.no_grad():
+        got = graph(torch.from_numpy(_crops(model, images))).numpy()
+    np.testing.assert_allclose(got, model.predict_proba(images), atol=1e-4)
+
+
 def test_raw_pixel_export_downsamples_inside(work, digits, tmp_path):
     pytest.importorskip("onnx")
     from PIL import Image
@@ -251,7 +266,7 @@ def test_raw_pixel_export_downsamples_inside(work, digits, tmp_path):
 def test_tree_heads_are_refused_in_one_line_naming_what_exports(work, tmp_path):
     result = CliRunner().invoke(cli, ["export-model", str(work["root"] / "heads" / "decision_tree"), "--out",
                                       str(tmp_path / "tree.onnx")])
-    assert result.exit_code == 2 and "logreg, mlp" in result.output and "fine-tunes" in result.output
+    assert result.exit_code == 2 and "logreg, linear_svm, mlp" in result.output and "fine-tunes" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "tree.onnx").exists()
 
 
@@ -265,7 +280,8 @@ def test_mlp_feature_set_and_fine_tune_export_match_featx_predict(work, digits, 
     finetune(digits, "efficientnet_lite0", tmp_path / "ft", mode="partial", epochs=1, image_size=64, batch_size=16,
              workers=0, n_boot=50, quiet=True, device="cpu")
     images = _images(digits, range(0, 100, 13))
-    for name, model_dir in {"mlp": work["root"] / "heads" / "mlp", "fs": tmp_path / "fs" / "logreg",
+    for name, model_dir in {"mlp": work["root"] / "heads" / "mlp", "svm": work["root"] / "heads" / "linear_svm",
+                            "fs": tmp_path / "fs" / "logreg",
                             "ft": tmp_path / "ft" / "model"}.items():
         model = featx.load_model(model_dir)
         for fmt in ("onnx", "torchscript"):

@@ -6,12 +6,13 @@ timm's data-config keys) and returns class probabilities ``(N, K)`` in the order
 ``classes`` in that file. Inside: the scaling to [0, 1] and the mean/std normalisation,
 every backbone of the features (several for a feature-set head, concatenated in the
 recorded order, layers and views as extracted), and the head. A linear head (logreg)
-is folded with its standardiser (and PCA, if any) into one ``Linear``; the MLP keeps its
+is folded with its standardiser (and PCA, if any) into one ``Linear`` (linear_svm too,
+followed by its per-class sigmoid calibration and normalisation); the MLP keeps its
 two layers, the standardiser folded into the first; a fine-tune is its network plus a
 softmax; the raw-pixel control's block-average downsampling (box filter) runs inside
 when ``input_size`` is a multiple of its size.
 
-Heads that are not tensor programs (trees, boosting, kNN, kernel SVMs, calibrated SVMs)
+Heads that are not tensor programs (trees, boosting, kNN, kernel SVMs)
 are refused with the kinds that do export: the converters that exist for them (skl2onnx,
 onnxmltools) produce a separate graph per scikit-learn estimator, not one graph with the
 backbone, and featx's own torch heads would need converters of their own.
@@ -36,7 +37,7 @@ from ._model import PYTHON_WEIGHTS, Model, open_model
 __all__ = ["export_model", "EXPORT_MODEL_FORMATS", "EXPORTABLE_KINDS"]
 
 EXPORT_MODEL_FORMATS = ("onnx", "torchscript")
-EXPORTABLE_KINDS = "logreg, mlp (on any backbone, feature set or raw pixels) and fine-tunes"
+EXPORTABLE_KINDS = "logreg, linear_svm, mlp (on any backbone, feature set or raw pixels) and fine-tunes"
 OPSET = 17
 _DATA_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 
@@ -157,8 +158,26 @@ def head_module(head):
         W0, b0 = np.asarray(clf.coefs_[0], np.float64), np.asarray(clf.intercepts_[0], np.float64)
         W1, b1 = np.asarray(clf.coefs_[1], np.float64), np.asarray(clf.intercepts_[1], np.float64)
         return nn.Sequential(_linear(M @ W0, v @ W0 + b0), nn.ReLU(), _linear(W1, b1), nn.Softmax(dim=1))
+    if kind == "CalibratedClassifierCV":
+        return _calibrated_linear(clf, M, v, head.name)
     raise FeatxUsageError(f"head {head.name} ({kind}) is not a tensor program and does not export; "
                           f"export-model exports {EXPORTABLE_KINDS}; use `featx predict` for this head")
+
+
+def _calibrated_linear(clf, M, v, name: str):
+    """linear_svm: each fold's LinearSVC decision, sigmoid-calibrated per class, normalised as scikit-learn does."""
+    members = []
+    for member in clf.calibrated_classifiers_:
+        svm = member.estimator
+        if (type(svm).__name__ != "LinearSVC" or member.method != "sigmoid"
+                or list(svm.classes_) != list(clf.classes_)):
+            raise FeatxUsageError(f"head {name}: only sigmoid-calibrated linear SVMs export; "
+                                  f"export-model exports {EXPORTABLE_KINDS}")
+        W, b = np.asarray(svm.coef_, np.float64), np.asarray(svm.intercept_, np.float64)
+        a = [float(c.a_) for c in member.calibrators]
+        c = [float(c.b_) for c in member.calibrators]
+        members.append(_Calibrated(_linear(M @ W.T, v @ W.T + b), a, c, len(clf.classes_)))
+    return _Mean(members)
 
 
 def _affine(steps, dim: int, name: str):
@@ -227,6 +246,34 @@ class _Backbone(_Normalised):
     def forward(self, x):
         sets = embed_batch(self.network, (x - self.mean) / self.std, self.recipe)
         return torch.cat([sets[name].float().reshape(x.shape[0], -1) for name in self.sets], dim=1)
+
+
+class _Calibrated(nn.Module):
+    """p_k = sigmoid(-(a_k f_k + b_k)) of a one-vs-rest decision f; binary: [1 - p, p]; else p / sum(p)."""
+
+    def __init__(self, linear, a, b, n_classes: int):
+        super().__init__()
+        self.linear, self.n_classes = linear, int(n_classes)
+        self.register_buffer("a", torch.tensor(a, dtype=torch.float32).view(1, -1))
+        self.register_buffer("b", torch.tensor(b, dtype=torch.float32).view(1, -1))
+
+    def forward(self, z):
+        p = torch.sigmoid(-(self.linear(z) * self.a + self.b))
+        if self.n_classes == 2:
+            return torch.cat([1.0 - p, p], dim=1)
+        total = p.sum(dim=1, keepdim=True)
+        return torch.where(total > 0, p / total.clamp_min(1e-30), torch.full_like(p, 1.0 / self.n_classes))
+
+
+class _Mean(nn.Module):
+    """The mean of several heads' probabilities (calibration folds kept as an ensemble)."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, z):
+        return torch.stack([m(z) for m in self.members]).mean(dim=0)
 
 
 class _RawPixels(nn.Module):
