@@ -72,7 +72,7 @@ def test_missing_ray_names_the_extra(folder, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -106,6 +106,21 @@ def test_cuda_on_a_cluster_without_gpus(ray_local, folder, tmp_path):
                                       "--engine", "ray", "--device", "cuda", "-q"])
     assert result.exit_code == 1 and "has no GPUs" in result.output
     assert not out.exists()
+
+
+def test_a_failing_task_is_one_featx_line(ray_local, folder, tiny_spec, tmp_path):
+    """A source whose reads fail with an unexpected error: Ray Data's pages become one line naming it."""
+    from featx import FeatxError, ImageFolderSource
+
+    class Exploding(ImageFolderSource):  # defined here: pickled by value to the Ray workers
+        def load(self, index):
+            raise RuntimeError("disk went away")
+
+    with pytest.raises(FeatxError) as caught:
+        extract(Exploding(folder), tiny_spec, tmp_path / "out", engine="ray", shard_size=8, quiet=True)
+    message = str(caught.value)
+    assert message.startswith("extraction on Ray failed: a Ray task failed (RuntimeError: disk went away)")
+    assert "\n" not in message
 
 
 def test_resume_after_driver_sigkill(ray_local, folder, tiny_spec, local_store, tmp_path):

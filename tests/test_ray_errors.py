@@ -88,28 +88,3 @@ def test_ray_errors_is_one_featx_line_and_removes_its_folder(tmp_path):
     assert not storage.exists() and (tmp_path / "run").exists()
     with pytest.raises(KeyError), ray_errors("x"):  # anything else passes through unchanged
         raise KeyError("k")
-
-
-def test_a_failing_task_in_a_real_extraction_is_one_line(tmp_path):
-    """A private Ray instance (never a running cluster); a source whose reads fail with an unexpected error."""
-    ray = pytest.importorskip("ray")
-    from featx import ImageFolderSource, extract
-
-    from .conftest import write_image_folder
-
-    root = write_image_folder(tmp_path / "imgs", n_per_class=2, classes=("a", "b"))
-
-    class Exploding(ImageFolderSource):  # defined here: pickled by value to the Ray workers
-        def load(self, index):
-            raise RuntimeError("disk went away")
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        with pytest.raises(FeatxError) as caught:
-            extract(Exploding(root), "test_efficientnet", tmp_path / "out", weights="random", engine="ray",
-                    shard_size=2, quiet=True)
-    finally:
-        ray.shutdown()
-    message = str(caught.value)
-    assert message.startswith("extraction on Ray failed: a Ray task failed (RuntimeError: disk went away)")
-    assert "\n" not in message

@@ -44,7 +44,7 @@ def test_train_engine_ray_matches_the_local_protocol(tmp_path):
     local = runner.invoke(cli, ["train", "--features", str(store.path), "--heads", "xgboost", "--out",
                                 str(tmp_path / "local"), "-q"])
     assert local.exit_code == 0, local.output
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         result = runner.invoke(cli, ["train", "--features", str(store.path), "--heads", "xgboost", "--engine", "ray",
                                      "--ray-workers", "2", "--out", str(tmp_path / "ray"), "-q"])

@@ -47,7 +47,7 @@ def bench_ray_extract(source, backbone: str, *, weights=None, batch_size: int = 
                                                               "ray_options": {"actors": n}}
         started_here = not ray.is_initialized()
         if started_here:
-            ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         try:
             runs = {name: [] for name in sides}
             for _ in range(repeats):
