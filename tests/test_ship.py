@@ -306,7 +306,7 @@ def test_a_ray_trained_head_round_trips_through_evaluate_and_load(tmp_path):
 
     store = _sharded_store(tmp_path / "store")
     out = tmp_path / "ray"
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         result = CliRunner().invoke(cli, ["train", "--features", str(store.path), "--heads", "xgboost", "--engine", "ray",
                                           "--ray-workers", "2", "--out", str(out), "-q"])
