@@ -2,7 +2,7 @@
 
 ``featx.cli:main`` is the console script. The group and its error policy live in
 ``_group``; the commands of each stage live beside it (``_extract``: extract, info,
-backbones; ``_export``: export; ``_heads``: heads, train, evaluate, predict; ``_finetune``: finetune;
+backbones; ``_export``: export; ``_heads``: heads, train, evaluate, predict, export-model; ``_finetune``: finetune;
 ``_pipeline``: run, report; ``_bench``: bench) and are added here in the order of the data path.
 """
 
