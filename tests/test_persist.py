@@ -20,7 +20,8 @@ from featx.heads._train import select_and_fit, training_rows
 from tests._head_stores import CLASSES, write_store
 from tests.test_train import FAST
 
-FAST = {**FAST, "mlp": {"max_iter": 30, "hidden_units": 32}, "logreg_torch": {"engine": "torch", "device": "cpu"}}
+FAST = {**FAST, "random_forest": {**FAST["random_forest"], "n_jobs": 1},  # threads would sum trees in any order
+        "mlp": {"max_iter": 30, "hidden_units": 32}, "logreg_torch": {"engine": "torch", "device": "cpu"}}
 
 HEADS = ["logreg", "linear_svm", "knn", "decision_tree", "random_forest", "gradient_boosting", "xgboost", "mlp", "rbf_svm",
          "logreg_torch"]

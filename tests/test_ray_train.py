@@ -57,7 +57,7 @@ def test_train_engine_ray_matches_the_local_protocol(tmp_path):
     for key in ("n_train", "n_val", "n_test", "splits_digest", "refit_on", "store_id"):
         assert mine[key] == theirs[key], key
     assert (tmp_path / "ray" / "splits.json").read_text() == (tmp_path / "local" / "splits.json").read_text()
-    assert mine["engine"] == "ray" and mine["selection"]["method"] == "early_stopping"
+    assert mine["engine"] == "ray" and mine["selection"]["search"] == "early_stopping"
     assert [c["params"]["max_depth"] for c in mine["selection"]["candidates"]] == [4, 6]
     assert mine["accuracy"] > 0.8 and abs(mine["accuracy"] - theirs["accuracy"]) < 0.1
     rows = json.loads((tmp_path / "ray" / "results.json").read_text())

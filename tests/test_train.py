@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from featx import FeatxError, FeatxUsageError, evaluate_head, train_heads
 from featx.cli import cli
 from featx.data._splits import load_splits
+from featx.heads._search import rank_candidates
 from featx.heads._train import PATH_PATIENCE, select_and_fit, training_rows
 from tests._head_stores import CLASSES, write_store
 
@@ -71,13 +72,14 @@ def test_logreg_path_is_chosen_on_val_and_stops_after_the_peak(store):
     X, y = store.features, store.labels
     rows = training_rows(store.ids, y, split, None, 0)
     model, record = select_and_fit(dataclasses.replace(get_head("logreg"), selection="path"), (X[rows["train"]], y[rows["train"]]), (X[rows["val"]], y[rows["val"]]),
-                                   (X[rows["refit"]], y[rows["refit"]]))
+                                   (X[rows["refit"]], y[rows["refit"]]), protocol="val")
     trace = record["candidates"]
     walked = [t["params"]["C"] for t in trace]
     assert walked == sorted(walked)  # strong to weak regularisation
     accs = [t["val_accuracy"] for t in trace]
-    best = int(np.argmax(accs))
+    best = rank_candidates(trace)  # the most accurate, the lowest val loss among those
     assert record["params"]["C"] == walked[best] and record["val_accuracy"] == max(accs)
+    assert record["method"] == "val" and record["loss"] == min(t["val_loss"] for t in trace if t["val_accuracy"] == max(accs))
     assert len(trace) == 45 or len(trace) - 1 - best == PATH_PATIENCE
     chosen = model[-1]
     assert chosen.get_params()["C"] == walked[best]
@@ -170,6 +172,9 @@ def test_pca_is_capped_on_tiny_training_sets():
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(30, 200)), np.arange(30) % 3
-    model, record = select_and_fit("decision_tree", (X[:12], y[:12]), (X[12:], y[12:]), (X, y))
+    model, record = select_and_fit("decision_tree", (X[:12], y[:12]), (X[12:], y[12:]), (X, y), protocol="val")
     assert record["params"]["pca"] == 12
     assert model.predict(X).shape == (30,)
+    # With 6 val items per class the choice is by 5-fold CV on all 30 rows: capped to a fold's 24.
+    model, record = select_and_fit("decision_tree", (X[:12], y[:12]), (X[12:], y[12:]), (X, y))
+    assert record["method"] == "cv" and record["folds"] == 5 and record["params"]["pca"] == 24

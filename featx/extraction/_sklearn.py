@@ -13,9 +13,11 @@ aligned with ``y``), so a bad image raises :class:`featx.FeatxError` naming it.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -122,6 +124,32 @@ class _EmbeddingCache:
             )
 
 
+_BACKBONES: collections.OrderedDict = collections.OrderedDict()  # (spec, device) -> (model, data_config)
+_BACKBONES_KEPT = 2  # backbones kept per process: a search over two backbones stays warm
+_BACKBONES_LOCK = threading.Lock()
+
+
+def _shared_backbone(spec, device: str):
+    """The frozen backbone for ``spec`` on ``device``, built once per process.
+
+    ``GridSearchCV`` clones the pipeline for every fold and candidate; without this each
+    clone rebuilt (and re-read the weights of) the same frozen network. Sharing it is safe:
+    it is in eval mode, without gradients, and only ever run under ``inference_mode``.
+    """
+    key = (json.dumps(spec.identity(), sort_keys=True, default=str), str(device))
+    with _BACKBONES_LOCK:
+        if key in _BACKBONES:
+            _BACKBONES.move_to_end(key)
+            return _BACKBONES[key]
+    model, data_config = create_backbone(spec)
+    model.to(device)
+    with _BACKBONES_LOCK:
+        _BACKBONES[key] = (model, data_config)
+        while len(_BACKBONES) > _BACKBONES_KEPT:
+            _BACKBONES.popitem(last=False)
+    return model, data_config
+
+
 class FeatureExtractor(TransformerMixin, BaseEstimator):
     """Frozen timm backbone as a transformer: images -> (N, D) float32 embeddings.
 
@@ -150,8 +178,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.spec_ = resolve_backbone(self.backbone, weights=self.weights, pooling=self.pooling)
         self.device_ = resolve_device(self.device)
         self.precision_ = resolve_precision(self.precision, self.device_)
-        self.model_, self.data_config_ = create_backbone(self.spec_)
-        self.model_.to(self.device_)
+        self.model_, data_config = _shared_backbone(self.spec_, self.device_)
+        self.data_config_ = dict(data_config)
         # The uint8 loader's split: geometry on the host, float conversion and
         # normalisation batched on the device (equal to timm's float eval transform).
         self.transform_ = make_uint8_transform(self.data_config_)
@@ -216,6 +244,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        # Images in (paths, PIL images, uint8 arrays), not 2-D float arrays: scikit-learn's
+        # data-based checks do not apply; float32 embeddings out whatever came in.
         tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []
         tags.requires_fit = True
         return tags

@@ -12,7 +12,16 @@ from ._model import CLI_WEIGHTS, PYTHON_WEIGHTS, Model, build_finetuned, image_i
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
 from ._predict import backbone_for_head, collect_images, predict, rows_to_csv
 from ._ray_xgb import train_xgboost_ray
-from ._registry import LOGREG_C_GRID, SELECTIONS, HeadSpec, create_head, get_head, list_heads, register_head
+from ._registry import (
+    LOGREG_C_GRID,
+    SELECTIONS,
+    HeadSpec,
+    check_head_params,
+    create_head,
+    get_head,
+    list_heads,
+    register_head,
+)
 from ._torch_logreg import TorchLogisticRegression
 from ._train import (
     CONFIG_FILE,
@@ -57,6 +66,7 @@ __all__ = [
     "HeadSpec",
     "register_head",
     "create_head",
+    "check_head_params",
     "list_heads",
     "get_head",
     "LOGREG_C_GRID",

@@ -2,7 +2,7 @@
 
 A registered search space is written for ordinary datasets; on a tiny training set some
 of its values cannot work at all (a PCA with more components than rows, k-NN with more
-neighbours than training items, probability calibration with more folds than the
+neighbours than training items, a tree leaf larger than half the smallest class, probability calibration with more folds than the
 smallest class has items). Rather than let the fit crash, every parameter set is capped
 to what the data allows before it is fitted, the same way for every head, and each cap
 is recorded. A head the data cannot support even after capping raises
@@ -19,7 +19,7 @@ from ..core.errors import FeatxError
 __all__ = ["HeadUnfitError", "adapt_params", "factory_defaults", "check_classes_usable", "few_shot_shortfall",
            "ADAPTED"]
 
-ADAPTED = ("pca", "n_neighbors", "calibration_folds")  # the parameters adapt_params may cap
+ADAPTED = ("pca", "n_neighbors", "calibration_folds", "min_samples_leaf")  # the parameters adapt_params may cap
 
 
 class HeadUnfitError(FeatxError):
@@ -48,6 +48,9 @@ def adapt_params(params: dict, X: np.ndarray, y: np.ndarray) -> tuple[dict, dict
 
     cap("pca", min(n_rows, dim))  # PCA: at most min(rows, features) components
     cap("n_neighbors", n_rows)  # k-NN: at most as many neighbours as training items
+    # Trees: a leaf may hold at most half the smallest class; histogram boosting's default 20
+    # on 12 items per class allowed no split at all, a constant predictor.
+    cap("min_samples_leaf", max(1, smallest // 2))
     folds = out.get("calibration_folds")
     if isinstance(folds, int) and folds > smallest:
         if smallest < 2:

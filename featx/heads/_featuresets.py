@@ -206,6 +206,10 @@ class FeatureSet:
     def labels(self) -> np.ndarray:
         return self.stores[0].all_labels[self._done].astype(np.int64)
 
+    def __len__(self) -> int:
+        """The number of rows shared by every store (the length of ``features``)."""
+        return int(np.count_nonzero(self._done))
+
     @property
     def ids(self) -> np.ndarray:
         return self.stores[0].all_ids[self._done]

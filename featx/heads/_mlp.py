@@ -5,8 +5,11 @@ on standardised features, trained with AdamW on mini-batches, cross-entropy loss
 estimator follows scikit-learn's histogram GBM for early stopping, so featx's
 ``early_stopping`` selection treats it like a booster: ``fit(X, y, X_val=, y_val=)`` with
 ``early_stopping=True`` records ``validation_score_`` (index 0: before training; ``scoring``
-"loss" stores the negative val loss, "accuracy" the val accuracy) and keeps the weights of
-the best epoch; the refit on train+val then trains exactly that many epochs (``max_iter``).
+"loss" stores the negative val loss, "accuracy" the val accuracy) and ``validation_loss_``,
+and keeps the weights of the best epoch; the refit on train+val then trains exactly that
+many epochs (``max_iter``). With ``scoring="accuracy"`` (featx's selection) the best epoch
+is the most accurate one, the lower val loss breaking ties: on a small val split the
+loss alone peaked after one epoch, long before the accuracy did.
 
 Fitted weights are numpy arrays (``coefs_``, ``intercepts_``): a saved head predicts in
 numpy and skops stores it without pickle.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ._torch_logreg import softmax
+from ._torch_logreg import checked_fit_data, checked_predict_data, softmax
 
 __all__ = ["MLPClassifier"]
 
@@ -60,7 +63,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """Validation data: the given set (labels mapped to class codes) or a seeded slice of train."""
         if X_val is not None:
             lookup = {c: i for i, c in enumerate(self.classes_)}
-            return X, codes, np.asarray(X_val, dtype=np.float32), np.array([lookup[v] for v in np.asarray(y_val)])
+            unknown = set(np.asarray(y_val).tolist()) - set(lookup)
+            if unknown:
+                raise ValueError(f"validation labels not in the training labels: {sorted(unknown)[:5]}")
+            return X, codes, X_val, np.array([lookup[v] for v in np.asarray(y_val)])
         rng = np.random.default_rng(self.random_state or 0)
         order = rng.permutation(len(codes))
         cut = max(1, int(len(codes) * self.validation_fraction))
@@ -69,22 +75,30 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, X_val=None, y_val=None):
         import torch
 
-        X = np.asarray(X, dtype=np.float32)
-        self.classes_, codes = np.unique(np.asarray(y), return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"needs samples of at least 2 classes; got {len(self.classes_)}")
+        X, codes = checked_fit_data(self, X, y)
         if self.scoring not in ("loss", "accuracy"):
             raise ValueError(f"scoring must be 'loss' or 'accuracy'; got {self.scoring!r}")
+        if X_val is not None:
+            X_val = checked_predict_data(self, X_val)
         held = self._held_out(X, codes, X_val, y_val) if self.early_stopping else None
         if held is not None:
             X, codes = held[0], held[1]
         device = self._device()
         net = self._network(X.shape[1], len(self.classes_)).to(device)
         optimizer = torch.optim.AdamW(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
-        Xt, yt = torch.as_tensor(X, device=device), torch.as_tensor(codes, device=device)
-        val = None if held is None else (torch.as_tensor(held[2], device=device), torch.as_tensor(held[3], device=device))
+        Xt, yt = torch.tensor(X, device=device), torch.as_tensor(codes, device=device)
+        val = None if held is None else (torch.tensor(held[2], device=device), torch.as_tensor(held[3], device=device))
         generator = torch.Generator().manual_seed(int(self.random_state or 0))
-        self.validation_score_ = [] if val is None else [self._score(net, *val)]
+        best_epoch, epoch = self._train(net, optimizer, Xt, yt, val, generator)
+        self.n_iter_ = best_epoch if val is not None else epoch
+        layers = [net[0], net[3]]
+        self.coefs_ = [layer.weight.detach().cpu().numpy().T.copy() for layer in layers]
+        self.intercepts_ = [layer.bias.detach().cpu().numpy().copy() for layer in layers]
+        return self
+
+    def _train(self, net, optimizer, Xt, yt, val, generator) -> tuple[int, int]:
+        """The epochs; with ``val``, stop after ``n_iter_no_change`` without a better one and keep the best."""
+        history = [] if val is None else [self._score(net, *val)]
         best_state, best_epoch, epoch = None, 0, 0
         if val is not None:
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -92,21 +106,23 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self._epoch(net, optimizer, Xt, yt, generator)
             if val is None:
                 continue
-            self.validation_score_.append(self._score(net, *val))
-            if self.validation_score_[-1] > self.validation_score_[best_epoch]:
+            history.append(self._score(net, *val))
+            if self._better(history[-1], history[best_epoch]):
                 best_epoch = epoch
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             elif epoch - best_epoch >= int(self.n_iter_no_change):
                 break
         if best_state is not None:
             net.load_state_dict(best_state)  # keep the best epoch, not the last
-        self.n_iter_ = best_epoch if val is not None else epoch
-        self.validation_score_ = np.asarray(self.validation_score_)
-        layers = [net[0], net[3]]
-        self.coefs_ = [layer.weight.detach().cpu().numpy().T.copy() for layer in layers]
-        self.intercepts_ = [layer.bias.detach().cpu().numpy().copy() for layer in layers]
-        self.n_features_in_ = X.shape[1]
-        return self
+        self.validation_loss_ = np.array([loss for _, loss in history])
+        self.validation_score_ = np.array([acc if self.scoring == "accuracy" else -loss for acc, loss in history])
+        return best_epoch, epoch
+
+    def _better(self, new: tuple[float, float], old: tuple[float, float]) -> bool:
+        (acc, loss), (best_acc, best_loss) = new, old
+        if self.scoring == "loss":
+            return loss < best_loss
+        return acc > best_acc or (acc == best_acc and loss < best_loss)
 
     def _epoch(self, net, optimizer, Xt, yt, generator) -> None:
         import torch
@@ -120,23 +136,29 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             cross_entropy(net(Xt[rows]), yt[rows]).backward()
             optimizer.step()
 
-    def _score(self, net, Xv, yv) -> float:
+    def _score(self, net, Xv, yv) -> tuple[float, float]:
+        """(accuracy, mean cross-entropy) on the validation tensors."""
         import torch
         from torch.nn.functional import cross_entropy
 
         net.eval()
         with torch.no_grad():
             logits = net(Xv)
-            if self.scoring == "loss":
-                return -float(cross_entropy(logits, yv))
-            return float((logits.argmax(dim=1) == yv).float().mean())
+            return float((logits.argmax(dim=1) == yv).float().mean()), float(cross_entropy(logits, yv))
 
-    def decision_function(self, X) -> np.ndarray:
-        hidden = np.maximum(np.asarray(X, dtype=np.float32) @ self.coefs_[0] + self.intercepts_[0], 0)
+    def _logits(self, X) -> np.ndarray:
+        X = checked_predict_data(self, X).astype(np.float64)
+        hidden = np.maximum(X @ self.coefs_[0] + self.intercepts_[0], 0)
         return hidden @ self.coefs_[1] + self.intercepts_[1]
 
+    def decision_function(self, X) -> np.ndarray:
+        """Class scores, (n, K); for two classes the score of ``classes_[1]`` over ``classes_[0]``, (n,)."""
+        logits = self._logits(X)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
     def predict_proba(self, X) -> np.ndarray:
-        return softmax(self.decision_function(X))
+        return softmax(self._logits(X))
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self._logits(X)  # checks fitted before classes_ is read
+        return self.classes_[np.argmax(scores, axis=1)]

@@ -59,6 +59,9 @@ TRUSTED_TYPES = frozenset({
     # featx's own torch-fitted heads: their fitted state is numpy arrays only.
     "featx.heads._torch_logreg.TorchLogisticRegression",
     "featx.heads._mlp.MLPClassifier",
+    # PCA and k-NN capped to the data inside fit; their fitted state is scikit-learn's own.
+    "featx.heads._capped.CappedPCA",
+    "featx.heads._capped.CappedKNeighborsClassifier",
 })
 
 

@@ -226,7 +226,7 @@ def _entry(store, split, rule, chosen, trace, metrics, selection_seconds, refit_
         **metric_fields(metrics), "seed_summary": {},
         "fit_seconds": round(selection_seconds + refit_seconds, 3), "predict_seconds_per_1k": round(per_1k, 5),
         "params": {**chosen["params"], "pca": None},
-        "selection": {"val_accuracy": chosen["val_accuracy"], "metric": "val_accuracy", "method": "early_stopping",
+        "selection": {"val_accuracy": chosen["val_accuracy"], "metric": "val_accuracy", "method": "val", "search": "early_stopping",
                       "budget": len(_DEPTHS), "candidates": trace, "selection_seconds": round(selection_seconds, 3),
                       "refit_seconds": round(refit_seconds, 3)},
         "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

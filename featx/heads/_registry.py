@@ -16,10 +16,11 @@ Preprocessing choices:
 * kNN standardises, projects with PCA and L2-normalises, i.e. cosine distance on
   decorrelated features, the usual choice for retrieval-style heads.
 
-How a head's search runs (``selection``) is the business of :mod:`featx.heads._train`:
-``"grid"`` tries the candidates on the validation split, ``"path"`` is the
-warm-started regularisation path of the linear probe, ``"early_stopping"`` lets the
-booster stop on the validation split and then fixes the number of rounds.
+How a head's search runs (``selection``) is the business of :mod:`featx.heads._select`:
+``"grid"`` tries the candidates, ``"path"`` / ``"coarse_fine"`` walk the linear probe's
+regularisation grid, ``"early_stopping"`` lets the booster stop on held-out data and then
+fixes the number of rounds; held-out means the validation split, or k-fold CV on the
+refit rows when the validation split is small (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sklearn.pipeline import Pipeline
 
 from ..core.errors import FeatxUsageError
 
-__all__ = ["HeadSpec", "register_head", "create_head", "list_heads", "get_head", "LOGREG_C_GRID", "SELECTIONS"]
+__all__ = ["HeadSpec", "register_head", "create_head", "check_head_params", "list_heads", "get_head", "LOGREG_C_GRID", "SELECTIONS"]
 
 SELECTIONS = ("grid", "path", "coarse_fine", "early_stopping")
 
@@ -124,6 +125,55 @@ def create_head(name: str, **params) -> BaseEstimator:
     return get_head(name).create(**params)
 
 
+def _type_ok(value, hint) -> bool:
+    import types
+    import typing
+
+    if hint is typing.Any:
+        return True
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint) -> str:
+    import typing
+
+    names = {float: "a number", int: "an integer", str: "a string", bool: "true or false", type(None): "null"}
+    args = typing.get_args(hint) or (hint,)
+    return " or ".join(names.get(a, getattr(a, "__name__", str(a))) for a in args)
+
+
+def check_head_params(name: str, params: Mapping) -> None:
+    """Refuse, with one line naming the parameter and what it takes, a parameter of head ``name``
+    that its factory does not have, of the wrong type, or out of the range its scikit-learn
+    estimator accepts (scikit-learn's own parameter validation, run without fitting)."""
+    import inspect
+    import typing
+
+    spec = get_head(name)
+    signature, hints = inspect.signature(spec.factory), typing.get_type_hints(spec.factory)
+    for key, value in params.items():
+        if key not in signature.parameters or key == "random_state":
+            known = ", ".join(p for p in signature.parameters if p != "random_state")
+            raise FeatxUsageError(f"{name} has no parameter {key!r}; its parameters: {known}")
+        if key in hints and not _type_ok(value, hints[key]):
+            raise FeatxUsageError(f"{name}.{key}={value!r}: expected {_type_name(hints[key])}")
+    try:
+        model = spec.create(**params)
+        for _, step in getattr(model, "steps", [("clf", model)]):
+            if hasattr(step, "_parameter_constraints"):
+                step._validate_params()
+    except (TypeError, ValueError) as exc:
+        raise FeatxUsageError(f"{name}: {str(exc).splitlines()[0]}") from None
+
+
 def _pipeline(*steps) -> Pipeline:
     return Pipeline([(n, s) for n, s in steps if s is not None])
 
@@ -135,12 +185,13 @@ def _scaler():
 
 
 def _pca(n_components: int | None, random_state):
-    from sklearn.decomposition import PCA
+    from ._capped import CappedPCA
 
     if n_components is None:
         return "pca", None
-    # Randomised SVD: the exact one is minutes on 50,000 x 1,280, this is seconds.
-    return "pca", PCA(n_components=n_components, svd_solver="randomized", random_state=random_state)
+    # Randomised SVD: the exact one is minutes on 50,000 x 1,280, this is seconds. Capped to
+    # the rows and features of the data it is fitted on (a small CV fold).
+    return "pca", CappedPCA(n_components=n_components, svd_solver="randomized", random_state=random_state)
 
 
 LOGREG_ENGINES = ("auto", "sklearn", "torch")
@@ -149,6 +200,7 @@ LOGREG_ENGINES = ("auto", "sklearn", "torch")
 @register_head(
     "logreg",
     "multinomial logistic regression (L2, L-BFGS) on standardised features; C searched coarse-to-fine on val "
+    "(k-fold CV when val is small) "
     "(engine=sklearn|torch, auto: torch on GPU)",
     search_space={"C": LOGREG_C_GRID},
     selection="coarse_fine",
@@ -202,12 +254,13 @@ def make_linear_svm(C: float = 1e-3, calibration_folds: int | None = 3, max_iter
     search_space={"n_neighbors": [1, 5, 10, 20], "pca": [128]},
 )
 def make_knn(n_neighbors: int = 10, pca: int | None = 128, weights: str = "distance", random_state=None) -> Pipeline:
-    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.preprocessing import Normalizer
+
+    from ._capped import CappedKNeighborsClassifier
 
     return _pipeline(
         _scaler(), _pca(pca, random_state), ("norm", Normalizer()),
-        ("clf", KNeighborsClassifier(n_neighbors=n_neighbors, weights=weights, algorithm="brute")),
+        ("clf", CappedKNeighborsClassifier(n_neighbors=n_neighbors, weights=weights, algorithm="brute")),
     )
 
 
@@ -245,13 +298,15 @@ def make_random_forest(n_estimators: int = 300, max_features="sqrt", min_samples
     selection="early_stopping",
 )
 def make_gradient_boosting(max_iter: int = 300, learning_rate: float = 0.1, max_leaf_nodes: int = 31,
-                           l2_regularization: float = 0.0, pca: int | None = 128, random_state=None) -> Pipeline:
+                           l2_regularization: float = 0.0, min_samples_leaf: int = 20, pca: int | None = 128,
+                           random_state=None) -> Pipeline:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     # early_stopping=False: rounds are chosen on the validation split by featx, not on
     # a slice of the training data; ``max_iter`` is the cap (and, once chosen, exact).
     clf = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes,
-                                         l2_regularization=l2_regularization, early_stopping=False,
+                                         l2_regularization=l2_regularization, min_samples_leaf=min_samples_leaf,
+                                         early_stopping=False,
                                          random_state=random_state)
     return _pipeline(_pca(pca, random_state), ("clf", clf))
 

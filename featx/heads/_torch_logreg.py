@@ -39,6 +39,27 @@ def logreg_loss_and_grad(W, b, X, Y, l2: float):
     return loss, dW, G.sum(dim=0)
 
 
+def checked_fit_data(estimator, X, y) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's input checks for ``fit``: (float32 X, class codes); sets ``classes_``, ``n_features_in_``."""
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import validate_data
+
+    X, y = validate_data(estimator, X, y, dtype=np.float32)
+    check_classification_targets(y)
+    estimator.classes_, codes = np.unique(y, return_inverse=True)
+    if len(estimator.classes_) < 2:
+        raise ValueError(f"needs samples of at least 2 classes; got {len(estimator.classes_)} class")
+    return np.array(X, dtype=np.float32, order="C"), codes
+
+
+def checked_predict_data(estimator, X) -> np.ndarray:
+    """scikit-learn's input checks for a fitted estimator's ``predict``: ``NotFittedError``, shape, NaN."""
+    from sklearn.utils.validation import check_is_fitted, validate_data
+
+    check_is_fitted(estimator)
+    return np.array(validate_data(estimator, X, dtype=np.float32, reset=False), dtype=np.float32, order="C")
+
+
 def _device(device: str) -> str:
     if device != "auto":
         return device
@@ -82,11 +103,8 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         import torch
 
-        X = np.asarray(X)
-        self.classes_, codes = np.unique(np.asarray(y), return_inverse=True)
+        X, codes = checked_fit_data(self, X, y)
         k, d = len(self.classes_), X.shape[1]
-        if k < 2:
-            raise ValueError(f"needs samples of at least 2 classes; got {k}")
         Xt = self._tensors(X)
         Y = torch.zeros((X.shape[0], k), dtype=Xt.dtype, device=Xt.device)
         Y[torch.arange(X.shape[0], device=Xt.device), torch.as_tensor(codes, device=Xt.device)] = 1
@@ -116,15 +134,20 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         result = theta.detach().to("cpu", torch.float64).numpy()
         self.coef_ = result[: k * d].reshape(k, d).astype(np.float32)
         self.intercept_ = result[k * d:].astype(np.float32)
-        self.n_features_in_ = d
         return self
 
+    def _scores(self, X) -> np.ndarray:
+        X = checked_predict_data(self, X).astype(np.float64)
+        return X @ self.coef_.T.astype(np.float64) + self.intercept_
+
     def decision_function(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
-        return X @ self.coef_.T + self.intercept_
+        """Class scores, (n, K); for two classes the score of ``classes_[1]`` over ``classes_[0]``, (n,)."""
+        scores = self._scores(X)
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
     def predict_proba(self, X) -> np.ndarray:
-        return softmax(self.decision_function(X))
+        return softmax(self._scores(X))
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self._scores(X)  # checks fitted before classes_ is read
+        return self.classes_[np.argmax(scores, axis=1)]

@@ -8,11 +8,10 @@ Protocol, the same for every head:
 2. Few-shot (``per_class=N``): N training items per class drawn from the training
    split only (:func:`featx.data.few_shot_mask`), before validation data is
    touched. Validation stays the full validation split.
-3. Selection on validation accuracy, within the head's fixed budget:
-   ``grid`` fits each candidate on train; ``path`` (logreg) walks the L2 grid from
-   strong to weak regularisation with warm starts and stops once validation accuracy
-   has not improved for ``patience`` grid points; ``early_stopping`` (boosters) lets
-   the booster stop on the validation split and keeps the best number of rounds.
+3. Selection on held-out data, within the head's fixed budget (:mod:`._select`): the
+   validation split, or stratified k-fold CV on the refit rows when some class has
+   fewer than 20 validation items; candidates ranked by accuracy, the loss breaking
+   ties (``selection`` in the entry records the method, folds, scores and ``edge``).
 4. Refit of the chosen configuration on train+val (on the few-shot training items
    alone when ``per_class`` is set, so the head still sees N items per class), then
    a single evaluation on the test split: :func:`featx.core.metrics.classification_metrics`.
@@ -29,13 +28,11 @@ import json
 import os
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import ConvergenceWarning
 
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import json_text, remove_stale_temps, write_atomic
@@ -45,165 +42,21 @@ from ..core.results import RESULTS_FILE, merge_results, metric_fields, skipped_r
 from ..core.runtime import library_versions
 from ..data import SPLITS_FILE, few_shot_mask, load_splits, save_splits, splits_digest
 from ..store import FeatureStore
-from ._adapt import HeadUnfitError, adapt_params, check_classes_usable, factory_defaults, few_shot_shortfall
+from ._adapt import HeadUnfitError, check_classes_usable, few_shot_shortfall
 from ._featuresets import FeatureSet, open_features
 from ._mistakes import worst_mistakes
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
-from ._search import select_coarse_fine
+from ._select import PATH_PATIENCE, select_and_fit
 
 __all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
 
 CONFIG_FILE, ENTRY_FILE = "config.json", "result.json"
-PATH_PATIENCE = 8  # grid points (two decades of C) without a better val accuracy end the path
 
 
 def _say(quiet: bool, message: str) -> None:
     if not quiet:
         print(f"featx: {message}", file=sys.stderr, flush=True)
-
-
-# -- selection -------------------------------------------------------------------
-
-
-def _fit_candidate(spec: HeadSpec, params: dict, seed: int, X, y) -> BaseEstimator:
-    return spec.create(**{**params, **spec.search_only}, random_state=seed).fit(X, y)
-
-
-def _select_grid(spec, candidates, seed, train, val):
-    trace = []
-    for params in candidates:
-        started = time.perf_counter()
-        try:
-            model = _fit_candidate(spec, params, seed, *train)
-            accuracy = float(model.score(*val))
-        except ValueError as exc:  # a candidate this training set cannot support, even after adapt_params
-            trace.append({"params": params, "error": str(exc).splitlines()[0]})
-            continue
-        trace.append({"params": params, "val_accuracy": accuracy, "seconds": round(time.perf_counter() - started, 3)})
-    return trace, {}
-
-
-def _select_path(spec, candidates, seed, train, val, patience: int = PATH_PATIENCE):
-    """Warm-started regularisation path: C from small (strong L2) to large, stopped after the peak."""
-    (X, y), (Xv, yv) = train, val
-    fixed = {k: v for k, v in candidates[0].items() if k != "C"}
-    model = spec.create(**fixed, random_state=seed)
-    prep, clf = model[:-1], model[-1]
-    Z, Zv = prep.fit_transform(X), prep.transform(Xv)
-    clf.set_params(warm_start=True)
-    trace, best, since_best, coefs = [], -1.0, 0, {}
-    for C in sorted({float(c["C"]) for c in candidates}):
-        started = time.perf_counter()
-        clf.set_params(C=C)
-        with warnings.catch_warnings():
-            # Far along the path a step may stop at max_iter; its val accuracy is still what counts.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(Z, y)
-        acc = float(clf.score(Zv, yv))
-        trace.append({"params": {**fixed, "C": C}, "val_accuracy": acc, "n_iter": int(np.max(clf.n_iter_)),
-                      "seconds": round(time.perf_counter() - started, 3)})
-        if acc > best:
-            best, since_best = acc, 0
-            coefs = {"coef": clf.coef_.copy(), "intercept": clf.intercept_.copy()}
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-    return trace, coefs
-
-
-def _rounds_param(clf) -> str:
-    return "n_estimators" if hasattr(clf, "get_booster") else "max_iter"
-
-
-def _select_early_stopping(spec, candidates, seed, train, val, rounds_patience: int = 20):
-    """Each candidate's booster stops on the validation split; its best round count is kept."""
-    (X, y), (Xv, yv) = train, val
-    trace = []
-    for params in candidates:
-        started = time.perf_counter()
-        model = spec.create(**params, random_state=seed)
-        prep, clf = model[:-1], model[-1]
-        try:
-            Z = prep.fit_transform(X, y) if len(model) > 1 else X
-        except ValueError as exc:
-            trace.append({"params": params, "error": str(exc).splitlines()[0]})
-            continue
-        Zv = prep.transform(Xv) if len(model) > 1 else Xv
-        if _rounds_param(clf) == "n_estimators":
-            clf.set_params(early_stopping_rounds=rounds_patience, eval_metric="mlogloss")
-            clf.fit(Z, y, eval_set=[(Zv, yv)], verbose=False)
-            rounds = int(clf.best_iteration) + 1
-        else:
-            clf.set_params(early_stopping=True, n_iter_no_change=rounds_patience, scoring="loss")
-            clf.fit(Z, y, X_val=Zv, y_val=yv)
-            # validation_score_[i] is the score after i rounds (index 0: before any).
-            rounds = max(1, int(np.argmax(clf.validation_score_)))
-        trace.append({"params": {**params, _rounds_param(clf): rounds}, "val_accuracy": float(clf.score(Zv, yv)),
-                      "seconds": round(time.perf_counter() - started, 3)})
-    return trace, {}
-
-
-_SELECTORS = {"grid": _select_grid, "path": _select_path, "coarse_fine": select_coarse_fine,
-              "early_stopping": _select_early_stopping}
-
-
-def select_and_fit(
-    spec: HeadSpec | str,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    refit: tuple[np.ndarray, np.ndarray],
-    *,
-    params: Mapping | None = None,
-    seed: int = 0,
-) -> tuple[BaseEstimator, dict]:
-    """Choose a head's hyper-parameters on ``val``, refit on ``refit``; return (model, selection record).
-
-    ``params`` are fixed (not searched). The record holds the chosen parameters, every
-    candidate's validation accuracy and the selection and refit wall times.
-    """
-    spec = get_head(spec) if isinstance(spec, str) else spec
-    # Capped to what the training set supports (PCA size, k, calibration folds); see _adapt.
-    candidates = [adapt_params(c, *train)[0] for c in spec.candidates(params, seed=seed)]
-    started = time.perf_counter()
-    trace, state = _SELECTORS[spec.selection](spec, candidates, seed, train, val)
-    scored = [t for t in trace if "val_accuracy" in t]
-    if not scored:
-        reasons = "; ".join(f"{t['params']}: {t['error']}" for t in trace[:3])
-        raise HeadUnfitError(f"no {spec.name} configuration could be fitted on this training set ({reasons})")
-    # First best wins ties: candidates are ordered simple/strongly regularised first.
-    chosen = max(scored, key=lambda t: t["val_accuracy"])
-    selection_seconds = time.perf_counter() - started
-
-    started = time.perf_counter()
-    # The factory's defaults count too (linear_svm calibrates with 3 folds unless told otherwise).
-    adapted, caps = adapt_params({**factory_defaults(spec), **chosen["params"]}, *refit)
-    refit_params = {**chosen["params"], **{name: adapted[name] for name in caps}}
-    model = spec.create(**refit_params, random_state=seed)
-    if state.get("coef") is not None:
-        # The path's solution at the chosen C is an excellent start for the refit.
-        prep, clf = model[:-1], model[-1]
-        Z = prep.fit_transform(*refit)
-        clf.set_params(warm_start=True)
-        clf.coef_, clf.intercept_ = state["coef"], state["intercept"]
-        clf.fit(Z, refit[1])
-        clf.set_params(warm_start=False)
-    else:
-        model.fit(*refit)
-    refit_seconds = time.perf_counter() - started
-    record = {
-        "params": refit_params,
-        "val_accuracy": chosen["val_accuracy"],
-        "metric": "val_accuracy",
-        "method": spec.selection,
-        "budget": spec.budget,
-        "candidates": trace,
-        "selection_seconds": round(selection_seconds, 3),
-        "refit_seconds": round(refit_seconds, 3),
-        **({"capped": {k: {"asked": a, "used": u} for k, (a, u) in caps.items()}} if caps else {}),
-    }
-    return model, record
 
 
 # -- splits ----------------------------------------------------------------------
@@ -313,8 +166,18 @@ def train_heads(
     threads: int | None = None,
     quiet: bool = True,
     feature_set: str | Sequence[str] | None = None,
-) -> list[dict]:
+    repeats: int = 1,
+    return_models: bool = False,
+) -> list[dict] | tuple[list[dict], dict[str, BaseEstimator]]:
     """Train, select and evaluate ``heads`` on ``store``; return one results entry per head.
+
+    ``repeats`` R > 1 (small data): the whole protocol again on R - 1 more splits drawn with
+    split seeds ``split_seed + 1 ..``; each entry's ``repeats`` gives every split's test
+    accuracy and their mean and spread. The saved heads and the entry's own metrics are
+    those of the first split.
+
+    With ``return_models``, return ``(entries, models)``: ``models`` maps each fitted
+    head's name to its fitted estimator (the first seed's; the one saved under ``out``).
 
     ``store`` may list several stores (or be a :class:`FeatureSet`): their features are
     concatenated, aligned by id. ``feature_set`` picks a store's named set(s)
@@ -334,12 +197,13 @@ def train_heads(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(threads):
-        return _train_heads(open_features(store, feature_set), heads, params, per_class, seeds, out, splits, split_seed,
-                            val_fraction, test_fraction, n_boot, threads, quiet)
+        entries, models = _train_heads(open_features(store, feature_set), heads, params, per_class, seeds, out, splits,
+                                       split_seed, val_fraction, test_fraction, n_boot, threads, quiet, repeats)
+    return (entries, models) if return_models else entries
 
 
 def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction, test_fraction, n_boot,
-                 threads, quiet) -> list[dict]:
+                 threads, quiet, repeats=1) -> tuple[list[dict], dict]:
     store = _open_store(store)
     specs, params, seed_list = _check_request(heads, params, seeds, per_class)
     split, rule = resolve_splits(store, splits, split_seed, val_fraction, test_fraction)
@@ -354,11 +218,13 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
         _record_splits(out_dir, store, split, rule)
     task = {"store": store, "split": split, "rule": rule, "per_class": per_class, "n_boot": n_boot,
             "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet}
+    others = _repeat_tasks(task, repeats, val_fraction, test_fraction)
 
-    entries = []
+    entries, models = [], {}
     for spec in specs:
         try:
-            entry = _fit_head(task, spec, params.get(spec.name, {}), seed_list)
+            entry, first = _fit_head(task, spec, params.get(spec.name, {}), seed_list, others)
+            models[spec.name] = first["model"]
         except FeatxUsageError:
             raise  # the request itself is wrong (a ValueError too): no head can help
         except (HeadUnfitError, ValueError) as exc:
@@ -380,13 +246,44 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             "source": store.config.get("source"), "heads": [s.name for s in specs], "params": params,
             "per_class": per_class, "seeds": seed_list, "splits": str(splits) if splits is not None else None,
             "split_rule": rule, "splits_digest": task["digest"], "n_boot": n_boot, "refit_on": entries[0]["refit_on"],
-            "path_patience": PATH_PATIENCE, "threads": threads, "versions": library_versions(),
+            "path_patience": PATH_PATIENCE, "threads": threads, "repeats": repeats, "versions": library_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_atomic(out_dir / CONFIG_FILE, json_text(config))
     if all(skipped_reason(e) for e in entries):
         raise FeatxError("no head could be fitted on this data: " + "; ".join(f"{e['head']}: {e['skipped']}" for e in entries))
-    return entries
+    return entries, models
+
+
+def _repeat_tasks(task: dict, repeats: int, val_fraction: float, test_fraction: float) -> list[dict]:
+    """The tasks of the repeated splits (split seeds after the first), nothing saved."""
+    if repeats < 1:
+        raise FeatxUsageError("--repeats must be at least 1")
+    if repeats == 1:
+        return []
+    store, rule = task["store"], task["rule"]
+    if "seed" not in rule:
+        raise FeatxUsageError(f"--repeats draws new splits, but {store.path} has its own split or --splits was given "
+                              f"({rule.get('rule', 'a fixed split')}); drop --repeats or --splits")
+    tasks = []
+    for seed in range(rule["seed"] + 1, rule["seed"] + repeats):
+        split, rule_r = resolve_splits(store, None, seed, val_fraction, test_fraction)
+        if not all(np.any(split == name) for name in ("train", "val", "test")):
+            raise FeatxUsageError(f"--repeats: the split with seed {seed} has an empty part; give more items per class")
+        tasks.append({**task, "split": split, "rule": rule_r, "out": None, "quiet": True,
+                      "digest": splits_digest(*split_record(store, split, rule_r))})
+    return tasks
+
+
+def _repeat_summary(task: dict, others: list[dict], spec: HeadSpec, fixed: dict, seed: int, first: dict) -> dict:
+    """Test accuracy and macro-F1 of the first split's run and of every repeated split: values, mean, spread."""
+    runs = [first] + [_fit_seed(t, spec, fixed, seed) for t in others]
+    acc = [float(r["metrics"]["accuracy"]) for r in runs]
+    f1 = [float(r["metrics"]["macro_f1"]) for r in runs]
+    return {"split_seeds": [task["rule"]["seed"]] + [t["rule"]["seed"] for t in others],
+            "accuracy": acc, "accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc, ddof=1)),
+            "macro_f1": f1, "macro_f1_mean": float(np.mean(f1)), "macro_f1_std": float(np.std(f1, ddof=1)),
+            "params": [r["selection"]["params"] for r in runs]}
 
 
 def _check_training_set(store: FeatureStore, split: np.ndarray, per_class: int | None, seed: int, quiet: bool) -> None:
@@ -437,28 +334,35 @@ def _check_request(heads, params, seeds, per_class) -> tuple[list[HeadSpec], dic
     return specs, params, seed_list
 
 
-def _fit_head(task: dict, spec: HeadSpec, fixed: dict, seed_list: list[int]) -> dict:
-    """Fit every seed; with an output folder, save the first seed's head with its results row inside."""
+def _fit_head(task: dict, spec: HeadSpec, fixed: dict, seed_list: list[int], others: list[dict]) -> tuple[dict, dict]:
+    """Fit every seed (and the repeated splits); with an output folder, save the first seed's head
+    with its results row inside. Returns (entry, the first seed's run)."""
     out = task["out"]
     runs = [_fit_seed(task, spec, fixed, seed, score=out is None or seed != seed_list[0]) for seed in seed_list]
+
+    def finish(folder=None) -> dict:
+        entry = _head_entry(task, spec, runs, seed_list, folder=folder)
+        if others:
+            entry["repeats"] = _repeat_summary(task, others, spec, fixed, seed_list[0], runs[0])
+        return entry
+
     if out is None:
-        return _head_entry(task, spec, runs, seed_list)
-    holder: dict = {}
+        return finish(), runs[0]
 
     def evaluate(head) -> dict:
         # Score the saved head itself, so `featx evaluate` reproduces these numbers exactly
         # (a reloaded array's memory layout can move float sums by an ulp).
         runs[0]["model"] = head.estimator
         runs[0].update(_score(task, spec, runs[0]))
-        entry = {**_head_entry(task, spec, runs, seed_list, folder=head.path), "model": spec.name}
+        entry = {**finish(head.path), "model": spec.name}
         record = entry["test_predictions"]
         if "path" in record:  # written into the folder being built: name where it will be after the swap
             record["path"] = str((out / spec.name).resolve() / PREDICTIONS_FILE)
-        holder["entry"] = entry
+        runs[0]["entry"] = entry
         return entry
 
     save_head(out / spec.name, runs[0]["model"], _head_manifest(task, spec, runs[0]), evaluate=evaluate)
-    return holder["entry"]
+    return runs[0].pop("entry"), runs[0]
 
 
 def _head_manifest(task: dict, spec: HeadSpec | str, run: dict) -> dict:
@@ -486,8 +390,13 @@ def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, score: bool = 
     started = time.perf_counter()
     model, selection = select_and_fit(spec, (X[train], y[train]), (X[val], y[val]), (X[refit], y[refit]),
                                       params=fixed, seed=seed)
-    run = {"seed": seed, "model": model, "selection": selection, "fit_seconds": time.perf_counter() - started,
-           "n_train": int(train.sum())}
+    fit_seconds = time.perf_counter() - started
+    if selection["edge"]:
+        named = ", ".join(f"{p}={selection['params'][p]:g}" for p in selection["edge_params"])
+        print(f"featx: warning: {spec.name} seed {seed}: the chosen {named} is on the edge of the searched range "
+              "even after extending it; the best value may lie beyond (fix it with --param to try one)",
+              file=sys.stderr, flush=True)
+    run = {"seed": seed, "model": model, "selection": selection, "fit_seconds": fit_seconds, "n_train": int(train.sum())}
     if score:
         run.update(_score(task, spec, run))
     return run

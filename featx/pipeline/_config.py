@@ -32,6 +32,7 @@ Schema (defaults in brackets)::
       - {mode: linear, epochs: 2}      #   `backbones: [label, ...]` restricts it
     per_class: [10, 100, all]          # [all] training images per class; a learning curve
     seeds: 1                           # [1] repeated head fits with different seeds
+    repeats: 1                         # [1] small data: heads on R splits (split seeds), mean and spread
     device: auto                       # [auto]
     out: runs/digits                   # [runs/<name>] relative to the working directory
     feature_sets: [[lite0, mnv2]]      # [none] concatenations / layer sets, a row each
@@ -58,8 +59,8 @@ from ._yaml import load_yaml
 __all__ = ["Pipeline", "load_pipeline", "parse_overrides", "SPLIT_DEFAULTS"]
 
 SPLIT_DEFAULTS = {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}
-_TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "device", "out", "feature_sets",
-             "raw_pixels")
+_TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "repeats", "device", "out",
+             "feature_sets", "raw_pixels")
 _SOURCE_KEYS = ("path", *SPLIT_DEFAULTS)
 _BACKBONE_DEFAULTS = {"weights": None, "pooling": "avg", "batch_size": 8, "precision": "auto", "dtype": "float32",
                       "workers": 1, **BACKBONE_FEATURE_DEFAULTS}
@@ -82,6 +83,7 @@ class Pipeline:
     finetune: list[dict] = field(default_factory=list)
     per_class: list[int | None] = field(default_factory=lambda: [None])
     seeds: int = 1
+    repeats: int = 1  # head stages on this many splits (split seeds split_seed ..)
     device: str = "auto"
     out: str = ""
     path: str | None = None  # the file it came from, for messages only
@@ -93,6 +95,7 @@ class Pipeline:
             "name": self.name, "source": dict(self.source), "backbones": [dict(b) for b in self.backbones],
             "heads": [dict(h) for h in self.heads], "finetune": [dict(f) for f in self.finetune],
             "per_class": ["all" if n is None else n for n in self.per_class], "seeds": self.seeds,
+            **({"repeats": self.repeats} if self.repeats != 1 else {}),
             "device": self.device, "out": self.out,
             "raw_pixels": False if self.raw_pixels is None else {
                 "size": self.raw_pixels["size"], "heads": [h["name"] for h in self.raw_pixels["heads"]]},
@@ -282,7 +285,7 @@ def _validate_backbones(value, locator) -> list[dict]:
 
 
 def _validate_heads(value, locator) -> list[dict]:
-    from ..heads import create_head, list_heads
+    from ..heads import check_head_params, list_heads
 
     if not isinstance(value, list):
         raise locator.error(("heads",), "must be a list of head names or mappings {name, params, label}")
@@ -298,9 +301,9 @@ def _validate_heads(value, locator) -> list[dict]:
         if not isinstance(params, dict):
             raise locator.error((*path, "params"), "must be a mapping of estimator parameters")
         try:
-            create_head(name, **params)
-        except (TypeError, ValueError) as exc:
-            raise locator.error((*path, "params"), f"invalid parameters for {name}: {exc}") from None
+            check_head_params(name, params)
+        except FeatxUsageError as exc:
+            raise locator.error((*path, "params"), str(exc)) from None
         label = _label_of(_str(spec.get("label", name), (*path, "label"), locator))
         if label in labels:
             raise locator.error(path, f"head {label!r} is listed twice; give one a distinct `label:`")
@@ -402,6 +405,7 @@ def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os
         finetune=_validate_finetune(data.get("finetune"), backbones, locator),
         per_class=_validate_per_class(data.get("per_class"), locator),
         seeds=_int(data.get("seeds", 1), ("seeds",), locator),
+        repeats=_int(data.get("repeats", 1), ("repeats",), locator),
         device=_str(data.get("device", "auto"), ("device",), locator),
         out=str(out) if out is not None else _str(data.get("out", f"runs/{name}"), ("out",), locator),
         path=None if filename == "<pipeline>" else filename,

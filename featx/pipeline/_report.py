@@ -130,7 +130,9 @@ def _clear_winner(decision, main: Sequence[dict]) -> str:
     result = decision.comparison(nxt)
     if result is None:
         return f" The next row, {label(nxt)} ({pct(nxt['accuracy'])}), lies outside its 95% CI."
-    return (f" The paired test separates it from every other row (next: {label(nxt)}, "
+    how = ("The paired test separates" if all(decision.comparison(e) is not None for e in others) else
+           "The paired test (or, for rows without per-item predictions, the 95% CIs) separates")
+    return (f" {how} it from every other row (next: {label(nxt)}, "
             f"{points(-result['diff'])} points, 95% paired CI {dci([-result['ci'][1], -result['ci'][0]])}).")
 
 

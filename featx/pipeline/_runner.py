@@ -280,13 +280,14 @@ class _Runner:
                 return None
             return _hash({"stores": store_ids, "sets": stage.feature_set["layers"], "head": stage.head["name"],
                           "params": stage.head["params"], "per_class": stage.per_class, "seeds": self.pipeline.seeds,
-                          "split": self.split})
+                          "split": self.split, **self._repeats()})
         if stage.kind == "head":
             store_id = self.store_id(stages[stage.after])
             if store_id is None:
                 return None  # known once the store exists
             return _hash({"store": store_id, "head": stage.head["name"], "params": stage.head["params"],
-                          "per_class": stage.per_class, "seeds": self.pipeline.seeds, "split": self.split})
+                          "per_class": stage.per_class, "seeds": self.pipeline.seeds, "split": self.split,
+                          **self._repeats()})
         options = {k: v for k, v in stage.finetune.items() if k != "backbones"}
         return _hash({"source": self.fingerprint, "backbone": identity, "finetune": options,
                       "per_class": stage.per_class, "split": self.split})
@@ -359,8 +360,12 @@ class _Runner:
             store = FeatureSet([self.by_id[i].path for i in stage.inputs], stage.feature_set["layers"])
         train_heads(store, heads=[stage.head["name"]], params={stage.head["name"]: stage.head["params"]},
                     per_class=stage.per_class, seeds=self.pipeline.seeds, out=stage.path, quiet=self.quiet,
-                    **self.split)
+                    repeats=self.pipeline.repeats, **self.split)
         return {}
+
+    def _repeats(self) -> dict:
+        # In a head stage's identity only when used, so the stages of earlier runs stay valid.
+        return {"repeats": self.pipeline.repeats} if self.pipeline.repeats != 1 else {}
 
     def run_finetune(self, stage: Stage) -> dict:
         from ..finetuning import finetune

@@ -234,9 +234,9 @@ class FeatureStore:
     def complete(self) -> bool:
         return self._complete_attr and not bool((self._status == STATUS_PENDING).any())
 
-    @property
-    def n_done(self) -> int:
+    def __len__(self) -> int:  # len(store): the usable rows, the length of features/labels/ids
         return int(self._done.sum())
+    n_done = property(__len__)
 
     @property
     def n_pending(self) -> int:
