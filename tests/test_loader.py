@@ -143,3 +143,11 @@ def test_auto_sizes_are_resolved_and_recorded_on_cpu(image_folder, tiny_spec, tm
                           batch_size="auto", quiet=True)
     assert store.run_info["batch_size"] == 8 and store.run_info["batch_size_auto"] is True
     assert store.run_info["workers"] == 2 and store.run_info["compile"] is False
+
+
+def test_default_workers_decode_in_process_on_two_cores(image_folder, tiny_spec, tmp_path, monkeypatch):
+    from featx.core import cpus
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda root=cpus.CGROUP_ROOT: 2)
+    store = featx.extract(image_folder, tiny_spec, tmp_path / "s.h5", device="cpu", batch_size=4, quiet=True)
+    assert store.run_info["workers"] == 0

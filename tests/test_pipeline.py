@@ -232,3 +232,10 @@ def test_run_of_a_missing_source_names_the_config_key(tmp_path):
     result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert "source.path" in result.output and "--set source.path" in result.output
+
+
+def test_backbone_workers_default_auto_and_accept_a_number(tmp_path):
+    path = _write(tmp_path, MINIMAL)
+    assert load_pipeline(path).backbones[0]["workers"] == "auto"
+    assert load_pipeline(path, ["backbones.0.workers=0"]).backbones[0]["workers"] == 0
+    assert "'auto' or a whole number" in _error(path, "backbones.0.workers=-1")

@@ -43,7 +43,9 @@ def test_usable_cpus_from_affinity_and_cgroup_quota(tmp_path, monkeypatch, files
     monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: set(range(affinity)))
     monkeypatch.setattr(cpus.os, "cpu_count", lambda: 64)  # never what counts
     assert cpus.usable_cpus(tmp_path) == expected
-    assert cpus.auto_workers(tmp_path) == max(1, expected - 1)
+    # --workers auto: in-process decoding for a CPU model on <= 2 cores, else the cores less one.
+    assert cpus.auto_workers(tmp_path) == (0 if expected <= 2 else expected - 1)
+    assert cpus.auto_workers(tmp_path, device_type="cuda") == max(1, expected - 1)
 
 
 def test_auto_batch_size_on_cpu_is_the_measured_default(tiny_spec):

@@ -1,9 +1,11 @@
 """The ``featx`` command line: one click group, one module per command group.
 
-``featx.cli:main`` is the console script. The group and its error policy live in
-``_group``; the commands of each stage live beside it (``_extract``: extract, info,
-backbones; ``_export``: export; ``_heads``: heads, train, evaluate, predict, export-model; ``_finetune``: finetune;
-``_pipeline``: run, report; ``_bench``: bench) and are added here in the order of the data path.
+``featx.cli:main`` is the console script. The group, its error policy and the table of
+commands (name -> module, imported on first use) live in ``_group``; the commands of
+each stage live beside it (``_extract``: extract, info, backbones; ``_export``: export;
+``_heads``: heads, train, evaluate, predict, export-model; ``_finetune``: finetune; ``_pipeline``:
+run, report; ``_search``: search; ``_bench``: bench). Nothing here imports torch, timm or
+scikit-learn: ``featx --help`` and completion stay instant.
 """
 
 from __future__ import annotations
@@ -34,14 +36,9 @@ if (_started_as_command() and threading.current_thread() is threading.main_threa
         and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
-from . import _bench, _export, _extract, _finetune, _heads, _pipeline  # noqa: E402 - after the handler
-from ._group import FeatxClickError, cli, main  # noqa: E402
+from ._group import FeatxClickError, cli, main  # noqa: E402 - after the handler
 
 __all__ = ["main", "cli", "FeatxClickError"]
-
-for _module in (_extract, _export, _heads, _finetune, _pipeline, _bench):
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import click
 
-from . import _bench_extract, _bench_logreg
+from ._group import LazyGroup
 
 __all__ = ["COMMANDS", "bench"]
 
+SUBCOMMANDS = {
+    "extract": "._bench_extract:bench_extract",
+    "finetune": "._bench_extract:bench_finetune",
+    "logreg": "._bench_logreg:bench_logreg_command",
+}
 
-@click.group("bench")
+
+@click.group("bench", cls=LazyGroup, lazy=SUBCOMMANDS)
 def bench() -> None:
     """Time featx's data path and heads on this machine (ratios measured in one run)."""
-
-
-for _module in (_bench_extract, _bench_logreg):
-    for _command in _module.COMMANDS:
-        bench.add_command(_command)
 
 COMMANDS = [bench]

@@ -10,7 +10,7 @@ import json
 
 import click
 
-from ._extract import IntOrAuto
+from ._extract import DECODE_HELP, WORKERS_HELP, IntOrAuto
 
 __all__ = ["COMMANDS", "bench_extract", "bench_finetune"]
 
@@ -21,7 +21,7 @@ def _common(command):
         click.option("--backbone", default="efficientnet_lite0", show_default=True),
         click.option("--weights", default=None, help="As for featx extract ('random' for a quick check)."),
         click.option("--device", default="auto", show_default=True),
-        click.option("--workers", default="1", show_default=True, type=IntOrAuto(0)),
+        click.option("--workers", default="auto", show_default=True, type=IntOrAuto(0), help=WORKERS_HELP),
         click.option("--limit", default=None, type=click.IntRange(min=1), help="Use N images (every k-th) for a quick run."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]
@@ -35,7 +35,7 @@ def _common(command):
 @click.option("--batch-size", default="8", show_default=True, type=IntOrAuto(1))
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]))
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (bare and end to end).")
-@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]))
+@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "draft", "gpu"]), help=DECODE_HELP)
 @click.option("--no-float-loader", is_flag=True, help="Skip timing the old float loader.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
               help="ray: local engine vs Ray local mode end to end, and 1 vs --actors actors (CPU).")
@@ -50,7 +50,7 @@ def bench_extract(source, backbone, weights, device, workers, limit, as_json, ba
         from ..extraction import bench_ray_extract, format_ray_table
 
         result = bench_ray_extract(source, backbone, weights=weights, batch_size=8 if batch_size == "auto" else int(batch_size),
-                                   workers=1 if workers == "auto" else int(workers), limit=limit, actors=actors)
+                                   workers=workers, limit=limit, actors=actors)
         click.echo(json.dumps(result, indent=2) if as_json else format_ray_table(result))
         return
 

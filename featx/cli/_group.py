@@ -4,19 +4,21 @@ Stages map onto commands (extract -> train / finetune -> report, or ``run`` for 
 whole pipeline). Every :class:`featx.FeatxError` becomes one line on stderr and an
 exit code (2 for usage mistakes, 1 for runtime failures), never a traceback.
 Each stage's commands live in their own module of ``featx.cli`` (``_extract``,
-``_heads``, ``_finetune``, ``_pipeline``), each exporting ``COMMANDS``; the package
-``__init__`` adds them to this group.
+``_heads``, ``_finetune``, ``_pipeline``), each listing them in ``COMMANDS``; the
+``COMMANDS`` table below names them, and a module is imported only when one of its
+commands is used, so ``featx --help`` never loads torch.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from ..core.errors import DiskError, FeatxError
 from ..core.interrupts import sticky_interrupts
-from ..core.io import is_disk_error
 
-__all__ = ["main", "cli", "FeatxClickError"]
+__all__ = ["main", "cli", "FeatxClickError", "LazyGroup"]
 
 
 def safe_text(name) -> str:
@@ -34,7 +36,31 @@ class FeatxClickError(click.ClickException):
         click.echo(f"featx: error: {self.format_message()}", err=True)
 
 
-class _Group(click.Group):
+class LazyGroup(click.Group):
+    """A group whose subcommands are named up front and imported on first use.
+
+    ``lazy`` maps a command name to ``"module:attribute"`` (module relative to
+    ``featx.cli``). ``featx --help`` and shell completion then load only the small
+    command modules, never torch, timm or scikit-learn, which the commands import in
+    their own bodies (click's documented "lazily loading subcommands" pattern).
+    """
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module, "featx.cli"), attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+class _Group(LazyGroup):
     def invoke(self, ctx: click.Context):
         try:
             # An interrupt swallowed anywhere in a command still ends it with 130 (core.interrupts).
@@ -52,12 +78,35 @@ class _Group(click.Group):
                                              "else (--out)")) from None
         except (OSError, RuntimeError) as exc:
             # A write path that did not wrap its own disk errors still gets one line, not a traceback.
+            from ..core.io import is_disk_error  # numpy: only on this error path
+
             if not is_disk_error(exc):
                 raise
             raise FeatxClickError(DiskError(f"{str(exc).splitlines()[0]}")) from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Every command, by name: "module:attribute" under featx.cli. A new command needs its line
+# here (tests/test_cli_fast.py checks that every module's COMMANDS is reachable).
+COMMANDS: dict[str, str] = {
+    "extract": "._extract:extract",
+    "info": "._extract:info",
+    "backbones": "._extract:backbones",
+    "export": "._export:export",
+    "heads": "._heads:heads",
+    "train": "._heads:train",
+    "evaluate": "._heads:evaluate",
+    "predict": "._heads:predict",
+    "export-model": "._heads:export_model",
+    "finetune": "._finetune:finetune",
+    "run": "._pipeline:run",
+    "report": "._pipeline:report",
+    "search": "._search:search",
+    "bench": "._bench:bench",
+}
+
+
+@click.group(cls=_Group, lazy=COMMANDS, context_settings={
+    "help_option_names": ["-h", "--help"], "max_content_width": 100, "auto_envvar_prefix": "FEATX"})
 @click.version_option(package_name="featx")
 def cli() -> None:
     """featx: extract features once with a frozen timm backbone, then fit many heads on them."""

@@ -62,7 +62,8 @@ def _print_entries(entries: list[dict]) -> None:
 @click.option("--features", "features", required=True, type=click.Path(),
               help="Feature store (.h5 file or sharded directory) from `featx extract`, or a.h5,b.h5,... to concatenate stores aligned by id.")
 @click.option("--feature-set", "feature_set", default=None,
-              help="Which set of each store: pooled (default), a layer set (featx info lists them) or concat:NAME,NAME.")
+              help="Which sets to use: pooled (default), a layer set (featx info lists them), NAME+NAME for several, "
+                   "or per store: a.h5:pooled+layer-1,b.h5:pooled.")
 @click.option("--heads", "heads_", default="logreg", show_default=True, help="Comma-separated heads (see `featx heads`).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results directory.")
 @click.option("--per-class", type=click.IntRange(min=1), default=None, help="Few-shot: N training items per class.")
@@ -79,11 +80,12 @@ def _print_entries(entries: list[dict]) -> None:
               help="BLAS/OpenMP threads per fit; 0: the libraries' default (1 is fastest on a machine busy with other work).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
-              help="ray: the xgboost head on Ray Train, reading the store shard by shard (pip install 'featx[ray]').")
+              help="ray: the xgboost head on Ray Train, reading the store shard by shard (the ray extra: pip install -e '.[ray]' in a checkout).")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray Train workers (--engine ray).")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted: a private local Ray instance (never a cluster already running).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results entries as JSON (progress stays on stderr).")
 def train(features, feature_set, heads_, out, per_class, seeds, splits, split_seed, repeats, val_fraction, test_fraction,
-          param, bootstrap, threads, quiet, engine, ray_workers, address):
+          param, bootstrap, threads, quiet, engine, ray_workers, address, as_json):
     """Train, select (on val) and evaluate (on test) classical heads on a feature store."""
     from ..heads import train_heads
 
@@ -92,21 +94,30 @@ def train(features, feature_set, heads_, out, per_class, seeds, splits, split_se
         raise FeatxUsageError("--engine ray trains on one split; drop --repeats")
     if engine == "ray":
         _train_on_ray(features, names, out, per_class, seeds, feature_set, param, splits, split_seed, val_fraction,
-                      test_fraction, bootstrap, quiet, ray_workers, address)
+                      test_fraction, bootstrap, quiet, ray_workers, address, as_json)
         return
     entries = train_heads(
         features, heads=names, params=_parse_params(param, names), per_class=per_class, seeds=seeds, out=out,
         splits=splits, split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
         n_boot=bootstrap, threads=threads or None, quiet=quiet, feature_set=feature_set, repeats=repeats,
     )
+    if as_json:
+        _echo_json(entries)
+        return
     _print_entries(entries)
     saved = [e["model"] for e in entries if e.get("model")]
     click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); each head saved as a model "
                f"under {Path(out) / '<head>'}" + (f" (featx predict --model {Path(out) / saved[0]} IMAGES)" if saved else ""))
 
 
+def _echo_json(data) -> None:
+    from ..core.io import json_text
+
+    click.echo(json_text(data))
+
+
 def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, splits, split_seed, val_fraction,
-                  test_fraction, bootstrap, quiet, workers, address) -> None:
+                  test_fraction, bootstrap, quiet, workers, address, as_json=False) -> None:
     from ..core.errors import FeatxUsageError
     from ..heads import train_xgboost_ray
 
@@ -115,6 +126,9 @@ def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, sp
                               "--feature-set or --param")
     entry = train_xgboost_ray(features, out, workers=workers, address=address, splits=splits, split_seed=split_seed,
                               val_fraction=val_fraction, test_fraction=test_fraction, n_boot=bootstrap, quiet=quiet)
+    if as_json:
+        _echo_json([entry])
+        return
     _print_entries([entry])
     click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); head saved in {Path(out) / 'xgboost'} (featx predict --model {Path(out) / 'xgboost'})")
 
@@ -202,7 +216,10 @@ def heads(as_json):
         return
     width = max(len(s.name) for s in specs)
     for spec in specs:
-        click.echo(f"{spec.name:{width}s}  {spec.description}")
+        # The PCA step is part of the head (capped to the training rows by `featx train`): say so.
+        pca = [n for n in (spec.search_space or {}).get("pca", []) if n]
+        note = f" [PCA to {'/'.join(str(n) for n in pca)} components first]" if pca else ""
+        click.echo(f"{spec.name:{width}s}  {spec.description}{note}")
 
 
 COMMANDS = [train, evaluate, predict, export_model, heads]

@@ -27,7 +27,9 @@ def _shorten(text: str | None, limit: int = 160) -> str:
                    "--set 'heads=[logreg, knn]'). Repeatable.")
 @click.option("--dry-run", is_flag=True, help="Validate and print which stages are cached and which would run; run nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output, only the report path.")
-def run(pipeline_file, out, overrides, dry_run, quiet):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the outcome as JSON on stdout: stages with status and seconds, counts, report path.")
+def run(pipeline_file, out, overrides, dry_run, quiet, as_json):
     """Run a pipeline: extract per backbone, heads per store, fine-tune baselines, then the report.
 
     Stages whose inputs did not change since the last run are reused; a failed stage
@@ -36,7 +38,9 @@ def run(pipeline_file, out, overrides, dry_run, quiet):
     from ..pipeline import run_pipeline
 
     result = run_pipeline(pipeline_file, overrides=overrides, out=out, dry_run=dry_run, quiet=quiet)
-    if dry_run:
+    if as_json:
+        _echo_run_json(result)
+    elif dry_run:
         click.echo(f"pipeline {result.pipeline.name} -> {result.out} (dry run: nothing is run or written)")
         width = max(len(s.title) for s in result.stages)
         for stage in result.stages:
@@ -47,7 +51,25 @@ def run(pipeline_file, out, overrides, dry_run, quiet):
         click.echo(f"  {'report':<{width}}  to run")
         counts = result.counts()
         click.echo(f"{counts.get('cached', 0)} cached, {counts.get('to run', 0)} to run")
+    if dry_run:
         return
+    if not as_json:
+        _echo_summary(result, quiet)
+    if result.failed:
+        names = "; ".join(f"{s.title}: {_shorten(s.error)}" for s in result.failed[:3])
+        raise FeatxError(f"{len(result.failed)} stage(s) did not finish ({names}); the report shows the rest. "
+                         f"Fix the cause and run the same command again to resume")
+
+
+def _echo_run_json(result) -> None:
+    from ..core.io import json_text
+
+    click.echo(json_text({"pipeline": result.pipeline.name, "out": str(result.out), "dry_run": result.dry_run,
+                          "report": None if result.report is None else str(result.report),
+                          "counts": result.counts(), "stages": [s.row() for s in result.stages]}))
+
+
+def _echo_summary(result, quiet: bool) -> None:
     counts = result.counts()
     summary = ", ".join(f"{n} {_STATUS_WORDS.get(k, k)}" for k, n in counts.items())
     if counts.get("cached") == len(result.stages):
@@ -55,10 +77,6 @@ def run(pipeline_file, out, overrides, dry_run, quiet):
     if not quiet:
         click.echo(f"stages: {summary}")
     click.echo(f"report: {result.report}")
-    if result.failed:
-        names = "; ".join(f"{s.title}: {_shorten(s.error)}" for s in result.failed[:3])
-        raise FeatxError(f"{len(result.failed)} stage(s) did not finish ({names}); the report shows the rest. "
-                         f"Fix the cause and run the same command again to resume")
 
 
 @click.command()

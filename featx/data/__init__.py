@@ -17,7 +17,7 @@ from ._fingerprint import (
     file_stat,
     read_item_file,
 )
-from ._images import ALLOWED_FORMATS, ALPHA_BACKGROUND, IMAGE_EXTENSIONS, load_image, to_rgb
+from ._images import ALLOWED_FORMATS, ALPHA_BACKGROUND, IMAGE_EXTENSIONS, draft_decoding, load_image, to_rgb
 from ._open import list_builtin_sources, open_source
 from ._scale_sources import ParquetSource, WebDatasetSource, expand_braces
 from ._sources import (
@@ -30,12 +30,14 @@ from ._sources import (
     Source,
 )
 from ._splits import SPLITS_FILE, assign_splits, few_shot_mask, load_splits, save_splits, splits_digest
+from ._subset import SubsetSource, subset_indices, subset_record, subset_source
 
 __all__ = [
     "ALLOWED_FORMATS",
     "IMAGE_EXTENSIONS",
     "ALPHA_BACKGROUND",
     "load_image",
+    "draft_decoding",
     "to_rgb",
     "Item",
     "Source",
@@ -55,6 +57,10 @@ __all__ = [
     "load_splits",
     "splits_digest",
     "SPLITS_FILE",
+    "SubsetSource",
+    "subset_indices",
+    "subset_source",
+    "subset_record",
     "FoundFile",
     "walk_files",
     "load_image_file",

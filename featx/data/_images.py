@@ -8,6 +8,9 @@ Rules (documented in the README, tested in ``tests/test_images.py``):
 * Images larger than ``max_pixels`` (Pillow's own ``Image.MAX_IMAGE_PIXELS`` by
   default) are rejected from the header alone, before any pixel is decoded, so a
   decompression bomb costs nothing.
+* Inside :func:`draft_decoding` (``--decode draft``), a JPEG at least twice the
+  requested size in both dimensions is decoded straight at 1/2, 1/4 or 1/8 scale
+  (Pillow's ``Image.draft``, DCT-domain scaling), never below that size.
 * EXIF orientation is applied; palette, grayscale, CMYK and 16-bit images are
   converted to 8-bit RGB; images with alpha (RGBA, LA, PA, palette transparency)
   are composited onto :data:`ALPHA_BACKGROUND` (white), the convention of most
@@ -20,6 +23,8 @@ import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +32,27 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import BadImageError
 
-__all__ = ["ALLOWED_FORMATS", "IMAGE_EXTENSIONS", "ALPHA_BACKGROUND", "load_image", "to_rgb"]
+__all__ = ["ALLOWED_FORMATS", "IMAGE_EXTENSIONS", "ALPHA_BACKGROUND", "load_image", "to_rgb", "draft_decoding"]
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "MPO"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 ALPHA_BACKGROUND = (255, 255, 255)
+
+
+# The smallest (width, height) a draft decode may produce; None: decode at full size.
+# A context variable, not an argument, so every source's loader (folder, CSV, tar,
+# Parquet) honours it without each Source growing a parameter.
+_DRAFT: ContextVar[tuple[int, int] | None] = ContextVar("featx_jpeg_draft", default=None)
+
+
+@contextlib.contextmanager
+def draft_decoding(size: tuple[int, int] | None) -> Iterator[None]:
+    """Within the block, :func:`load_image` decodes large JPEGs at reduced scale, at least ``size``."""
+    token = _DRAFT.set(None if size is None else (int(size[0]), int(size[1])))
+    try:
+        yield
+    finally:
+        _DRAFT.reset(token)
 
 
 def _default_max_pixels() -> int:
@@ -68,6 +89,11 @@ def load_image(source: str | os.PathLike | bytes, max_pixels: int | None = None)
                     f"image is {width}x{height} = {width * height} pixels, over the {limit}-pixel "
                     "limit (possible decompression bomb)"
                 )
+            draft = _DRAFT.get()
+            if draft is not None and img.format == "JPEG":
+                # Scales by 1/2, 1/4 or 1/8 only while both sides stay >= draft, so an image
+                # under twice the size decodes exactly as without it.
+                img.draft(img.mode, draft)
             img.load()
     except BadImageError:
         raise

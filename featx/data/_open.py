@@ -39,8 +39,8 @@ def open_source(spec: str | os.PathLike | Source, max_pixels: int | None = None)
     if path.is_file() and path.suffix.lower() == ".csv":
         return CsvSource(path, max_pixels=max_pixels)
     if path.is_file():
-        raise FeatxUsageError(f"source {text!r} is a file but not a .csv manifest")
+        raise FeatxUsageError(f"source {text!r} is a file but not a .csv manifest, .tar shard or .parquet file")
     raise FeatxUsageError(
-        f"source {text!r} not found: give an image folder, a .csv manifest, or a built-in "
-        f"({', '.join(list_builtin_sources())})"
+        f"source {text!r} not found: give an image folder, a .csv manifest, WebDataset .tar shards, "
+        f".parquet files (brace patterns allowed) or a built-in ({', '.join(list_builtin_sources())})"
     )

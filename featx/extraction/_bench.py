@@ -157,14 +157,14 @@ def _settings(spec, data_config, batch_size, auto, workers, prec, channels_last,
 
 
 def bench_extract(source: str | os.PathLike | Source = "digits", backbone: str = DEFAULT_BACKBONE, *,
-                  weights: str | None = None, batch_size: int | str = 8, workers: int | str = 1, device: str = "auto",
+                  weights: str | None = None, batch_size: int | str = 8, workers: int | str = "auto", device: str = "auto",
                   precision: str = "auto", channels_last: bool | None = None, compile: bool = False,
                   decode: str = "cpu", limit: int | None = None, float_loader: bool = True) -> dict:
     """Measure bare forward, loader alone and end-to-end extraction img/s; the ratios; the settings."""
     tune_malloc()
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    workers = resolve_workers(workers)
+    workers = resolve_workers(workers, dev)
     spec = resolve_backbone(backbone, weights=weights)
     channels_last = dev.type == "cuda" if channels_last is None else bool(channels_last)
     with tempfile.TemporaryDirectory(prefix="featx-bench-") as tmp:

@@ -24,6 +24,7 @@ from ._loader import (
     DeviceNormalizer,
     Uint8ItemDataset,
     batch_records,
+    draft_size,
     input_dtype,
     make_loader,
     make_uint8_transform,
@@ -55,7 +56,8 @@ def device_batches(src: Source, data_config: dict, batches: list[list[int]], *, 
         dataset = GpuDecodeDataset(src, transform, input_size, max_pixels=max_pixels, with_records=with_records)
         loader = make_loader(dataset, batches, workers, dev, collate_fn=collate_payloads)
         return DeviceBatches(loader, GpuDecoder(data_config, normalizer, dev), dev)
-    loader = make_loader(Uint8ItemDataset(src, transform, input_size, with_records), batches, workers, dev)
+    draft = draft_size(data_config) if decode == "draft" else None
+    loader = make_loader(Uint8ItemDataset(src, transform, input_size, with_records, draft), batches, workers, dev)
     return DeviceBatches(loader, normalizer, dev)
 
 
@@ -66,7 +68,7 @@ def run_extraction(writer, src: Source, model, data_config: dict, batches: list[
 
     ``recipe`` adds the named sets (layers, views) of each batch, from the same forward pass.
     """
-    from tqdm.auto import tqdm
+    from ..core.bars import progress_bar
 
     recipe = recipe or FeatureRecipe()
     tune_malloc()
@@ -77,7 +79,7 @@ def run_extraction(writer, src: Source, model, data_config: dict, batches: list[
     total = sum(len(b) for b in batches)
     n_skipped = 0
     started = time.perf_counter()
-    bar = tqdm(total=total, unit="img", desc="extract", disable=quiet, dynamic_ncols=True, smoothing=0.1)
+    bar = progress_bar(total, "extract", "img", disable=quiet, smoothing=0.1)
     background = BackgroundWriter(writer)
     try:
         with torch.inference_mode():

@@ -25,7 +25,7 @@ import torch
 from ..core.errors import DiskError, FeatxUsageError, StoreDamagedError, StoreMismatchError
 from ..core.io import remove_path
 from ..core.runtime import resolve_device, resolve_precision
-from ..data import Source, open_source
+from ..data import Source, open_source, subset_record, subset_source
 from ..store import (
     MANIFEST,
     FeatureStore,
@@ -88,14 +88,40 @@ class _Layout:
         return self.engine == "local"
 
 
-def _check_arguments(batch_size: int | str, workers: int | str, dtype: str) -> int:
-    """Check the run options; the number of loader workers (``"auto"`` resolved)."""
+def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, threads: int | None = None) -> int | str:
+    """Check the run options; the number of loader workers (or ``"auto"``)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise FeatxUsageError(f"threads must be a whole number >= 1, got {threads!r}")
     if batch_size != "auto":
         resolve_batch_size(batch_size)
-    workers = resolve_workers(workers)
+    if workers != "auto":  # "auto" is resolved once the device is known
+        workers = resolve_workers(workers)
     if dtype not in FEATURE_DTYPES:
         raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
     return workers
+
+
+def _subset(src: Source, per_class: int | None, limit: int | None, seed: int) -> tuple[Source, dict]:
+    """The source to extract and what its config records of the subset (``{}`` for the whole source)."""
+    if per_class is None and limit is None:
+        return src, {}
+    return subset_source(src, per_class=per_class, limit=limit, seed=seed), {"subset": subset_record(per_class, limit, seed)}
+
+
+class _torch_threads:
+    """``torch.set_num_threads(n)`` for a block, restoring the previous count (nothing for ``None``)."""
+
+    def __init__(self, n: int | None):
+        self.n, self.before = n, None
+
+    def __enter__(self):
+        if self.n is not None:
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.before is not None:
+            torch.set_num_threads(self.before)
 
 
 def extract(
@@ -107,7 +133,7 @@ def extract(
     pooling: str = "avg",
     batch_size: int | str = 8,
     device: str = "auto",
-    workers: int | str = 1,
+    workers: int | str = "auto",
     precision: str = "auto",
     dtype: str = "float32",
     channels_last: bool | None = None,
@@ -122,6 +148,7 @@ def extract(
     img_size: int | None = None,
     crop_pct: float | None = None,
     interpolation: str | None = None,
+    per_class: int | None = None, limit: int | None = None, subset_seed: int = 0, threads: int | None = None,
     shard_size: int | None = None,
     engine: str = "local",
     ray_options: dict | None = None,
@@ -131,25 +158,27 @@ def extract(
     Re-running with the same arguments reuses a complete store and resumes an
     incomplete one. Bad images are skipped and recorded (``strict=True`` raises on
     the first one instead). Batch size 8 was the fastest on a 2-core CPU; on a GPU use
-    ``"auto"`` (the largest power of two <= 1024 that fits); ``workers="auto"``: the
-    usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
+    ``"auto"`` (the largest power of two <= 1024 that fits); ``workers="auto"`` (default):
+    0 (in-process decoding) for a CPU model on <= 2 usable cores, else the usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
 
     ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
     (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
-    ``crop_pct`` / ``interpolation`` override the eval preprocessing. Each is in the store
-    config (so its id and cache key) only when used.
+    ``crop_pct`` / ``interpolation`` override the eval preprocessing; ``per_class`` / ``limit``: a
+    stratified seeded subset (:func:`featx.data.subset_source`). Each is in the store config (so
+    its id and cache key) only when used. ``threads``: torch's CPU threads (run info only).
 
     ``shard_size=N``, ``engine="ray"`` (with ``ray_options``: address, actors, gpus_per_actor)
     or a directory ``out`` write a sharded store (``docs/store-format.md``).
     """
-    workers = _check_arguments(batch_size, workers, dtype)
+    workers = _check_arguments(batch_size, workers, dtype, threads)
     layout = _Layout.of(out, shard_size, engine, ray_options)
-    src = open_source(source, max_pixels=max_pixels)
+    src, subset = _subset(open_source(source, max_pixels=max_pixels), per_class, limit, subset_seed)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
     overrides = check_input_size(spec.model, spec.model_kwargs, preprocessing_overrides(img_size, crop_pct, interpolation))
     options = feature_options(recipe, overrides)
-    dev = _connect(layout, device, {"compile": compile, "decode": decode, **options})
+    dev = _connect(layout, device, {"compile": compile, "decode": decode, "threads": threads, **options})
+    options.update(subset)
     prec = resolve_precision(precision, dev)
     check_gpu_decode(decode, dev)
     path = Path(out) if out is not None else default_store_path(src, spec, extra=options)
@@ -173,7 +202,7 @@ def extract(
                                                           batch_size, strict, quiet))
         else:
             _write(writer, path, target, lambda: _run(writer, src, model, data_config, dev, prec, batch_size, workers,
-                                                      channels_last, strict, quiet, compile, decode, recipe))
+                                                      channels_last, strict, quiet, compile, decode, recipe, threads))
     return FeatureStore(path)
 
 
@@ -319,10 +348,19 @@ def _run_ray(writer, src, spec, data_config, cluster, prec, dtype, batch_size, s
 
 
 def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet, compile,
-         decode, recipe: FeatureRecipe | None = None) -> dict:
+         decode, recipe: FeatureRecipe | None = None, threads: int | None = None) -> dict:
+    with _torch_threads(threads):
+        info = _run_threaded(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
+                             quiet, compile, decode, recipe)
+    return {**info, "threads": threads or torch.get_num_threads()}
+
+
+def _run_threaded(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet,
+                  compile, decode, recipe: FeatureRecipe | None = None) -> dict:
     if channels_last is None:
         channels_last = dev.type == "cuda"
     model = prepare_model(model, dev, bool(channels_last), compile=False)
+    workers = resolve_workers(workers, dev)
     input_size = tuple(data_config["input_size"])
     batch_size, auto = resolve_batch_size(batch_size, model, input_size, dev, prec, bool(channels_last))
     if auto and not quiet:

@@ -76,10 +76,11 @@ def store_config(src: Source, spec: BackboneSpec, data_config: dict, prec: str, 
     """What the features are, and so the store's identity: a store with another config is refused."""
     config = {"source": {"kind": src.kind, "name": src.name}, "backbone": spec.identity(),
               "data_config": jsonable_data_config(data_config), "precision": prec, "dtype": dtype, **options}
-    if decode == "gpu":
-        # GPU resizing is not bit-identical to Pillow's: its features are another store.
-        # (Absent for CPU decode, so stores made before this option still match.)
-        config["decode"] = "gpu"
+    if decode != "cpu":
+        # GPU resizing is not bit-identical to Pillow's, and draft decoding changes the
+        # pixels of large JPEGs: either makes another store. (Absent for CPU decode, so
+        # stores made before these options still match.)
+        config["decode"] = decode
     return config
 
 

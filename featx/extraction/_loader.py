@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.runtime import die_with_parent
-from ..data import NO_STAT, ItemRecord, Source
+from ..data import NO_STAT, ItemRecord, Source, draft_decoding
 
-__all__ = ["make_uint8_transform", "Uint8ItemDataset", "DeviceNormalizer", "DeviceBatches", "make_loader",
+__all__ = ["make_uint8_transform", "draft_size", "Uint8ItemDataset", "DeviceNormalizer", "DeviceBatches", "make_loader",
            "input_dtype", "batch_records", "with_record"]
 
 
@@ -36,6 +36,16 @@ def make_uint8_transform(data_config: dict):
     return timm.data.create_transform(**data_config, is_training=False, use_prefetcher=True)
 
 
+def draft_size(data_config: dict) -> tuple[int, int]:
+    """The smallest decode that loses nothing for the eval transform: the size timm resizes to
+    before its crop (input size / crop_pct), square so either orientation is covered."""
+    import math
+
+    side = max(int(v) for v in data_config["input_size"][1:])
+    scale = math.floor(side / float(data_config.get("crop_pct") or 1.0))
+    return max(side, scale), max(side, scale)
+
+
 class Uint8ItemDataset(Dataset):
     """Yields ``(index, uint8 CHW tensor, reason)``; a bad image gives zeros and its reason (as ``ItemDataset``).
 
@@ -43,15 +53,17 @@ class Uint8ItemDataset(Dataset):
     image (``featx.data.ItemRecord``; '' and -1s for items without one).
     """
 
-    def __init__(self, source: Source, transform, input_size: tuple[int, int, int], with_records: bool = False):
+    def __init__(self, source: Source, transform, input_size: tuple[int, int, int], with_records: bool = False,
+                 draft: tuple[int, int] | None = None):
         self.source, self.transform, self.input_size = source, transform, tuple(input_size)
-        self.with_records = with_records
+        self.with_records, self.draft = with_records, draft
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int):
-        image, reason, record = self.source.load_item(index)
+        with draft_decoding(self.draft):  # None: full-size decode
+            image, reason, record = self.source.load_item(index)
         tensor = torch.zeros(self.input_size, dtype=torch.uint8) if image is None else self.transform(image)
         return with_record((index, tensor, reason), record, self.with_records)
 

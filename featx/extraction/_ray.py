@@ -309,7 +309,7 @@ def run_ray_shards(writer, src, spec, data_config: dict, cluster: RayCluster, *,
                    batch_size: int, strict: bool, quiet: bool) -> dict:
     """Run the pending shards of ``writer`` on Ray; record each shard in the manifest as it lands."""
     ray = _import_ray()
-    from tqdm.auto import tqdm
+    from ..core.bars import progress_bar as tqdm  # a bar on a terminal, plain lines in a log
 
     try:
         pending = writer.pending_shards()

@@ -6,8 +6,10 @@ the top down and catching out-of-memory. On CPU larger batches are not faster (o
 cores EfficientNet-Lite0 at 224 px ran fastest at batch 8; bigger batches push the
 activations out of cache), so ``auto`` is the measured-best default, 8.
 
-Workers: the cores this process may use (affinity and cgroup quota, see
-:func:`featx.core.cpus.usable_cpus`) less one for the main process, at least 1.
+Workers (``auto``, the default): 0, decoding in the model's process, for a CPU model
+on at most 2 usable cores (affinity and cgroup quota, see
+:func:`featx.core.cpus.usable_cpus`), where a worker would take a core from the
+forward pass; otherwise the usable cores less one, at least 1.
 """
 
 from __future__ import annotations
@@ -78,10 +80,10 @@ def resolve_batch_size(batch_size: int | str, model=None, input_size=None, devic
     return value, False
 
 
-def resolve_workers(workers: int | str) -> int:
-    """An int, or ``"auto"``: the usable cores less one (at least 1)."""
+def resolve_workers(workers: int | str, device: torch.device | str | None = None) -> int:
+    """An int, or ``"auto"``: see :func:`featx.core.cpus.auto_workers` (``device`` None: CPU)."""
     if workers == "auto":
-        return auto_workers()
+        return auto_workers(device_type=torch.device(device).type if device is not None else "cpu")
     try:
         value = int(workers)
     except (TypeError, ValueError):

@@ -80,13 +80,13 @@ def _epoch(step: _Step, data: FinetuneData, data_config, batch_size, workers, de
 
 
 def bench_finetune(source: str | os.PathLike | Source = "digits", backbone: str = DEFAULT_BACKBONE, *,
-                   weights: str | None = None, batch_size: int = 32, workers: int | str = 1, device: str = "auto",
+                   weights: str | None = None, batch_size: int = 32, workers: int | str = "auto", device: str = "auto",
                    precision: str = "auto", limit: int | None = None) -> dict:
     """Bare train-step img/s vs end-to-end epoch img/s, the ratio, and the settings."""
     tune_malloc()
     dev = resolve_device(device)
     prec = training_precision(precision, dev)
-    workers = resolve_workers(workers)
+    workers = resolve_workers(workers, dev)
     spec = resolve_backbone(backbone, weights=weights)
     channels_last = dev.type == "cuda"
     with tempfile.TemporaryDirectory(prefix="featx-bench-") as tmp:

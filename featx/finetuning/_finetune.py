@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.bars import progress_bar
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.interrupts import check_interrupt, sticky_interrupts
 from ..core.io import json_text, write_atomic
@@ -69,6 +70,7 @@ from ..extraction import (
     create_backbone,
     jsonable_data_config,
     resolve_backbone,
+    resolve_workers,
 )
 from ._augment import DeviceAugment, make_train_resize
 from ._data import (
@@ -249,7 +251,7 @@ def finetune(
     test_fraction: float = 0.2,
     device: str = "auto",
     precision: str = "auto",
-    workers: int = 1,
+    workers: int | str = "auto",
     eval_batch_size: int | None = None,
     n_boot: int = 1000,
     resume: bool = True,
@@ -276,13 +278,15 @@ def _finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_clas
               batch_size, lr, weight_decay, layer_decay, label_smoothing, warmup_epochs, head_epochs, patience,
               image_size, crop_scale, splits, split_seed, val_fraction, test_fraction, device, precision, workers,
               eval_batch_size, n_boot, resume, quiet, callback) -> dict:
-    _check_options(mode, epochs=epochs, batch_size=batch_size, patience=patience, unfreeze=unfreeze, workers=workers,
-                   head_epochs=head_epochs, per_class=per_class, val_per_class=val_per_class, image_size=image_size)
+    _check_options(mode, epochs=epochs, batch_size=batch_size, patience=patience, unfreeze=unfreeze,
+                   workers=workers if isinstance(workers, int) else 0, head_epochs=head_epochs,
+                   per_class=per_class, val_per_class=val_per_class, image_size=image_size)
     lr = DEFAULT_LR[mode] if lr is None else float(lr)
     head_epochs = head_epochs if mode == "full" else 0
     src = open_source(source)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     prec = training_precision(precision, dev := resolve_device(device))
+    workers = resolve_workers(workers, dev)  # "auto": in-process decoding on a 2-core CPU run
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = select_items(src, per_class=per_class, seed=seed, val_per_class=val_per_class, splits_file=splits,
@@ -418,8 +422,10 @@ def _train_epochs(run: _Run, state: dict, *, seed, epochs, patience, batch_size,
         augment = DeviceAugment(run.data_config, crop_scale,
                                 torch.Generator().manual_seed(epoch_seed(seed, epoch) ^ 0x5EED), run.loop["device"],
                                 channels_last=run.loop["channels_last"])
-        loss, n_images, step_seconds = run.trainer.train_epoch(epoch, loader, run.data, {**run.loop, "augment": augment},
-                                                               state)
+        # Per batch within the epoch: a bar on a terminal, a plain line every 10 s in a log.
+        with progress_bar(len(loader), f"epoch {epoch + 1}/{epochs}", "batch", disable=quiet, leave=False) as bar:
+            loss, n_images, step_seconds = run.trainer.train_epoch(
+                epoch, loader, run.data, {**run.loop, "augment": augment, "bar": bar}, state)
         check_interrupt()  # before validation and the checkpoint: the epoch may have been cut short
         improved, val_f1 = _validate(run, state, epoch)
         seconds = time.perf_counter() - started
@@ -528,6 +534,8 @@ class _Trainer:
         total_loss, n_images, seconds = 0.0, 0, 0.0
         for indices, images, reasons in loader:
             check_interrupt()
+            if "bar" in run:
+                run["bar"].update(1)
             good = [i for i, reason in enumerate(reasons) if not reason]
             for i, reason in enumerate(reasons):
                 if reason:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ._bench import bench_logreg, synthetic_problem
 from ._export_model import EXPORT_MODEL_FORMATS, EXPORTABLE_KINDS, export_model
-from ._featuresets import FeatureSet, open_features, parse_feature_set
+from ._featuresets import FeatureSet, is_per_store, open_features, parse_feature_set, parse_store_sets
 from ._mlp import MLPClassifier
 from ._model import CLI_WEIGHTS, PYTHON_WEIGHTS, Model, build_finetuned, image_inputs, load_model, open_model
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
@@ -53,6 +53,8 @@ __all__ = [
     "FeatureSet",
     "open_features",
     "parse_feature_set",
+    "parse_store_sets",
+    "is_per_store",
     "TrainedHead",
     "save_head",
     "load_head",

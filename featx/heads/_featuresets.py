@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -29,24 +30,63 @@ from ..core.errors import FeatxUsageError
 from ..extraction import DEFAULT_SET
 from ..store import FeatureStore
 
-__all__ = ["FeatureSet", "parse_feature_set", "open_features"]
+__all__ = ["FeatureSet", "parse_feature_set", "parse_store_sets", "is_per_store", "open_features"]
 
 
 def parse_feature_set(spec: str | Sequence[str] | None) -> list[str]:
-    """``None`` -> ``["pooled"]``; ``"layer4"`` -> ``["layer4"]``; ``"concat:pooled,layer4"`` -> both."""
+    """``None`` -> ``["pooled"]``; ``"layer4"`` -> ``["layer4"]``; ``"concat:pooled,layer4"`` or
+    ``"pooled+layer4"`` -> both."""
     if spec is None:
         return [DEFAULT_SET]
     if not isinstance(spec, str):
         names = [str(s).strip() for s in spec]
     else:
         text = spec.strip()
-        names = [s.strip() for s in text[len("concat:"):].split(",")] if text.startswith("concat:") else [text]
-    names = [n for n in names if n]
+        names = [s.strip() for s in text[len("concat:"):].split(",")] if text.startswith("concat:") else text.split("+")
+    names = [n.strip() for n in names if n.strip()]
     if not names:
         raise FeatxUsageError(f"feature set {spec!r}: give a set name (featx info lists them) or concat:NAME,NAME")
     if len(set(names)) != len(names):
         raise FeatxUsageError(f"feature set {spec!r} names a set twice")
     return names
+
+
+def is_per_store(spec) -> bool:
+    """Whether ``spec`` is the per-store form ``STORE:SET+SET,STORE:SET``."""
+    return isinstance(spec, str) and not spec.strip().startswith("concat:") and ":" in spec
+
+
+def _store_keys(store: FeatureStore, given: str | None) -> set[str]:
+    path = Path(str(store.path))
+    keys = {str(store.path), path.name, path.stem, store.backbone}
+    if given:
+        keys |= {given, Path(given).name}
+    return keys
+
+
+def parse_store_sets(spec: str, stores: Sequence[FeatureStore], given: Sequence[str] | None = None) -> list[list[str]]:
+    """``"lite0.h5:pooled+layer-1,mnv2.h5:pooled"`` -> one list of set names per store, in store order.
+
+    A store is named by its path as given, its file name (with or without suffix) or its
+    backbone; a store left out takes ``pooled``.
+    """
+    given = list(given) if given is not None else [None] * len(stores)
+    out: list[list[str] | None] = [None] * len(stores)
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        key, sep, sets = part.rpartition(":")
+        if not sep or not key:
+            raise FeatxUsageError(f"--feature-set {part!r}: expected STORE:SET+SET (e.g. lite0.h5:pooled+layer-1)")
+        matches = [k for k, st in enumerate(stores) if key in _store_keys(st, given[k])]
+        if len(matches) != 1:
+            names = ", ".join(Path(str(st.path)).name for st in stores)
+            what = "matches no" if not matches else "matches more than one"
+            raise FeatxUsageError(f"--feature-set {part!r}: {key!r} {what} store of --features ({names})")
+        if out[matches[0]] is not None:
+            raise FeatxUsageError(f"--feature-set names store {key!r} twice")
+        out[matches[0]] = parse_feature_set(sets)
+    return [names if names is not None else [DEFAULT_SET] for names in out]
 
 
 def _resolve_set(store: FeatureStore, token: str) -> str:
@@ -56,7 +96,8 @@ def _resolve_set(store: FeatureStore, token: str) -> str:
         if s["name"] == token:
             return token
     try:
-        index = int(token)
+        # A layer index as given to --layers (-1) or written as a set (layer-1).
+        index = int(token[len("layer"):] if token.startswith("layer-") else token)
     except ValueError:
         index = None
     if index is not None:
@@ -64,7 +105,8 @@ def _resolve_set(store: FeatureStore, token: str) -> str:
             if s.get("layer") is not None and index in (s["layer"], s.get("spec")):
                 return s["name"]
     raise FeatxUsageError(f"feature store {store.path} has no feature set {token!r}; it has: "
-                          f"{', '.join(s['name'] for s in sets)} (extract with --layers to add layers)")
+                          f"{', '.join(s['name'] for s in sets)} (extract with --layers to add layers; "
+                          f"pick sets per store with STORE:SET+SET,STORE:SET)")
 
 
 def _aligned(first: FeatureStore, other: FeatureStore) -> np.ndarray:
@@ -114,6 +156,8 @@ class FeatureSet:
         self.stores = [(s if isinstance(s, FeatureStore) else FeatureStore(s)).require_complete() for s in stores]
         if not self.stores:
             raise FeatxUsageError("a feature set needs at least one feature store")
+        if is_per_store(sets):
+            sets = parse_store_sets(sets, self.stores, [s if isinstance(s, (str, os.PathLike)) else None for s in stores])
         per_store = sets if isinstance(sets, list) and sets and isinstance(sets[0], (list, tuple)) else [sets] * len(self.stores)
         if len(per_store) != len(self.stores):
             raise FeatxUsageError(f"{len(per_store)} set specs for {len(self.stores)} stores")
@@ -266,6 +310,6 @@ def open_features(store, feature_set: str | Sequence | None = None):
             store = store[0]
         else:
             return FeatureSet(list(store), feature_set)
-    if feature_set is None or parse_feature_set(feature_set) == [DEFAULT_SET]:
+    if feature_set is None or (not is_per_store(feature_set) and parse_feature_set(feature_set) == [DEFAULT_SET]):
         return (store if isinstance(store, FeatureStore) else FeatureStore(store)).require_complete()
     return FeatureSet([store], feature_set)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from ..core.bars import progress_bar
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import json_text, remove_stale_temps, write_atomic
 from ..core.metrics import classification_metrics, summarise_seeds
@@ -221,9 +222,11 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
     others = _repeat_tasks(task, repeats, val_fraction, test_fraction)
 
     entries, models = [], {}
+    # Fits done (one per head and seed): a bar on a terminal, plain lines in a log.
+    bar = progress_bar(len(specs) * len(seed_list), "train", "fit", disable=quiet)
     for spec in specs:
         try:
-            entry, first = _fit_head(task, spec, params.get(spec.name, {}), seed_list, others)
+            entry, first = _fit_head(task, spec, params.get(spec.name, {}), seed_list, others, bar)
             models[spec.name] = first["model"]
         except FeatxUsageError:
             raise  # the request itself is wrong (a ValueError too): no head can help
@@ -239,6 +242,7 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
             # row is already inside the head's directory (its result.json): a kill before this
             # merge leaves results.json one row behind, and every reader takes the head's own row.
             write_tables(out_dir, merge_results(out_dir, [entry]))
+    bar.close()
 
     if out_dir is not None:
         config = {
@@ -334,11 +338,18 @@ def _check_request(heads, params, seeds, per_class) -> tuple[list[HeadSpec], dic
     return specs, params, seed_list
 
 
-def _fit_head(task: dict, spec: HeadSpec, fixed: dict, seed_list: list[int], others: list[dict]) -> tuple[dict, dict]:
+def _fit_head(task: dict, spec: HeadSpec, fixed: dict, seed_list: list[int], others: list[dict],
+              bar=None) -> tuple[dict, dict]:
     """Fit every seed (and the repeated splits); with an output folder, save the first seed's head
-    with its results row inside. Returns (entry, the first seed's run)."""
+    with its results row inside. Returns (entry, the first seed's run). ``bar`` counts the fits."""
     out = task["out"]
-    runs = [_fit_seed(task, spec, fixed, seed, score=out is None or seed != seed_list[0]) for seed in seed_list]
+    runs = []
+    for seed in seed_list:
+        if bar is not None:
+            bar.set_postfix_str(f"{spec.name} seed {seed}")
+        runs.append(_fit_seed(task, spec, fixed, seed, score=out is None or seed != seed_list[0]))
+        if bar is not None:
+            bar.update(1)
 
     def finish(folder=None) -> dict:
         entry = _head_entry(task, spec, runs, seed_list, folder=folder)

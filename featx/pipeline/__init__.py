@@ -8,6 +8,9 @@ from ._config import SPLIT_DEFAULTS, Pipeline, load_pipeline, parse_overrides
 from ._report import REPORT_FILES, load_results, recommend, total_seconds, write_report
 from ._report_decide import RULE, compare_rows
 from ._runner import RESOLVED_FILE, STATE_FILE, PipelineRun, Stage, plan_pipeline, run_pipeline, stage_table
+from ._search import SEARCH_FILE, run_search
+from ._search_run import SearchFit, search_and_fit
+from ._search_space import SearchSpec, parse_search
 
 __all__ = [
     "Pipeline",
@@ -28,4 +31,10 @@ __all__ = [
     "stage_table",
     "STATE_FILE",
     "RESOLVED_FILE",
+    "run_search",
+    "search_and_fit",
+    "SearchFit",
+    "SearchSpec",
+    "parse_search",
+    "SEARCH_FILE",
 ]

@@ -23,7 +23,7 @@ Schema (defaults in brackets)::
         batch_size: 8                  # [8]
         precision: auto                # [auto]
         dtype: float32                 # [float32] storage dtype of the features
-        workers: 1                     # [1]
+        workers: auto                  # [auto] 0 on a <= 2-core CPU, else cores - 1
         label: lite0                   # [name] how rows and stage dirs are named
         layers: null                   # [null] extra layer sets, views, img_size, crop_pct,
                                        #   interpolation: see _feature_config
@@ -36,6 +36,8 @@ Schema (defaults in brackets)::
     device: auto                       # [auto]
     out: runs/digits                   # [runs/<name>] relative to the working directory
     feature_sets: [[lite0, mnv2]]      # [none] concatenations / layer sets, a row each
+    search: {backbones: [...], space: {...}, budget_minutes: 30}   # [none] see _search_space;
+                                       #   with it, `backbones` may be left out
 
 Relative paths (source, weights, out) are taken from the working directory, like
 every other featx command. Running the stages is :mod:`featx.pipeline._runner`'s job.
@@ -54,16 +56,17 @@ import yaml
 from ..core.errors import FeatxUsageError
 from ._controls import validate_raw_pixels
 from ._feature_config import BACKBONE_FEATURE_DEFAULTS, validate_backbone_features, validate_feature_sets
+from ._search_space import SearchSpec, validate_search
 from ._yaml import load_yaml
 
 __all__ = ["Pipeline", "load_pipeline", "parse_overrides", "SPLIT_DEFAULTS"]
 
 SPLIT_DEFAULTS = {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}
 _TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "repeats", "device", "out",
-             "feature_sets", "raw_pixels")
+             "feature_sets", "raw_pixels", "search")
 _SOURCE_KEYS = ("path", *SPLIT_DEFAULTS)
 _BACKBONE_DEFAULTS = {"weights": None, "pooling": "avg", "batch_size": 8, "precision": "auto", "dtype": "float32",
-                      "workers": 1, **BACKBONE_FEATURE_DEFAULTS}
+                      "workers": "auto", **BACKBONE_FEATURE_DEFAULTS}
 _HEAD_KEYS = ("name", "params", "label")
 # Fine-tune arguments the pipeline owns; every other keyword of ``finetune()`` is an option.
 _FINETUNE_OWNED = {"source", "backbone", "weights", "pooling", "mode", "out", "per_class", "device", "resume", "quiet",
@@ -89,17 +92,22 @@ class Pipeline:
     path: str | None = None  # the file it came from, for messages only
     raw_pixels: dict | None = None  # the raw-pixel control (see featx.pipeline._controls); None: off
     feature_sets: list[dict] = field(default_factory=list)  # combinations of stores/layers (_feature_config)
+    search: SearchSpec | None = None  # a budgeted search whose choice joins the backbones (_search_space)
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "source": dict(self.source), "backbones": [dict(b) for b in self.backbones],
+            # What the search added is not written back: the `search:` block below reproduces it.
+            "name": self.name, "source": dict(self.source),
+            "backbones": [dict(b) for b in self.backbones if not b.get("search")],
             "heads": [dict(h) for h in self.heads], "finetune": [dict(f) for f in self.finetune],
             "per_class": ["all" if n is None else n for n in self.per_class], "seeds": self.seeds,
             **({"repeats": self.repeats} if self.repeats != 1 else {}),
             "device": self.device, "out": self.out,
             "raw_pixels": False if self.raw_pixels is None else {
                 "size": self.raw_pixels["size"], "heads": [h["name"] for h in self.raw_pixels["heads"]]},
-            **({"feature_sets": [dict(f) for f in self.feature_sets]} if self.feature_sets else {}),
+            **({"feature_sets": [dict(f) for f in self.feature_sets if not f.get("search")]}
+               if any(not f.get("search") for f in self.feature_sets) else {}),
+            **({"search": self.search.to_dict()} if self.search is not None else {}),
         }
 
 
@@ -264,7 +272,8 @@ def _validate_backbones(value, locator) -> list[dict]:
         if entry["weights"] is not None:
             entry["weights"] = _str(str(entry["weights"]), (*path, "weights"), locator)
         _int(entry["batch_size"], (*path, "batch_size"), locator)
-        _int(entry["workers"], (*path, "workers"), locator, 0)
+        if entry["workers"] != "auto":
+            _int(entry["workers"], (*path, "workers"), locator, 0, "'auto' or a whole number")
         if entry["precision"] not in PRECISIONS:
             raise locator.error((*path, "precision"), f"must be one of {', '.join(PRECISIONS)}")
         if entry["dtype"] not in FEATURE_DTYPES:
@@ -392,11 +401,12 @@ def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os
     _expand_short_forms(data)
     _check_keys(data, _TOP_KEYS, (), locator, "the pipeline")
     for required in ("source", "backbones", "heads"):
-        if required not in data:
+        if required not in data and not (required == "backbones" and data.get("search") is not None):
             raise FeatxUsageError(f"{filename}: missing required key {required!r} (a pipeline needs source, backbones and heads)")
     default_name = Path(filename).stem if filename != "<pipeline>" else "pipeline"
     name = _label_of(_str(data.get("name", default_name), ("name",), locator))
-    backbones = _validate_backbones(data["backbones"], locator)
+    searched = data.get("search") is not None and not data.get("backbones")  # the search provides them
+    backbones = [] if searched else _validate_backbones(data["backbones"], locator)
     pipeline = Pipeline(
         name=name,
         source=_validate_source(data["source"], locator),
@@ -411,6 +421,7 @@ def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os
         path=None if filename == "<pipeline>" else filename,
         raw_pixels=validate_raw_pixels(data.get("raw_pixels"), locator),
         feature_sets=validate_feature_sets(data.get("feature_sets"), backbones, locator),
+        search=validate_search(data.get("search"), locator),
     )
     if not pipeline.heads and not pipeline.finetune:
         raise locator.error(("heads",), "nothing to run: list at least one head or one fine-tune mode")

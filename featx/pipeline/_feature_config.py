@@ -13,8 +13,12 @@ is two backbone entries with different labels).
       - {name: lite0-2l, stores: [efficientnet_lite0], layers: [pooled, -2]}
 
 ``layers`` picks the sets taken from every listed store (``pooled``, a layer index
-as given to that backbone's ``layers``, or a set name ``layer<k>``); the default is
-``pooled``. A single store with only ``pooled`` is that backbone's own row, so it is
+as given to that backbone's ``layers`` (``-1`` or ``layer-1``), or a set name
+``layer<k>``); the default is ``pooled``. A mapping gives each store its own sets::
+
+      - {stores: [efficientnet_lite0, mobilenetv2_100],
+         layers: {efficientnet_lite0: [pooled, -1, -2], mobilenetv2_100: [pooled]}}
+ A single store with only ``pooled`` is that backbone's own row, so it is
 refused as a duplicate.
 """
 
@@ -51,26 +55,47 @@ def _set_name(text: str) -> str:
 
 
 def _check_layer_tokens(layers, stores: list[str], by_label: dict, path: tuple, locator) -> list:
+    """One list of set tokens for every store; a mapping ``{label: [sets]}`` gives each store its own
+    (a store it leaves out takes ``pooled``), and comes back as a list of lists in store order."""
+    if isinstance(layers, dict):
+        for label in layers:
+            if label not in stores:
+                raise locator.error((*path, "layers", label), f"{label!r} is not one of this set's stores: {', '.join(stores)}")
+        return [_check_tokens(layers.get(label, ["pooled"]), [label], by_label, (*path, "layers", label), locator)
+                for label in stores]
+    return _check_tokens(layers, stores, by_label, (*path, "layers"), locator)
+
+
+def _check_tokens(layers, stores: list[str], by_label: dict, where: tuple, locator) -> list:
     if layers is None:
         return ["pooled"]
     layers = [layers] if isinstance(layers, (str, int)) else layers
     if not isinstance(layers, list) or not layers:
-        raise locator.error((*path, "layers"), "must be a list of sets: pooled, a layer index or layer<k>")
+        raise locator.error(where, "must be a list of sets: pooled, a layer index or layer<k>")
     out = []
     for token in layers:
         if isinstance(token, bool) or not isinstance(token, (str, int)):
-            raise locator.error((*path, "layers"), f"{token!r} is not a set name or layer index")
+            raise locator.error(where, f"{token!r} is not a set name or layer index")
+        if isinstance(token, str) and token.startswith("layer-") and token[6:].isdigit():
+            token = int(token[5:])  # layer-1: the index as given to the backbone's layers
         if isinstance(token, int):
             for label in stores:
                 if token not in (by_label[label].get("layers") or []):
-                    raise locator.error((*path, "layers"), f"layer {token} is not extracted for backbone {label!r}; "
+                    raise locator.error(where, f"layer {token} is not extracted for backbone {label!r}; "
                                         f"add it to that backbone's `layers:`")
         elif token != "pooled" and not (token.startswith("layer") and token[5:].isdigit()):
-            raise locator.error((*path, "layers"), f"unknown set {token!r}; use pooled, a layer index or layer<k>")
+            raise locator.error(where, f"unknown set {token!r}; use pooled, a layer index or layer<k>")
         if token in out:
-            raise locator.error((*path, "layers"), f"{token!r} is listed twice")
+            raise locator.error(where, f"{token!r} is listed twice")
         out.append(token)
     return out
+
+
+def _default_name(stores: list[str], layers: list) -> str:
+    if layers and isinstance(layers[0], list):
+        return "+".join(label + ("" if sets == ["pooled"] else "." + "_".join(str(t) for t in sets))
+                        for label, sets in zip(stores, layers))
+    return "+".join(stores) + ("" if layers == ["pooled"] else "." + "_".join(str(t) for t in layers))
 
 
 def validate_feature_sets(value, backbones: list[dict], locator) -> list[dict]:
@@ -99,10 +124,10 @@ def validate_feature_sets(value, backbones: list[dict], locator) -> list[dict]:
         if len(set(stores)) != len(stores):
             raise locator.error(path, "lists a backbone twice")
         layers = _check_layer_tokens(spec.get("layers"), stores, by_label, path, locator)
-        if len(stores) == 1 and layers == ["pooled"]:
+        if len(stores) == 1 and layers in (["pooled"], [["pooled"]]):
             raise locator.error(path, f"{stores[0]!r} alone is already that backbone's own row; list two or more "
                                       "backbones, or other layers")
-        default = "+".join(stores) + ("" if layers == ["pooled"] else "." + "_".join(str(t) for t in layers))
+        default = _default_name(stores, layers)
         name = _set_name(str(spec.get("name", default)))
         if not name.strip("-"):
             raise locator.error((*path, "name"), "must be a non-empty name")

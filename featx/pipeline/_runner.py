@@ -49,6 +49,7 @@ from ..core.results import RESULTS_FILE
 from ._config import Pipeline, load_pipeline
 from ._controls import RAW_LABEL
 from ._report import load_results, write_report
+from ._search_run import apply_search, tag_search_rows
 
 __all__ = ["run_pipeline", "plan_pipeline", "Stage", "PipelineRun", "stage_table", "STATE_FILE", "RESOLVED_FILE"]
 
@@ -508,6 +509,9 @@ def run_pipeline(
     elif out is not None:
         pipeline.out = str(out)
     out_dir = Path(pipeline.out)
+    search = None
+    if pipeline.search is not None and dry_run:
+        search = apply_search(pipeline, out_dir, run=False, quiet=True)  # a search not run yet plans nothing
     stages = plan_pipeline(pipeline, out_dir)
     runner = _Runner(pipeline, out_dir, dry_run, quiet or dry_run)
     result = PipelineRun(pipeline, out_dir, stages, dry_run=dry_run)
@@ -526,11 +530,17 @@ def run_pipeline(
         raise FeatxError(f"another `featx run` is writing {out_dir}; wait for it or use another --out") from None
     try:
         remove_stale_temps(out_dir)  # what a killed run left (``.state.json.PID.tmp``, ...)
+        if pipeline.search is not None:
+            # The search picks backbones and a feature set; the stages then run as if they had been listed.
+            search = apply_search(pipeline, out_dir, run=True, quiet=quiet)
+            result.stages = stages = plan_pipeline(pipeline, out_dir)
         resolved = out_dir / RESOLVED_FILE
         write_atomic(resolved, f"# {pipeline.path or 'pipeline'} as run: overrides and defaults applied\n"
                      + yaml.safe_dump(pipeline.to_dict(), sort_keys=False))
         runner.execute(stages)
         result.entries = runner.entries(stages)
+        if search is not None and search[0] is not None:
+            tag_search_rows(result.entries, *search)
         rows = [s.row() for s in stages]
         result.report = write_report(out_dir, result.entries, title=f"featx report: {pipeline.name}", stages=rows)
     finally:
