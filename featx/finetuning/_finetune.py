@@ -317,8 +317,7 @@ def _finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_clas
                   crop_scale=crop_scale, quiet=quiet, callback=callback)
     entry = _test_entry(run, state, src, spec, weights_record, options, seed=seed, n_boot=n_boot, workers=workers)
     check_interrupt()  # never record a finished run that an interrupt was meant to stop
-    # The best epoch as a loadable model, its results row inside, before results.json.
-    save_finetuned(out, run.model, spec, weights_record, data_config, src.class_names, entry)
+    save_finetuned(out, run.model, spec, weights_record, data_config, src.class_names, entry)  # row inside, first
     save_results_entry(out, entry)
     return entry
 
