@@ -37,8 +37,8 @@ _LAZY: dict[str, str] = {
          "extract", "list_offline_weights", "register_offline_weights", "resolve_backbone"], ".extraction"),
     **dict.fromkeys(["finetune"], ".finetuning"),
     **dict.fromkeys(
-        ["FeatureSet", "HeadSpec", "TrainedHead", "create_head", "evaluate_head", "list_heads", "load_head", "predict",
-         "register_head", "train_heads"], ".heads"),
+        ["FeatureSet", "HeadSpec", "TrainedHead", "create_head", "evaluate_head", "list_heads", "load_head", "load_model",
+         "predict", "register_head", "train_heads"], ".heads"),
     **dict.fromkeys(["Pipeline", "PipelineRun", "load_pipeline", "run_pipeline", "write_report"], ".pipeline"),
     **dict.fromkeys(["FeatureStore", "write_store"], ".store"),
 }
@@ -78,6 +78,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         evaluate_head,
         list_heads,
         load_head,
+        load_model,
         predict,
         register_head,
         train_heads,
@@ -141,6 +142,7 @@ __all__ = [
     "evaluate_head",
     "TrainedHead",
     "load_head",
+    "load_model",
     "predict",
     "Pipeline",
     "PipelineRun",

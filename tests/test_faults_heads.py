@@ -191,7 +191,8 @@ def _edit_manifest(change, rehash: bool):
         doc = json.loads((head / "manifest.json").read_text())
         doc = change(doc)
         if rehash and isinstance(doc, dict):
-            doc.pop("sha256", None), doc.pop("manifest_sha256", None), doc.pop("model_classes", None)
+            for key in ("sha256", "manifest_sha256", "model_classes", "featx_model_format", "kind", "steps"):
+                doc.pop(key, None)
             doc["featx_head_format"] = 1  # as a head saved before hashes existed
         (head / "manifest.json").write_text(json.dumps(doc))
     return edit
@@ -240,6 +241,13 @@ DAMAGE = {
     "old head, extra class name": (_edit_manifest(lambda d: {**d, "class_names": [*d["class_names"], "yak"]}, True),
                                    "model predicts 3 classes but the manifest names 4"),
     "old head, dim missing": (_edit_manifest(_drop("dim"), True), "'dim' is missing"),
+    # A format that carries hashes must have them: deleting the line does not turn the check off.
+    "manifest_sha256 deleted": (_edit_manifest(lambda d: {**_drop("manifest_sha256")(d),
+                                                          "class_names": d["class_names"][::-1]}, False),
+                                "carries 'manifest_sha256' but it is missing"),
+    "format-2 head, manifest_sha256 deleted": (
+        _edit_manifest(lambda d: {**{k: v for k, v in d.items() if k not in ("manifest_sha256", "featx_model_format")},
+                                  "featx_head_format": 2}, False), "format 2 carries 'manifest_sha256'"),
 }
 
 
@@ -329,7 +337,8 @@ def test_a_full_disk_while_training_is_one_line_and_keeps_the_earlier_outputs(tr
     assert result.exit_code == 1, result.output
     reason = "no space left on device" if err == errno.ENOSPC else "input/output error"
     line = result.output.strip().splitlines()[-1]
-    named = "logreg" if target in ("model.skops", "manifest.json") else target  # a head is written as a whole
+    # A head is written as a whole, its results row (result.json) inside.
+    named = "logreg" if target in ("model.skops", "manifest.json", "result.json") else target
     assert line.startswith(f"featx: error: {reason} while writing") and named in line, result.output
     assert "Traceback" not in result.output
     assert not _leftovers(out), _leftovers(out)

@@ -65,7 +65,7 @@ def test_predict_cli_csv_json_and_exit_codes(trained, tmp_path):
     result = runner.invoke(cli, ["predict", "--model", str(model), str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "not found" in result.output
     result = runner.invoke(cli, ["predict", "--model", str(tmp_path), str(single)])
-    assert result.exit_code == 2 and "not a saved head" in result.output
+    assert result.exit_code == 2 and "not a saved model" in result.output
 
 
 def test_predict_checks_the_backbone(trained, tmp_path):
@@ -79,6 +79,9 @@ def test_predict_checks_the_backbone(trained, tmp_path):
     for f in model.iterdir():
         (moved / f.name).write_bytes(f.read_bytes())
     (moved / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(FeatxUsageError, match="--weights"):
+    # Advice in the caller's language: the Python argument from Python, the flag from the CLI.
+    with pytest.raises(FeatxUsageError, match="pass that file as weights=PATH"):
         featx.predict(moved, [folder])
+    result = CliRunner().invoke(cli, ["predict", "--model", str(moved), str(folder)])
+    assert result.exit_code == 2 and "pass that file as --weights PATH" in result.output, result.output
     assert np.isfinite(featx.load_head(moved).predict_proba(np.zeros((1, manifest["dim"])))).all()

@@ -3,7 +3,7 @@
 ``featx.cli:main`` is the console script. The group, its error policy and the table of
 commands (name -> module, imported on first use) live in ``_group``; the commands of
 each stage live beside it (``_extract``: extract, info, backbones; ``_export``: export;
-``_heads``: heads, train, evaluate, predict; ``_finetune``: finetune; ``_pipeline``:
+``_heads``: heads, train, evaluate, predict, export-model; ``_finetune``: finetune; ``_pipeline``:
 run, report; ``_search``: search; ``_bench``: bench). Nothing here imports torch, timm or
 scikit-learn: ``featx --help`` and completion stay instant.
 """

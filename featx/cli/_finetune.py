@@ -60,6 +60,11 @@ def finetune(source, backbone, weights, mode, out, epochs, per_class, val_per_cl
         f"{entry['images_per_second'] or 0:.1f} img/s"
     )
     click.echo(f"results: {out}/results.json")
+    if entry.get("model"):
+        from pathlib import Path
+
+        model = Path(out) / entry["model"]
+        click.echo(f"model: {model} (featx predict --model {model} IMAGES; featx export-model {model} --out FILE.onnx)")
 
 
 COMMANDS = [finetune]

@@ -97,6 +97,7 @@ COMMANDS: dict[str, str] = {
     "train": "._heads:train",
     "evaluate": "._heads:evaluate",
     "predict": "._heads:predict",
+    "export-model": "._heads:export_model",
     "finetune": "._finetune:finetune",
     "run": "._pipeline:run",
     "report": "._pipeline:report",

@@ -1,4 +1,4 @@
-"""Commands of stage 2: ``featx train``, ``featx evaluate``, ``featx predict``, ``featx heads``."""
+"""Commands of stage 2: ``featx train``, ``featx evaluate``, ``featx predict``, ``featx export-model``, ``featx heads``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 
 from ..core.errors import FeatxError, FeatxUsageError
 
-__all__ = ["COMMANDS", "train", "evaluate", "predict", "heads"]
+__all__ = ["COMMANDS", "train", "evaluate", "predict", "export_model", "heads"]
 
 
 def _head_names(value: str) -> list[str]:
@@ -109,7 +109,9 @@ def train(features, feature_set, heads_, out, per_class, seeds, splits, split_se
         _echo_json(entries)
         return
     _print_entries(entries)
-    click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); heads saved under {out}/<head>/")
+    saved = [e["model"] for e in entries if e.get("model")]
+    click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); each head saved as a model "
+               f"under {Path(out) / '<head>'}" + (f" (featx predict --model {Path(out) / saved[0]} IMAGES)" if saved else ""))
 
 
 def _echo_json(data) -> None:
@@ -132,7 +134,7 @@ def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, sp
         _echo_json([entry])
         return
     _print_entries([entry])
-    click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); booster in {out}/xgboost/model.ubj")
+    click.echo(f"results: {Path(out) / 'results.json'} (and results.csv, results.md); head saved in {Path(out) / 'xgboost'} (featx predict --model {Path(out) / 'xgboost'})")
 
 
 @click.command()
@@ -157,7 +159,8 @@ def evaluate(model, features, splits, as_json):
 
 
 @click.command()
-@click.option("--model", "model", required=True, type=click.Path(file_okay=False), help="A saved head: DIR/<head> from `featx train`.")
+@click.option("--model", "model", required=True, type=click.Path(file_okay=False),
+              help="A saved model: the `model` directory of a results row (a head, raw-pixel control or fine-tune).")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write predictions here (default: stdout).")
 @click.option("--json", "as_json", is_flag=True, help="JSON rows instead of CSV.")
@@ -166,13 +169,13 @@ def evaluate(model, features, splits, as_json):
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def predict(model, images, out, as_json, weights, batch_size, device):
-    """Predict IMAGE_OR_FOLDER... end to end (backbone + saved head): id, class, probabilities."""
+    """Predict IMAGE_OR_FOLDER... end to end with a saved model: id, class, probabilities."""
     from ..core.io import json_text, write_atomic
-    from ..heads import load_head, rows_to_csv
-    from ..heads import predict as run_predict
+    from ..heads import CLI_WEIGHTS, open_model, rows_to_csv
 
-    rows = run_predict(model, images, weights=weights, batch_size=batch_size, device=device)
-    text = json_text(rows) + "\n" if as_json else rows_to_csv(rows, load_head(model).class_names)
+    loaded = open_model(model, weights=weights, device=device, batch_size=batch_size, option=CLI_WEIGHTS)
+    rows = loaded.predict_rows(list(images), progress=True)
+    text = json_text(rows) + "\n" if as_json else rows_to_csv(rows, loaded.manifest["class_names"])
     if out:
         write_atomic(Path(out), text)
     else:
@@ -184,6 +187,24 @@ def predict(model, images, out, as_json, weights, batch_size, device):
         click.echo(f"{len(rows) - len(bad)} predicted, {len(bad)} skipped -> {out}", err=True)
     if len(bad) == len(rows):
         raise FeatxError(f"none of the {len(rows)} file(s) could be read as an image")
+
+
+@click.command("export-model")
+@click.argument("model", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx", "torchscript"]))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The graph file to write; FILE.preprocess.json is written beside it.")
+@click.option("--weights", default=None, help="Backbone checkpoint file, as for `featx predict`.")
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="Raw-pixel heads: the input side, a multiple of the control's size (downsampling inside the graph).")
+def export_model(model, fmt, out, weights, input_size):
+    """Export MODEL (a results row's `model`) as one graph: uint8 NHWC pixels -> class probabilities."""
+    from ..heads import CLI_WEIGHTS
+    from ..heads import export_model as run_export
+
+    done = run_export(model, out, format=fmt, weights=weights, input_size=input_size, option=CLI_WEIGHTS)
+    click.echo(f"{fmt} graph: {done['model']} (uint8 NHWC pixels -> probabilities of {len(done['classes'])} classes); "
+               f"resize and crop as in {done['preprocess']}")
 
 
 @click.command()
@@ -205,4 +226,4 @@ def heads(as_json):
         click.echo(f"{spec.name:{width}s}  {spec.description}{note}")
 
 
-COMMANDS = [train, evaluate, predict, heads]
+COMMANDS = [train, evaluate, predict, export_model, heads]

@@ -49,7 +49,13 @@ from ._loader import (
     make_loader,
     make_uint8_transform,
 )
-from ._raw_pixels import RAW_PIXELS, RAW_PIXELS_SIZE, extract_raw_pixels, raw_pixels_identity
+from ._raw_pixels import (
+    RAW_PIXELS,
+    RAW_PIXELS_SIZE,
+    extract_raw_pixels,
+    raw_pixel_features,
+    raw_pixels_identity,
+)
 from ._ray import join_ray, ray_errors
 from ._ray_bench import bench_ray_extract, format_ray_table
 from ._sizing import CPU_BATCH_SIZE, auto_batch_size, resolve_batch_size, resolve_workers
@@ -81,6 +87,7 @@ __all__ = [
     "format_ray_table",
     "extract_raw_pixels",
     "raw_pixels_identity",
+    "raw_pixel_features",
     "RAW_PIXELS",
     "RAW_PIXELS_SIZE",
     "make_uint8_transform",

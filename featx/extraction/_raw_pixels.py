@@ -25,7 +25,7 @@ from ..data import open_source
 from ..store import FeatureStore, StoreWriter, build_target, check_apart, check_existing, swap_in, writer_lock
 from ._inputs import source_locations
 
-__all__ = ["extract_raw_pixels", "RAW_PIXELS", "RAW_PIXELS_SIZE", "raw_pixels_identity"]
+__all__ = ["extract_raw_pixels", "RAW_PIXELS", "RAW_PIXELS_SIZE", "raw_pixels_identity", "raw_pixel_features"]
 
 RAW_PIXELS = "raw pixels"
 RAW_PIXELS_SIZE = 16  # 16 x 16 x RGB = 768 values: digits are 8x8, CIFAR-10 32x32
@@ -42,6 +42,11 @@ def _pixels(image, size: int) -> np.ndarray:
 
     small = image.convert("RGB").resize((size, size), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32).reshape(-1) / 255.0
+
+
+def raw_pixel_features(images, size: int) -> np.ndarray:
+    """(N, size * size * 3) features of decoded PIL images, exactly as the raw-pixel store holds them."""
+    return np.stack([_pixels(image, int(size)) for image in images]) if len(images) else np.zeros((0, 3 * size * size), np.float32)
 
 
 def extract_raw_pixels(source, out: str | os.PathLike, *, size: int = RAW_PIXELS_SIZE, overwrite: bool = False,

@@ -27,7 +27,8 @@ Training: AdamW (timm's ``create_optimizer_v2``, no weight decay on biases and n
 linear warm-up then cosine decay per step (timm's ``CosineLRScheduler``), label
 smoothing 0.1, bf16 autocast and channels_last on CUDA, early stopping on validation
 macro-F1 with ``patience``. The best epoch's weights are saved as
-``best.safetensors`` (+ ``best.json``); ``last.pt`` holds model, optimizer, scheduler
+``best.safetensors`` (+ ``best.json``), and once the run is tested, as a loadable model
+directory ``model/`` (:mod:`._model`); ``last.pt`` holds model, optimizer, scheduler
 and counters after every epoch, and a rerun with ``resume=True`` continues after the
 last completed epoch. Each epoch reseeds from ``(seed, epoch)``, so a resumed run
 matches an uninterrupted one. Test metrics come from the best weights, on the test
@@ -80,6 +81,7 @@ from ._data import (
     select_items,
     train_loader,
 )
+from ._model import save_finetuned, save_finished_run
 
 __all__ = ["finetune", "training_precision", "model_stages", "set_trainable", "keep_frozen_in_eval", "MODES", "DEFAULT_LR"]
 
@@ -298,6 +300,8 @@ def _finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_clas
     config = _run_config(src, spec, weights_record, options, data_config, data)
     finished = _check_out_dir(out, config, resume, mode)
     if finished is not None:
+        if save_finished_run(out, out / BEST_FILE, model, spec, weights_record, data_config, src.class_names, finished):
+            save_results_entry(out, finished)
         if not quiet:
             print(f"featx: {out} already holds the finished {finished['head']} run; returning it", file=sys.stderr)
         return finished
@@ -313,6 +317,7 @@ def _finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_clas
                   crop_scale=crop_scale, quiet=quiet, callback=callback)
     entry = _test_entry(run, state, src, spec, weights_record, options, seed=seed, n_boot=n_boot, workers=workers)
     check_interrupt()  # never record a finished run that an interrupt was meant to stop
+    save_finetuned(out, run.model, spec, weights_record, data_config, src.class_names, entry)  # row inside, first
     save_results_entry(out, entry)
     return entry
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from ._bench import bench_logreg, synthetic_problem
 from ._bench_stream import bench_heads
+from ._export_model import EXPORT_MODEL_FORMATS, EXPORTABLE_KINDS, export_model
 from ._featuresets import FeatureSet, is_per_store, open_features, parse_feature_set, parse_store_sets
 from ._mlp import MLPClassifier
+from ._model import CLI_WEIGHTS, PYTHON_WEIGHTS, Model, build_finetuned, image_inputs, load_model, open_model
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
 from ._predict import backbone_for_head, collect_images, predict, rows_to_csv
 from ._ray_xgb import train_xgboost_ray
@@ -35,6 +37,16 @@ from ._train import (
 
 __all__ = [
     "bench_heads",
+    "export_model",
+    "EXPORT_MODEL_FORMATS",
+    "EXPORTABLE_KINDS",
+    "Model",
+    "load_model",
+    "open_model",
+    "image_inputs",
+    "build_finetuned",
+    "CLI_WEIGHTS",
+    "PYTHON_WEIGHTS",
     "train_xgboost_ray",
     "bench_logreg",
     "synthetic_problem",

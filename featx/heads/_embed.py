@@ -22,12 +22,14 @@ def _files(weights) -> list[str]:
     return [w.strip() for w in str(weights).split(",") if w.strip()] if weights is not None else []
 
 
-def spec_for_identity(identity: dict, head: TrainedHead, weights=None, multi: bool = False):
+def spec_for_identity(identity: dict, head: TrainedHead, weights=None, multi: bool = False,
+                      option: str = "weights=PATH"):
     """The backbone spec for one recorded backbone identity.
 
     ``weights`` is needed for checkpoint files; for a head on several backbones it may
     be a comma list, each file matched to its backbone by sha256 (``multi``: inputs
-    that do not come from a file ignore it).
+    that do not come from a file ignore it). ``option`` is how the caller names that
+    argument in advice (``weights=PATH`` from Python, ``--weights PATH`` on the CLI).
     """
     from ..extraction import resolve_backbone
 
@@ -44,7 +46,7 @@ def spec_for_identity(identity: dict, head: TrainedHead, weights=None, multi: bo
             spec = resolve_backbone(name, weights=path, pooling=identity.get("pooling", "avg"))
             if spec.identity() == identity:
                 return spec
-        raise FeatxUsageError(f"none of the --weights files is the checkpoint of {name} "
+        raise FeatxUsageError(f"none of the {option.split('=')[0].split()[0]} files is the checkpoint of {name} "
                               f"(sha256 {recorded.get('sha256', '?')[:12]}...)")
     if multi and kind != "file":
         weights = None
@@ -60,7 +62,7 @@ def spec_for_identity(identity: dict, head: TrainedHead, weights=None, multi: bo
         elif kind == "file":
             raise FeatxUsageError(
                 f"head {head.path} was trained on {name} features from a checkpoint file "
-                f"(sha256 {recorded.get('sha256', '?')[:12]}...): pass that file with --weights"
+                f"(sha256 {recorded.get('sha256', '?')[:12]}...): pass that file as {option}"
             )
     return resolve_backbone(name, weights=weights, pooling=identity.get("pooling", "avg"))
 
@@ -69,7 +71,7 @@ def _data_config(recorded: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()}
 
 
-def make_embedders(head: TrainedHead, weights, device, precision: str = "fp32") -> list[dict]:
+def make_embedders(head: TrainedHead, weights, device, precision: str = "fp32", option: str = "weights=PATH") -> list[dict]:
     """One ``{model, transform, normalize, recipe, sets}`` per input of the head's features, in order, on ``device``.
 
     As in extraction, the transform crops uint8 images on the host and ``normalize`` turns
@@ -86,7 +88,7 @@ def make_embedders(head: TrainedHead, weights, device, precision: str = "fp32") 
     manifest = head.manifest
     inputs = manifest.get("inputs")
     if inputs:
-        specs = [spec_for_identity(i["backbone"], head, weights, multi=True) for i in inputs]
+        specs = [spec_for_identity(i["backbone"], head, weights, multi=True, option=option) for i in inputs]
         for spec, i in zip(specs, inputs):
             if spec.identity() != i["backbone"]:
                 raise FeatxError(f"head {head.path} needs {i['backbone']['model']} features but its backbone resolves "
@@ -94,7 +96,7 @@ def make_embedders(head: TrainedHead, weights, device, precision: str = "fp32") 
     else:
         inputs = [{"backbone": head.backbone, "features": manifest.get("features"), "data_config": manifest["data_config"],
                    "sets": ["pooled"]}]
-        specs = [spec_for_identity(head.backbone, head, weights)]
+        specs = [spec_for_identity(head.backbone, head, weights, option=option)]
         head.check_features(specs[0].identity(), head.dim, where=f"the backbone {specs[0].display_name}")
     out = []
     for spec, i in zip(specs, inputs):

@@ -10,25 +10,29 @@ never a traceback. Heads saved since head format 2 also carry
   fields (everything but :data:`UNHASHED`), so an edit that changes what the head means
   (class names reordered, another pooling or data config) is refused.
 
-These are integrity checks against accidents and careless edits, not signatures: whoever
-can edit the files can recompute the hashes. Heads saved before format 2 carry neither
-and still load, with the schema and class-count checks only.
+A manifest of format 2 or later without these hashes (a line deleted) is refused. These
+are integrity checks against accidents and careless edits, not signatures: whoever can
+edit the files can recompute the hashes. Heads saved before format 2 carry neither and
+still load, with the schema and class-count checks only. The hashing itself is shared by
+every kind of saved model (:mod:`featx.core.modeldir`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from ..core.errors import StoreDamagedError
-from ..core.io import file_sha256, json_default
+from ..core.modeldir import UNHASHED, manifest_digest, manifest_format, verify_files
 
 __all__ = ["SCHEMA", "UNHASHED", "check_manifest", "manifest_digest", "check_files", "check_classes"]
 
 # key -> (accepted JSON types, required). ``None`` in a tuple means null is allowed.
 SCHEMA: dict[str, tuple[tuple, bool]] = {
-    "featx_head_format": ((int,), True),
+    "featx_head_format": ((int,), False),  # formats 1-2; 3 and later: featx_model_format
+    "featx_model_format": ((int,), False),
+    "kind": ((str,), False),
+    "steps": ((list,), False),
     "head": ((str,), True),
     "backbone": ((dict,), True),
     "dim": ((int,), True),
@@ -44,8 +48,6 @@ SCHEMA: dict[str, tuple[tuple, bool]] = {
     "manifest_sha256": ((str,), False),
 }
 _FILE_KEYS = {"skops": (str, type(None)), "xgboost": (str, type(None)), "final_step": (str, type(None))}
-# Informational fields an edit may change without changing what the head computes.
-UNHASHED = frozenset({"manifest_sha256", "saved", "versions", "store_path"})
 
 
 def _bad(where: Path, what: str) -> StoreDamagedError:
@@ -70,6 +72,10 @@ def check_manifest(doc, where: Path) -> dict:
         # JSON true/false are Python bools, which are ints: never a valid count or format.
         if isinstance(value, bool) or not isinstance(value, types):
             raise _bad(where, f"{key!r} must be {_type_names(types)}, not {json.dumps(value, default=str)[:40]}")
+    if manifest_format(doc) is None:
+        raise _bad(where, "key 'featx_model_format' is missing")
+    if doc.get("kind", "head") != "head":
+        raise _bad(where, f"it is a {doc['kind']} model, not a head: load it with featx.load_model")
     if doc["dim"] < 1:
         raise _bad(where, f"'dim' must be positive, not {doc['dim']}")
     names = doc["class_names"]
@@ -89,36 +95,21 @@ def check_manifest(doc, where: Path) -> dict:
     return doc
 
 
-def manifest_digest(doc: dict) -> str:
-    """sha256 over the canonical JSON (sorted keys, no spaces) of the fields that carry meaning."""
-    meaningful = {k: v for k, v in doc.items() if k not in UNHASHED}
-    text = json.dumps(meaningful, sort_keys=True, separators=(",", ":"), default=json_default, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def check_files(doc: dict, head_dir: Path) -> None:
     """Refuse a manifest edited after saving, and model files that are not the ones saved."""
     where = head_dir / "manifest.json"
-    if "manifest_sha256" in doc and manifest_digest(doc) != doc["manifest_sha256"]:
-        raise StoreDamagedError(
-            f"{where} was changed after the head was saved (its manifest_sha256 no longer matches): "
-            "class names, data config or other meaningful fields may have been edited; retrain the head"
-        )
     for role in ("skops", "xgboost"):
         name = doc["files"].get(role)
         if name is None:
             continue
         if Path(name).name != name:
             raise _bad(where, f"'files.{role}' must be a file name inside the head directory, not {name!r}")
-        path = head_dir / name
-        if not path.is_file():
+        if not (head_dir / name).is_file():
             raise StoreDamagedError(f"head {head_dir} is incomplete: its model file {name} is missing; retrain the head")
-        expected = doc.get("sha256", {}).get(name) if "sha256" in doc else None
-        if "sha256" in doc and (expected is None or file_sha256(path) != expected):
-            raise StoreDamagedError(
-                f"head {head_dir} is damaged: {name} is not the file its manifest was saved with "
-                "(sha256 mismatch: truncated, corrupted, or from another save); retrain the head"
-            )
+        if "sha256" in doc and name not in (doc.get("sha256") or {}):
+            raise StoreDamagedError(f"head {head_dir} is damaged: {name} is not the file its manifest was saved with "
+                                    "(sha256 mismatch: no hash recorded for it); retrain the head")
+    verify_files(doc, head_dir, "head")
 
 
 def check_classes(doc: dict, estimator, head_dir: Path) -> list[int]:

@@ -4,10 +4,11 @@ A saved head is a directory::
 
     manifest.json   what the head was trained on: backbone identity, store_id, feature
                     dimension, class names, the backbone's data config, the head's
-                    parameters, library versions, and which model files follow
+                    parameters and preprocessing ``steps``, library versions, which model
+                    files follow, and the sha256 of every file (:mod:`featx.core.modeldir`)
     model.skops     the scikit-learn estimator (for xgboost: its preprocessing steps)
     model.ubj       XGBoost's booster in XGBoost's own UBJSON format (xgboost only)
-    result.json     the results entry of the run that produced it (written by train)
+    result.json     the results row of the run that produced it, written before the swap
 
 Nothing is ever unpickled. ``.skops`` files are loaded only after
 :func:`skops.io.get_untrusted_types` has listed every type they would instantiate
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +36,15 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError
-from ..core.io import atomic_dir, file_sha256, json_text, recover_dir
-from ._manifest import check_classes, check_files, check_manifest, manifest_digest
+from ..core.io import atomic_dir
+from ..core.modeldir import MANIFEST_FILE, MODEL_FORMAT, read_manifest, seal_manifest, write_row
+from ._manifest import check_classes, check_files, check_manifest
 
 __all__ = ["TrainedHead", "save_head", "load_head", "TRUSTED_TYPES", "MANIFEST_FILE", "HEAD_FORMAT"]
 
 # 2: the manifest records model_classes, each model file's sha256 and its own hash.
-HEAD_FORMAT = 2
-MANIFEST_FILE = "manifest.json"
+# 3: featx_model_format, kind and steps; every file hashed, the results row (result.json) included.
+HEAD_FORMAT = MODEL_FORMAT
 SKOPS_FILE = "model.skops"
 XGBOOST_FILE = "model.ubj"
 
@@ -70,38 +73,45 @@ def _is_xgboost(estimator) -> bool:
     return isinstance(estimator, XGBModel)
 
 
-def save_head(path: str | os.PathLike, estimator: BaseEstimator, manifest: dict) -> Path:
+def save_head(path: str | os.PathLike, estimator: BaseEstimator, manifest: dict,
+              evaluate: Callable[[TrainedHead], dict] | None = None) -> Path:
     """Save a fitted head and its manifest into directory ``path``, atomically as a whole.
 
     The files are written into a temporary sibling folder, fsynced, and swapped into place
     (:func:`featx.core.io.atomic_dir`): a kill or a full disk at any point leaves the
-    previous head or the new one, complete, never a mix. The manifest records each model
-    file's sha256 and a hash of its own meaningful fields (:mod:`._manifest`).
+    previous head or the new one, complete, never a mix. ``evaluate`` (given the head as
+    loaded back from the temporary folder) returns the results row, which is written
+    as ``result.json`` inside the folder before the swap: the head and the row that
+    describes it are committed together. The manifest records every file's sha256 and a
+    hash of its own meaningful fields (:mod:`featx.core.modeldir`).
     """
     import skops.io as sio
 
     path = Path(path)
-    final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+    pipeline = isinstance(estimator, Pipeline)
+    final = estimator.steps[-1][1] if pipeline else estimator
     with atomic_dir(path) as tmp:
         files: dict = {"skops": None, "xgboost": None, "final_step": None}
         if _is_xgboost(final):
-            prefix = estimator.steps[:-1] if isinstance(estimator, Pipeline) else []
+            prefix = estimator.steps[:-1] if pipeline else []
             if prefix:
                 (tmp / SKOPS_FILE).write_bytes(sio.dumps(Pipeline(prefix)))
                 files["skops"] = SKOPS_FILE
             final.save_model(str(tmp / XGBOOST_FILE))
             files["xgboost"] = XGBOOST_FILE
-            files["final_step"] = estimator.steps[-1][0] if isinstance(estimator, Pipeline) else None
+            files["final_step"] = estimator.steps[-1][0] if pipeline else None
         else:
             (tmp / SKOPS_FILE).write_bytes(sio.dumps(estimator))
             files["skops"] = SKOPS_FILE
-        doc = {"featx_head_format": HEAD_FORMAT, **manifest, "files": files,
+        doc = {"featx_model_format": MODEL_FORMAT, "kind": "head", **manifest, "files": files,
+               # Which preprocessing the head applies itself (e.g. a Ray-trained booster has no PCA).
+               "steps": [name for name, _ in estimator.steps] if pipeline else ["clf"],
                "model_classes": [int(c) for c in getattr(estimator, "classes_", [])],
-               "sha256": {name: file_sha256(tmp / name) for name in (files["skops"], files["xgboost"]) if name},
                "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        doc = json.loads(json_text(doc))  # hash exactly what reads back
-        doc["manifest_sha256"] = manifest_digest(doc)
-        (tmp / MANIFEST_FILE).write_text(json_text(doc), encoding="utf-8")
+        seal_manifest(tmp, doc)
+        if evaluate is not None:
+            write_row(tmp, evaluate(load_head(tmp)))
+            seal_manifest(tmp, doc)  # result.json is one of the files the manifest vouches for
     return path
 
 
@@ -198,19 +208,8 @@ def _describe(identity: dict) -> str:
 
 
 def _read_manifest(path: Path) -> dict:
-    manifest_path = path / MANIFEST_FILE
-    if not manifest_path.is_file():
-        recover_dir(path)  # a save killed between its two renames left the previous head aside
-    if not manifest_path.is_file():
-        raise FeatxUsageError(f"{path} is not a saved head (no {MANIFEST_FILE}); give a directory DIR/<head> from `featx train`")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise StoreDamagedError(f"{manifest_path} is not valid JSON ({str(exc).splitlines()[0]}); retrain the head") from None
-    fmt = manifest.get("featx_head_format") if isinstance(manifest, dict) else None
-    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > HEAD_FORMAT:
-        raise FeatxError(f"{path} holds head format {fmt!r}; this featx reads up to {HEAD_FORMAT}: upgrade featx")
-    check_manifest(manifest, manifest_path)
+    manifest = read_manifest(path, "saved head")
+    check_manifest(manifest, path / MANIFEST_FILE)
     check_files(manifest, path)
     return manifest
 

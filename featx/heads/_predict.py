@@ -1,4 +1,4 @@
-"""End-to-end prediction: images -> the head's backbone -> the saved head -> classes.
+"""End-to-end prediction rows for any saved model (:mod:`._model` does the work).
 
 The backbone is rebuilt from the head's manifest (model, weights, pooling) and must
 resolve to the very identity the head was trained on; images go through timm's eval
@@ -14,37 +14,16 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
-
-from ..core.errors import BadImageError, FeatxUsageError
-from ..data import load_image_file, safe_id
-from ._embed import embed_images, make_embedders, spec_for_identity
-from ._persist import TrainedHead, load_head
+from ._embed import spec_for_identity
+from ._model import image_inputs, open_model
+from ._persist import TrainedHead
 
 __all__ = ["predict", "collect_images", "rows_to_csv", "backbone_for_head"]
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand folders (recursively, hidden files ignored, sorted) and keep files as given."""
-    return [path for path, _ in _collect(paths)]
-
-
-def _collect(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
-    # The same walk as an image-folder source: unusable entries come with their reason.
-    from ..data import walk_files
-
-    out: list[tuple[Path, str]] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            out.extend((found.path, found.reason) for found in walk_files(path))
-        elif path.exists() or path.is_symlink():
-            out.append((path, ""))
-        else:
-            raise FeatxUsageError(f"image or folder not found: {safe_id(str(path))}")
-    if not out:
-        raise FeatxUsageError("no images to predict: the folders given are empty")
-    return out
+    return [Path(item) for _, item, _ in image_inputs(list(paths))]
 
 
 def backbone_for_head(head: TrainedHead, weights: str | os.PathLike | None = None):
@@ -63,47 +42,15 @@ def predict(
     device: str = "auto",
     max_pixels: int | None = None,
 ) -> list[dict]:
-    """Predict the class of every image (files or folders of them) with a saved head.
+    """Predict the class of every image (files or folders of them) with any saved model.
 
     Returns one row per file, in order: ``id`` (the path), ``predicted`` (class name),
     ``confidence``, ``probabilities`` ({class: p}) and ``error`` (``None``, or why
-    the file was skipped, with ``predicted`` ``None``).
+    the file was skipped, with ``predicted`` ``None``). The same as
+    ``featx.load_model(model_dir).predict_rows(images)``.
     """
-    from ..core.runtime import autocast_context, resolve_device, resolve_precision
-
-    if batch_size < 1:
-        raise FeatxUsageError("batch size must be at least 1")
-    head = load_head(model_dir)
-    files = _collect(images)
-    dev = resolve_device(device)
-    precision = resolve_precision("auto", dev)
-    # One per backbone the features came from (several for concatenated stores).
-    embedders = make_embedders(head, weights, dev, precision)
-    autocast = autocast_context(dev, precision)
-    classes = head.proba_names  # predict_proba's columns, in order
-    rows: list[dict] = []
-    for start in range(0, len(files), batch_size):
-        batch, decoded = [], []
-        for path, reason in files[start:start + batch_size]:
-            # A name that is not UTF-8 is written escaped (\xNN), so CSV and JSON always encode.
-            row = {"id": safe_id(str(path)), "predicted": None, "confidence": None, "probabilities": None,
-                   "error": reason or None}
-            if not reason:
-                try:
-                    # The one file filter `featx extract` uses: extension allowlist, then the bytes.
-                    decoded.append(load_image_file(path, max_pixels=max_pixels))
-                    batch.append(row)
-                except BadImageError as exc:
-                    row["error"] = str(exc)
-            rows.append(row)
-        if not decoded:
-            continue
-        proba = head.predict_proba(embed_images(embedders, decoded, dev, autocast))
-        for row, p in zip(batch, proba):
-            best = int(np.argmax(p))
-            row.update(predicted=classes[best], confidence=float(p[best]),
-                       probabilities={c: float(v) for c, v in zip(classes, p)})
-    return rows
+    model = open_model(model_dir, weights=weights, device=device, batch_size=batch_size)
+    return model.predict_rows(images, max_pixels=max_pixels)
 
 
 def rows_to_csv(rows: Sequence[dict], class_names: Sequence[str]) -> str:

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import FeatxError, FeatxUsageError
-from ..core.io import json_text, write_atomic
 from ..core.metrics import classification_metrics
 from ..core.predictions import PREDICTIONS_FILE, prediction_record
 from ..core.results import merge_results, metric_fields, write_tables
@@ -39,9 +38,10 @@ from ..data import splits_digest
 from ..extraction import join_ray, ray_errors
 from ..store import BatchReader, FeatureStore
 from ._mistakes import worst_mistakes
+from ._persist import save_head
 from ._search import rank_candidates
 from ._stream import PrecomputedProba
-from ._train import ENTRY_FILE, _base_entry, _record_splits, resolve_splits, split_record
+from ._train import _base_entry, _head_manifest, _record_splits, resolve_splits, split_record
 
 __all__ = ["train_xgboost_ray"]
 
@@ -275,8 +275,10 @@ def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:
     entry = _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, workers, seed)
     # The report's gallery, as for the local head (probabilities already computed above).
     # The test items' predictions, as the local head records them (paired comparisons in the report).
-    entry["test_predictions"] = prediction_record(store.ids[split == "test"], y_test, pred, path=None if out is None
-                                                  else Path(out) / "xgboost" / PREDICTIONS_FILE)
+    if out is None:
+        entry["test_predictions"] = prediction_record(store.ids[split == "test"], y_test, pred, path=None)
+    else:  # written inside the head's folder as it is saved (see _save)
+        entry["_test"] = (store.ids[split == "test"], y_test, pred)
     entry["mistakes"] = worst_mistakes(PrecomputedProba(proba, np.arange(proba.shape[1])), np.arange(len(y_test)),
                                        y_test, pred, store.ids[split == "test"], store.class_names)
     if out is not None:
@@ -307,10 +309,28 @@ def _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, work
 
 
 def _save(out: Path, store, split, rule, booster, entry) -> None:
+    """Save the booster as a head through the same path as the local one (:func:`save_head`),
+    its results row and test predictions inside the folder being built, so the three commit together.
+
+    Its manifest's ``steps`` say what it applies: the classifier alone, no PCA.
+    """
+    from xgboost import XGBClassifier
+
     out.mkdir(parents=True, exist_ok=True)
     _record_splits(out, store, split, rule)
-    head_dir = out / "xgboost"
-    head_dir.mkdir(parents=True, exist_ok=True)
-    booster.save_model(str(head_dir / "model.ubj"))
-    write_atomic(head_dir / ENTRY_FILE, json_text(entry))
+    model = XGBClassifier()
+    model.load_model(booster.save_raw("ubj"))
+    task = {"store": store, "per_class": None, "digest": entry["splits_digest"], "rule": rule}
+    run = {"selection": {"params": entry["params"]}, "seed": entry["seeds"][0]}
+    manifest = {**_head_manifest(task, "xgboost", run), "engine": "ray"}
+    entry["model"] = "xgboost"
+    ids, y_test, pred = entry.pop("_test")
+
+    def evaluate(head) -> dict:
+        record = prediction_record(ids, y_test, pred, path=Path(head.path) / PREDICTIONS_FILE)
+        # Named where it will be after the swap.
+        entry["test_predictions"] = {**record, "path": str((out / "xgboost").resolve() / PREDICTIONS_FILE)}
+        return entry
+
+    save_head(out / "xgboost", model, manifest, evaluate=evaluate)
     write_tables(out, merge_results(out, [entry]))

@@ -22,11 +22,10 @@ from ..core.metrics import classification_metrics
 from ..store import BatchReader, FeatureStore
 from ._adapt import HeadUnfitError
 from ._mistakes import worst_mistakes
-from ._persist import load_head, save_head
 from ._stream_logreg import select_logreg_stream
 from ._stream_xgb import select_xgboost_stream
 
-__all__ = ["plan_memory", "memory_fields", "fit_seed_streaming", "STREAMING_HEADS", "PrecomputedProba", "predict_streaming"]
+__all__ = ["plan_memory", "memory_fields", "fit_seed_streaming", "score_streaming", "STREAMING_HEADS", "PrecomputedProba", "predict_streaming"]
 
 STREAMING_HEADS = ("logreg", "xgboost")
 
@@ -87,10 +86,11 @@ def predict_streaming(model, store, rows: np.ndarray, plan: dict) -> tuple[np.nd
     return pred, seconds / max(len(reader), 1) * 1000.0
 
 
-def fit_seed_streaming(task: dict, spec, fixed: dict, seed: int, save: bool, rows: dict, manifest_for) -> dict:
-    """``_fit_seed`` of the streaming path: the same protocol and return value, features read in batches.
+def fit_seed_streaming(task: dict, spec, fixed: dict, seed: int, rows: dict) -> dict:
+    """``_fit_seed`` of the streaming path: the same protocol, features read in batches; the run
+    (seed, model, selection, fit time) without its test score (:func:`score_streaming`).
 
-    ``rows``: the train/val/refit/test masks of ``training_rows``; ``manifest_for``: the saved head's manifest.
+    ``rows``: the train/val/refit/test masks of ``training_rows``.
     """
     store, plan = task["store"], task["plan"]
     selectors = _selectors()
@@ -99,23 +99,27 @@ def fit_seed_streaming(task: dict, spec, fixed: dict, seed: int, save: bool, row
             f"{spec.name} needs its features in memory (about {format_size(plan['estimated_in_memory_bytes'])}, over "
             f"--max-memory {format_size(plan['max_memory'])}); the streaming heads are {', '.join(STREAMING_HEADS)}, "
             "or raise --max-memory")
-    readers = {name: BatchReader(store, rows[name], batch_rows=plan["batch_rows"]) for name in ("train", "val", "refit",
-                                                                                                 "test")}
+    readers = {name: BatchReader(store, rows[name], batch_rows=plan["batch_rows"]) for name in ("train", "val", "refit")}
     started = time.perf_counter()
     model, selection = selectors[spec.name](spec, fixed, seed, readers["train"], readers["val"], readers["refit"],
                                             budget=plan["max_memory"], cache_dir=task["out"])
-    fit_seconds = time.perf_counter() - started
-    if task["out"] is not None and save:
-        model = load_head(save_head(task["out"] / spec.name, model, manifest_for(task, spec, selection, seed))).estimator
-    pred, proba, per_1k = _predict_stream(model, readers["test"])
-    y_test, names = readers["test"].labels, store.class_names
+    return {"seed": seed, "model": model, "selection": selection, "fit_seconds": time.perf_counter() - started,
+            "n_train": int(rows["train"].sum()), "test_rows": rows["test"]}
+
+
+def score_streaming(task: dict, spec, run: dict) -> dict:
+    """The one test evaluation of a streamed head (fitted, or saved and reloaded), batch by batch."""
+    store, plan, model, seed = task["store"], task["plan"], run["model"], run["seed"]
+    test = run["test_rows"]
+    reader = BatchReader(store, test, batch_rows=plan["batch_rows"])
+    pred, proba, per_1k = _predict_stream(model, reader)
+    y_test, names = reader.labels, store.class_names
     metrics = classification_metrics(y_test, pred, names, n_boot=task["n_boot"], seed=seed)
     mistakes = worst_mistakes(PrecomputedProba(proba, model.classes_), np.arange(len(y_test)), y_test, pred,
-                              store.ids[rows["test"]], names)
+                              store.ids[test], names)
     if not task["quiet"]:
         print(f"featx: {spec.name} seed {seed} (streamed, {plan['batch_rows']} rows a batch): val "
-              f"{selection['val_accuracy']:.4f} with {json.dumps(selection['params'], default=str)}; test accuracy "
-              f"{metrics['accuracy']:.4f}, fit {fit_seconds:.1f} s", file=sys.stderr, flush=True)
-    return {"seed": seed, "model": model, "selection": selection, "metrics": metrics, "fit_seconds": fit_seconds,
-            "predict_seconds_per_1k": per_1k, "n_train": int(rows["train"].sum()), "mistakes": mistakes,
-            "test": (store.ids[rows["test"]], y_test, pred)}
+              f"{run['selection']['val_accuracy']:.4f} with {json.dumps(run['selection']['params'], default=str)}; "
+              f"test accuracy {metrics['accuracy']:.4f}, fit {run['fit_seconds']:.1f} s", file=sys.stderr, flush=True)
+    return {"metrics": metrics, "predict_seconds_per_1k": per_1k, "mistakes": mistakes,
+            "test": (store.ids[test], y_test, pred)}

@@ -49,9 +49,9 @@ from ._mistakes import worst_mistakes
 from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
 from ._select import PATH_PATIENCE, select_and_fit
-from ._stream import fit_seed_streaming, memory_fields, plan_memory, predict_streaming
+from ._stream import fit_seed_streaming, memory_fields, plan_memory, predict_streaming, score_streaming
 
-__all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "head_manifest", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
+__all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
 
 CONFIG_FILE, ENTRY_FILE = "config.json", "result.json"
 
@@ -235,15 +235,8 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
     bar = progress_bar(len(specs) * len(seed_list), "train", "fit", disable=quiet)
     for spec in specs:
         try:
-            runs = []
-            for seed in seed_list:
-                bar.set_postfix_str(f"{spec.name} seed {seed}")
-                runs.append(_fit_seed(task, spec, params.get(spec.name, {}), seed, save=seed == seed_list[0]))
-                bar.update(1)
-            entry = _head_entry(task, spec, runs, seed_list)
-            if others:
-                entry["repeats"] = _repeat_summary(task, others, spec, params.get(spec.name, {}), seed_list[0], runs[0])
-            models[spec.name] = runs[0]["model"]
+            entry, first = _fit_head(task, spec, params.get(spec.name, {}), seed_list, others, bar)
+            models[spec.name] = first["model"]
         except FeatxUsageError:
             raise  # the request itself is wrong (a ValueError too): no head can help
         except (HeadUnfitError, ValueError) as exc:
@@ -255,9 +248,9 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
         entry.update(memory_fields(plan))
         entries.append(entry)
         if out_dir is not None:
-            if not skipped_reason(entry):
-                write_atomic(out_dir / spec.name / ENTRY_FILE, json_text(entry))
-            # Merge after every head, so an interrupted multi-head run keeps what finished.
+            # Merge after every head, so an interrupted multi-head run keeps what finished. The
+            # row is already inside the head's directory (its result.json): a kill before this
+            # merge leaves results.json one row behind, and every reader takes the head's own row.
             write_tables(out_dir, merge_results(out_dir, [entry]))
     bar.close()
 
@@ -299,7 +292,7 @@ def _repeat_tasks(task: dict, repeats: int, val_fraction: float, test_fraction: 
 
 def _repeat_summary(task: dict, others: list[dict], spec: HeadSpec, fixed: dict, seed: int, first: dict) -> dict:
     """Test accuracy and macro-F1 of the first split's run and of every repeated split: values, mean, spread."""
-    runs = [first] + [_fit_seed(t, spec, fixed, seed, save=False) for t in others]
+    runs = [first] + [_fit_seed(t, spec, fixed, seed) for t in others]
     acc = [float(r["metrics"]["accuracy"]) for r in runs]
     f1 = [float(r["metrics"]["macro_f1"]) for r in runs]
     return {"split_seeds": [task["rule"]["seed"]] + [t["rule"]["seed"] for t in others],
@@ -356,30 +349,70 @@ def _check_request(heads, params, seeds, per_class) -> tuple[list[HeadSpec], dic
     return specs, params, seed_list
 
 
-def head_manifest(task: dict, spec: HeadSpec, selection: dict, seed: int) -> dict:
-    """What a saved head records about itself and the features it was fitted on."""
+def _fit_head(task: dict, spec: HeadSpec, fixed: dict, seed_list: list[int], others: list[dict],
+              bar=None) -> tuple[dict, dict]:
+    """Fit every seed (and the repeated splits); with an output folder, save the first seed's head
+    with its results row inside. Returns (entry, the first seed's run). ``bar`` counts the fits."""
+    out = task["out"]
+    runs = []
+    for seed in seed_list:
+        if bar is not None:
+            bar.set_postfix_str(f"{spec.name} seed {seed}")
+        runs.append(_fit_seed(task, spec, fixed, seed, score=out is None or seed != seed_list[0]))
+        if bar is not None:
+            bar.update(1)
+
+    def finish(folder=None) -> dict:
+        entry = _head_entry(task, spec, runs, seed_list, folder=folder)
+        if others:
+            entry["repeats"] = _repeat_summary(task, others, spec, fixed, seed_list[0], runs[0])
+        return entry
+
+    if out is None:
+        return finish(), runs[0]
+
+    def evaluate(head) -> dict:
+        # Score the saved head itself, so `featx evaluate` reproduces these numbers exactly
+        # (a reloaded array's memory layout can move float sums by an ulp).
+        runs[0]["model"] = head.estimator
+        runs[0].update(_score(task, spec, runs[0]))
+        entry = {**finish(head.path), "model": spec.name}
+        record = entry["test_predictions"]
+        if "path" in record:  # written into the folder being built: name where it will be after the swap
+            record["path"] = str((out / spec.name).resolve() / PREDICTIONS_FILE)
+        runs[0]["entry"] = entry
+        return entry
+
+    save_head(out / spec.name, runs[0]["model"], _head_manifest(task, spec, runs[0]), evaluate=evaluate)
+    return runs[0].pop("entry"), runs[0]
+
+
+def _head_manifest(task: dict, spec: HeadSpec | str, run: dict) -> dict:
     store = task["store"]
     return {
-        "head": spec.name, "params": selection["params"], "backbone": store.config["backbone"],
+        "head": spec if isinstance(spec, str) else spec.name, "params": run["selection"]["params"], "backbone": store.config["backbone"],
         "store_id": store.store_id, "store_path": str(store.path), "dim": store.dim,
         "class_names": list(store.class_names), "data_config": store.config["data_config"],
         # How features were made beyond the backbone (layers, views); every input of a concatenation.
         "features": store.config.get("features"),
         **({"inputs": store.inputs} if isinstance(store, FeatureSet) else {}),
         "precision": store.config.get("precision"), "source": store.config.get("source"),
-        "per_class": task["per_class"], "seed": seed, "splits_digest": task["digest"], "split_rule": task["rule"],
-        "versions": library_versions(),
+        "per_class": task["per_class"], "seed": run["seed"], "splits_digest": task["digest"],
+        "split_rule": task["rule"], "versions": library_versions(),
     }
 
 
-def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) -> dict:
-    """Select on val, refit, (save), then score the test split once, for one seed."""
+def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, score: bool = True) -> dict:
+    """Select on val and refit for one seed; with ``score``, also score the test split once."""
     if task["plan"]["memory_path"] == "streaming":
         rows = training_rows(task["store"].ids, task["store"].labels, task["split"], task["per_class"], seed)
-        return fit_seed_streaming(task, spec, fixed, seed, save, rows, head_manifest)
+        run = fit_seed_streaming(task, spec, fixed, seed, rows)
+        if score:
+            run.update(_score(task, spec, run))
+        return run
     store, split = task["store"], task["split"]
-    X, y, names = store.features, store.labels, store.class_names
-    val, test = split == "val", split == "test"
+    X, y = store.features, store.labels
+    val = split == "val"
     rows = training_rows(store.ids, y, split, task["per_class"], seed)
     train, refit = rows["train"], rows["refit"]
     started = time.perf_counter()
@@ -391,23 +424,34 @@ def _fit_seed(task: dict, spec: HeadSpec, fixed: dict, seed: int, save: bool) ->
         print(f"featx: warning: {spec.name} seed {seed}: the chosen {named} is on the edge of the searched range "
               "even after extending it; the best value may lie beyond (fix it with --param to try one)",
               file=sys.stderr, flush=True)
-    if task["out"] is not None and save:
-        # Evaluate the saved head itself, so `featx evaluate` reproduces these numbers
-        # exactly (a reloaded array's memory layout can move float sums by an ulp).
-        model = load_head(save_head(task["out"] / spec.name, model, head_manifest(task, spec, selection, seed))).estimator
+    run = {"seed": seed, "model": model, "selection": selection, "fit_seconds": fit_seconds, "n_train": int(train.sum())}
+    if score:
+        run.update(_score(task, spec, run))
+    return run
+
+
+def _score(task: dict, spec: HeadSpec, run: dict) -> dict:
+    """The one test evaluation of a fitted (or saved and reloaded) head."""
+    if task["plan"]["memory_path"] == "streaming":
+        return score_streaming(task, spec, run)
+    store, test = task["store"], task["split"] == "test"
+    X, y, names, model = store.features, store.labels, store.class_names, run["model"]
     pred, per_1k = _predict_timed(model, X[test])
-    metrics = classification_metrics(y[test], pred, names, n_boot=task["n_boot"], seed=seed)
+    metrics = classification_metrics(y[test], pred, names, n_boot=task["n_boot"], seed=run["seed"])
     mistakes = worst_mistakes(model, X[test], y[test], pred, store.ids[test], names)  # the report's gallery
-    _say(task["quiet"], f"{spec.name} seed {seed}: val {selection['val_accuracy']:.4f} with "
-                        f"{json.dumps(selection['params'], default=str)}; test accuracy {metrics['accuracy']:.4f}, "
-                        f"fit {fit_seconds:.1f} s")
-    return {"seed": seed, "model": model, "selection": selection, "metrics": metrics, "fit_seconds": fit_seconds,
-            "predict_seconds_per_1k": per_1k, "n_train": int(train.sum()), "mistakes": mistakes,
+    _say(task["quiet"], f"{spec.name} seed {run['seed']}: val {run['selection']['val_accuracy']:.4f} with "
+                        f"{json.dumps(run['selection']['params'], default=str)}; test accuracy {metrics['accuracy']:.4f}, "
+                        f"fit {run['fit_seconds']:.1f} s")
+    # "test": the per-item outcome, for the report's paired comparisons of rows.
+    return {"metrics": metrics, "predict_seconds_per_1k": per_1k, "mistakes": mistakes,
             "test": (store.ids[test], y[test], pred)}
 
 
-def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[int]) -> dict:
-    """The results entry of one head: the first seed's model and metrics, the spread over seeds."""
+def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[int], folder: Path | None = None) -> dict:
+    """The results entry of one head: the first seed's model and metrics, the spread over seeds.
+
+    ``folder``: the head directory being built, where the per-item test predictions go.
+    """
     split, first = task["split"], runs[0]
     entry = {
         **_base_entry(task["store"], spec.name),
@@ -422,8 +466,7 @@ def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[in
         "params": first["selection"]["params"],
         "mistakes": first["mistakes"],
         # Per-item test predictions, for paired comparisons between rows (a file beside result.json).
-        "test_predictions": prediction_record(*first["test"], path=None if task["out"] is None
-                                              else task["out"] / spec.name / PREDICTIONS_FILE),
+        "test_predictions": prediction_record(*first["test"], path=None if folder is None else folder / PREDICTIONS_FILE),
         "selection": {k: v for k, v in first["selection"].items() if k != "params"},
         "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

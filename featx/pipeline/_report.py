@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import json_text, write_atomic, write_json_atomic
-from ..core.results import RESULTS_FILE, skipped_reason
+from ..core.results import RESULTS_FILE, read_results, skipped_reason
 from . import _report_parts as _parts
 from . import _report_plots as _plots
 from . import _report_sections as _sections
@@ -68,16 +68,21 @@ REPORT_FILES = ("report.html", "report.md", RESULTS_FILE, COMPARISONS_FILE)
 
 
 def load_results(path: str | os.PathLike) -> list[dict]:
-    """Read a results list from ``results.json`` (or a directory holding one)."""
+    """Read a results list from ``results.json`` (or a directory holding one), each row as
+    committed with its saved model (:func:`featx.core.results.read_results`)."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
+    if not path.exists():
+        raise FeatxUsageError(f"no results found: {path} does not exist (run `featx run` or `featx train` first)")
     try:
+        if path.name == RESULTS_FILE:
+            return read_results(path.parent)
         entries = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FeatxUsageError(f"no results found: {path} does not exist (run `featx run` or `featx train` first)") from None
     except ValueError as exc:
         raise FeatxError(f"{path} is not valid JSON ({exc}); re-run the stage that wrote it") from None
+    except FeatxError as exc:
+        raise FeatxError(f"{exc}; re-run the stage that wrote it") from None
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise FeatxError(f"{path} is not a featx results list (expected a JSON list of entries)")
     return entries

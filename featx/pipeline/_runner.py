@@ -435,6 +435,10 @@ class _Runner:
                 continue
             for entry in load_results(stage.path):
                 entry = {**entry, "dataset": self.pipeline.name, "backbone_label": stage.backbone["label"], "stage": stage.id}
+                if isinstance(entry.get("model"), str) and not Path(entry["model"]).is_absolute():
+                    # The report's results.json sits in OUT: its rows name their model from there
+                    # (OUT/heads/<backbone>/<head>/<head>, OUT/finetune/<backbone>/<mode>/model).
+                    entry["model"] = os.path.relpath(stage.path / entry["model"], self.out)
                 if _sweeps(self.pipeline, stage.backbone):
                     # Same model listed twice (e.g. crop_pct 1.0 vs default): rows need their labels.
                     entry["backbone"] = stage.backbone["label"]
