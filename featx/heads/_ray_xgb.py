@@ -275,14 +275,13 @@ def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:
     entry = _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, workers, seed)
     # The report's gallery, as for the local head (probabilities already computed above).
     # The test items' predictions, as the local head records them (paired comparisons in the report).
-    if out is None:
-        entry["test_predictions"] = prediction_record(store.ids[split == "test"], y_test, pred, path=None)
-    else:  # written inside the head's folder as it is saved (see _save)
-        entry["_test"] = (store.ids[split == "test"], y_test, pred)
+    test = (store.ids[split == "test"], y_test, pred)
+    if out is None:  # else written inside the head's folder as it is saved (see _save)
+        entry["test_predictions"] = prediction_record(*test, path=None)
     entry["mistakes"] = worst_mistakes(PrecomputedProba(proba, np.arange(proba.shape[1])), np.arange(len(y_test)),
                                        y_test, pred, store.ids[split == "test"], store.class_names)
     if out is not None:
-        _save(Path(out), store, split, rule, booster, entry)
+        _save(Path(out), store, split, rule, booster, entry, test)
     if not quiet:
         print(f"featx: xgboost (ray, {workers} workers, one Ray Train run): val {chosen['val_accuracy']:.4f} with "
               f"{json.dumps(chosen['params'])}; test accuracy {metrics['accuracy']:.4f}")
@@ -308,7 +307,7 @@ def _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, work
     }
 
 
-def _save(out: Path, store, split, rule, booster, entry) -> None:
+def _save(out: Path, store, split, rule, booster, entry, test: tuple | None = None) -> None:
     """Save the booster as a head through the same path as the local one (:func:`save_head`),
     its results row and test predictions inside the folder being built, so the three commit together.
 
@@ -324,12 +323,12 @@ def _save(out: Path, store, split, rule, booster, entry) -> None:
     run = {"selection": {"params": entry["params"]}, "seed": entry["seeds"][0]}
     manifest = {**_head_manifest(task, "xgboost", run), "engine": "ray"}
     entry["model"] = "xgboost"
-    ids, y_test, pred = entry.pop("_test")
 
     def evaluate(head) -> dict:
-        record = prediction_record(ids, y_test, pred, path=Path(head.path) / PREDICTIONS_FILE)
-        # Named where it will be after the swap.
-        entry["test_predictions"] = {**record, "path": str((out / "xgboost").resolve() / PREDICTIONS_FILE)}
+        if test is not None:  # (ids, true, predicted) of the test items
+            record = prediction_record(*test, path=Path(head.path) / PREDICTIONS_FILE)
+            # Named where it will be after the swap.
+            entry["test_predictions"] = {**record, "path": str((out / "xgboost").resolve() / PREDICTIONS_FILE)}
         return entry
 
     save_head(out / "xgboost", model, manifest, evaluate=evaluate)
