@@ -170,11 +170,7 @@ class _FileSource(Source):
         return image, reason, record
 
     def structure_fingerprint(self) -> str:
-        digest = hashlib.sha256(b"structure\n")
-        digest.update(("\x1f".join(self.class_names)).encode())
-        for item in self.items:
-            digest.update(f"{item.id}\x1f{item.label}\x1f{item.split}\n".encode())
-        return digest.hexdigest()
+        return structure_digest(self.class_names, self.items)
 
     def _content_markers(self) -> Sequence[str]:
         # Size and mtime: cheap, and they change whenever a file is rewritten.
@@ -189,6 +185,16 @@ class _FileSource(Source):
 
     def describe(self) -> dict:
         return {**super().describe(), "root": str(self.root)}
+
+
+def structure_digest(class_names: Sequence[str], items: Sequence[Item]) -> str:
+    """What a file source's structure fingerprint covers: class names, ids, labels and splits
+    (the content is checked per item)."""
+    digest = hashlib.sha256(b"structure\n")
+    digest.update(("\x1f".join(class_names)).encode())
+    for item in items:
+        digest.update(f"{item.id}\x1f{item.label}\x1f{item.split}\n".encode())
+    return digest.hexdigest()
 
 
 def _visible(entries) -> list[Path]:

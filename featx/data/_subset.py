@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..core.errors import FeatxUsageError
 from ._fingerprint import ItemRecord
-from ._sources import Item, Source
+from ._sources import Item, Source, structure_digest
 
 __all__ = ["SubsetSource", "subset_indices", "subset_source", "subset_record"]
 
@@ -102,12 +102,7 @@ class SubsetSource(Source):
     def structure_fingerprint(self) -> str:
         if self.base.item_paths() is None:
             return self.fingerprint()
-        # As a file source computes it: ids, labels and splits; content is checked per item.
-        digest = hashlib.sha256(b"structure\n")
-        digest.update(("\x1f".join(self.class_names)).encode())
-        for item in self.items:
-            digest.update(f"{item.id}\x1f{item.label}\x1f{item.split}\n".encode())
-        return digest.hexdigest()
+        return structure_digest(self.class_names, self.items)  # as a file source computes it
 
     def _content_markers(self) -> Sequence[str]:
         markers = self.base._content_markers()
