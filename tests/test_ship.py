@@ -267,6 +267,8 @@ def test_tree_heads_are_refused_in_one_line_naming_what_exports(work, tmp_path):
     result = CliRunner().invoke(cli, ["export-model", str(work["root"] / "heads" / "decision_tree"), "--out",
                                       str(tmp_path / "tree.onnx")])
     assert result.exit_code == 2 and "logreg, linear_svm, mlp" in result.output and "fine-tunes" in result.output
+    # Refused for what it is (a tree), not for the PCA step in front of it.
+    assert "DecisionTreeClassifier" in result.output and "not a tensor program" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "tree.onnx").exists()
 
 

@@ -140,15 +140,21 @@ def _shared_config(model) -> dict:
     return configs[0]
 
 
+_TENSOR_KINDS = ("LogisticRegression", "TorchLogisticRegression", "MLPClassifier", "CalibratedClassifierCV")
+
+
 def head_module(head):
     """The head as torch layers ending in probabilities, or a usage error naming the kinds that export."""
     from sklearn.pipeline import Pipeline
 
     estimator = head.estimator
     steps = list(estimator.steps) if isinstance(estimator, Pipeline) else [("clf", estimator)]
-    M, v = _affine(steps[:-1], head.dim, head.name)
     clf = steps[-1][1]
     kind = type(clf).__name__
+    if kind not in _TENSOR_KINDS:  # the classifier decides first: a tree head is refused as a tree, not for its PCA
+        raise FeatxUsageError(f"head {head.name} ({kind}) is not a tensor program and does not export; "
+                              f"export-model exports {EXPORTABLE_KINDS}")
+    M, v = _affine(steps[:-1], head.dim, head.name)
     if kind in ("LogisticRegression", "TorchLogisticRegression"):
         W, b = np.asarray(clf.coef_, np.float64), np.asarray(clf.intercept_, np.float64)
         if W.shape[0] == 1:  # binary: p = [1 - s(z), s(z)] is softmax([0, z])
@@ -189,7 +195,8 @@ def _affine(steps, dim: int, name: str):
             mean = step.mean_ if step.mean_ is not None else 0.0
             scale = step.scale_ if step.scale_ is not None else 1.0
             M, v = M / scale, (v - mean) / scale
-        elif kind == "PCA":
+        elif kind in ("PCA", "CappedPCA"):
+            step = getattr(step, "pca_", step)  # CappedPCA: the PCA it fitted with the capped component count
             C = np.asarray(step.components_, np.float64).T
             if step.whiten:
                 C = C / np.sqrt(step.explained_variance_)
