@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import DiskError, FeatxError
 
-__all__ = ["file_sha256", "write_atomic", "json_default", "json_text", "write_json_atomic", "disk_errors", "is_disk_error",
+__all__ = ["file_sha256", "write_atomic", "write_durably", "json_default", "json_text", "write_json_atomic", "disk_errors", "is_disk_error",
            "fsync_dir", "DISK_ERRNOS", "atomic_dir", "recover_dir", "replace_dir", "remove_path", "folder_lock",
            "remove_stale_temps"]
 
@@ -153,7 +153,17 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)  # a killed writer's temporary of this file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = data.encode("utf-8") if isinstance(data, str) else data
+    write_durably(path, tmp, data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def write_durably(path: Path, tmp: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``tmp``, fsync it, rename it to ``path`` and fsync the folder.
+
+    The one durable write under every featx file commit; the caller names the temporary
+    (:func:`write_atomic` its own pattern, shard files theirs). A failure is one
+    :class:`~featx.core.errors.DiskError` line and removes ``tmp``.
+    """
     with disk_errors(path, tmp):
         with open(tmp, "wb") as handle:
             handle.write(payload)
@@ -161,7 +171,6 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     fsync_dir(path.parent)
-    return path
 
 
 def file_sha256(path: str | os.PathLike) -> str:

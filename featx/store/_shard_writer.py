@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from ..core.errors import FeatxError, FeatxUsageError
-from ..core.io import disk_errors, file_sha256, fsync_dir
+from ..core.io import disk_errors, file_sha256, write_durably
 from ..core.runtime import library_versions
 from ._place import remove_temporaries
 from ._shards import (
@@ -60,13 +60,7 @@ def _commit_h5(final: Path, tmp: Path, build) -> str:
     with h5py.File(buffer, "w") as h5:
         build(h5)
     data = buffer.getvalue()
-    with disk_errors(final, tmp):
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    fsync_dir(final.parent)
+    write_durably(final, tmp, data)
     return hashlib.sha256(data).hexdigest()
 
 
