@@ -1,6 +1,6 @@
 """The report fits the screen at 900 and 1,400 px and renders with no network, checked in headless Chromium.
 
-Skipped where no Chromium is installed (``apt-get install chromium`` on Debian); the
+Skipped where no Chromium is installed (``apt-get install chromium`` or ``chromium-headless-shell`` on Debian); the
 offline checks on the HTML text run everywhere.
 """
 
@@ -29,7 +29,7 @@ document.body.setAttribute('data-measure', JSON.stringify({w, page: document.doc
 
 
 def _chromium() -> str | None:
-    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "chromium-headless-shell", "google-chrome")) if p), None)
 
 
 @pytest.fixture(scope="module")

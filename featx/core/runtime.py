@@ -1,25 +1,35 @@
 """Where and how models run: device and precision resolution, autocast, malloc tuning, and
-the library versions recorded next to every output."""
+the library versions recorded next to every output.
+
+torch is imported inside the functions that need it: the pipeline's cache checks resolve
+a device type and a precision (:func:`device_type`) without paying for torch where the
+answer is certain.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import importlib.metadata
 import os
 import sys
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import FeatxUsageError
 
-__all__ = ["PRECISIONS", "resolve_device", "resolve_precision", "autocast_context", "tune_malloc", "library_versions",
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["PRECISIONS", "resolve_device", "device_type", "resolve_precision", "autocast_context", "tune_malloc", "library_versions",
            "die_with_parent"]
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
@@ -29,7 +39,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def _no_gpu_here() -> bool:
+    """True where torch certainly sees no GPU: on Linux CUDA needs the NVIDIA driver's device nodes
+    (and ROCm ``/dev/kfd``); elsewhere (or with them present) only torch can tell."""
+    return sys.platform.startswith("linux") and not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/kfd")
+
+
+def device_type(device: str = "auto") -> str:
+    """``resolve_device(device).type`` ('cpu' or 'cuda'), without importing torch when the answer is certain."""
+    if device == "cpu" or (device == "auto" and _no_gpu_here()):
+        return "cpu"
+    return resolve_device(device).type
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``auto`` is fp16 autocast on CUDA and fp32 on CPU.
 
     On CUDA, against CPU fp32 features of the same images (EfficientNet-Lite0, measured
@@ -44,12 +67,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise FeatxUsageError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
+        return "fp16" if (device if isinstance(device, str) else device.type) == "cuda" else "fp32"
     return precision
 
 
 def autocast_context(device: torch.device, precision: str):
     """The autocast context for a resolved precision: fp16 or bf16 autocast, or nothing for fp32."""
+    import torch
+
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     if precision == "fp16":
@@ -75,13 +100,13 @@ def tune_malloc() -> None:
         libc.mallopt(m_top_pad, 1 << 28)
 
 
-
 def library_versions(*, xgboost: bool = True) -> dict:
     """Versions of featx and the libraries whose behaviour its outputs depend on."""
     import h5py
     import numpy as np
     import sklearn
     import timm
+    import torch
 
     from .version import __version__
 

@@ -436,14 +436,12 @@ class DigitsSource(ArraySource):
     kind = "builtin"
 
     def __init__(self):
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        gray = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+        images, target = _digits_arrays()
+        gray = np.rint(images * (255.0 / 16.0)).astype(np.uint8)
         rgb = np.repeat(gray[..., None], 3, axis=-1)
         super().__init__(
             rgb,
-            labels=digits.target,
+            labels=target,
             class_names=[str(i) for i in range(10)],
             ids=[f"digits/{i:04d}" for i in range(len(rgb))],
             name="digits",
@@ -453,3 +451,28 @@ class DigitsSource(ArraySource):
         # The data ships inside scikit-learn; hashing the whole array once is enough.
         whole = hashlib.sha1(np.ascontiguousarray(self.images).tobytes()).hexdigest()
         return [whole] * len(self.items)
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images (1797, 8, 8) float, labels) of scikit-learn's digits, read from the file it ships.
+
+    ``sklearn.datasets`` costs about a second of imports (most of scikit-learn) for a
+    65-column gzipped CSV; a warm ``featx run`` on digits needs only the data. Read the
+    same file the way ``load_digits`` does (``np.loadtxt`` on the gzip stream), and use
+    ``load_digits`` itself wherever that file is not where this scikit-learn keeps it.
+    """
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise FeatxUsageError("the built-in digits set ships with scikit-learn: pip install scikit-learn")
+    data_file = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    if not data_file.is_file():
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images, digits.target
+    with gzip.open(data_file, mode="rt", encoding="utf-8") as handle:
+        data = np.loadtxt(handle, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)

@@ -30,12 +30,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..core.errors import FeatxError, FeatxUsageError
 from ..core.io import file_sha256 as sha256_of_file
+
+if TYPE_CHECKING:  # torch is imported where a model is built or a checkpoint read, not to resolve a name
+    import torch
+    from torch import nn
 
 __all__ = [
     "OfflineWeights",
@@ -256,6 +258,8 @@ def resolve_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a checkpoint as a flat state dict: ``.safetensors`` or a torch file read with weights_only."""
+    import torch
+
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
@@ -311,6 +315,7 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 def _build(spec: BackboneSpec) -> nn.Module:
     import timm
+    import torch
 
     overlay = spec.offline.overlay() if spec.offline else None
     kwargs = dict(spec.model_kwargs)

@@ -20,9 +20,11 @@ from ..data import Source
 from ._features import DEFAULT_SET, FeatureRecipe, embed_batch
 from ._gpu_decode import GpuDecodeDataset, GpuDecoder, collate_payloads
 from ._loader import (
+    BackgroundBatches,
     DeviceBatches,
     DeviceNormalizer,
     Uint8ItemDataset,
+    background_decode,
     batch_records,
     draft_size,
     input_dtype,
@@ -58,6 +60,8 @@ def device_batches(src: Source, data_config: dict, batches: list[list[int]], *, 
         return DeviceBatches(loader, GpuDecoder(data_config, normalizer, dev), dev)
     draft = draft_size(data_config) if decode == "draft" else None
     loader = make_loader(Uint8ItemDataset(src, transform, input_size, with_records, draft), batches, workers, dev)
+    if workers == 0 and background_decode():
+        loader = BackgroundBatches(loader)  # decode the next batches while the model runs this one
     return DeviceBatches(loader, normalizer, dev)
 
 

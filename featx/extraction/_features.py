@@ -23,17 +23,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..core.errors import FeatxUsageError
+
+if TYPE_CHECKING:  # torch is imported by the functions that run models, not to check options
+    import torch
+    from torch import nn
 
 __all__ = ["FeatureRecipe", "DEFAULT_SET", "VIEWS", "INTERPOLATIONS", "parse_layers", "parse_views",
            "embed_batch", "feature_set_layout", "feature_options", "data_config_with", "preprocessing_overrides",
            "check_input_size", "IMG_SIZE_RANGE", "MIN_CROP_PCT"]
 
 DEFAULT_SET = "pooled"
+FEATURE_DTYPES = ("float32", "float16")  # storage dtypes of a store's features
 VIEWS = ("hflip",)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos")
 _SPATIAL_POOLINGS = ("avg", "max", "avgmax", "catavgmax")
@@ -118,6 +121,8 @@ class FeatureRecipe:
 
 def _pool(x: torch.Tensor, pooling: str) -> torch.Tensor:
     """Global pooling of an NCHW map into (N, C) (or (N, 2C) for catavgmax), as timm pools."""
+    import torch
+
     if x.ndim == 2:
         return x
     avg = x.mean(dim=(2, 3)) if pooling in ("avg", "avgmax", "catavgmax") else None
@@ -146,6 +151,7 @@ def _absolute_layers(model: nn.Module, layers: Sequence[int]) -> list[int]:
 
 
 def _one_view(model: nn.Module, images: torch.Tensor, recipe: FeatureRecipe, absolute: list[int]) -> dict[str, torch.Tensor]:
+
     if not recipe.layers:
         return {DEFAULT_SET: model(images).reshape(len(images), -1)}
     final, intermediates = model.forward_intermediates(images, indices=absolute)
@@ -158,6 +164,8 @@ def _one_view(model: nn.Module, images: torch.Tensor, recipe: FeatureRecipe, abs
 
 def embed_batch(model: nn.Module, images: torch.Tensor, recipe: FeatureRecipe) -> dict[str, torch.Tensor]:
     """``{set name: (N, D) embeddings}`` of a preprocessed batch: one backbone pass per view."""
+    import torch
+
     absolute = _absolute_layers(model, recipe.layers) if recipe.layers else []
     sets = _one_view(model, images, recipe, absolute)
     if "hflip" in recipe.views:
@@ -168,6 +176,8 @@ def embed_batch(model: nn.Module, images: torch.Tensor, recipe: FeatureRecipe) -
 
 def feature_set_layout(model: nn.Module, input_size, device, recipe: FeatureRecipe) -> list[dict]:
     """Name, width and layer of every set the recipe gives, from one pass on a blank image."""
+    import torch
+
     absolute = _absolute_layers(model, recipe.layers) if recipe.layers else []
     with torch.inference_mode():
         sets = embed_batch(model, torch.zeros((1, *input_size), device=device), FeatureRecipe(recipe.layers, (), recipe.pooling))
@@ -225,6 +235,7 @@ def check_input_size(model_name: str, model_kwargs: dict, overrides: dict) -> di
 
 def _check_patch_fit(model_name: str, model_kwargs: dict, size: int) -> None:
     import timm
+    import torch
 
     try:
         with torch.device("meta"):

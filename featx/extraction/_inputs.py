@@ -12,11 +12,10 @@ from torch.utils.data import Dataset
 
 from ..data import ItemRecord, Source
 from ._backbones import BackboneSpec
+from ._features import FEATURE_DTYPES
 
 __all__ = ["FEATURE_DTYPES", "jsonable_data_config", "make_eval_transform", "ItemDataset", "default_store_path",
            "embedding_dim", "store_config", "source_locations"]
-
-FEATURE_DTYPES = ("float32", "float16")
 
 
 def jsonable_data_config(data_config: dict) -> dict:

@@ -17,6 +17,9 @@ normalised on a side stream one batch ahead, so the copy overlaps the model.
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -26,7 +29,7 @@ from ..core.runtime import die_with_parent
 from ..data import NO_STAT, ItemRecord, Source, draft_decoding
 
 __all__ = ["make_uint8_transform", "draft_size", "Uint8ItemDataset", "DeviceNormalizer", "DeviceBatches", "make_loader",
-           "input_dtype", "batch_records", "with_record"]
+           "input_dtype", "batch_records", "with_record", "BackgroundBatches", "background_decode"]
 
 
 def make_uint8_transform(data_config: dict):
@@ -181,3 +184,61 @@ class DeviceBatches:
             pending = ready
         if pending is not None:
             yield pending
+
+
+def background_decode() -> bool:
+    """Whether 0-worker loading decodes in a background thread (``FEATX_DECODE_THREAD=0`` turns it off)."""
+    return os.environ.get("FEATX_DECODE_THREAD", "1") not in ("0", "")
+
+
+class BackgroundBatches:
+    """Iterate ``loader`` in a background thread, ``depth`` batches ahead.
+
+    With no loader workers (the default on a 2-core CPU) the batches were decoded in
+    turn with the forward pass. Pillow's decode and resize release the GIL, so a thread
+    decoding the next batch runs while torch computes the current one: the decode is
+    hidden instead of added. An error in the loader is raised in the consumer; a consumer
+    that stops early (an error, Ctrl-C) stops the thread at its next batch.
+    """
+
+    _DONE = object()
+
+    def __init__(self, loader: Iterable, depth: int = 2):
+        self.loader, self.depth = loader, depth
+
+    def __iter__(self) -> Iterator:
+        ready: queue.Queue = queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for batch in self.loader:
+                    if not put((batch, None)):
+                        return
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+                put((None, exc))
+                return
+            put((self._DONE, None))
+
+        thread = threading.Thread(target=produce, name="featx-decode", daemon=True)
+        thread.start()
+        try:
+            while True:
+                batch, error = ready.get()
+                if error is not None:
+                    raise error
+                if batch is self._DONE:
+                    return
+                yield batch
+        finally:
+            stop.set()
+            thread.join(timeout=5)

@@ -4,10 +4,43 @@ use, and its data side.
 
 from __future__ import annotations
 
-from ._augment import DeviceAugment, make_train_resize
-from ._bench import bench_finetune
-from ._data import FinetuneData, epoch_seed, make_train_transform, seed_everything, select_items, train_loader
-from ._finetune import DEFAULT_LR, MODES, finetune, keep_frozen_in_eval, model_stages, set_trainable
+from typing import TYPE_CHECKING
+
+from ..core.lazy import lazy_namespace
+
+# Public name -> its module, imported on first use (see featx.core.lazy): asking for one
+# name does not import torch, timm or scikit-learn for the others.
+_LAZY = {
+    "DeviceAugment": "._augment",
+    "make_train_resize": "._augment",
+    "bench_finetune": "._bench",
+    "FinetuneData": "._data",
+    "epoch_seed": "._data",
+    "make_train_transform": "._data",
+    "seed_everything": "._data",
+    "select_items": "._data",
+    "train_loader": "._data",
+    "DEFAULT_LR": "._finetune",
+    "MODES": "._finetune",
+    "finetune": "._finetune",
+    "keep_frozen_in_eval": "._finetune",
+    "model_stages": "._finetune",
+    "set_trainable": "._finetune",
+}
+__getattr__, __dir__ = lazy_namespace(__name__, _LAZY)
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from ._augment import DeviceAugment, make_train_resize
+    from ._bench import bench_finetune
+    from ._data import (
+        FinetuneData,
+        epoch_seed,
+        make_train_transform,
+        seed_everything,
+        select_items,
+        train_loader,
+    )
+    from ._finetune import DEFAULT_LR, MODES, finetune, keep_frozen_in_eval, model_stages, set_trainable
 
 __all__ = [
     "FinetuneData",

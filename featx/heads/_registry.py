@@ -27,13 +27,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.model_selection import ParameterGrid, ParameterSampler
-from sklearn.pipeline import Pipeline
 
 from ..core.errors import FeatxUsageError
+
+if TYPE_CHECKING:
+    # scikit-learn is imported where a head is built or searched, not to list heads or check a
+    # config (a warm ``featx run`` does only that).
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import Pipeline
 
 __all__ = ["HeadSpec", "register_head", "create_head", "check_head_params", "list_heads", "get_head", "LOGREG_C_GRID", "SELECTIONS"]
 
@@ -68,6 +72,8 @@ class HeadSpec:
         fixed = dict(fixed or {})
         space = self.search_space if isinstance(self.search_space, Sequence) else [self.search_space]
         space = [{k: list(v) for k, v in grid.items() if k not in fixed} for grid in space]
+        from sklearn.model_selection import ParameterGrid, ParameterSampler
+
         grid = ParameterGrid(space)
         if len(grid) > self.budget:
             chosen = list(ParameterSampler(space, n_iter=self.budget, random_state=seed))
@@ -98,11 +104,20 @@ def register_head(
 
     def wrap(factory: Callable[..., BaseEstimator]) -> Callable[..., BaseEstimator]:
         space = search_space or {}
-        size = len(ParameterGrid(space)) if space else 1
+        size = _grid_size(space)
         _HEADS[name] = HeadSpec(name, description, factory, space, budget or size, selection, dict(search_only or {}))
         return factory
 
     return wrap
+
+
+def _grid_size(space) -> int:
+    """``len(ParameterGrid(space))`` (a mapping: the product of its lists' lengths; a list of
+    mappings: their sum), without importing scikit-learn at registration."""
+    if not space:
+        return 1
+    grids = [space] if isinstance(space, Mapping) else list(space)
+    return sum(int(np.prod([len(v) for v in grid.values()])) if grid else 1 for grid in grids)
 
 
 def list_heads() -> list[str]:
@@ -158,7 +173,13 @@ def check_head_params(name: str, params: Mapping) -> None:
     import typing
 
     spec = get_head(name)
-    signature, hints = inspect.signature(spec.factory), typing.get_type_hints(spec.factory)
+    if not params:
+        return  # the factory's defaults: nothing to check, and no scikit-learn import for it
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import Pipeline
+
+    signature = inspect.signature(spec.factory)
+    hints = typing.get_type_hints(spec.factory, localns={"BaseEstimator": BaseEstimator, "Pipeline": Pipeline})
     for key, value in params.items():
         if key not in signature.parameters or key == "random_state":
             known = ", ".join(p for p in signature.parameters if p != "random_state")
@@ -175,6 +196,8 @@ def check_head_params(name: str, params: Mapping) -> None:
 
 
 def _pipeline(*steps) -> Pipeline:
+    from sklearn.pipeline import Pipeline
+
     return Pipeline([(n, s) for n, s in steps if s is not None])
 
 

@@ -59,7 +59,7 @@ from ._feature_config import BACKBONE_FEATURE_DEFAULTS, validate_backbone_featur
 from ._search_space import SearchSpec, validate_search
 from ._yaml import load_yaml
 
-__all__ = ["Pipeline", "load_pipeline", "parse_overrides", "SPLIT_DEFAULTS"]
+__all__ = ["Pipeline", "load_pipeline", "parse_overrides", "check_backbone", "SPLIT_DEFAULTS"]
 
 SPLIT_DEFAULTS = {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}
 _TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "repeats", "device", "out",
@@ -98,7 +98,7 @@ class Pipeline:
         return {
             # What the search added is not written back: the `search:` block below reproduces it.
             "name": self.name, "source": dict(self.source),
-            "backbones": [dict(b) for b in self.backbones if not b.get("search")],
+            "backbones": [{k: v for k, v in b.items() if k != "where"} for b in self.backbones if not b.get("search")],
             "heads": [dict(h) for h in self.heads], "finetune": [dict(f) for f in self.finetune],
             "per_class": ["all" if n is None else n for n in self.per_class], "seeds": self.seeds,
             **({"repeats": self.repeats} if self.repeats != 1 else {}),
@@ -256,9 +256,11 @@ def _validate_source(value, locator) -> dict:
     return out
 
 
-def _validate_backbones(value, locator) -> list[dict]:
+def _validate_backbones(value, locator, resolve: bool = True) -> list[dict]:
+    """The backbone entries with defaults; ``resolve=False`` leaves the name and weights check
+    (:func:`check_backbone`, which imports timm) to the caller."""
     from ..core.runtime import PRECISIONS
-    from ..extraction import FEATURE_DTYPES, resolve_backbone
+    from ..extraction import FEATURE_DTYPES
 
     if not isinstance(value, list) or not value:
         raise locator.error(("backbones",), "must be a non-empty list of timm model names or mappings")
@@ -279,10 +281,9 @@ def _validate_backbones(value, locator) -> list[dict]:
         if entry["dtype"] not in FEATURE_DTYPES:
             raise locator.error((*path, "dtype"), f"must be one of {', '.join(FEATURE_DTYPES)}")
         validate_backbone_features(entry, path, locator)
-        try:
-            resolve_backbone(entry["name"], weights=entry["weights"], pooling=entry["pooling"])
-        except FeatxUsageError as exc:
-            raise locator.error(path, str(exc)) from None
+        entry["where"] = locator.where(path) + f": {locator.dotted(path)}"  # for check_backbone's message
+        if resolve:
+            check_backbone(entry)
         default_label = entry["name"] + ("" if entry["weights"] is None else f"-{Path(str(entry['weights'])).stem}")
         entry["label"] = _label_of(_str(spec.get("label", default_label), (*path, "label"), locator))
         if entry["label"] in labels:
@@ -291,6 +292,17 @@ def _validate_backbones(value, locator) -> list[dict]:
         labels[entry["label"]] = i
         out.append(entry)
     return out
+
+
+def check_backbone(entry: dict):
+    """The entry's :class:`~featx.extraction.BackboneSpec` (timm name, weights, pooling resolved),
+    or a usage error that names the entry's place in the pipeline file."""
+    from ..extraction import resolve_backbone
+
+    try:
+        return resolve_backbone(entry["name"], weights=entry["weights"], pooling=entry["pooling"])
+    except FeatxUsageError as exc:
+        raise FeatxUsageError(f"{entry.get('where', 'pipeline')}: {exc}") from None
 
 
 def _validate_heads(value, locator) -> list[dict]:
@@ -377,11 +389,14 @@ def _validate_per_class(value, locator) -> list[int | None]:
     return sorted(out, key=lambda n: float("inf") if n is None else n)
 
 
-def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os.PathLike | None = None) -> Pipeline:
+def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os.PathLike | None = None,
+                  resolve_backbones: bool = True) -> Pipeline:
     """Read, override and validate a pipeline file (or an already parsed dict) into a :class:`Pipeline`.
 
     ``overrides`` are ``"key=value"`` strings (see :func:`parse_overrides`); ``out``
-    replaces the config's output directory.
+    replaces the config's output directory. ``resolve_backbones=False`` skips the check of
+    backbone names and weights (it imports timm): :func:`run_pipeline` makes it before any
+    stage runs, and only for backbones whose identity it has not recorded.
     """
     if isinstance(path, dict):
         filename, data, lines = "<pipeline>", copy.deepcopy(path), {}
@@ -406,7 +421,7 @@ def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os
     default_name = Path(filename).stem if filename != "<pipeline>" else "pipeline"
     name = _label_of(_str(data.get("name", default_name), ("name",), locator))
     searched = data.get("search") is not None and not data.get("backbones")  # the search provides them
-    backbones = [] if searched else _validate_backbones(data["backbones"], locator)
+    backbones = [] if searched else _validate_backbones(data["backbones"], locator, resolve_backbones)
     pipeline = Pipeline(
         name=name,
         source=_validate_source(data["source"], locator),

@@ -422,8 +422,14 @@ def _add_plots(doc: _Document, out: Path, name: str, group, main, decision, numb
     which = ("Recommended and most accurate" if rec is best else "Recommended")
     model_note = ("" if rec is best else f" This is the recommended row; the most accurate row, {label(best)} "
                   f"({pct(best['accuracy'])}), is indistinguishable from it on the paired test.")
+    pareto_title, model_title = f"{name}: accuracy vs total compute", f"{which}: {label(rec)}"
+    pareto = out / f"pareto{suffix}.png"
+    # What each plot is drawn from: a PNG drawn from the same inputs is reused (see _plots.drawn).
+    pareto_inputs = {"entries": main, "rec": next((i for i, e in enumerate(main) if e is rec), rec), "title": pareto_title,
+                     "numbers": [numbers.get(id(e)) for e in main]}
     plots = [
-        (_plots.plot_pareto(main, rec, numbers, out / f"pareto{suffix}.png", f"{name}: accuracy vs total compute"),
+        (_plots.drawn(pareto, "pareto", pareto_inputs,
+                      lambda: _plots.plot_pareto(main, rec, numbers, pareto, pareto_title)),
          "Accuracy vs total compute time",
          "Each point is one row of the table, numbered as there (circles: frozen features + head; squares: "
          "fine-tunes; crosses: from scratch), coloured by backbone, with its 95% CI. Cost: the row's own fit time plus "
@@ -431,20 +437,24 @@ def _add_plots(doc: _Document, out: Path, name: str, group, main, decision, numb
          "line: the floor under all of them), it is not added per head to the pipeline's bill. The dashed step line is "
          "the Pareto front: the choices no cheaper choice beats. The ringed point is the recommendation. "
          + _cost_note(main)),
-        (_plots.plot_model(rec, out / f"best{suffix}.png", f"{which}: {label(rec)}"), f"{which}: {label(rec)}",
+        (_plots.drawn(out / f"best{suffix}.png", "model", {"entry": rec, "title": model_title},
+                      lambda: _plots.plot_model(rec, out / f"best{suffix}.png", model_title)), model_title,
          "Confusion matrix on the test split (cell = count, colour = share of the true class) and per-class F1."
          + model_note),
     ]
     curve = _curve_table(group)
     if curve is not None:
         plots.append((
-            _plots.plot_learning_curve(group, out / f"learning_curve{suffix}.png", f"{name}: learning curve"),
+            _plots.drawn(out / f"learning_curve{suffix}.png", "learning_curve", {"entries": group, "name": name},
+                         lambda: _plots.plot_learning_curve(group, out / f"learning_curve{suffix}.png",
+                                                            f"{name}: learning curve")),
             "Learning curve",
             "Test accuracy vs training images per class for the best head of each backbone, each fine-tune mode "
             "and training from scratch (dashed), all on the same test split.",
         ))
-    grouped = _parts.plot_groups(main, out / f"feature_sets{suffix}.png", f"{name}: accuracy per feature set",
-                                 _plots.figure, _plots.save_png)
+    groups_path, groups_title = out / f"feature_sets{suffix}.png", f"{name}: accuracy per feature set"
+    grouped = _plots.drawn(groups_path, "feature_sets", {"entries": main, "title": groups_title},
+                           lambda: _parts.plot_groups(main, groups_path, groups_title, _plots.figure, _plots.save_png))
     if grouped is not None:
         plots.append((grouped, "Accuracy per feature set", "The best head's test accuracy (95% CI) on each feature "
                       "set (or backbone; grey: the raw-pixel control), all on the same test split."))

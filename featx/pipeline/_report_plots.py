@@ -3,26 +3,91 @@ model's confusion matrix and per-class F1, the learning curve.
 
 Every plot is a bare Matplotlib ``Figure`` on the Agg canvas (no pyplot state, no display)
 rendered to memory and written atomically, so a full disk leaves the previous PNG.
+
+A report rebuilt from unchanged results (a warm ``featx run``) draws nothing:
+:func:`drawn` keys each PNG by what it is drawn from (the plot, its inputs, the drawing
+code and Matplotlib's version) and writes that key into the PNG's own text chunk, so a PNG is
+reused only when it decodes whole (every chunk's CRC) and carries the key of this draw;
+anything else, a missing, damaged or replaced file included, is drawn again. Reuse then
+costs a PNG read instead of Matplotlib's import and the rendering.
 """
 
 from __future__ import annotations
 
+import contextvars
+import hashlib
 import io
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..core.io import write_atomic
 from . import _report_parts as _parts
 from . import _report_rows as _rows
 
-__all__ = ["figure", "save_png", "plot_pareto", "plot_model", "plot_learning_curve", "place_labels", "pareto_front"]
+__all__ = ["drawn", "figure", "save_png", "plot_pareto", "plot_model", "plot_learning_curve", "place_labels", "pareto_front"]
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 
 
+_KEY_FIELD = "featx-plot-key"
+_DRAWING_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("featx_plot_key", default=None)
+
+
+def _code_digest() -> str:
+    """The drawing code itself (this module and the row helpers it draws with): an edit redraws."""
+    digest = hashlib.sha256()
+    for module in (__file__, _parts.__file__, _rows.__file__):
+        digest.update(Path(module).read_bytes())
+    return digest.hexdigest()
+
+
+def _plot_key(name: str, inputs) -> str:
+    import importlib.metadata
+
+    from ..core.io import json_default
+
+    try:
+        mpl = importlib.metadata.version("matplotlib")
+    except importlib.metadata.PackageNotFoundError:
+        mpl = "missing"
+    payload = json.dumps({"plot": name, "inputs": inputs, "code": _code_digest(), "matplotlib": mpl}, sort_keys=True,
+                         default=json_default)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _recorded_key(path: Path) -> str | None:
+    """The key in the PNG at ``path``, or None when it is absent, unreadable or does not decode whole."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes every chunk: a truncated or damaged PNG raises here
+            return image.text.get(_KEY_FIELD) if image.format == "PNG" else None
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def drawn(path: Path, name: str, inputs, draw: Callable[[], Path | None]) -> Path | None:
+    """``draw()`` unless the PNG at ``path`` already holds the drawing of ``name`` from ``inputs``.
+
+    ``inputs`` must hold everything the drawing depends on (JSON-serialisable); ``draw``
+    writes ``path`` through :func:`save_png` (or returns None: nothing to draw).
+    """
+    key = _plot_key(name, inputs)
+    if path.is_file() and _recorded_key(path) == key:
+        return path
+    token = _DRAWING_KEY.set(key)
+    try:
+        return draw()
+    finally:
+        _DRAWING_KEY.reset(token)
+
+
 def save_png(fig, path: Path) -> None:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    key = _DRAWING_KEY.get()
+    fig.savefig(buffer, format="png", metadata={_KEY_FIELD: key} if key else None)
     write_atomic(path, buffer.getvalue())
 
 

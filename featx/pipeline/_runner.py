@@ -46,8 +46,9 @@ from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError, StoreM
 from ..core.interrupts import check_interrupt
 from ..core.io import remove_stale_temps, write_atomic, write_json_atomic
 from ..core.results import RESULTS_FILE
-from ._config import Pipeline, load_pipeline
+from ._config import Pipeline, check_backbone, load_pipeline
 from ._controls import RAW_LABEL
+from ._identity import cached_identity, record_identity
 from ._report import load_results, write_report
 from ._search_run import apply_search, tag_search_rows
 
@@ -225,6 +226,7 @@ class _Runner:
         self._source = None
         self._fingerprint: str | None = None
         self._specs: dict[str, object] = {}
+        self.identities_changed = False
         self.by_id: dict[str, Stage] = {}
         self.split = {k: pipeline.source[k] for k in ("split_seed", "val_fraction", "test_fraction")}
 
@@ -253,11 +255,22 @@ class _Runner:
         return self._fingerprint
 
     def spec(self, bb: dict):
-        from ..extraction import resolve_backbone
-
         if bb["label"] not in self._specs:
-            self._specs[bb["label"]] = resolve_backbone(bb["name"], weights=bb["weights"], pooling=bb["pooling"])
+            self._specs[bb["label"]] = check_backbone(bb)
         return self._specs[bb["label"]]
+
+    def identity(self, bb: dict) -> dict:
+        """The backbone's identity: recorded by an earlier run when still valid (no timm), else resolved."""
+        found = cached_identity(self.state, bb)
+        if found is None:
+            found = record_identity(self.state, bb, self.spec(bb))
+            self.identities_changed = True  # written with the state, under the run's lock
+        return found
+
+    def check_backbones(self) -> None:
+        """Every backbone's name and weights, before any stage runs (a usage error names its line)."""
+        for bb in self.pipeline.backbones:
+            self.identity(bb)
 
     def store_id(self, extract_stage: Stage) -> str | None:
         record = self.state["stages"].get(extract_stage.id, {})
@@ -268,11 +281,11 @@ class _Runner:
     def key(self, stage: Stage, stages: dict[str, Stage]) -> str | None:
         if stage.kind == "raw":
             return _hash({"source": self.fingerprint, "raw_pixels": stage.backbone["size"]})
-        identity = None if stage.backbone.get("control") else self.spec(stage.backbone).identity()
+        identity = None if stage.backbone.get("control") else self.identity(stage.backbone)
         if stage.kind == "extract":
-            from ..core.runtime import resolve_device, resolve_precision
+            from ..core.runtime import device_type, resolve_precision
 
-            precision = resolve_precision(stage.backbone["precision"], resolve_device(self.pipeline.device))
+            precision = resolve_precision(stage.backbone["precision"], device_type(self.pipeline.device))
             return _hash({"source": self.fingerprint, "backbone": identity, "precision": precision,
                           "dtype": stage.backbone["dtype"], **_feature_options(stage.backbone)})
         if stage.kind == "head" and stage.feature_set is not None:
@@ -505,7 +518,8 @@ def run_pipeline(
     :attr:`PipelineRun.failed` lists them; running again resumes.
     """
     if not isinstance(pipeline, Pipeline):
-        pipeline = load_pipeline(pipeline, overrides, out=out)
+        # Backbone names are checked by the runner, with timm only where no identity is recorded.
+        pipeline = load_pipeline(pipeline, overrides, out=out, resolve_backbones=False)
     elif out is not None:
         pipeline.out = str(out)
     out_dir = Path(pipeline.out)
@@ -516,6 +530,7 @@ def run_pipeline(
     runner = _Runner(pipeline, out_dir, dry_run, quiet or dry_run)
     result = PipelineRun(pipeline, out_dir, stages, dry_run=dry_run)
     runner.source  # noqa: B018 - a missing source is a usage error before anything is written
+    runner.check_backbones()
     if dry_run:
         runner.execute(stages)
         return result
@@ -538,6 +553,8 @@ def run_pipeline(
         write_atomic(resolved, f"# {pipeline.path or 'pipeline'} as run: overrides and defaults applied\n"
                      + yaml.safe_dump(pipeline.to_dict(), sort_keys=False))
         runner.execute(stages)
+        if runner.identities_changed:  # a run with every stage cached records them here
+            write_json_atomic(out_dir / STATE_FILE, runner.state)
         result.entries = runner.entries(stages)
         if search is not None and search[0] is not None:
             tag_search_rows(result.entries, *search)
