@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=1200)
     parser.add_argument("--height", type=int, default=1100)
     parser.add_argument("--colors", type=int, default=64, help="palette size of the PNG")
-    parser.add_argument("--browser", help="Chromium binary (default: the first found of %s)" % ", ".join(BROWSERS))
+    parser.add_argument("--browser", help="Chromium binary (default: the first found of {})".format(", ".join(BROWSERS)))
     args = parser.parse_args(argv)
     if not args.report.is_file():
         sys.exit(f"report not found: {args.report}")

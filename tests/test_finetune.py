@@ -26,8 +26,8 @@ from featx import (
 )
 from featx.cli import cli
 from featx.data._splits import few_shot_mask
+from featx.finetuning import MODES, keep_frozen_in_eval, model_stages, set_trainable
 from featx.finetuning._data import select_items
-from featx.finetuning._finetune import MODES, keep_frozen_in_eval, model_stages, set_trainable
 
 from .conftest import write_image_folder
 

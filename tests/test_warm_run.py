@@ -132,7 +132,7 @@ def warm_out(tmp_path_factory):
 
 def test_warm_run_imports_no_torch_timm_sklearn_or_matplotlib(warm_out):
     code = ("import sys; from featx.pipeline import run_pipeline; run = run_pipeline(sys.argv[1], quiet=True); "
-            "print(run.counts()); print([m for m in %r if m in sys.modules])" % (HEAVY,))
+            f"print(run.counts()); print([m for m in {HEAVY!r} if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code, str(warm_out)], capture_output=True, text=True, timeout=300,
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]

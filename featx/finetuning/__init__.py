@@ -20,9 +20,9 @@ _LAZY = {
     "seed_everything": "._data",
     "select_items": "._data",
     "train_loader": "._data",
-    "DEFAULT_LR": "._finetune",
-    "MODES": "._finetune",
-    "finetune": "._finetune",
+    "DEFAULT_LR": "._modes",
+    "MODES": "._modes",
+    "finetune": "._entry",
     "keep_frozen_in_eval": "._finetune",
     "model_stages": "._finetune",
     "set_trainable": "._finetune",
@@ -40,7 +40,9 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         select_items,
         train_loader,
     )
-    from ._finetune import DEFAULT_LR, MODES, finetune, keep_frozen_in_eval, model_stages, set_trainable
+    from ._entry import finetune
+    from ._finetune import keep_frozen_in_eval, model_stages, set_trainable
+    from ._modes import DEFAULT_LR, MODES
 
 __all__ = [
     "FinetuneData",

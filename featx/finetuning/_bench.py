@@ -22,8 +22,9 @@ from ..core.runtime import autocast_context, resolve_device, tune_malloc
 from ..data import Source, open_source
 from ..extraction import DEFAULT_BACKBONE, check_cores, resolve_backbone, resolve_workers, subset_source
 from ._augment import DeviceAugment, make_train_resize
-from ._data import CROP_SCALE, FinetuneData, train_loader
+from ._data import FinetuneData, train_loader
 from ._finetune import _build_model, set_trainable, training_precision
+from ._modes import CROP_SCALE
 
 __all__ = ["bench_finetune"]
 

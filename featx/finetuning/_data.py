@@ -34,13 +34,11 @@ from ..core.errors import BadImageError, FeatxUsageError
 from ..core.interrupts import check_interrupt
 from ..data import Source, assign_splits, few_shot_mask, load_splits
 from ..extraction import DeviceNormalizer, Uint8ItemDataset, input_dtype, make_loader, make_uint8_transform
+from ._modes import CROP_SCALE
 
 __all__ = ["FinetuneData", "select_items", "make_train_transform", "epoch_seed", "seed_everything",
            "train_loader", "predict"]
 
-# Light augmentation for fine-tuning: timm's random-resized-crop and flip, with a
-# milder minimum crop than ImageNet-from-scratch training (0.08) and no colour jitter.
-CROP_SCALE = (0.25, 1.0)
 
 
 @dataclass

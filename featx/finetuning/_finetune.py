@@ -45,10 +45,8 @@ import hashlib
 import io
 import json
 import math
-import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +55,7 @@ from torch import nn
 
 from ..core.bars import progress_bar
 from ..core.errors import FeatxError, FeatxUsageError
-from ..core.interrupts import check_interrupt, sticky_interrupts
+from ..core.interrupts import check_interrupt
 from ..core.io import json_text, write_atomic
 from ..core.metrics import classification_metrics
 from ..core.predictions import prediction_record
@@ -65,7 +63,6 @@ from ..core.results import merge_results, metric_fields
 from ..core.runtime import autocast_context, library_versions, resolve_device, resolve_precision, tune_malloc
 from ..data import SPLITS_FILE, Source, open_source, save_splits, splits_digest
 from ..extraction import (
-    DEFAULT_BACKBONE,
     BackboneSpec,
     create_backbone,
     jsonable_data_config,
@@ -74,7 +71,6 @@ from ..extraction import (
 )
 from ._augment import DeviceAugment, make_train_resize
 from ._data import (
-    CROP_SCALE,
     epoch_seed,
     predict,
     seed_everything,
@@ -82,11 +78,10 @@ from ._data import (
     train_loader,
 )
 from ._model import save_finetuned, save_finished_run
+from ._modes import DEFAULT_LR, MODES
 
-__all__ = ["finetune", "training_precision", "model_stages", "set_trainable", "keep_frozen_in_eval", "MODES", "DEFAULT_LR"]
+__all__ = ["run_finetune", "training_precision", "model_stages", "set_trainable", "keep_frozen_in_eval"]
 
-MODES = ("linear", "partial", "full", "scratch")
-DEFAULT_LR = {"linear": 3e-3, "partial": 1e-3, "full": 5e-4, "scratch": 2e-3}
 CONFIG_FILE, LAST_FILE, BEST_FILE = "config.json", "last.pt", "best.safetensors"
 
 
@@ -222,59 +217,7 @@ def _format_eta(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
-def finetune(
-    source: str | os.PathLike | Source,
-    backbone: str | BackboneSpec = DEFAULT_BACKBONE,
-    out: str | os.PathLike = "finetune",
-    *,
-    mode: str = "full",
-    weights: str | os.PathLike | None = None,
-    pooling: str = "avg",
-    epochs: int = 10,
-    per_class: int | None = None,
-    seed: int = 0,
-    val_per_class: int | None = None,
-    unfreeze: int = 1,
-    batch_size: int = 32,
-    lr: float | None = None,
-    weight_decay: float = 0.05,
-    layer_decay: float = 0.85,
-    label_smoothing: float = 0.1,
-    warmup_epochs: float = 1.0,
-    head_epochs: int = 1,
-    patience: int = 3,
-    image_size: int | None = None,
-    crop_scale: tuple[float, float] = CROP_SCALE,
-    splits: str | os.PathLike | None = None,
-    split_seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    device: str = "auto",
-    precision: str = "auto",
-    workers: int | str = "auto",
-    eval_batch_size: int | None = None,
-    n_boot: int = 1000,
-    resume: bool = True,
-    quiet: bool = False,
-    callback: Callable[[dict], None] | None = None,
-) -> dict:
-    """Fine-tune ``backbone`` on ``source`` in ``mode``, evaluate on the test split, return the results entry.
-
-    Writes into ``out``: ``config.json``, ``splits.json``, ``best.safetensors`` (+
-    ``best.json``), ``last.pt``, ``finetune_<mode>.json`` and ``results.json`` (the
-    list ``featx train`` writes). Rerunning with the same arguments returns the
-    finished entry, or resumes an interrupted run after its last completed epoch.
-    ``callback(record)`` is called after each epoch's checkpoint is saved.
-    An interrupt (Ctrl-C) always stops the run with ``KeyboardInterrupt``, even one that
-    arrives while a DataLoader starts its workers (:mod:`featx.core.interrupts`); the
-    completed epochs stay in ``last.pt`` for the resume.
-    """
-    arguments = dict(locals())
-    with sticky_interrupts():
-        return _finetune(**arguments)
-
-
-def _finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_class, seed, val_per_class, unfreeze,
+def run_finetune(source, backbone, out, *, mode, weights, pooling, epochs, per_class, seed, val_per_class, unfreeze,
               batch_size, lr, weight_decay, layer_decay, label_smoothing, warmup_epochs, head_epochs, patience,
               image_size, crop_scale, splits, split_seed, val_fraction, test_fraction, device, precision, workers,
               eval_batch_size, n_boot, resume, quiet, callback) -> dict:
