@@ -149,3 +149,18 @@ def test_warm_run_still_sees_a_changed_config(warm_out, tmp_path):
     assert {s.id: s.status for s in run.stages}["extract:tiny"] == "to run"
     with pytest.raises(Exception, match="backbones\\[0\\].*no_such_net"):
         run_pipeline(warm_out, out=out, dry_run=True, overrides=["backbones.0.name=no_such_net"])
+
+
+def test_background_decode_gives_the_same_features(tmp_path, monkeypatch):
+    from featx import FeatureStore, extract
+
+    images = write_image_folder(tmp_path / "images", n_per_class=5, classes=("a", "b"), size=(40, 30))
+    stores = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("FEATX_DECODE_THREAD", flag)
+        extract(images, "test_efficientnet", tmp_path / f"s{flag}.h5", weights="random", device="cpu", workers=0,
+                batch_size=3, quiet=True)
+        store = FeatureStore(tmp_path / f"s{flag}.h5")
+        stores[flag] = (list(store.ids), np.asarray(store.features()))
+    assert stores["0"][0] == stores["1"][0]
+    assert np.array_equal(stores["0"][1], stores["1"][1])
