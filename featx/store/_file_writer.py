@@ -31,6 +31,7 @@ from ._store import (
     _padded,
     damaged_error,
     encode_reasons,
+    header_digest,
     run_record,
     store_header,
     write_listing,
@@ -93,6 +94,7 @@ class StoreWriter:
                     h5.attrs["feature_sets"] = json.dumps(extra_sets)
                     for extra in extra_sets:
                         _checked_dataset(h5, f"feature_sets/{extra['name']}", (len(ids), extra["dim"]), dtype, fillvalue=0)
+                _seal(h5, (ids, labels, splits))
             os.replace(tmp, path)
         fsync_dir(path.parent)
         return cls(path, _open_h5(path, "r+"))
@@ -177,6 +179,7 @@ class StoreWriter:
 
                 hashes = [h.decode("ascii") for h in self.h5["item_hash"][:]]
                 _set_attr(self.h5, "content_digest", digest_of_hashes(hashes), _DIGEST_ATTR_BYTES)
+            _seal(self.h5)
             _set_attr(self.h5, "run", json.dumps(run_info, sort_keys=True), _RUN_ATTR_BYTES)
             _set_attr(self.h5, "finished", time.strftime("%Y-%m-%dT%H:%M:%S%z"), _FINISHED_ATTR_BYTES)
             _fsync(self.h5)
@@ -194,6 +197,13 @@ def _set_attr(h5: h5py.File, name: str, text: str, reserved: int) -> None:
         h5.attrs.modify(name, _padded(text, reserved))
     else:
         h5.attrs[name] = _padded(text, reserved)
+
+
+def _seal(h5: h5py.File, listing: tuple | None = None) -> None:
+    """(Re)write ``header_sha256`` over the header as it is now (at create, and at finish: the content
+    digest, or an import's late fingerprint); ``listing``: (ids, labels, splits), else read from the file."""
+    ids, labels, splits = listing or (h5["ids"].asstr()[:], h5["labels"][:], h5["splits"].asstr()[:])
+    _set_attr(h5, "header_sha256", header_digest(h5, ids, labels, splits), _HASH_BYTES)
 
 
 def _write_attrs(h5: h5py.File, config: dict, fingerprint: str, class_names) -> None:

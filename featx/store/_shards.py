@@ -78,7 +78,12 @@ def _read_manifest(path: Path) -> dict:
         raise FeatxError(f"{manifest} is not a featx sharded-store manifest")
     if int(data.get("featx_format", 0)) > FORMAT_VERSION:
         raise FeatxError(f"{path} uses store format {data['featx_format']}; this featx reads up to {FORMAT_VERSION}")
-    # Manifests written before the digest have none (they keep opening; their shards are still checked).
+    # Format 1 manifests written before the digest have none (they keep opening; their shards are still
+    # checked). Format 2 ones, and format 1 ones with a nonce (written by the same code), always carry it:
+    # one without it was edited, not written before digests.
+    if "manifest_sha256" not in data and (int(data.get("featx_format", 0)) >= 2 or "nonce" in data):
+        raise StoreDamagedError(f"{manifest} was edited or damaged (it has no manifest_sha256, which every manifest "
+                                "of its format carries); re-run extract with --overwrite")
     if "manifest_sha256" in data and data["manifest_sha256"] != manifest_digest(data):
         raise StoreDamagedError(f"{manifest} was edited or damaged (its fields no longer match its manifest_sha256); "
                                 "re-run extract with --overwrite")

@@ -1,6 +1,6 @@
 """The HDF5 feature store: one file per (source, backbone, weights, preprocessing, pooling).
 
-Layout (format 1), documented in the README::
+Layout (format 2; ``docs/store-format.md``)::
 
     /features      (N, D) float32 or float16   one row per source item, in source order
     /labels        (N,)   int64                class index into attrs["class_names"]
@@ -14,7 +14,8 @@ Layout (format 1), documented in the README::
     attrs: featx_format, config (JSON), fingerprint, class_names (JSON), versions (JSON),
            complete (bool), created, finished, run (JSON: device, batch size, timings),
            content_digest (one hash over /item_hash, set at finish),
-           feature_sets (JSON list of {name, dim, layer, ...}; absent when there are none)
+           feature_sets (JSON list of {name, dim, layer, ...}; absent when there are none),
+           header_sha256 (format 2: a hash over what the rows mean, see :func:`header_digest`)
 
 The per-row arrays carry HDF5's Fletcher-32 checksum per chunk, so damaged bytes fail
 at read instead of being used. How a file is written (and why an interrupted run never
@@ -22,6 +23,7 @@ leaves broken metadata) is in ``_file_writer``; the sharded layout in ``_shards`
 
 Stores written before per-item hashes (no ``/item_hash``) keep their old fingerprint
 (ids, labels, splits, file sizes and mtimes) and are checked and reused as before.
+Format 1 stores, written before ``header_sha256``, open unhashed; every format 2 store has one.
 """
 
 from __future__ import annotations
@@ -43,12 +45,16 @@ __all__ = ["FeatureStore", "STATUS_PENDING", "STATUS_DONE", "STATUS_SKIPPED", "F
            "damaged_error", "check_existing", "check_store_items", "diff_configs", "encode_reasons", "run_record",
            "store_header", "write_listing"]
 
-FORMAT_VERSION = 1
+# Format 2: every store carries a hash over what its rows mean (a file's header_sha256, a manifest's
+# manifest_sha256), so a missing one is an edit; format 1 stores, written before, open without one.
+FORMAT_VERSION = 2
 STATUS_PENDING, STATUS_DONE, STATUS_SKIPPED = 0, 1, 2
 _REASON_BYTES = 256
 
 
 _HASH_BYTES = 64
+# What a file store's header_sha256 covers: every attribute whose edit changes what the rows mean.
+_HEADER_ATTRS = ("featx_format", "config", "fingerprint", "class_names", "feature_sets", "content_digest")
 _FIX = "delete it, or run `featx extract` again with --overwrite"
 
 
@@ -186,9 +192,12 @@ class FeatureStore:
                 self._all_splits = h5["splits"].asstr()[:]
                 skipped = np.flatnonzero(status == STATUS_SKIPPED)
                 reasons = h5["skip_reasons"][skipped] if skipped.size else []
+                problem = header_problem(h5, self._all_ids, self._all_labels, self._all_splits) if fmt >= 2 else None
             except (OSError, KeyError, ValueError, TypeError) as exc:
                 # Unreadable attributes or a failed checksum: damaged bytes, never a traceback.
                 raise damaged_error(self.path, _first_line(exc)) from None
+        if problem:
+            raise damaged_error(self.path, problem)
         return meta, status, {int(i): bytes(r).decode("utf-8", "replace").rstrip("\x00") for i, r in zip(skipped, reasons)}
 
     def item_records(self) -> tuple[np.ndarray, list[str]]:
@@ -395,6 +404,28 @@ def store_header(config: dict, fingerprint: str, class_names) -> dict:
     return {"featx_format": FORMAT_VERSION, "config": _canonical(config), "fingerprint": fingerprint,
             "class_names": list(class_names), "versions": library_versions(xgboost=False), "complete": False,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": "", "run": {}}
+
+
+def header_digest(h5: h5py.File, ids, labels, splits) -> str:
+    """sha256 over what a file store's rows mean: the attributes of ``_HEADER_ATTRS``, the shape and
+    dtype of ``/features``, and the item listing (``/ids`` and ``/splits`` carry no HDF5 checksum)."""
+    header = {name: _attr_text(h5, name) for name in _HEADER_ATTRS}
+    header["features"] = [list(h5["features"].shape), str(h5["features"].dtype)]
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for column in (ids, splits):  # ids hold no NUL (the sources refuse one), splits are train/val/test/""
+        digest.update("\x00".join(map(str, column)).encode("utf-8") + b"\x01")
+    digest.update(np.asarray(labels, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def header_problem(h5: h5py.File, ids, labels, splits) -> str | None:
+    """What is wrong with a format 2 file's ``header_sha256`` (None when it matches)."""
+    recorded = _attr_text(h5, "header_sha256")
+    if recorded is None:
+        return "no header_sha256, which every format 2 store carries: its attributes were edited"
+    if recorded != header_digest(h5, ids, labels, splits):
+        return "its attributes or item listing (config, class names, ids, labels, splits) were edited"
+    return None
 
 
 def write_listing(h5: h5py.File, ids, labels, splits) -> None:
