@@ -1,11 +1,15 @@
 """Every store carries a hash over what its rows mean: a sharded manifest its manifest_sha256
 (refused when missing in a format that always writes it), a single file its header_sha256
-(over the attributes and the item listing); stores written before either keep opening."""
+(over the attributes and the item listing); stores written before either keep opening. A
+killed export's temporary file is removed by the next export to that OUT."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -15,7 +19,7 @@ from click.testing import CliRunner
 from featx import FeatureStore, extract
 from featx.cli import cli
 from featx.core.errors import StoreDamagedError
-from featx.store import FORMAT_VERSION, verify_store
+from featx.store import FORMAT_VERSION, export_store, verify_store
 
 from .conftest import write_image_folder
 
@@ -140,3 +144,24 @@ def test_a_resumed_file_store_is_sealed_again(folder, tiny_spec, single):
         h5.attrs.modify("complete", False)
     again = extract(folder, tiny_spec, single, quiet=True, workers=0)
     assert again.complete and not again.reused and verify_store(single).ok
+
+
+# -- export: a killed export's temporary file ----------------------------------------------
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_export_removes_a_killed_exports_temporary_file(made, tmp_path):
+    out = tmp_path / "f.parquet"
+    stale = tmp_path / f".f.parquet.{_dead_pid()}.tmp"
+    live = tmp_path / f".f.parquet.{os.getppid()}.tmp"  # a running process's: not ours to remove
+    other = tmp_path / f".g.parquet.{_dead_pid()}.tmp"  # another OUT's: left to that OUT's export
+    for path in (stale, live, other):
+        path.write_bytes(b"PAR1 half written")
+    export_store(made[0], out)
+    assert out.is_file() and not stale.exists()
+    assert live.exists() and other.exists()
