@@ -215,9 +215,9 @@ class ShardedWriter:
         """Add shards committed on disk after the last manifest write (driver killed in between)."""
         for shard in sorted(self.path.iterdir()):
             match = SHARD_RE.match(shard.name)
-            if not match or str(int(match.group(1))) in self.manifest["shards"]:
+            index = int(match.group(1)) if match else -1
+            if shard.name != shard_name(index) or str(index) in self.manifest["shards"]:
                 continue
-            index = int(match.group(1))
             start, stop = self.shard_range(index)
             entry = {"name": shard.name, "start": start, "stop": stop, "sha256": None}
             fields = self._keep(entry) if index < self.manifest["n_shards"] else None
