@@ -38,9 +38,13 @@ __all__ = [
     "ArraySource",
     "SPLIT_NAMES",
     "check_label_spellings",
+    "UNLABELLED",
 ]
 
 SPLIT_NAMES = ("train", "val", "test")
+#: The label of a sample kept without one (``allow_unlabelled``): extracted and stored, never a
+#: class. Splits leave it out (:func:`featx.data.assign_splits`), so no head trains or scores on it.
+UNLABELLED = -1
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}
 
 
@@ -106,6 +110,11 @@ class Source:
     @property
     def labels(self) -> np.ndarray:
         return np.array([item.label for item in self.items], dtype=np.int64)
+
+    @property
+    def n_unlabelled(self) -> int:
+        """Items kept without a label (``allow_unlabelled``); 0 for every other source."""
+        return sum(item.label == UNLABELLED for item in self.items)
 
     @property
     def ids(self) -> list[str]:
@@ -292,8 +301,9 @@ class CsvSource(_FileSource):
 
     kind = "csv"
 
-    def __init__(self, csv_path: str | os.PathLike, max_pixels: int | None = None):
+    def __init__(self, csv_path: str | os.PathLike, max_pixels: int | None = None, allow_unlabelled: bool = False):
         self.csv_path = Path(csv_path)
+        self.allow_unlabelled = allow_unlabelled
         self.root = self.csv_path.parent
         self.name = self.csv_path.stem
         self.max_pixels = max_pixels
@@ -303,9 +313,10 @@ class CsvSource(_FileSource):
         if not rows:
             raise FeatxUsageError(f"{self.csv_path}: no rows")
         _refuse_aliases(self.csv_path, self.root, rows)
-        self.class_names = sorted({label for _, _, label, _ in rows})
+        # An empty label (allowed with allow_unlabelled only) is no class: its item gets UNLABELLED.
+        self.class_names = sorted({label for _, _, label, _ in rows} - {""})
         check_label_spellings(self.class_names, self.csv_path)
-        index = {name: i for i, name in enumerate(self.class_names)}
+        index = {name: i for i, name in enumerate(self.class_names)} | {"": UNLABELLED}
         self.items = [Item(path, index[label], split) for _, path, label, split in rows]
         self._files = [self.root / path for _, path, _, _ in rows]
         self._unusable = {}
@@ -335,8 +346,9 @@ class CsvSource(_FileSource):
 
     def _parse_row(self, line_no: int, row: dict) -> tuple[int, str, str, str]:
         path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
-        if not path or not label:
-            raise FeatxUsageError(f"{self.csv_path}:{line_no}: empty path or label")
+        if not path or not (label or self.allow_unlabelled):
+            hint = "" if label else " (--allow-unlabelled keeps a row without a label, for extraction only)"
+            raise FeatxUsageError(f"{self.csv_path}:{line_no}: empty path or label{hint}")
         if "\x00" in path:
             raise FeatxUsageError(f"{self.csv_path}:{line_no}: path contains a NUL character")
         split = (row.get("split") or "").strip().lower()
