@@ -41,7 +41,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..core.errors import BadImageError, FeatxError, FeatxUsageError
+from ..core.errors import BadImageError, FeatxUsageError, missing_extra
 from ._images import load_image
 from ._sources import UNLABELLED, Item, Source, check_label_spellings
 
@@ -272,7 +272,7 @@ def _pyarrow():
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise FeatxError("Parquet sources need pyarrow: pip install 'featx[parquet]' (or 'featx[ray]')") from None
+        raise missing_extra("Parquet sources need pyarrow (also in the ray extra)", "parquet") from None
     return pq
 
 

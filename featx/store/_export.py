@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxUsageError, missing_extra
 from ..core.io import disk_errors, fsync_dir
 from ._place import check_apart
 from ._shards import iter_verified_shards
@@ -70,7 +70,7 @@ def export_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise FeatxError("export to Parquet needs pyarrow: pip install 'featx[parquet]'") from None
+        raise missing_extra("export to Parquet needs pyarrow", "parquet") from None
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     out = Path(out)
     _check_out(store, out, overwrite)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxUsageError, missing_extra
 from ._lock import writer_lock
 from ._place import is_featx_store, swap_in
 from ._shard_writer import ShardedWriter
@@ -328,7 +328,7 @@ def _read_parquet(src: Path, feature_columns: list[str] | None) -> dict:
     try:
         import pyarrow.dataset as ds
     except ImportError:
-        raise FeatxError("--format parquet needs pyarrow: pip install 'featx[parquet]'") from None
+        raise missing_extra("--format parquet needs pyarrow", "parquet") from None
     try:
         dataset = ds.dataset(str(src), format="parquet")
         names = dataset.schema.names
