@@ -260,9 +260,10 @@ class WebDatasetSource(Source):
             handle.seek(offset)
             return _decode(handle.read(size), self.max_pixels)
 
-    def _content_markers(self) -> Sequence[str]:
-        stats = [p.stat() for p in self.shards]
-        return [f"{stats[s].st_size}:{stats[s].st_mtime_ns}:{w}" for s, w in self._where]
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
+        where = self._where if indices is None else [self._where[int(i)] for i in indices]
+        stats = {s: self.shards[s].stat() for s in {s for s, _ in where}}  # the shards holding these items
+        return [f"{stats[s].st_size}:{stats[s].st_mtime_ns}:{w}" for s, w in where]
 
     def describe(self) -> dict:
         return {"kind": self.kind, "name": self.name, "n_items": len(self.items), "shards": len(self.shards)}
@@ -390,10 +391,12 @@ class ParquetSource(Source):
             value = value.get("bytes")
         return bytes(value) if value else None
 
-    def _content_markers(self) -> Sequence[str]:
-        stats = [p.stat() for p in self.files]
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
+        indices = range(len(self._where)) if indices is None else [int(i) for i in indices]
+        stats = {f: self.files[f].stat() for f in {self._where[i][0] for i in indices}}
         markers = []
-        for index, (f, g, r) in enumerate(self._where):
+        for index in indices:
+            f, g, r = self._where[index]
             marker = f"{stats[f].st_size}:{stats[f].st_mtime_ns}:{g}:{r}"
             paths = self._paths[f]
             if paths is not None:  # an image held by path: its own file's stat data too

@@ -97,7 +97,12 @@ class Source:
             digest.update(f"{item.id}\x1f{item.label}\x1f{item.split}\x1f{marker}\n".encode())
         return digest.hexdigest()
 
-    def _content_markers(self) -> Sequence[str]:
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
+        """A marker of each item's content (all items, or those at ``indices``, in that order).
+
+        Each marker depends on its own item alone (and the file holding it), so the markers of a
+        few items are the very strings the full list holds for them (a subset's cache key).
+        """
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -181,10 +186,10 @@ class _FileSource(Source):
     def structure_fingerprint(self) -> str:
         return structure_digest(self.class_names, self.items)
 
-    def _content_markers(self) -> Sequence[str]:
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
         # Size and mtime: cheap, and they change whenever a file is rewritten.
         markers = []
-        for path in self._files:
+        for path in self._files if indices is None else [self._files[int(i)] for i in indices]:
             try:
                 st = path.stat()
                 markers.append(f"{st.st_size}:{st.st_mtime_ns}")
@@ -432,8 +437,9 @@ class ArraySource(Source):
             return to_rgb(image)
         return Image.fromarray(np.ascontiguousarray(image), mode="RGB")
 
-    def _content_markers(self) -> Sequence[str]:
-        return [hashlib.sha1(np.asarray(self.load(i)).tobytes()).hexdigest() for i in range(len(self))]
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
+        return [hashlib.sha1(np.asarray(self.load(int(i))).tobytes()).hexdigest()
+                for i in (range(len(self)) if indices is None else indices)]
 
 
 class DigitsSource(ArraySource):
@@ -461,7 +467,7 @@ class DigitsSource(ArraySource):
             name="digits",
         )
 
-    def _content_markers(self) -> Sequence[str]:
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
         # The data ships inside scikit-learn; hashing the whole array once is enough.
         whole = hashlib.sha1(np.ascontiguousarray(self.images).tobytes()).hexdigest()
-        return [whole] * len(self.items)
+        return [whole] * (len(self.items) if indices is None else len(indices))
