@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ._bench import bench_logreg, synthetic_problem
 from ._bench_stream import bench_heads
+from ._evaluate_model import evaluate_model
 from ._export_model import EXPORT_MODEL_FORMATS, EXPORTABLE_HEADS, EXPORTABLE_KINDS, export_model
 from ._featuresets import FeatureSet, is_per_store, open_features, parse_feature_set, parse_store_sets
 from ._mlp import MLPClassifier
@@ -37,6 +38,7 @@ from ._train import (
 
 __all__ = [
     "bench_heads",
+    "evaluate_model",
     "export_model",
     "EXPORT_MODEL_FORMATS",
     "EXPORTABLE_HEADS",
