@@ -184,6 +184,20 @@ def test_export_gives_unlabelled_rows_no_class_name(unlabelled_store, tmp_path):
     assert set(table["label_name"]) - {None} == {"0", "1"}
 
 
+def test_an_export_with_unlabelled_rows_imports_back_with_them_in_no_split(unlabelled_store, tmp_path):
+    pytest.importorskip("pyarrow")
+    from featx.store import export_store, read_import_source, write_store
+
+    parts = read_import_source(export_store(unlabelled_store, tmp_path / "x.parquet"), "parquet")
+    back = write_store(tmp_path / "back.h5", parts["features"], parts["labels"], ids=parts["ids"],
+                       splits=parts["splits"])
+    assert back.info()["n_unlabelled"] == N_UNLABELLED and back.class_names == ["0", "1"]
+    split, _ = back.split_assignment()
+    assert set(split[back.labels < 0]) == {""} and "" not in set(split[back.labels >= 0])
+    with pytest.raises(FeatxUsageError, match="found -2"):
+        write_store(tmp_path / "bad.h5", np.zeros((3, 2), np.float32), [0, 1, -2])
+
+
 def test_cli_extract_flag_and_info_show_the_count(tmp_path):
     shard = str(_shard(tmp_path / "s" / "0.tar"))
     runner = CliRunner()
