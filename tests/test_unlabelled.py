@@ -213,6 +213,20 @@ def test_cli_extract_flag_and_info_show_the_count(tmp_path):
     assert f"{N_UNLABELLED} of them unlabelled" in info.output
 
 
+def test_cli_finetune_flag_reads_the_source_as_the_store_does(unlabelled_store, tmp_path):
+    shard = str(_shard(tmp_path / "s" / "0.tar"))
+    runner = CliRunner()
+    tuned = runner.invoke(cli, ["finetune", "--source", shard, "--allow-unlabelled", "--mode", "linear", "--epochs", "1",
+                                "--backbone", "test_efficientnet", "--weights", "random", "--image-size", "32",
+                                "--batch-size", "8", "--workers", "0", "--device", "cpu", "-q",
+                                "--out", str(tmp_path / "ft")])
+    assert tuned.exit_code == 0, tuned.output
+    doc = json.loads((tmp_path / "ft" / "splits.json").read_text())
+    assert len(doc["ids"]["unlabelled"]) == N_UNLABELLED
+    heads = train_heads(unlabelled_store, ["logreg"], out=tmp_path / "heads")
+    assert doc["digest"] == heads[0]["splits_digest"]  # the very split the heads used
+
+
 def test_sharded_store_keeps_unlabelled_rows_too(tmp_path):
     src = open_source(str(_shard(tmp_path / "s" / "0.tar")), allow_unlabelled=True)
     store = extract(src, "test_efficientnet", tmp_path / "sh", weights="random", quiet=True, workers=0, shard_size=16)
@@ -230,3 +244,24 @@ def test_pipeline_source_option_is_checked(tmp_path):
         load_pipeline(path)
     path.write_text("source: {path: digits, allow_unlabelled: true}\nbackbones: [test_efficientnet]\nheads: [logreg]\n")
     assert load_pipeline(path).source["allow_unlabelled"] is True
+
+
+def test_run_keeps_unlabelled_samples_out_of_heads_and_fine_tunes_alike(tmp_path):
+    import yaml
+
+    shard = _shard(tmp_path / "s" / "0.tar")
+    config = tmp_path / "p.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "unlab", "source": {"path": str(shard), "allow_unlabelled": True},
+        "backbones": [{"name": "test_efficientnet", "weights": "random", "label": "tiny"}], "heads": ["logreg"],
+        "finetune": [{"mode": "linear", "epochs": 1, "batch_size": 8, "image_size": 32}],
+        "device": "cpu", "out": str(tmp_path / "out"), "raw_pixels": False,
+    }))
+    result = CliRunner().invoke(cli, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    entries = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert sorted(e["head"] for e in entries) == ["finetune:linear", "logreg"]
+    # One split for both, drawn over the labelled samples only: the unlabelled ones are in none.
+    assert len({e["splits_digest"] for e in entries}) == 1
+    assert all(e["split_rule"]["unlabelled"] == N_UNLABELLED and e["class_names"] == ["0", "1"] for e in entries)
+    assert all(sum(map(sum, e["confusion_matrix"])) == e["n_test"] for e in entries)

@@ -62,7 +62,8 @@ def _test_split(model_dir: Path, src, row: dict, splits) -> tuple[np.ndarray, di
                               "give it with --splits")
     if row.get("splits_digest") not in (None, splits_digest(src.ids, split)):
         raise FeatxUsageError(f"this source's split is not the one {model_dir} was scored on (other items, labels "
-                              "or splits than the source it was trained on); give that source, or --splits FILE")
+                              "or splits than the source it was trained on, or its store was a --per-class/--limit "
+                              "subset); give that source, or --splits FILE")
     return split, rule
 
 
