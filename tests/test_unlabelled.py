@@ -122,6 +122,8 @@ def test_unlabelled_items_are_in_no_split_and_leave_the_others_as_they_were():
     # The labelled items get the very split they get without the unlabelled ones beside them.
     assert list(with_unlabelled[:60]) == list(alone) and set(with_unlabelled[60:]) == {""}
     assert rule["unlabelled"] == 9
+    named, _ = assign_splits(ids, np.array(["abc"[k] for k in labels]), seed=3)  # labels as names: as before
+    assert list(named) == list(alone)
 
 
 def test_splits_json_lists_unlabelled_items_apart_and_reads_them_back(tmp_path):

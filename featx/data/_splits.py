@@ -78,7 +78,8 @@ def assign_splits(
     ids = np.asarray([str(i) for i in ids])
     labels = np.asarray(labels)
     given = np.asarray(source_splits if source_splits is not None else [""] * len(ids), dtype=object).astype(str)
-    labelled = labels >= 0
+    # Class codes below 0 are unlabelled; labels given as names (the public API allows them) never are.
+    labelled = labels >= 0 if labels.dtype.kind in "iuf" else np.ones(len(ids), dtype=bool)
     out = np.where(given == "", "train", given).astype("<U5")
     out[~labelled] = ""
     present = set(np.unique(given[labelled])) - {""}
