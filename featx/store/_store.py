@@ -362,6 +362,7 @@ class FeatureStore:
             "n_items": self.n_items,
             "n_done": self.n_done,
             "n_skipped": len(self.skipped),
+            "n_unlabelled": int((self.labels < 0).sum()),  # label -1 (extract --allow-unlabelled): in no split
             "n_pending": self.n_pending,
             "dim": self.dim,
             "dtype": self.feature_dtype,
