@@ -14,7 +14,9 @@ _LAZY = {
     "bench_logreg": "._bench",
     "synthetic_problem": "._bench",
     "bench_heads": "._bench_stream",
+    "evaluate_model": "._evaluate_model",
     "EXPORT_MODEL_FORMATS": "._export_model",
+    "EXPORTABLE_HEADS": "._export_model",
     "EXPORTABLE_KINDS": "._export_model",
     "export_model": "._export_model",
     "FeatureSet": "._featuresets",
@@ -64,7 +66,8 @@ __getattr__, __dir__ = lazy_namespace(__name__, _LAZY)
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from ._bench import bench_logreg, synthetic_problem
     from ._bench_stream import bench_heads
-    from ._export_model import EXPORT_MODEL_FORMATS, EXPORTABLE_KINDS, export_model
+    from ._evaluate_model import evaluate_model
+    from ._export_model import EXPORT_MODEL_FORMATS, EXPORTABLE_HEADS, EXPORTABLE_KINDS, export_model
     from ._featuresets import FeatureSet, is_per_store, open_features, parse_feature_set, parse_store_sets
     from ._mlp import MLPClassifier
     from ._model import (
@@ -103,8 +106,10 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
 
 __all__ = [
     "bench_heads",
+    "evaluate_model",
     "export_model",
     "EXPORT_MODEL_FORMATS",
+    "EXPORTABLE_HEADS",
     "EXPORTABLE_KINDS",
     "Model",
     "load_model",
