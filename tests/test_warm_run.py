@@ -161,6 +161,6 @@ def test_background_decode_gives_the_same_features(tmp_path, monkeypatch):
         extract(images, "test_efficientnet", tmp_path / f"s{flag}.h5", weights="random", device="cpu", workers=0,
                 batch_size=3, quiet=True)
         store = FeatureStore(tmp_path / f"s{flag}.h5")
-        stores[flag] = (list(store.ids), np.asarray(store.features()))
+        stores[flag] = (list(store.ids), np.asarray(store.features))
     assert stores["0"][0] == stores["1"][0]
     assert np.array_equal(stores["0"][1], stores["1"][1])

@@ -15,9 +15,9 @@ _LAZY = {
     "synthetic_problem": "._bench",
     "bench_heads": "._bench_stream",
     "evaluate_model": "._evaluate_model",
-    "EXPORT_MODEL_FORMATS": "._export_model",
-    "EXPORTABLE_HEADS": "._export_model",
-    "EXPORTABLE_KINDS": "._export_model",
+    "EXPORT_MODEL_FORMATS": "._exportable",
+    "EXPORTABLE_HEADS": "._exportable",
+    "EXPORTABLE_KINDS": "._exportable",
     "export_model": "._export_model",
     "FeatureSet": "._featuresets",
     "is_per_store": "._featuresets",
@@ -67,7 +67,8 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from ._bench import bench_logreg, synthetic_problem
     from ._bench_stream import bench_heads
     from ._evaluate_model import evaluate_model
-    from ._export_model import EXPORT_MODEL_FORMATS, EXPORTABLE_HEADS, EXPORTABLE_KINDS, export_model
+    from ._export_model import export_model
+    from ._exportable import EXPORT_MODEL_FORMATS, EXPORTABLE_HEADS, EXPORTABLE_KINDS
     from ._featuresets import FeatureSet, is_per_store, open_features, parse_feature_set, parse_store_sets
     from ._mlp import MLPClassifier
     from ._model import (

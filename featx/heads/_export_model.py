@@ -32,15 +32,11 @@ from torch import nn
 from ..core.errors import FeatxUsageError, missing_extra
 from ..core.io import json_text, write_atomic
 from ..extraction import embed_batch
+from ._exportable import EXPORT_MODEL_FORMATS, EXPORTABLE_HEADS, EXPORTABLE_KINDS
 from ._model import PYTHON_WEIGHTS, Model, open_model
 
 __all__ = ["export_model", "EXPORT_MODEL_FORMATS", "EXPORTABLE_HEADS", "EXPORTABLE_KINDS"]
 
-EXPORT_MODEL_FORMATS = ("onnx", "torchscript")
-#: Head kinds written as one ONNX graph (the report's hand-over reads this too); tree and kernel
-#: heads are not tensor programs.
-EXPORTABLE_HEADS = ("logreg", "linear_svm", "mlp")
-EXPORTABLE_KINDS = f"{', '.join(EXPORTABLE_HEADS)} (on any backbone, feature set or raw pixels) and fine-tunes"
 OPSET = 17
 _DATA_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 
