@@ -68,7 +68,7 @@ def test_train_engine_ray_matches_the_local_protocol(tmp_path):
 
 def test_train_engine_ray_refuses_other_heads(tmp_path):
     store = _sharded_store(tmp_path / "store", n=60, shard_size=30)
-    result = CliRunner().invoke(cli, ["train", "--features", str(store.path), "--heads", "logreg", "--engine", "ray",
+    result = CliRunner().invoke(cli, ["train", "--features", str(store.path), "--heads", "knn", "--engine", "ray",
                                       "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "xgboost head alone" in result.output
 
