@@ -36,7 +36,7 @@ def bench_ray_extract(source, backbone: str, *, weights=None, batch_size: int = 
     from ..data import open_source
     from ._backbones import resolve_backbone
     from ._bench import subset_source
-    from ._ray import _import_ray
+    from ._ray import _import_ray, _quiet_backend
 
     ray = _import_ray()
     with tempfile.TemporaryDirectory() as folder:
@@ -48,7 +48,9 @@ def bench_ray_extract(source, backbone: str, *, weights=None, batch_size: int = 
                                                               "ray_options": {"actors": n}}
         started_here = not ray.is_initialized()
         if started_here:
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            with _quiet_backend():
+                ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR",
+                         log_to_driver=False)
         try:
             load_before = os.getloadavg()
             runs = {name: [] for name in sides}
