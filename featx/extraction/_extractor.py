@@ -13,6 +13,7 @@ differs is never reused silently (see ``featx.store.check_existing``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -97,26 +98,29 @@ def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, thre
 
 
 def _subset(src: Source, per_class: int | None, limit: int | None, seed: int) -> tuple[Source, dict]:
-    """The source to extract and what its config records of the subset (``{}`` for the whole source)."""
-    if per_class is None and limit is None:
-        return src, {}
-    return subset_source(src, per_class=per_class, limit=limit, seed=seed), {"subset": subset_record(per_class, limit, seed)}
+    """The source to extract and what its config records of the subset and of unlabelled samples kept
+    (``{}`` for the whole source, every sample labelled: such a store keeps the config and id it had)."""
+    record = {}
+    if per_class is not None or limit is not None:
+        src = subset_source(src, per_class=per_class, limit=limit, seed=seed)
+        record["subset"] = subset_record(per_class, limit, seed)
+    if src.n_unlabelled:
+        record["unlabelled"] = "kept"
+    return src, record
 
 
-class _torch_threads:
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
     """``torch.set_num_threads(n)`` for a block, restoring the previous count (nothing for ``None``)."""
-
-    def __init__(self, n: int | None):
-        self.n, self.before = n, None
-
-    def __enter__(self):
-        if self.n is not None:
-            self.before = torch.get_num_threads()
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        if self.before is not None:
-            torch.set_num_threads(self.before)
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def extract(
@@ -146,7 +150,7 @@ def extract(
     per_class: int | None = None, limit: int | None = None, subset_seed: int = 0, threads: int | None = None,
     shard_size: int | None = None,
     engine: str = "local",
-    ray_options: dict | None = None,
+    ray_options: dict | None = None, allow_unlabelled: bool = False,
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
@@ -158,16 +162,16 @@ def extract(
 
     ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
     (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
-    ``crop_pct`` / ``interpolation`` override the eval preprocessing; ``per_class`` / ``limit``: a
-    stratified seeded subset (:func:`featx.data.subset_source`). Each is in the store config (so
-    its id and cache key) only when used. ``threads``: torch's CPU threads (run info only).
+    ``crop_pct`` / ``interpolation`` override the eval preprocessing; ``per_class`` / ``limit``: a stratified
+    seeded subset; ``allow_unlabelled``: samples without a label kept (label -1, no split; ``open_source``).
+    Each is in the store config (id, cache key) only when used. ``threads``: torch's CPU threads (run info).
 
     ``shard_size=N``, ``engine="ray"`` (with ``ray_options``: address, actors, gpus_per_actor)
     or a directory ``out`` write a sharded store (``docs/store-format.md``).
     """
     workers = _check_arguments(batch_size, workers, dtype, threads)
     layout = _Layout.of(out, shard_size, engine, ray_options)
-    src, subset = _subset(open_source(source, max_pixels=max_pixels), per_class, limit, subset_seed)
+    src, subset = _subset(open_source(source, max_pixels, allow_unlabelled), per_class, limit, subset_seed)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
     overrides = check_input_size(spec.model, spec.model_kwargs, preprocessing_overrides(img_size, crop_pct, interpolation))
@@ -244,8 +248,6 @@ def _disconnect(layout: _Layout) -> None:
 
 def _close_quietly(writer) -> None:
     # Closing after a failed write fails too; the first error is the one to report.
-    import contextlib
-
     with contextlib.suppress(Exception):
         writer.close()
 
@@ -291,33 +293,29 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layo
 
 
 def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool, layout: _Layout):
-    sharded = target.is_dir()
-    reopen = ShardedWriter.reopen if sharded else StoreWriter.reopen
-    writer = None
-    if sharded:
+    writer, records = None, None
+    if target.is_dir():
         _check_sharded_resume(target, store, layout)
-        # Reopening checks every listed shard's sha256 (a damaged one is dropped and rebuilt), so a
-        # reused store is one whose bytes are what was committed, not one that only says so.
-        writer = reopen(target)
-        store = FeatureStore(target)
-    check = check_store_items(store, src)
+        # Reopening reads every listed shard once, through the verified read (a damaged one is dropped and
+        # rebuilt), and keeps its item records: a reused store's bytes are what was committed.
+        writer = ShardedWriter.reopen(target)
+        store, records = FeatureStore(target), writer.records
+    check = check_store_items(store, src, records)
     touched, changed = (check.touched, check.changed) if check is not None else ({}, [])
-    if store.complete and not (touched or changed) and not sharded:
+    if store.complete and not (touched or changed) and writer is None:
         store.reused = True
         return store
-    writer = writer or reopen(target)
+    writer = writer or StoreWriter.reopen(target)
     if touched or changed:
         writer.refresh_items(touched, changed)
     if changed and not quiet:
         print(f"featx: {len(changed)} file(s) changed since extraction (first: {store.all_ids[changed[0]]}); "
               "extracting them again", file=sys.stderr)
-    if len(writer.pending_rows()) == 0:
+    if store.complete and not changed:  # only stat data (and so shard hashes) were refreshed
         _close_quietly(writer)
-        reused = FeatureStore(target)
-        if reused.complete:
-            reused.reused = True
-            return reused
-        writer = reopen(target)
+        store = FeatureStore(target)
+        store.reused = True
+        return store
     return writer
 
 
@@ -343,32 +341,25 @@ def _run_ray(writer, src, spec, data_config, cluster, prec, dtype, batch_size, s
 
 def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet, compile,
          decode, recipe: FeatureRecipe | None = None, threads: int | None = None) -> dict:
-    with _torch_threads(threads):
-        info = _run_threaded(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
-                             quiet, compile, decode, recipe)
-    return {**info, "threads": threads or torch.get_num_threads()}
-
-
-def _run_threaded(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet,
-                  compile, decode, recipe: FeatureRecipe | None = None) -> dict:
     if channels_last is None:
         channels_last = dev.type == "cuda"
-    model = prepare_model(model, dev, bool(channels_last), compile=False)
-    workers = resolve_workers(workers, dev)
-    input_size = tuple(data_config["input_size"])
-    batch_size, auto = resolve_batch_size(batch_size, model, input_size, dev, prec, bool(channels_last))
-    if auto and not quiet:
-        why = "largest power of two that fits" if dev.type == "cuda" else "the measured-best CPU default"
-        print(f"featx: batch size auto -> {batch_size} ({why})", file=sys.stderr)
-    if compile:
-        # Compiled after sizing: the trial batches would each trigger a recompilation.
-        model = torch.compile(model)
-    batches = writer.batches(batch_size)
-    info = run_extraction(writer, src, model, data_config, batches, dev=dev, precision=prec, workers=workers,
-                          channels_last=bool(channels_last), strict=strict, quiet=quiet, decode=decode,
-                          recipe=recipe)
+    with _torch_threads(threads):
+        model = prepare_model(model, dev, bool(channels_last), compile=False)
+        workers = resolve_workers(workers, dev)
+        input_size = tuple(data_config["input_size"])
+        batch_size, auto = resolve_batch_size(batch_size, model, input_size, dev, prec, bool(channels_last))
+        if auto and not quiet:
+            why = "largest power of two that fits" if dev.type == "cuda" else "the measured-best CPU default"
+            print(f"featx: batch size auto -> {batch_size} ({why})", file=sys.stderr)
+        if compile:
+            # Compiled after sizing: the trial batches would each trigger a recompilation.
+            model = torch.compile(model)
+        info = run_extraction(writer, src, model, data_config, writer.batches(batch_size), dev=dev, precision=prec,
+                              workers=workers, channels_last=bool(channels_last), strict=strict, quiet=quiet,
+                              decode=decode, recipe=recipe)
+        used_threads = torch.get_num_threads()
     # compile, decode and sizing are how the run went, not what the features are: kept
     # here, out of the config (the cache key); see README "Performance".
     return {"device": str(dev), "batch_size": batch_size, "batch_size_auto": auto, "workers": workers,
             "channels_last": bool(channels_last), "compile": bool(compile), "decode": decode, "precision": prec,
-            **info}
+            **info, "threads": used_threads}

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import FeatxError
+from ..core.errors import missing_extra
 from ..extraction import join_ray, ray_errors
 from ._stream_logreg import select_logreg_stream
 
@@ -132,7 +132,7 @@ def select_logreg_ray(spec, fixed: dict, seed: int, train, val, refit, *, ray_op
         import ray
         import ray.train.torch  # noqa: F401
     except ImportError:
-        raise FeatxError("--engine ray needs Ray Train: pip install 'featx[ray]'") from None
+        raise missing_extra("--engine ray needs Ray Train", "ray") from None
     workers = int(ray_options.get("workers") or 2)
     store = train.store
     config = {"path": str(Path(store.path).resolve()), "head": spec.name, "fixed": dict(fixed), "seed": int(seed),
