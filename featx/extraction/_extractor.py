@@ -83,11 +83,6 @@ class _Layout:
     def sharded(self) -> bool:
         return self.shard_size is not None
 
-    @property
-    def records(self) -> bool:
-        """Per-item content hashes: written by the local loop (Ray actors do not read the files' records)."""
-        return self.engine == "local"
-
 
 def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, threads: int | None = None) -> int | str:
     """Check the run options; the number of loader workers (or ``"auto"``)."""
@@ -285,8 +280,10 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layo
     # Every set's width from one pass on a blank image (just the pooled one without --layers).
     sets = feature_set_layout(model, data_config["input_size"], next(model.parameters()).device,
                               recipe or FeatureRecipe())
-    records = layout.records and src.item_paths() is not None
-    common = dict(config=config, fingerprint=src.structure_fingerprint() if layout.records else src.fingerprint(),
+    # Per-item content hashes for file sources, whichever engine writes the shards (both read each
+    # file's bytes once, hash them and decode them), so either engine can resume the other's store.
+    records = src.item_paths() is not None
+    common = dict(config=config, fingerprint=src.structure_fingerprint(),
                   ids=src.ids, labels=src.labels, splits=[item.split for item in src.items],
                   class_names=src.class_names, dim=sets[0]["dim"], dtype=dtype, item_records=records,
                   extra_sets=sets[1:])
@@ -327,9 +324,6 @@ def _check_sharded_resume(target: Path, store, layout: _Layout) -> None:
     if layout.shard_size and layout.shard_size != kept:
         print(f"featx: {target} was written with --shard-size {kept}; keeping that (not {layout.shard_size}) for "
               "this store (--overwrite rewrites it)", file=sys.stderr)
-    if store.has_item_hashes and not layout.records:
-        raise FeatxUsageError(f"{target} was written by the local engine (with per-item content hashes); resume it "
-                              "with --engine local, or --overwrite to rebuild it with Ray")
 
 
 def _run_ray(writer, src, spec, data_config, cluster, prec, dtype, batch_size, strict, quiet) -> dict:

@@ -186,6 +186,8 @@ def train_heads(
     repeats: int = 1,
     return_models: bool = False,
     max_memory: int | str | None = None,
+    engine: str = "local",
+    ray_options: Mapping | None = None,
 ) -> list[dict] | tuple[list[dict], dict[str, BaseEstimator]]:
     """Train, select and evaluate ``heads`` on ``store``; return one results entry per head.
 
@@ -216,20 +218,39 @@ def train_heads(
     memory) bounds the features a head holds: past it, ``logreg`` and ``xgboost`` stream
     the store batch by batch and the other heads are skipped with the reason
     (:func:`featx.core.memory.memory_plan`). Each results row records ``memory_path``.
+
+    ``engine="ray"`` fits the ``logreg`` head by the streaming path as one Ray Train
+    ``TorchTrainer`` task (``ray_options``: ``workers``, ``address``; :mod:`._ray_logreg`);
+    selection, scoring and saving are this function's own.
     """
     from threadpoolctl import threadpool_limits
 
+    ray = _ray_task(engine, ray_options, heads, feature_set, store, repeats)
     with threadpool_limits(threads):
         entries, models = _train_heads(open_features(store, feature_set), heads, params, per_class, seeds, out, splits,
                                        split_seed, val_fraction, test_fraction, n_boot, threads, quiet, repeats,
-                                       max_memory)
+                                       max_memory, ray)
     return (entries, models) if return_models else entries
 
 
+def _ray_task(engine: str, ray_options, heads, feature_set, store, repeats: int) -> dict | None:
+    """The Ray options of an ``engine="ray"`` run (None for local), after checking it can run on Ray."""
+    if engine not in ("local", "ray"):
+        raise FeatxUsageError(f"engine {engine!r} is not local or ray")
+    if engine == "local":
+        return None
+    if list(heads) != ["logreg"] or feature_set or repeats != 1 or not isinstance(store, (str, os.PathLike, FeatureStore)):
+        raise FeatxUsageError("engine ray fits the logreg head alone, on one store, without a feature set or repeats "
+                              "(xgboost on Ray: train_xgboost_ray)")
+    return dict(ray_options or {})
+
+
 def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction, test_fraction, n_boot,
-                 threads, quiet, repeats=1, max_memory=None) -> tuple[list[dict], dict]:
+                 threads, quiet, repeats=1, max_memory=None, ray=None) -> tuple[list[dict], dict]:
     store = _open_store(store)
     plan = plan_memory(store, max_memory, quiet)
+    if ray is not None:  # the Ray Train workers stream their shares: nothing is held in memory
+        plan = {**plan, "memory_path": "streaming"}
     specs, params, seed_list = _check_request(heads, params, seeds, per_class)
     split, rule = resolve_splits(store, splits, split_seed, val_fraction, test_fraction)
     for name in ("train", "val", "test"):
@@ -245,7 +266,8 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
         remove_stale_temps(out_dir)  # a killed train's ``.HEAD.PID.new`` / ``.results.json.PID.tmp``
         _record_splits(out_dir, store, split, rule)
     task = {"store": store, "split": split, "rule": rule, "per_class": per_class, "n_boot": n_boot,
-            "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet, "plan": plan}
+            "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet, "plan": plan,
+            "ray": ray}
     others = _repeat_tasks(task, repeats, val_fraction, test_fraction)
 
     entries, models = [], {}
@@ -472,7 +494,7 @@ def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[in
     """
     split, first = task["split"], runs[0]
     entry = {
-        **_base_entry(task["store"], spec.name),
+        **_base_entry(task["store"], spec.name), **first.get("entry_fields", {}),
         "per_class": task["per_class"], "seeds": seed_list,
         "n_train": first["n_train"], "n_val": int((split == "val").sum()), "n_test": int((split == "test").sum()),
         "refit_on": "train" if task["per_class"] is not None else "train+val",
