@@ -171,3 +171,18 @@ def test_pipeline_search_adds_its_choice_and_tags_the_row(folder, tmp_path):
     assert resolved.backbones == [] and resolved.search.to_dict() == pipeline.search.to_dict()
     with pytest.raises(FeatxUsageError, match="search.space.crop"):
         load_pipeline(path, overrides=["search.space.crop=[1.0]"])
+
+
+def test_a_pooled_candidate_shares_its_layers_twins_extraction(folder, tmp_path):
+    spec = _spec(space={"img_size": [32], "crop_pct": [1.0], "layers": ["", "-1"]}, eta=2)
+    doc = run_search(folder, spec, tmp_path / "l", split=SPLIT, quiet=True)
+    rung0 = list((tmp_path / "l" / "features").glob("a__pc2__*.h5"))
+    assert len(rung0) == 1  # two candidates, one extraction: pooled comes out of the layers pass
+    by_layers = {tuple(e["config"].get("layers", [])): e for e in doc["search"]}
+    assert set(by_layers) == {(), (-1,)}
+    # The pooled candidate is scored on pooled alone, its twin on pooled + the layer.
+    assert by_layers[()]["sets"] == ["pooled"]
+    assert by_layers[(-1,)]["sets"][0] == "pooled" and len(by_layers[(-1,)]["sets"]) == 2
+    assert doc["chosen"][0]["sets"] == by_layers[tuple(doc["chosen"][0]["options"].get("layers", []))]["sets"]
+    store = featx.FeatureStore(rung0[0])
+    assert len(store.feature_sets) == 2

@@ -60,6 +60,7 @@ class _Result:
     status: str = "running"
     reason: str = ""
     stores: dict = field(default_factory=dict)   # per_class -> store path
+    sets: list = field(default_factory=list)     # the store's sets this candidate is scored on
     correct: dict = field(default_factory=dict)  # per_class -> per val item: the proxy got it right
 
     @property
@@ -70,6 +71,7 @@ class _Result:
         rung, per_class, n_train, n_val, score = self.scores[-1] if self.scores else (None, None, 0, 0, None)
         return {"candidate": self.candidate.id, "config": self.candidate.config(), "proxy_score": score,
                 "proxy": PROXY, "subsample_size": n_train + n_val, "round": rung,
+                "sets": list(self.sets),
                 "subsample": {"per_class": per_class, "n_train": n_train, "n_val": n_val, "rung": rung},
                 "scores": [{"rung": r, "per_class": p, "proxy_score": s} for r, p, _, _, s in self.scores],
                 "cost_seconds": round(self.cost, 3), "reused": self.reused, "status": self.status,
@@ -112,6 +114,31 @@ class _Searcher:
             raise FeatxUsageError("search: the split has no val items to score candidates on; raise val_fraction")
         self.started = time.perf_counter()
         self.budget = spec.budget_minutes * 60.0
+        self.shared_layers: tuple = ()  # see share_layers
+        self.used: set[Path] = set()     # stores already charged to a candidate in this run
+
+    def share_layers(self, space: dict) -> None:
+        """Extract every candidate with the union of the space's layers: the pooled set comes out of the
+        same pass, so a pooled-only candidate and its layers twin share one extraction (half the cost)."""
+        union: list = []
+        for value in space.get("layers", ()):
+            union.extend(i for i in (value or ()) if i not in union)
+        self.shared_layers = tuple(union)
+
+    def extraction(self, candidate: Candidate) -> dict:
+        """The extract options of ``candidate``'s store: its own, with the shared layers."""
+        options = candidate.extract_options()
+        if self.shared_layers:
+            options["layers"] = list(self.shared_layers)
+        return options
+
+    def sets_of(self, candidate: Candidate, store) -> list[str]:
+        """The sets ``candidate`` is scored on: pooled, plus the sets of its own layers (by position in the union)."""
+        names = _sets(store)
+        own = candidate.option("layers") or ()
+        if not self.shared_layers:
+            return names
+        return [names[0], *(names[1 + self.shared_layers.index(i)] for i in own)]
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -134,11 +161,23 @@ class _Searcher:
         return int(np.bincount(self.src.labels[train]).max()) if train.size else 0
 
     def store_for(self, candidate: Candidate, per_class: int, items: np.ndarray):
-        """The candidate's store on ``items`` (train/val labelled as in the full split), extracted or reused."""
+        """The candidate's store on ``items`` (train/val labelled as in the full split), extracted or reused.
+        Extracted with the shared layers; when those fail (a layer the model lacks), with its own options."""
+        own = candidate.extract_options()
+        shared = self.extraction(candidate)
+        if shared != own:
+            try:
+                return self._extract(candidate, per_class, items, shared)
+            except FeatxError:
+                self.shared_layers = ()  # sets_of then reads the candidate's own store
+        return self._extract(candidate, per_class, items, own)
+
+    def _extract(self, candidate: Candidate, per_class: int, items: np.ndarray, options: dict):
         from ..data import SubsetSource
         from ..extraction import extract, resolve_backbone
 
-        key = hashlib.sha256(json.dumps({"config": candidate.config(), "per_class": per_class, "seed": self.spec.seed,
+        config = {**candidate.config(), **options}
+        key = hashlib.sha256(json.dumps({"config": config, "per_class": per_class, "seed": self.spec.seed,
                                          "split": self.split, "n": len(self.src)}, sort_keys=True,
                                         default=str).encode()).hexdigest()[:12]
         path = self.out / "features" / f"{candidate.label}__pc{per_class}__{key}.h5"
@@ -146,9 +185,13 @@ class _Searcher:
         spec = resolve_backbone(candidate.backbone["name"], weights=candidate.backbone["weights"])
         started = time.perf_counter()
         store = extract(sub, spec, path, batch_size=self.spec.batch_size, workers=self.spec.workers,
-                        threads=self.spec.threads, device=self.device, quiet=True, **candidate.extract_options())
+                        threads=self.spec.threads, device=self.device, quiet=True, **options)
         seconds = store.run_info.get("extract_seconds_total")
-        return store, float(seconds if seconds is not None else time.perf_counter() - started)
+        seconds = float(seconds if seconds is not None else time.perf_counter() - started)
+        if path in self.used:  # its twin paid for this extraction already
+            seconds = 0.0
+        self.used.add(path)
+        return store, seconds
 
 
 def _proxy(features) -> tuple[float, float, np.ndarray]:
@@ -176,7 +219,8 @@ def _evaluate(searcher: _Searcher, result: _Result, rung: int, per_class: int, i
 
     store, seconds = searcher.store_for(result.candidate, per_class, items)
     result.reused &= bool(store.reused)
-    features = store if len(store.feature_sets) == 1 else FeatureSet([store], [_sets(store)])
+    result.sets = searcher.sets_of(result.candidate, store)
+    features = store if _sets(store) == result.sets == ["pooled"] else FeatureSet([store], [result.sets])
     score, fit_seconds, result.correct[per_class] = _proxy(features)
     result.cost += seconds + fit_seconds
     result.extract_cost += seconds
@@ -250,7 +294,7 @@ def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_c
             result.reason += f"; scored again at {per_class}/class as {label}'s best for the concatenation"
         trial = [*chosen, result]
         started = time.perf_counter()
-        fs = FeatureSet([r.stores[per_class] for r in trial], [_sets(r.stores[per_class]) for r in trial])
+        fs = FeatureSet([r.stores[per_class] for r in trial], [r.sets for r in trial])
         score, _, correct = _proxy(fs)
         keep = score > best
         entry = {"candidate": " + ".join(r.candidate.id for r in trial),
@@ -294,7 +338,7 @@ def _paired(correct_a, correct_b, against: str) -> dict:
 
 def _chosen(results: list[_Result]) -> list[dict]:
     return [{"backbone": dict(r.candidate.backbone), "options": r.candidate.extract_options(), "candidate": r.candidate.id,
-             "sets": _sets(next(iter(r.stores.values())))} for r in results]
+             "sets": list(r.sets)} for r in results]
 
 
 def chosen_summary(doc: dict) -> str:
@@ -330,6 +374,7 @@ def run_search(source, spec: SearchSpec, out, *, split: dict | None = None, devi
     # Image sizes read from train/val items only: nothing of the search looks at test.
     side = image_side(SubsetSource(searcher.src, searcher.pool))
     space, note = informed_space(spec, side, _input_sides(spec))
+    searcher.share_layers(space)
     if note:
         searcher.say(note)
     results = [_Result(c) for c in candidates(spec, space)]
