@@ -52,6 +52,7 @@ from ._features import (
 from ._gpu_decode import check_gpu_decode
 from ._inputs import FEATURE_DTYPES, default_store_path, source_locations, store_config
 from ._sizing import resolve_batch_size, resolve_workers
+from ._views import ADDED_VIEW, COMPANION_VIEW, announce, plain_store, view_path
 
 __all__ = ["extract", "ENGINES", "DEFAULT_SHARD_SIZE"]
 
@@ -188,6 +189,18 @@ def extract(
     model, data_config = create_backbone(spec)
     data_config = data_config_with(model, data_config, overrides)
     config = store_config(src, spec, data_config, prec, dtype, options, decode)
+    if recipe.views == (ADDED_VIEW,) and not overwrite and layout.cluster is None:
+        # A complete store of this config without views gains the view: only the mirror pass runs.
+        plain = {**feature_options(FeatureRecipe(recipe.layers, (), recipe.pooling), overrides), **subset}
+        base = Path(out) if out is not None else default_store_path(src, spec, extra=plain)
+        if plain_store(base, store_config(src, spec, data_config, prec, dtype, plain, decode), src) is not None:
+            companion = extract(src, spec, view_path(base), batch_size=batch_size, device=device, workers=workers,
+                                precision=precision, dtype=dtype, channels_last=channels_last, strict=strict,
+                                quiet=quiet, compile=compile, decode=decode, layers=layers, views=COMPANION_VIEW,
+                                img_size=img_size, crop_pct=crop_pct, interpolation=interpolation, threads=threads,
+                                shard_size=shard_size)
+            announce(base, companion, quiet)
+            return FeatureStore(base)
     with writer_lock(path):
         target = build_target(path, overwrite)
         writer = _open_writer(target, src, config, model, data_config, dev, dtype, layout, rebuild=target != path,

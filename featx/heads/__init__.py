@@ -34,6 +34,7 @@ from ._train import (
     train_heads,
     training_rows,
 )
+from ._views import VIEW_MODES, with_views
 
 __all__ = [
     "bench_heads",
@@ -53,6 +54,8 @@ __all__ = [
     "TorchLogisticRegression",
     "MLPClassifier",
     "FeatureSet",
+    "with_views",
+    "VIEW_MODES",
     "open_features",
     "parse_feature_set",
     "parse_store_sets",

@@ -50,6 +50,7 @@ from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
 from ._select import PATH_PATIENCE, select_and_fit
 from ._stream import fit_seed_streaming, memory_fields, plan_memory, predict_streaming, score_streaming
+from ._views import with_views
 
 __all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
 
@@ -171,6 +172,7 @@ def train_heads(
     repeats: int = 1,
     return_models: bool = False,
     max_memory: int | str | None = None,
+    views: str | None = None,
 ) -> list[dict] | tuple[list[dict], dict[str, BaseEstimator]]:
     """Train, select and evaluate ``heads`` on ``store``; return one results entry per head.
 
@@ -201,18 +203,22 @@ def train_heads(
     memory) bounds the features a head holds: past it, ``logreg`` and ``xgboost`` stream
     the store batch by batch and the other heads are skipped with the reason
     (:func:`featx.core.memory.memory_plan`). Each results row records ``memory_path``.
+
+    ``views`` (``train``, ``test`` or ``both``): average each row with its mirror view (added to
+    the store with ``featx extract ... --views hflip``) on the train rows, on val and test, or on
+    all (:func:`featx.heads.with_views`); recorded in the row (``views``) and its store id.
     """
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(threads):
         entries, models = _train_heads(open_features(store, feature_set), heads, params, per_class, seeds, out, splits,
                                        split_seed, val_fraction, test_fraction, n_boot, threads, quiet, repeats,
-                                       max_memory)
+                                       max_memory, views)
     return (entries, models) if return_models else entries
 
 
 def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction, test_fraction, n_boot,
-                 threads, quiet, repeats=1, max_memory=None) -> tuple[list[dict], dict]:
+                 threads, quiet, repeats=1, max_memory=None, views=None) -> tuple[list[dict], dict]:
     store = _open_store(store)
     plan = plan_memory(store, max_memory, quiet)
     specs, params, seed_list = _check_request(heads, params, seeds, per_class)
@@ -220,6 +226,11 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
     for name in ("train", "val", "test"):
         if not np.any(split == name):
             raise FeatxUsageError(f"the {name} split of {store.path} is empty: give a store with more items per class")
+    if views is not None:
+        if repeats != 1:
+            raise FeatxUsageError("--views averages by the first split's rows; drop --repeats")
+        store = with_views(store, split, views)
+        plan = plan_memory(store, max_memory, quiet)
     _check_training_set(store, split, per_class, seed_list[0], quiet)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
