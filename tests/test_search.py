@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -186,3 +187,31 @@ def test_a_pooled_candidate_shares_its_layers_twins_extraction(folder, tmp_path)
     assert doc["chosen"][0]["sets"] == by_layers[tuple(doc["chosen"][0]["options"].get("layers", []))]["sets"]
     store = featx.FeatureStore(rung0[0])
     assert len(store.feature_sets) == 2
+
+
+def test_logme_proxy_scores_without_a_head_and_is_recorded(folder, tmp_path):
+    doc = run_search(folder, _spec(proxy="logme"), tmp_path / "m", split=SPLIT, quiet=True)
+    assert doc["proxy"].startswith("LogME") and doc["spec"]["proxy"] == "logme"
+    scores = [e["proxy_score"] for e in doc["search"]]
+    assert all(np.isfinite(scores)) and len(set(scores)) > 1
+    assert all(e["proxy"].startswith("LogME") for e in doc["search"])
+    assert doc["paired"] is None  # no per-item predictions to pair
+    with pytest.raises(FeatxUsageError, match="search.proxy"):
+        _spec(proxy="knn")
+
+
+def test_combine_reuses_the_rung_stores_and_never_extracts_at_the_last_rung(folder, tmp_path):
+    spec = parse_search({"backbones": TINY + [{"name": "test_resnet", "weights": "random", "label": "b"}],
+                         "space": {"img_size": [32, 40], "interpolation": ["bicubic", "bilinear"], "crop_pct": [1.0]},
+                         "min_per_class": 2, "eta": 2, "batch_size": 32})
+    doc = run_search(folder, spec, tmp_path / "c", split=SPLIT, quiet=True)
+    combos = [e for e in doc["search"] if " + " in e["candidate"]]
+    other = "b" if doc["chosen"][0]["backbone"]["label"] == "a" else "a"
+    reached = max(e["subsample"]["per_class"] for e in doc["search"]
+                  if " + " not in e["candidate"] and e["candidate"].startswith(other + " "))
+    # Judged where both already have stores (never below rung 1, min_per_class * eta = 4 per class).
+    assert len(combos) == 1 and combos[0]["subsample"]["per_class"] == max(4, reached)
+    assert f"at {max(4, reached)}/class" in combos[0]["reason"]
+    last = max(e["subsample"]["per_class"] for e in doc["search"] if " + " not in e["candidate"])
+    if reached < last:
+        assert not list((tmp_path / "c" / "features").glob(f"{other}__pc{last}__*.h5"))  # nothing new at the last rung

@@ -57,6 +57,8 @@ def _space(values: tuple[str, ...]) -> dict:
               help="Keep the best 1/eta per rung; each rung has eta times the items.")
 @click.option("--combine/--no-combine", default=True, show_default=True,
               help="Try concatenating the winner with the best of each other backbone.")
+@click.option("--proxy", default="logreg", show_default=True, type=click.Choice(["logreg", "logme"]),
+              help="Candidate score: logreg's val accuracy, or the LogME evidence of train + val (fits no head).")
 @click.option("--heads", "heads_", default="logreg", show_default=True, help="Heads fitted on the chosen configuration.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results directory.")
 @click.option("--search-only", is_flag=True, help="Stop after the search (write search.json); no full extraction.")
@@ -69,7 +71,7 @@ def _space(values: tuple[str, ...]) -> dict:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", "-q", is_flag=True)
-def search(source, backbones, space, budget_minutes, min_per_class, eta, combine, heads_, out, search_only, split_seed,
+def search(source, backbones, space, budget_minutes, min_per_class, eta, combine, proxy, heads_, out, search_only, split_seed,
            val_fraction, test_fraction, seed, batch_size, workers, threads, device, quiet):
     """Find the best frozen configuration on val by successive halving, then fit heads on it.
 
@@ -86,7 +88,7 @@ def search(source, backbones, space, budget_minutes, min_per_class, eta, combine
     spec = parse_search({"backbones": _backbones(backbones), "space": _space(space) or None,
                          "budget_minutes": budget_minutes, "min_per_class": min_per_class, "eta": eta,
                          "combine": combine, "seed": seed, "batch_size": batch_size,
-                         "workers": workers, "threads": threads})
+                         "workers": workers, "threads": threads, "proxy": proxy})
     heads = tuple(_head_names(heads_))  # checked before the search spends its budget
     options = SearchFit(heads=heads, split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
                         device=device, quiet=quiet, final=not search_only)

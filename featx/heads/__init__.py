@@ -8,6 +8,7 @@ from ._bench import bench_logreg, synthetic_problem
 from ._bench_stream import bench_heads
 from ._export_model import EXPORT_MODEL_FORMATS, EXPORTABLE_KINDS, export_model
 from ._featuresets import FeatureSet, is_per_store, open_features, parse_feature_set, parse_store_sets
+from ._logme import logme_score
 from ._mlp import MLPClassifier
 from ._model import CLI_WEIGHTS, PYTHON_WEIGHTS, Model, build_finetuned, image_inputs, load_model, open_model
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
@@ -54,6 +55,7 @@ __all__ = [
     "TorchLogisticRegression",
     "MLPClassifier",
     "FeatureSet",
+    "logme_score",
     "with_views",
     "VIEW_MODES",
     "open_features",

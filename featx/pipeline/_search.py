@@ -45,7 +45,8 @@ from ._search_space import Candidate, SearchSpec, candidates, informed_space
 __all__ = ["run_search", "SEARCH_FILE", "image_side", "chosen_summary"]
 
 SEARCH_FILE = "search.json"
-PROXY = "logreg val accuracy (C chosen on val)"
+PROXIES = {"logreg": "logreg val accuracy (C chosen on val)",
+           "logme": "LogME evidence per item on train + val (no head fitted)"}
 
 
 @dataclass
@@ -62,6 +63,7 @@ class _Result:
     stores: dict = field(default_factory=dict)   # per_class -> store path
     sets: list = field(default_factory=list)     # the store's sets this candidate is scored on
     correct: dict = field(default_factory=dict)  # per_class -> per val item: the proxy got it right
+    candidate_proxy: str = "logreg"
 
     @property
     def score(self) -> float:
@@ -70,7 +72,7 @@ class _Result:
     def entry(self) -> dict:
         rung, per_class, n_train, n_val, score = self.scores[-1] if self.scores else (None, None, 0, 0, None)
         return {"candidate": self.candidate.id, "config": self.candidate.config(), "proxy_score": score,
-                "proxy": PROXY, "subsample_size": n_train + n_val, "round": rung,
+                "proxy": PROXIES[self.candidate_proxy], "subsample_size": n_train + n_val, "round": rung,
                 "sets": list(self.sets),
                 "subsample": {"per_class": per_class, "n_train": n_train, "n_val": n_val, "rung": rung},
                 "scores": [{"rung": r, "per_class": p, "proxy_score": s} for r, p, _, _, s in self.scores],
@@ -194,9 +196,9 @@ class _Searcher:
         return store, seconds
 
 
-def _proxy(features) -> tuple[float, float, np.ndarray]:
-    """(val accuracy of the logreg head with C chosen on val, seconds, per val item right or not) on a
-    train/val store or set."""
+def _proxy(features, proxy: str = "logreg") -> tuple[float, float, np.ndarray | None]:
+    """(score, seconds, per val item right or not) on a train/val store or set: the logreg head's val accuracy
+    with C chosen on val, or (``logme``) the LogME evidence of train + val, which fits no head (no per-item result)."""
     from ..heads import select_and_fit
 
     started = time.perf_counter()
@@ -204,6 +206,10 @@ def _proxy(features) -> tuple[float, float, np.ndarray]:
     train, val = splits == "train", splits == "val"
     if len(np.unique(y[train])) < 2 or not val.any():
         raise FeatxError("search: a subsample has fewer than two classes in train or no val items; raise min_per_class")
+    if proxy == "logme":
+        from ..heads import logme_score
+
+        return logme_score(X[train | val], y[train | val]), time.perf_counter() - started, None
     model, record = select_and_fit("logreg", (X[train], y[train]), (X[val], y[val]), (X[train], y[train]))
     # The refit (train alone, at the chosen C) gives the val predictions the paired comparison reads.
     correct = model.predict(X[val]) == y[val]
@@ -221,7 +227,8 @@ def _evaluate(searcher: _Searcher, result: _Result, rung: int, per_class: int, i
     result.reused &= bool(store.reused)
     result.sets = searcher.sets_of(result.candidate, store)
     features = store if _sets(store) == result.sets == ["pooled"] else FeatureSet([store], [result.sets])
-    score, fit_seconds, result.correct[per_class] = _proxy(features)
+    result.candidate_proxy = searcher.spec.proxy
+    score, fit_seconds, result.correct[per_class] = _proxy(features, searcher.spec.proxy)
     result.cost += seconds + fit_seconds
     result.extract_cost += seconds
     result.stores[per_class] = store
@@ -276,11 +283,15 @@ def _halve(searcher: _Searcher, results: list[_Result]) -> tuple[list[_Result], 
 
 
 def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_class: int) -> list[dict]:
-    """Greedy concatenation of the winner with each other backbone's best candidate, at ``per_class``."""
-    from ..heads import FeatureSet
+    """Greedy concatenation of the winner with each other backbone's best candidate.
 
-    entries, chosen, best, best_correct = [], [winner], winner.score, winner.correct[per_class]
-    items = searcher.subsample(per_class)
+    Each trial is judged against what it extends on the same items, at the largest rung where
+    both already have stores (no new extraction), but never below rung 1 (``min_per_class * eta``
+    per class, capped at ``per_class``): a concatenation of wide sets fitted on 20 items per class
+    says little. Extracting every other backbone at the last rung instead cost more than the halving.
+    """
+    entries, chosen, best, best_correct, best_pc = [], [winner], winner.score, winner.correct[per_class], per_class
+    floor, base_of_best = min(per_class, searcher.spec.min_per_class * searcher.spec.eta), None
     others = {}
     for result in sorted((r for r in results if r.scores), key=lambda r: (-(r.scores[-1][1]), -r.score)):
         if result.candidate.label != winner.candidate.label:
@@ -288,41 +299,59 @@ def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_c
     for label, result in others.items():
         if searcher.elapsed > searcher.budget:
             break
-        if per_class not in result.stores:
-            if not _evaluate_or_drop(searcher, result, len(winner.scores) - 1, per_class, items):
-                continue
-            result.reason += f"; scored again at {per_class}/class as {label}'s best for the concatenation"
         trial = [*chosen, result]
+        pc = max(p for p in result.stores if all(p in r.stores for r in chosen))
+        if pc < floor:
+            pc, items = floor, searcher.subsample(floor)
+            if not all(_evaluate_or_drop(searcher, r, 1, pc, items) for r in trial if pc not in r.stores):
+                continue
+            result.reason += f"; scored again at {pc}/class as {label}'s best for the concatenation"
+        base, base_correct = _combined_score(searcher, chosen, pc)
         started = time.perf_counter()
-        fs = FeatureSet([r.stores[per_class] for r in trial], [r.sets for r in trial])
-        score, _, correct = _proxy(fs)
-        keep = score > best
+        score, correct = _combined_score(searcher, trial, pc)
+        keep = score > base
         entry = {"candidate": " + ".join(r.candidate.id for r in trial),
-                 "config": {"stores": [r.candidate.config() for r in trial]}, "proxy_score": score, "proxy": PROXY,
-                 "subsample_size": int(len(items)), "subsample": {"per_class": per_class},
-                 "cost_seconds": round(time.perf_counter() - started, 3),
+                 "config": {"stores": [r.candidate.config() for r in trial]}, "proxy_score": score,
+                 "proxy": PROXIES[searcher.spec.proxy], "subsample_size": _n_items(trial[0].stores[pc]),
+                 "subsample": {"per_class": pc}, "cost_seconds": round(time.perf_counter() - started, 3),
                  "status": "chosen" if keep else "pruned",
-                 "reason": (f"{score:.4f} above {best:.4f} without {label}" if keep
-                            else f"{score:.4f} not above {best:.4f} without {label}")}
-        searcher.say(f"combine: {entry['candidate']}: {score:.4f}")
+                 "reason": (f"{score:.4f} above {base:.4f} without {label} at {pc}/class" if keep
+                            else f"{score:.4f} not above {base:.4f} without {label} at {pc}/class")}
+        searcher.say(f"combine at {pc}/class: {entry['candidate']}: {score:.4f} (without {label}: {base:.4f})")
         for earlier in entries:
             if keep and earlier["status"] == "chosen":
                 earlier["status"], earlier["reason"] = "pruned", f"superseded by {entry['candidate']}"
         entries.append(entry)
         if keep:
-            chosen, best, best_correct = trial, score, correct
-    head = {"combination": [r.candidate.id for r in chosen], "score": best}
-    if len(chosen) > 1:
-        head["paired"] = _paired(best_correct, winner.correct[per_class], "without " + ", ".join(
-            r.candidate.label for r in chosen[1:]))
+            chosen, best, best_correct, best_pc = trial, score, correct, pc
+            base_of_best = base_correct
+    head = {"combination": [r.candidate.id for r in chosen], "score": best, "per_class": best_pc}
+    if len(chosen) > 1 and best_correct is not None:
+        head["paired"] = _paired(best_correct, base_of_best, "without " + chosen[-1].candidate.label)
     return [head, *entries]
+
+
+def _n_items(store) -> int:
+    return int(len(store.labels))
+
+
+def _combined_score(searcher: _Searcher, members: list[_Result], per_class: int) -> tuple[float, np.ndarray | None]:
+    """The proxy of ``members`` concatenated at ``per_class`` (a single member: its recorded score)."""
+    from ..heads import FeatureSet
+
+    if len(members) == 1:
+        only = members[0]
+        return next(s[4] for s in only.scores if s[1] == per_class), only.correct[per_class]
+    fs = FeatureSet([r.stores[per_class] for r in members], [r.sets for r in members])
+    score, _, correct = _proxy(fs, searcher.spec.proxy)
+    return score, correct
 
 
 def _runner_up(winner: _Result, results: list[_Result]) -> dict | None:
     """The winner against the runner-up of the last rung it shared with another candidate, on those val items."""
     for per_class in sorted(winner.correct, reverse=True):
         rivals = [r for r in results if r is not winner and per_class in r.correct]
-        if rivals:
+        if rivals and winner.correct[per_class] is not None:
             best = max(rivals, key=lambda r: max(s[4] for s in r.scores if s[1] == per_class))
             return {**_paired(winner.correct[per_class], best.correct[per_class], best.candidate.id),
                     "per_class": per_class}
@@ -388,11 +417,12 @@ def run_search(source, spec: SearchSpec, out, *, split: dict | None = None, devi
         head, *combos = _combine(searcher, winner, results, per_class)
         by_id = {r.candidate.id: r for r in results}
         chosen, score = [by_id[i] for i in head["combination"]], head["score"]
+        per_class = head["per_class"]  # where the chosen concatenation was scored
         paired = head.get("paired", paired)
         for r in chosen[1:]:
             r.status, r.reason = "chosen", f"joins the winner: the concatenation scores {score:.4f} on val"
     doc = {"search": [r.entry() for r in results] + combos, "chosen": _chosen(chosen), "score": score,
-           "per_class": per_class, "seconds": round(searcher.elapsed, 3), "note": note, "proxy": PROXY,
+           "per_class": per_class, "seconds": round(searcher.elapsed, 3), "note": note, "proxy": PROXIES[spec.proxy],
            "spec": spec.to_dict(), "split": searcher.split, "n_candidates": len(results), "paired": paired}
     doc["summary"] = chosen_summary(doc)
     write_atomic(Path(out) / SEARCH_FILE, json_text(doc))
