@@ -79,3 +79,33 @@ def test_train_views_without_the_view_is_one_line_usage_error(tmp_path, stores):
     result = CliRunner().invoke(cli, ["train", "--features", str(root / "both.h5"), "--views", "test", "--out",
                                       str(tmp_path / "r"), "-q"])
     assert result.exit_code == 2 and "has no hflip view" in result.output and "Traceback" not in result.output
+
+
+PIPE = """
+name: v
+source: {{path: {path}, val_fraction: 0.25, test_fraction: 0.25}}
+backbones:
+  - {{name: test_efficientnet, weights: random, batch_size: 16, workers: 0, crop_pct: 1.0}}
+heads: [logreg]
+raw_pixels: {{size: 8, heads: [logreg]}}
+views: {mode}
+"""
+
+
+def test_pipeline_views_key_adds_the_view_and_keys_the_heads(stores, tmp_path):
+    import json
+    import textwrap
+
+    folder = stores[0]
+    rows = {}
+    for mode in ("test", "both"):
+        path = tmp_path / f"{mode}.yaml"
+        path.write_text(textwrap.dedent(PIPE.format(path=folder, mode=mode)).lstrip())
+        run = featx.run_pipeline(path, out=tmp_path / "o", quiet=True)
+        assert not run.failed, [(s.title, s.error) for s in run.failed]
+        rows[mode] = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert list((tmp_path / "o").rglob("*.view-hflip.h5"))  # the view was added beside the store
+    views = {r.get("views") for r in rows["both"] if r.get("kind") == "head"}
+    assert "both" in views and None in views  # the raw-pixel control has no views
+    with pytest.raises(featx.FeatxUsageError, match="views"):
+        featx.load_pipeline(path, overrides=["views=sideways"])
