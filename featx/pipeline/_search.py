@@ -174,15 +174,19 @@ class _Searcher:
                 self.shared_layers = ()  # sets_of then reads the candidate's own store
         return self._extract(candidate, per_class, items, own)
 
-    def _extract(self, candidate: Candidate, per_class: int, items: np.ndarray, options: dict):
-        from ..data import SubsetSource
-        from ..extraction import extract, resolve_backbone
-
+    def store_path(self, candidate: Candidate, per_class: int, options: dict) -> Path:
+        """Where the candidate's store at ``per_class`` extracted with ``options`` is cached."""
         config = {**candidate.config(), **options}
         key = hashlib.sha256(json.dumps({"config": config, "per_class": per_class, "seed": self.spec.seed,
                                          "split": self.split, "n": len(self.src)}, sort_keys=True,
                                         default=str).encode()).hexdigest()[:12]
-        path = self.out / "features" / f"{candidate.label}__pc{per_class}__{key}.h5"
+        return self.out / "features" / f"{candidate.label}__pc{per_class}__{key}.h5"
+
+    def _extract(self, candidate: Candidate, per_class: int, items: np.ndarray, options: dict):
+        from ..data import SubsetSource
+        from ..extraction import extract, resolve_backbone
+
+        path = self.store_path(candidate, per_class, options)
         sub = SubsetSource(self.src, items, splits=list(self.splits[items]))
         spec = resolve_backbone(candidate.backbone["name"], weights=candidate.backbone["weights"])
         started = time.perf_counter()
