@@ -146,13 +146,9 @@ def extract(
     decode: str = "cpu",
     layers: str | Sequence[int] | None = None,
     views: str | Sequence[str] | None = None,
-    img_size: int | None = None,
-    crop_pct: float | None = None,
-    interpolation: str | None = None,
+    img_size: int | None = None, crop_pct: float | None = None, interpolation: str | None = None,
     per_class: int | None = None, limit: int | None = None, subset_seed: int = 0, threads: int | None = None,
-    shard_size: int | None = None,
-    engine: str = "local",
-    ray_options: dict | None = None,
+    shard_size: int | None = None, engine: str = "local", ray_options: dict | None = None,
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
@@ -163,7 +159,8 @@ def extract(
     0 (in-process decoding) for a CPU model on <= 2 usable cores, else the usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
 
     ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
-    (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
+    (same forward pass); ``views="hflip"`` averages with the mirror image (on a plain store of
+    this config: adds the mirror pass beside it, :mod:`featx.extraction._views`); ``img_size`` /
     ``crop_pct`` / ``interpolation`` override the eval preprocessing; ``per_class`` / ``limit``: a
     stratified seeded subset (:func:`featx.data.subset_source`). Each is in the store config (so
     its id and cache key) only when used. ``threads``: torch's CPU threads (run info only).
@@ -189,18 +186,9 @@ def extract(
     model, data_config = create_backbone(spec)
     data_config = data_config_with(model, data_config, overrides)
     config = store_config(src, spec, data_config, prec, dtype, options, decode)
-    if recipe.views == (ADDED_VIEW,) and not overwrite and layout.cluster is None:
-        # A complete store of this config without views gains the view: only the mirror pass runs.
-        plain = {**feature_options(FeatureRecipe(recipe.layers, (), recipe.pooling), overrides), **subset}
-        base = Path(out) if out is not None else default_store_path(src, spec, extra=plain)
-        if plain_store(base, store_config(src, spec, data_config, prec, dtype, plain, decode), src) is not None:
-            companion = extract(src, spec, view_path(base), batch_size=batch_size, device=device, workers=workers,
-                                precision=precision, dtype=dtype, channels_last=channels_last, strict=strict,
-                                quiet=quiet, compile=compile, decode=decode, layers=layers, views=COMPANION_VIEW,
-                                img_size=img_size, crop_pct=crop_pct, interpolation=interpolation, threads=threads,
-                                shard_size=shard_size)
-            announce(base, companion, quiet)
-            return FeatureStore(base)
+    added = _add_view(dict(locals()), recipe, overrides, subset, (data_config, prec, dtype, decode))
+    if added is not None:
+        return added
     with writer_lock(path):
         target = build_target(path, overwrite)
         writer = _open_writer(target, src, config, model, data_config, dev, dtype, layout, rebuild=target != path,
@@ -217,6 +205,25 @@ def extract(
             _write(writer, path, target, lambda: _run(writer, src, model, data_config, dev, prec, batch_size, workers,
                                                       channels_last, strict, quiet, compile, decode, recipe, threads))
     return FeatureStore(path)
+
+
+_COMPANION_ARGS = ("batch_size", "device", "workers", "precision", "dtype", "channels_last", "strict", "quiet", "compile",
+                   "decode", "layers", "img_size", "crop_pct", "interpolation", "threads", "shard_size")
+
+
+def _add_view(call: dict, recipe: FeatureRecipe, overrides: dict, subset: dict, rest: tuple) -> FeatureStore | None:
+    """``--views hflip`` on a complete store of this config without views (at ``out`` or its default path): only
+    the mirror pass runs, into its companion (:mod:`featx.extraction._views`); None when there is no such store."""
+    if recipe.views != (ADDED_VIEW,) or call["overwrite"] or call["layout"].cluster is not None:
+        return None
+    src, spec, (data_config, prec, dtype, decode) = call["src"], call["spec"], rest
+    plain = {**feature_options(FeatureRecipe(recipe.layers, (), recipe.pooling), overrides), **subset}
+    base = Path(call["out"]) if call["out"] is not None else default_store_path(src, spec, extra=plain)
+    if plain_store(base, store_config(src, spec, data_config, prec, dtype, plain, decode), src) is None:
+        return None
+    companion = extract(src, spec, view_path(base), views=COMPANION_VIEW, **{k: call[k] for k in _COMPANION_ARGS})
+    announce(base, companion, call["quiet"])
+    return FeatureStore(base)
 
 
 def _write(writer, path: Path, target: Path, run) -> None:
