@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -215,3 +216,30 @@ def test_combine_reuses_the_rung_stores_and_never_extracts_at_the_last_rung(fold
     last = max(e["subsample"]["per_class"] for e in doc["search"] if " + " not in e["candidate"])
     if reached < last:
         assert not list((tmp_path / "c" / "features").glob(f"{other}__pc{last}__*.h5"))  # nothing new at the last rung
+
+
+def test_combine_scores_where_both_have_stores_and_extracts_only_below_rung_1(monkeypatch):
+    from featx.pipeline import _search
+    from featx.pipeline._search_space import Candidate
+
+    def result(label, per_classes):
+        r = _search._Result(Candidate({"name": label, "weights": None, "label": label}, ()))
+        r.scores = [(i, p, p, p, 0.5) for i, p in enumerate(per_classes)]
+        r.stores = {p: SimpleNamespace(labels=np.zeros(p)) for p in per_classes}
+        r.correct = {p: np.ones(3, bool) for p in per_classes}
+        return r
+
+    extracted, scored = [], []
+    monkeypatch.setattr(_search, "_evaluate_or_drop", lambda s, r, rung, pc, items: (
+        extracted.append((r.candidate.label, pc)), r.stores.__setitem__(pc, SimpleNamespace(labels=np.zeros(pc))),
+        r.scores.append((rung, pc, pc, pc, 0.5)), True)[-1])
+    monkeypatch.setattr(_search, "_combined_score", lambda s, members, pc: (
+        scored.append(([m.candidate.label for m in members], pc)), (0.4 + 0.1 * len(members), None))[-1])
+    searcher = SimpleNamespace(spec=SimpleNamespace(min_per_class=2, eta=2, proxy="logreg"), elapsed=0, budget=1e9,
+                               subsample=lambda pc: np.arange(pc), say=lambda text: None)
+    winner, rung1, rung0 = result("w", [2, 4, 8]), result("b", [2, 4]), result("c", [2])
+    head, *entries = _search._combine(searcher, winner, [winner, rung1, rung0], 8)
+    assert ("b", 8) not in extracted and ("w", 8) not in [(m, p) for m, p in extracted]  # nothing at the last rung
+    assert extracted == [("c", 4)]  # only the rung-0 backbone, at rung 1 (min_per_class * eta)
+    assert {pc for _, pc in scored} == {4} and [e["subsample"]["per_class"] for e in entries] == [4, 4]
+    assert head["combination"] == ["w", "b", "c"] and head["per_class"] == 4
