@@ -95,6 +95,9 @@ def test_halving_prunes_by_rung_on_train_and_val_only_and_caches(folder, tmp_pat
     # A rerun extracts nothing; a widened space extracts only the new candidates' stores.
     again = run_search(folder, _spec(), tmp_path / "s", split=SPLIT, quiet=True)
     assert all(e["reused"] for e in again["search"]) and again["chosen"] == doc["chosen"]
+    # The search's cost is what its stores recorded, not what the cached rerun took.
+    recorded = sum(featx.FeatureStore(p).run_info["extract_seconds_total"] for p in stores)
+    assert again["cost_seconds"] >= recorded > 0
     before = set((tmp_path / "s" / "features").glob("*.h5"))
     wider = run_search(folder, _spec(space={"img_size": [32, 40, 48], "interpolation": ["bicubic", "bilinear"], "crop_pct": [1.0]}),
                        tmp_path / "s", split=SPLIT, quiet=True)

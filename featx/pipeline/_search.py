@@ -428,6 +428,9 @@ def run_search(source, spec: SearchSpec, out, *, split: dict | None = None, devi
     doc = {"search": [r.entry() for r in results] + combos, "chosen": _chosen(chosen), "score": score,
            "per_class": per_class, "seconds": round(searcher.elapsed, 3), "note": note, "proxy": PROXIES[spec.proxy],
            "spec": spec.to_dict(), "split": searcher.split, "n_candidates": len(results), "paired": paired}
+    # The search's cost as its stores recorded it (extraction seconds plus proxy fits): the same on a
+    # cached rerun, whose own ``seconds`` are only what that rerun took.
+    doc["cost_seconds"] = round(sum(e["cost_seconds"] for e in doc["search"]), 3)
     doc["summary"] = chosen_summary(doc)
     write_atomic(Path(out) / SEARCH_FILE, json_text(doc))
     searcher.say(doc["summary"])
