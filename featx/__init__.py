@@ -37,8 +37,8 @@ _LAZY: dict[str, str] = {
          "extract", "list_offline_weights", "register_offline_weights", "resolve_backbone"], ".extraction"),
     **dict.fromkeys(["finetune"], ".finetuning"),
     **dict.fromkeys(
-        ["FeatureSet", "HeadSpec", "TrainedHead", "create_head", "evaluate_head", "list_heads", "load_head", "load_model",
-         "predict", "register_head", "train_heads"], ".heads"),
+        ["FeatureSet", "HeadSpec", "TrainedHead", "create_head", "evaluate_head", "evaluate_model", "list_heads",
+         "load_head", "load_model", "predict", "register_head", "train_heads"], ".heads"),
     **dict.fromkeys(["Pipeline", "PipelineRun", "load_pipeline", "run_pipeline", "write_report"], ".pipeline"),
     **dict.fromkeys(["FeatureStore", "write_store"], ".store"),
 }
@@ -76,6 +76,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         TrainedHead,
         create_head,
         evaluate_head,
+        evaluate_model,
         list_heads,
         load_head,
         load_model,
@@ -140,6 +141,7 @@ __all__ = [
     "register_head",
     "train_heads",
     "evaluate_head",
+    "evaluate_model",
     "TrainedHead",
     "load_head",
     "load_model",

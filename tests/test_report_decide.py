@@ -112,6 +112,16 @@ def test_report_hands_over_the_recommended_model_with_its_commands(tmp_path):
     assert comparisons["vs_recommended"][0]["n"] == 30 and "p_exact" in comparisons["vs_recommended"][0]
 
 
+def test_handover_offers_export_for_exactly_the_heads_export_model_writes(tmp_path):
+    from featx.heads import EXPORTABLE_HEADS, list_heads
+
+    assert set(EXPORTABLE_HEADS) <= set(list_heads())
+    for kind in list_heads():
+        (tmp_path / "heads" / kind).mkdir(parents=True)
+        offer = handover(_row(kind, range(3), model=f"heads/{kind}"), tmp_path)
+        assert (offer["export"] is not None) == (kind in EXPORTABLE_HEADS), kind
+
+
 def test_train_heads_rows_carry_their_test_predictions_and_saved_head_folder(tmp_path):
     from featx.heads import train_heads
     from tests._head_stores import write_store

@@ -96,3 +96,52 @@ def test_cli_per_class_limit_threads(tmp_path):
     assert '"per_class": 3' in runner.invoke(cli, ["info", str(out)]).output  # info says it is a subset
     bad = runner.invoke(cli, [*args, "--per-class", "0"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def _sources(tmp_path):
+    """One source of each kind with 12 items: folder, CSV, arrays, digits, tar shards, Parquet with image paths."""
+    import tarfile
+
+    from featx import DigitsSource, open_source
+
+    from .conftest import write_image_folder
+    from .test_scale_sources import _add, _png
+
+    folder = write_image_folder(tmp_path / "imgs", n_per_class=6)
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,label\n" + "".join(f"imgs/{c}/{i:03d}.png,{c}\n" for c in ("cat", "dog") for i in range(6)))
+    rng = np.random.default_rng(0)
+    arrays = ArraySource(rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8), labels=np.arange(12) % 2)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for s in range(3):
+        with tarfile.open(shards / f"{s}.tar", "w") as tar:
+            for k in range(4):
+                _add(tar, f"k{k}.png", _png(10 * s + k))
+                _add(tar, f"k{k}.cls", str(k % 2).encode())
+    found = [open_source(folder), open_source(csv), arrays, DigitsSource(), open_source(str(shards / "{0..2}.tar"))]
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    paths = [f"imgs/{c}/{i:03d}.png" for c in ("cat", "dog") for i in range(6)]
+    pq.write_table(pa.table({"image": paths, "label": [p.split("/")[1] for p in paths]}), tmp_path / "p.parquet")
+    return [*found, open_source(str(tmp_path / "p.parquet"))]
+
+
+def test_a_subset_reads_only_its_own_items_markers_and_keeps_the_fingerprint(tmp_path, monkeypatch):
+    from featx.data import SubsetSource
+
+    for base in _sources(tmp_path):
+        picked = [1, 4, 7]
+        full = list(base._content_markers())
+        subset = SubsetSource(base, picked)
+        # The markers (so the fingerprint, the store's cache key) are the full list's, item for item...
+        assert list(subset._content_markers()) == [full[i] for i in picked], base.kind
+        asked = []
+        original = type(base)._content_markers
+        monkeypatch.setattr(type(base), "_content_markers",
+                            lambda self, indices=None, _o=original, _a=asked: _a.append(indices) or _o(self, indices))
+        subset.fingerprint()
+        monkeypatch.undo()
+        # ... computed for the subset's items only, never for the whole base.
+        assert [list(map(int, a)) for a in asked] == [picked], base.kind

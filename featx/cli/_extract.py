@@ -72,11 +72,12 @@ class IntOrAuto(click.ParamType):
 @click.option("--shard-size", default=None, type=click.IntRange(min=1), help="Write a sharded store (directory of part-NNNNN.h5) with this many rows per shard.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="ray: decode and embed on a Ray cluster (the ray extra: pip install -e '.[ray]' in a checkout); always writes a sharded store.")
 @click.option("--address", default=None, help="Ray cluster: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted: a private local Ray instance (never a cluster already running).")
+@click.option("--allow-unlabelled", is_flag=True, help="Keep samples without a label (tar without .cls/.txt/.json, null Parquet label, empty CSV label) instead of skipping them: extracted and stored as unlabelled (label -1) for predict/export, never in a train/val/test split.")
 @click.option("--actors", default=None, type=click.IntRange(min=1), help="Ray: backbone replicas (default: one per GPU, else one).")
 @click.option("--gpus-per-actor", default=None, type=click.FloatRange(min=0), help="Ray: GPUs per backbone replica (default 1 with --device cuda/auto on a GPU cluster, else 0).")
 def extract(source, backbone, weights, pooling, out, batch_size, device, workers, precision, dtype, compile_model, decode,
             strict, overwrite, quiet, layers, views, img_size, crop_pct, interpolation, per_class, limit, subset_seed,
-            threads, shard_size, engine, address, actors, gpus_per_actor):
+            threads, shard_size, engine, address, allow_unlabelled, actors, gpus_per_actor):
     """Extract embeddings of every image of SOURCE into an HDF5 feature store (resumable)."""
     from ..extraction import extract as run_extract
 
@@ -87,12 +88,15 @@ def extract(source, backbone, weights, pooling, out, batch_size, device, workers
         layers=layers, views=views, img_size=img_size, crop_pct=crop_pct, interpolation=interpolation,
         per_class=per_class, limit=limit, subset_seed=subset_seed, threads=threads, shard_size=shard_size, engine=engine,
         ray_options={"address": address, "actors": actors, "gpus_per_actor": gpus_per_actor},
+        allow_unlabelled=allow_unlabelled,
     )
     info = store.info()
     splits = ", ".join(f"{k}={v}" for k, v in info["splits"].items())
     click.echo(
         f"{store.path}: {info['n_done']} x {info['dim']} features ({info['backbone']}, {info['weights']['kind']} weights), "
-        f"{info['n_skipped']} skipped, {len(info['classes'])} classes, splits: {splits}"
+        f"{info['n_skipped']} skipped, " + (f"{info['n_unlabelled']} unlabelled (in no split), "
+                                           if info["n_unlabelled"] else "")
+        + f"{len(info['classes'])} classes, splits: {splits}"
     )
     if store.reused:
         click.echo("reused the complete store: same config and source, backbone not run (--overwrite to redo)")
@@ -130,7 +134,8 @@ def info(store_path, as_json, verify):
         return
     state = "complete" if data["complete"] else f"INCOMPLETE ({data['n_pending']} rows pending; re-run extract to resume)"
     click.echo(f"{data['path']}: {state}")
-    click.echo(f"  items     {data['n_items']} ({data['n_done']} done, {data['n_skipped']} skipped)")
+    unlabelled = f", {data['n_unlabelled']} of them unlabelled (in no split)" if data["n_unlabelled"] else ""
+    click.echo(f"  items     {data['n_items']} ({data['n_done']} done{unlabelled}, {data['n_skipped']} skipped)")
     click.echo(f"  features  {data['dim']} x {data['dtype']}, {data['size_bytes'] / 1e6:.1f} MB")
     click.echo(f"  backbone  {data['backbone']} ({json.dumps(data['weights'])}), pooling {data['config']['backbone']['pooling']}")
     click.echo(f"  classes   {len(data['classes'])}: {', '.join(data['classes'][:12])}{' ...' if len(data['classes']) > 12 else ''}")

@@ -39,12 +39,17 @@ __all__ = ["COMMANDS", "finetune"]
 @click.option("--workers", default="auto", show_default=True, type=IntOrAuto(0), help=WORKERS_HELP)
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue an interrupted run in --out, or start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-epoch progress.")
+@click.option("--allow-unlabelled", is_flag=True, help="Read SOURCE as `featx extract --allow-unlabelled` does: samples without a label are in no split (so the split matches the heads' on such a store), never trained on.")
 def finetune(source, backbone, weights, mode, out, epochs, per_class, val_per_class, seed, unfreeze, batch_size, lr,
              weight_decay, layer_decay, warmup_epochs, head_epochs, patience, image_size, splits_file, split_seed,
-             device, precision, workers, resume, quiet):
+             device, precision, workers, resume, quiet, allow_unlabelled):
     """Fine-tune BACKBONE on SOURCE with the heads' splits and metrics; write OUT/results.json."""
     from ..finetuning import finetune as run_finetune
 
+    if allow_unlabelled:
+        from ..data import open_source
+
+        source = open_source(source, allow_unlabelled=True)
     entry = run_finetune(
         source, backbone, out, mode=mode, weights=weights, epochs=epochs, per_class=per_class,
         val_per_class=val_per_class, seed=seed, unfreeze=unfreeze, batch_size=batch_size, lr=lr,

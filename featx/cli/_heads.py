@@ -143,23 +143,38 @@ def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, sp
 
 
 @click.command()
-@click.option("--model", "model", required=True, type=click.Path(file_okay=False), help="A saved head: DIR/<head> from `featx train`.")
-@click.option("--features", "features", required=True, type=click.Path(),
-              help="Feature store (.h5 file or sharded directory) to evaluate on; a.h5,b.h5,... for a head trained on concatenated stores.")
+@click.option("--model", "model", required=True, type=click.Path(file_okay=False),
+              help="A saved model: DIR/<head> from `featx train`, or any results row's model directory (with --source).")
+@click.option("--features", "features", default=None, type=click.Path(),
+              help="Feature store (.h5 file or sharded directory) to evaluate a head on; a.h5,b.h5,... for a head trained on concatenated stores.")
+@click.option("--source", "source", default=None,
+              help="Instead of --features: the images (folder, CSV, shards, ...) to evaluate any saved model on, fine-tunes included; the test split must be the one the model was scored on.")
 @click.option("--splits", "splits", type=click.Path(dir_okay=False, exists=True), default=None, help="splits.json giving the test split.")
+@click.option("--weights", default=None, help="With --source: backbone checkpoint file, as for `featx predict`.")
+@click.option("--device", default="auto", show_default=True, help="With --source: auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full entry as JSON.")
-def evaluate(model, features, splits, as_json):
-    """Re-evaluate a saved head on the test split of a feature store."""
-    from ..heads import evaluate_head
+def evaluate(model, features, source, splits, weights, device, as_json):
+    """Re-evaluate a saved model on its test split: a head on a feature store, or any model on the images."""
+    if (features is None) == (source is None):
+        raise FeatxUsageError("give --features STORE (a head) or --source IMAGES (any saved model), not both")
+    if source is not None:
+        from ..heads import evaluate_model
 
-    entry = evaluate_head(model, features, splits=splits)
+        entry = evaluate_model(model, source, splits=splits, weights=weights, device=device)
+    else:
+        from ..core.modeldir import is_model_dir, read_manifest
+        from ..heads import evaluate_head
+
+        if is_model_dir(model) and read_manifest(Path(model)).get("kind") == "finetune":
+            raise FeatxUsageError(f"{model} is a fine-tune: it reads images, not features; give --source IMAGES")
+        entry = evaluate_head(model, features, splits=splits)
     if as_json:
         from ..core.io import json_text
 
         click.echo(json_text(entry))
         return
     ci = entry["accuracy_ci"]
-    click.echo(f"{entry['head']} on {features} ({entry['n_test']} test items): accuracy {entry['accuracy']:.4f} "
+    click.echo(f"{entry['head']} on {features or source} ({entry['n_test']} test items): accuracy {entry['accuracy']:.4f} "
                f"[{ci[0]:.4f}, {ci[1]:.4f}], macro-F1 {entry['macro_f1']:.4f}, balanced accuracy {entry['balanced_accuracy']:.4f}")
 
 

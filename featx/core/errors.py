@@ -10,7 +10,7 @@ Either way the user sees one line, never a traceback.
 from __future__ import annotations
 
 __all__ = ["FeatxError", "FeatxUsageError", "StoreInUseError", "StoreMismatchError", "StoreDamagedError", "DiskError",
-           "BadImageError"]
+           "BadImageError", "missing_extra"]
 
 
 class FeatxError(Exception):
@@ -43,3 +43,12 @@ class StoreDamagedError(FeatxError):
 
 class DiskError(FeatxError):
     """The storage failed while featx was writing (no space left, quota, I/O error); nothing half-written is kept."""
+
+
+def missing_extra(need: str, extra: str) -> FeatxError:
+    """The error for an optional dependency that is not installed: ``need`` says what needs it.
+
+    featx installs from a checkout (it is not on a package index), so the advice is the
+    checkout's ``pip install -e '.[EXTRA]'``, never ``pip install 'featx[EXTRA]'``.
+    """
+    return FeatxError(f"{need}: install featx's {extra} extra (in a featx checkout: pip install -e '.[{extra}]')")

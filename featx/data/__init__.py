@@ -22,6 +22,7 @@ from ._open import list_builtin_sources, open_source
 from ._scale_sources import ParquetSource, WebDatasetSource, expand_braces
 from ._sources import (
     SPLIT_NAMES,
+    UNLABELLED,
     ArraySource,
     CsvSource,
     DigitsSource,
@@ -51,6 +52,7 @@ __all__ = [
     "open_source",
     "list_builtin_sources",
     "SPLIT_NAMES",
+    "UNLABELLED",
     "assign_splits",
     "few_shot_mask",
     "save_splits",

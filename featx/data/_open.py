@@ -22,9 +22,15 @@ def list_builtin_sources() -> list[str]:
     return sorted(_BUILTINS)
 
 
-def open_source(spec: str | os.PathLike | Source, max_pixels: int | None = None) -> Source:
+def open_source(spec: str | os.PathLike | Source, max_pixels: int | None = None,
+                allow_unlabelled: bool = False) -> Source:
     """Resolve a source spec: a :class:`Source`, a built-in name, a folder, a ``.csv`` file, WebDataset
-    ``.tar`` shards or ``.parquet`` files (``{00000..00099}`` brace patterns)."""
+    ``.tar`` shards or ``.parquet`` files (``{00000..00099}`` brace patterns).
+
+    ``allow_unlabelled``: keep samples without a label (an empty CSV label, a tar sample without a
+    label member, a null Parquet label) with the label :data:`~featx.data.UNLABELLED` instead of
+    skipping them; folders always label every image. A :class:`Source` object is returned as is.
+    """
     if isinstance(spec, Source):
         return spec
     text = str(spec)
@@ -32,12 +38,12 @@ def open_source(spec: str | os.PathLike | Source, max_pixels: int | None = None)
         return _BUILTINS[text]()
     if looks_like_scale_source(text):  # tar shards or Parquet files, brace patterns included
         cls = ParquetSource if "parquet" in text.lower() else WebDatasetSource
-        return cls(text, max_pixels=max_pixels)
+        return cls(text, max_pixels=max_pixels, allow_unlabelled=allow_unlabelled)
     path = Path(text).expanduser()
     if path.is_dir():
         return ImageFolderSource(path, max_pixels=max_pixels)
     if path.is_file() and path.suffix.lower() == ".csv":
-        return CsvSource(path, max_pixels=max_pixels)
+        return CsvSource(path, max_pixels=max_pixels, allow_unlabelled=allow_unlabelled)
     if path.is_file():
         raise FeatxUsageError(f"source {text!r} is a file but not a .csv manifest, .tar shard or .parquet file")
     raise FeatxUsageError(

@@ -21,7 +21,9 @@ unless an id column is given.
 
 A sample without an image, without a label (a tar sample with no ``cls``/``txt``/``json``
 label, a null Parquet label), or with bytes that do not decode, is skipped and recorded
-like a bad file (its item stays in the listing, so rows never shift). Numeric labels that
+like a bad file (its item stays in the listing, so rows never shift). With
+``allow_unlabelled`` a sample without a label is kept instead, with the label
+:data:`~featx.data.UNLABELLED`: it is extracted and stored, but no split holds it. Numeric labels that
 differ only in their spelling (``1`` and ``01``) are refused: they would be two classes.
 
 Brace patterns are expanded lazily, and listing stops at the first shard that does not
@@ -39,9 +41,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..core.errors import BadImageError, FeatxError, FeatxUsageError
+from ..core.errors import BadImageError, FeatxUsageError, missing_extra
 from ._images import load_image
-from ._sources import Item, Source, check_label_spellings
+from ._sources import UNLABELLED, Item, Source, check_label_spellings
 
 __all__ = ["WebDatasetSource", "ParquetSource", "expand_braces", "iter_braces", "looks_like_scale_source",
            "MAX_SHARDS"]
@@ -52,7 +54,9 @@ _SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", 
            "test": "test", "testing": "test"}
 # More files than this in one source is a mistyped pattern far more often than a dataset.
 MAX_SHARDS = 1_000_000
-_NO_LABEL = "sample has no label (no .cls, .txt or .json label member)"
+_KEEP_HINT = "; --allow-unlabelled keeps such samples for extraction only"
+_NO_LABEL = "sample has no label (no .cls, .txt or .json label member)" + _KEEP_HINT
+_NULL_LABEL = "sample has no label (null in the label column)" + _KEEP_HINT
 
 
 def iter_braces(pattern: str) -> Iterator[str]:
@@ -103,19 +107,21 @@ def _existing(pattern: str, what: str) -> list[Path]:
     return paths
 
 
-def _class_index(raw_labels: list[str | None], where: str) -> tuple[list[str], list[int]]:
+def _class_index(raw_labels: list[str | None], where: str, keep_unlabelled: bool) -> tuple[list[str], list[int]]:
     """Class names from the labels seen: integers sort numerically, names alphabetically.
 
-    A missing label (``None``) gets class 0: its item is skipped (recorded with the reason),
-    so it never reaches a head as a class of its own.
+    A missing label (``None``) is never a class: kept, it gets :data:`UNLABELLED`; else class 0
+    (as stores made before ``allow_unlabelled`` record it), and its item is skipped with the reason.
     """
     names = sorted({lab for lab in raw_labels if lab is not None},
                    key=lambda v: (0, int(v), v) if v.lstrip("-").isdigit() else (1, 0, v))
-    if not names:
-        raise FeatxUsageError(f"{where}: no sample has a label (.cls/.txt/.json member, or a non-null label column)")
+    if not names and not keep_unlabelled:
+        raise FeatxUsageError(f"{where}: no sample has a label (.cls/.txt/.json member, or a non-null label column)"
+                              f"{_KEEP_HINT}")
     check_label_spellings(names, where)
     index = {name: i for i, name in enumerate(names)}
-    return names, [0 if lab is None else index[lab] for lab in raw_labels]
+    missing = UNLABELLED if keep_unlabelled else 0
+    return names, [missing if lab is None else index[lab] for lab in raw_labels]
 
 
 def _decode(data: bytes | None, max_pixels: int | None) -> Image.Image:
@@ -137,9 +143,9 @@ def _check_ids(ids: list, where: str) -> None:
         seen.add(value)
 
 
-def _make_items(ids: list[str], raw_labels: list[str | None], splits: list[str], where: str):
+def _make_items(ids: list[str], raw_labels: list[str | None], splits: list[str], where: str, keep_unlabelled: bool):
     _check_ids(ids, where)
-    class_names, labels = _class_index(raw_labels, where)
+    class_names, labels = _class_index(raw_labels, where, keep_unlabelled)
     return class_names, [Item(i, lab, s) for i, lab, s in zip(ids, labels, splits)]
 
 
@@ -223,13 +229,15 @@ class WebDatasetSource(Source):
 
     kind = "webdataset"
 
-    def __init__(self, pattern: str, max_pixels: int | None = None):
-        self.pattern, self.max_pixels = pattern, max_pixels
+    def __init__(self, pattern: str, max_pixels: int | None = None, allow_unlabelled: bool = False):
+        self.pattern, self.max_pixels, self.allow_unlabelled = pattern, max_pixels, allow_unlabelled
         self.shards = _existing(pattern, "WebDataset")
         self.name = self.shards[0].parent.resolve().name or "webdataset"
         ids, labels, splits, self._where, self._unusable = [], [], [], [], {}
         for shard_no, (path, shard_name) in enumerate(zip(self.shards, _shard_names(self.shards))):
             for key, where, label, split, problem in _scan_tar(path):
+                if problem == _NO_LABEL and allow_unlabelled:
+                    problem = ""
                 if problem:
                     self._unusable[len(ids)] = problem
                 ids.append(f"{shard_name}/{key}")
@@ -238,7 +246,8 @@ class WebDatasetSource(Source):
                 self._where.append((shard_no, where))
         if not ids:
             raise FeatxUsageError(f"WebDataset source {pattern!r} holds no samples")
-        self.class_names, self.items = _make_items(ids, labels, splits, f"WebDataset source {pattern!r}")
+        self.class_names, self.items = _make_items(ids, labels, splits, f"WebDataset source {pattern!r}",
+                                                   allow_unlabelled)
 
     def load(self, index: int) -> Image.Image:
         shard_no, where = self._where[index]
@@ -251,9 +260,10 @@ class WebDatasetSource(Source):
             handle.seek(offset)
             return _decode(handle.read(size), self.max_pixels)
 
-    def _content_markers(self) -> Sequence[str]:
-        stats = [p.stat() for p in self.shards]
-        return [f"{stats[s].st_size}:{stats[s].st_mtime_ns}:{w}" for s, w in self._where]
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
+        where = self._where if indices is None else [self._where[int(i)] for i in indices]
+        stats = {s: self.shards[s].stat() for s in {s for s, _ in where}}  # the shards holding these items
+        return [f"{stats[s].st_size}:{stats[s].st_mtime_ns}:{w}" for s, w in where]
 
     def describe(self) -> dict:
         return {"kind": self.kind, "name": self.name, "n_items": len(self.items), "shards": len(self.shards)}
@@ -263,7 +273,7 @@ def _pyarrow():
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise FeatxError("Parquet sources need pyarrow: pip install 'featx[parquet]' (or 'featx[ray]')") from None
+        raise missing_extra("Parquet sources need pyarrow (also in the ray extra)", "parquet") from None
     return pq
 
 
@@ -304,9 +314,9 @@ class ParquetSource(Source):
 
     kind = "parquet"
 
-    def __init__(self, pattern: str, max_pixels: int | None = None):
+    def __init__(self, pattern: str, max_pixels: int | None = None, allow_unlabelled: bool = False):
         pq = _pyarrow()
-        self.pattern, self.max_pixels = pattern, max_pixels
+        self.pattern, self.max_pixels, self.allow_unlabelled = pattern, max_pixels, allow_unlabelled
         self.files = _existing(pattern, "Parquet")
         self.name = self.files[0].stem if len(self.files) == 1 else self.files[0].parent.resolve().name
         self._where, self._unusable = [], {}
@@ -318,14 +328,14 @@ class ParquetSource(Source):
             self._starts.append(len(ids))
             file_ids, file_labels, file_splits = self._list_file(pq, file_no, path)
             for row, label in enumerate(file_labels):
-                if label is None:
-                    self._unusable[len(ids) + row] = "sample has no label (null in the label column)"
+                if label is None and not allow_unlabelled:
+                    self._unusable[len(ids) + row] = _NULL_LABEL
             ids.extend(file_ids)
             labels.extend(file_labels)
             splits.extend(file_splits)
         if not ids:
             raise FeatxUsageError(f"Parquet source {pattern!r} has no rows")
-        self.class_names, self.items = _make_items(ids, labels, splits, f"Parquet source {pattern!r}")
+        self.class_names, self.items = _make_items(ids, labels, splits, f"Parquet source {pattern!r}", allow_unlabelled)
         self._cached: tuple[tuple[int, int], list] | None = None
 
     def _list_file(self, pq, file_no: int, path: Path) -> tuple[list, list, list]:
@@ -381,10 +391,12 @@ class ParquetSource(Source):
             value = value.get("bytes")
         return bytes(value) if value else None
 
-    def _content_markers(self) -> Sequence[str]:
-        stats = [p.stat() for p in self.files]
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
+        indices = range(len(self._where)) if indices is None else [int(i) for i in indices]
+        stats = {f: self.files[f].stat() for f in {self._where[i][0] for i in indices}}
         markers = []
-        for index, (f, g, r) in enumerate(self._where):
+        for index in indices:
+            f, g, r = self._where[index]
             marker = f"{stats[f].st_size}:{stats[f].st_mtime_ns}:{g}:{r}"
             paths = self._paths[f]
             if paths is not None:  # an image held by path: its own file's stat data too

@@ -38,9 +38,13 @@ __all__ = [
     "ArraySource",
     "SPLIT_NAMES",
     "check_label_spellings",
+    "UNLABELLED",
 ]
 
 SPLIT_NAMES = ("train", "val", "test")
+#: The label of a sample kept without one (``allow_unlabelled``): extracted and stored, never a
+#: class. Splits leave it out (:func:`featx.data.assign_splits`), so no head trains or scores on it.
+UNLABELLED = -1
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}
 
 
@@ -93,7 +97,12 @@ class Source:
             digest.update(f"{item.id}\x1f{item.label}\x1f{item.split}\x1f{marker}\n".encode())
         return digest.hexdigest()
 
-    def _content_markers(self) -> Sequence[str]:
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
+        """A marker of each item's content (all items, or those at ``indices``, in that order).
+
+        Each marker depends on its own item alone (and the file holding it), so the markers of a
+        few items are the very strings the full list holds for them (a subset's cache key).
+        """
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -106,6 +115,11 @@ class Source:
     @property
     def labels(self) -> np.ndarray:
         return np.array([item.label for item in self.items], dtype=np.int64)
+
+    @property
+    def n_unlabelled(self) -> int:
+        """Items kept without a label (``allow_unlabelled``); 0 for every other source."""
+        return sum(item.label == UNLABELLED for item in self.items)
 
     @property
     def ids(self) -> list[str]:
@@ -172,10 +186,10 @@ class _FileSource(Source):
     def structure_fingerprint(self) -> str:
         return structure_digest(self.class_names, self.items)
 
-    def _content_markers(self) -> Sequence[str]:
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
         # Size and mtime: cheap, and they change whenever a file is rewritten.
         markers = []
-        for path in self._files:
+        for path in self._files if indices is None else [self._files[int(i)] for i in indices]:
             try:
                 st = path.stat()
                 markers.append(f"{st.st_size}:{st.st_mtime_ns}")
@@ -292,8 +306,9 @@ class CsvSource(_FileSource):
 
     kind = "csv"
 
-    def __init__(self, csv_path: str | os.PathLike, max_pixels: int | None = None):
+    def __init__(self, csv_path: str | os.PathLike, max_pixels: int | None = None, allow_unlabelled: bool = False):
         self.csv_path = Path(csv_path)
+        self.allow_unlabelled = allow_unlabelled
         self.root = self.csv_path.parent
         self.name = self.csv_path.stem
         self.max_pixels = max_pixels
@@ -303,9 +318,10 @@ class CsvSource(_FileSource):
         if not rows:
             raise FeatxUsageError(f"{self.csv_path}: no rows")
         _refuse_aliases(self.csv_path, self.root, rows)
-        self.class_names = sorted({label for _, _, label, _ in rows})
+        # An empty label (allowed with allow_unlabelled only) is no class: its item gets UNLABELLED.
+        self.class_names = sorted({label for _, _, label, _ in rows} - {""})
         check_label_spellings(self.class_names, self.csv_path)
-        index = {name: i for i, name in enumerate(self.class_names)}
+        index = {name: i for i, name in enumerate(self.class_names)} | {"": UNLABELLED}
         self.items = [Item(path, index[label], split) for _, path, label, split in rows]
         self._files = [self.root / path for _, path, _, _ in rows]
         self._unusable = {}
@@ -335,8 +351,9 @@ class CsvSource(_FileSource):
 
     def _parse_row(self, line_no: int, row: dict) -> tuple[int, str, str, str]:
         path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
-        if not path or not label:
-            raise FeatxUsageError(f"{self.csv_path}:{line_no}: empty path or label")
+        if not path or not (label or self.allow_unlabelled):
+            hint = "" if label else " (--allow-unlabelled keeps a row without a label, for extraction only)"
+            raise FeatxUsageError(f"{self.csv_path}:{line_no}: empty path or label{hint}")
         if "\x00" in path:
             raise FeatxUsageError(f"{self.csv_path}:{line_no}: path contains a NUL character")
         split = (row.get("split") or "").strip().lower()
@@ -420,8 +437,9 @@ class ArraySource(Source):
             return to_rgb(image)
         return Image.fromarray(np.ascontiguousarray(image), mode="RGB")
 
-    def _content_markers(self) -> Sequence[str]:
-        return [hashlib.sha1(np.asarray(self.load(i)).tobytes()).hexdigest() for i in range(len(self))]
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
+        return [hashlib.sha1(np.asarray(self.load(int(i))).tobytes()).hexdigest()
+                for i in (range(len(self)) if indices is None else indices)]
 
 
 class DigitsSource(ArraySource):
@@ -449,7 +467,7 @@ class DigitsSource(ArraySource):
             name="digits",
         )
 
-    def _content_markers(self) -> Sequence[str]:
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
         # The data ships inside scikit-learn; hashing the whole array once is enough.
         whole = hashlib.sha1(np.ascontiguousarray(self.images).tobytes()).hexdigest()
-        return [whole] * len(self.items)
+        return [whole] * (len(self.items) if indices is None else len(indices))

@@ -11,6 +11,10 @@ ids, labels and seed, not on the order or on which other items exist, so the hea
 (reading a feature store, whose bad images are skipped) and the fine-tune baseline
 (reading the source) pick exactly the same items. The assignment is also written to
 ``splits.json`` next to results and can be re-loaded with :func:`load_splits`.
+
+Items without a label (label < 0, kept by ``allow_unlabelled``) are in no split: their
+split is ``""`` (``unlabelled`` in ``splits.json``) and they are left out of every draw,
+so no head is trained, selected or scored on them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from ..core.io import write_atomic
 __all__ = ["assign_splits", "few_shot_mask", "save_splits", "load_splits", "splits_digest", "SPLITS_FILE"]
 
 SPLITS_FILE = "splits.json"
+# splits.json's name for the items in no split (label < 0); "" in the arrays.
+_NO_SPLIT = "unlabelled"
 
 
 def _rank_keys(ids: Sequence[str], seed: int) -> np.ndarray:
@@ -64,22 +70,28 @@ def assign_splits(
     """Return (split per item, a description of the rule used).
 
     ``source_splits`` holds ``train``/``val``/``test`` or ``""`` per item; items with
-    ``""`` in a source that has some splits are treated as training items.
+    ``""`` in a source that has some splits are treated as training items. Items with a
+    negative label (unlabelled) get ``""``, whatever their source split.
     """
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise FeatxUsageError("val and test fractions must be in [0, 1) and sum to less than 1")
     ids = np.asarray([str(i) for i in ids])
     labels = np.asarray(labels)
     given = np.asarray(source_splits if source_splits is not None else [""] * len(ids), dtype=object).astype(str)
+    # Class codes below 0 are unlabelled; labels given as names (the public API allows them) never are.
+    labelled = labels >= 0 if labels.dtype.kind in "iuf" else np.ones(len(ids), dtype=bool)
     out = np.where(given == "", "train", given).astype("<U5")
-    present = set(np.unique(given)) - {""}
+    out[~labelled] = ""
+    present = set(np.unique(given[labelled])) - {""}
     rule = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    if not labelled.all():
+        rule["unlabelled"] = int((~labelled).sum())
     if not present:
-        test = _carve(ids, labels, np.ones(len(ids), dtype=bool), test_fraction, seed)
+        test = _carve(ids, labels, labelled, test_fraction, seed)
         out[test] = "test"
         # Val is a fraction of the whole, carved from what is left.
         remaining = val_fraction / (1 - test_fraction)
-        val = _carve(ids, labels, ~test, remaining, seed + 1)
+        val = _carve(ids, labels, labelled & ~test, remaining, seed + 1)
         out[val] = "val"
         rule["rule"] = "stratified split of the whole source"
     else:
@@ -135,7 +147,7 @@ def save_splits(path: str | os.PathLike, ids: Sequence[str], splits: Sequence[st
     path.parent.mkdir(parents=True, exist_ok=True)
     by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for item_id, split in zip(ids, splits):
-        by_split.setdefault(str(split), []).append(str(item_id))
+        by_split.setdefault(str(split) or _NO_SPLIT, []).append(str(item_id))
     doc = {"rule": rule, "digest": splits_digest(ids, splits), "counts": {k: len(v) for k, v in by_split.items()}, "ids": by_split}
     return write_atomic(path, json.dumps(doc, indent=1))  # fsynced; a full disk keeps the old file
 
@@ -144,7 +156,8 @@ def load_splits(path: str | os.PathLike, ids: Sequence[str]) -> np.ndarray:
     """Read a recorded assignment back for ``ids``; every id must be in it."""
     try:
         doc = json.loads(Path(path).read_text())
-        lookup = {item_id: split for split, members in doc["ids"].items() for item_id in members}
+        lookup = {item_id: "" if split == _NO_SPLIT else split for split, members in doc["ids"].items()
+                  for item_id in members}
     except (OSError, ValueError, KeyError, AttributeError) as exc:
         raise FeatxUsageError(f"cannot read split file {path}: {exc}") from None
     missing = [i for i in ids if str(i) not in lookup]

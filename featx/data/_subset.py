@@ -104,9 +104,11 @@ class SubsetSource(Source):
             return self.fingerprint()
         return structure_digest(self.class_names, self.items)  # as a file source computes it
 
-    def _content_markers(self) -> Sequence[str]:
-        markers = self.base._content_markers()
-        return [markers[int(i)] for i in self.indices]
+    def _content_markers(self, indices: Sequence[int] | None = None) -> Sequence[str]:
+        # Only the picked items' markers: each is the string the base's full list holds for that
+        # item, so the fingerprint is unchanged, without a stat of every file of a large base.
+        picked = self.indices if indices is None else self.indices[np.asarray(indices, dtype=np.int64)]
+        return self.base._content_markers(picked)
 
     def describe(self) -> dict:
         return {**self.base.describe(), "n_items": len(self.items), "subset_of": len(self.base), **self.description}

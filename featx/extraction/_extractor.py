@@ -103,10 +103,15 @@ def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, thre
 
 
 def _subset(src: Source, per_class: int | None, limit: int | None, seed: int) -> tuple[Source, dict]:
-    """The source to extract and what its config records of the subset (``{}`` for the whole source)."""
-    if per_class is None and limit is None:
-        return src, {}
-    return subset_source(src, per_class=per_class, limit=limit, seed=seed), {"subset": subset_record(per_class, limit, seed)}
+    """The source to extract and what its config records of the subset and of unlabelled samples kept
+    (``{}`` for the whole source, every sample labelled: such a store keeps the config and id it had)."""
+    record = {}
+    if per_class is not None or limit is not None:
+        src = subset_source(src, per_class=per_class, limit=limit, seed=seed)
+        record["subset"] = subset_record(per_class, limit, seed)
+    if src.n_unlabelled:
+        record["unlabelled"] = "kept"
+    return src, record
 
 
 class _torch_threads:
@@ -149,6 +154,7 @@ def extract(
     img_size: int | None = None, crop_pct: float | None = None, interpolation: str | None = None,
     per_class: int | None = None, limit: int | None = None, subset_seed: int = 0, threads: int | None = None,
     shard_size: int | None = None, engine: str = "local", ray_options: dict | None = None,
+    allow_unlabelled: bool = False,
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
@@ -159,18 +165,18 @@ def extract(
     0 (in-process decoding) for a CPU model on <= 2 usable cores, else the usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
 
     ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
-    (same forward pass); ``views="hflip"`` averages with the mirror image (on a plain store of
-    this config: adds the mirror pass beside it, :mod:`featx.extraction._views`); ``img_size`` /
-    ``crop_pct`` / ``interpolation`` override the eval preprocessing; ``per_class`` / ``limit``: a
-    stratified seeded subset (:func:`featx.data.subset_source`). Each is in the store config (so
-    its id and cache key) only when used. ``threads``: torch's CPU threads (run info only).
+    (same forward pass); ``views="hflip"`` averages with the mirror image (on a plain store of this
+    config: only the mirror pass, beside it, :mod:`featx.extraction._views`); ``img_size`` /
+    ``crop_pct`` / ``interpolation`` override the eval preprocessing; ``per_class`` / ``limit``: a stratified
+    seeded subset; ``allow_unlabelled``: samples without a label kept (label -1, no split; ``open_source``).
+    Each is in the store config (id, cache key) only when used. ``threads``: torch's CPU threads (run info).
 
     ``shard_size=N``, ``engine="ray"`` (with ``ray_options``: address, actors, gpus_per_actor)
     or a directory ``out`` write a sharded store (``docs/store-format.md``).
     """
     workers = _check_arguments(batch_size, workers, dtype, threads)
     layout = _Layout.of(out, shard_size, engine, ray_options)
-    src, subset = _subset(open_source(source, max_pixels=max_pixels), per_class, limit, subset_seed)
+    src, subset = _subset(open_source(source, max_pixels, allow_unlabelled), per_class, limit, subset_seed)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
     overrides = check_input_size(spec.model, spec.model_kwargs, preprocessing_overrides(img_size, crop_pct, interpolation))
@@ -208,7 +214,7 @@ def extract(
 
 
 _COMPANION_ARGS = ("batch_size", "device", "workers", "precision", "dtype", "channels_last", "strict", "quiet", "compile",
-                   "decode", "layers", "img_size", "crop_pct", "interpolation", "threads", "shard_size")
+                   "decode", "layers", "img_size", "crop_pct", "interpolation", "threads", "shard_size", "allow_unlabelled")
 
 
 def _add_view(call: dict, recipe: FeatureRecipe, overrides: dict, subset: dict, rest: tuple) -> FeatureStore | None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.errors import BadImageError, FeatxError, FeatxUsageError
+from ..core.errors import BadImageError, FeatxError, FeatxUsageError, missing_extra
 
 __all__ = ["connect", "join_ray", "run_ray_shards", "RayCluster", "split_eval_transform", "ray_errors",
            "describe_ray_failure"]
@@ -49,7 +49,7 @@ def _import_ray():
         import ray
         import ray.data  # noqa: F401 - the engine needs Ray Data, not only the core
     except ImportError:
-        raise FeatxError("the ray engine needs Ray Data: pip install 'featx[ray]'") from None
+        raise missing_extra("the ray engine needs Ray Data", "ray") from None
     return ray
 
 

@@ -86,7 +86,8 @@ def select_items(
     """
     ids, labels = source.ids, source.labels
     if splits_file is not None:
-        splits = load_splits(splits_file, ids)
+        # Unlabelled items (label -1) are in no split, whatever a split file says of them.
+        splits = np.where(np.asarray(labels) < 0, "", load_splits(splits_file, ids))
         rule = {"rule": f"loaded from {splits_file}"}
     else:
         splits, rule = assign_splits(ids, labels, [it.split for it in source.items], seed=split_seed,

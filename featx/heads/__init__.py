@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from ._bench import bench_logreg, synthetic_problem
 from ._bench_stream import bench_heads
-from ._export_model import EXPORT_MODEL_FORMATS, EXPORTABLE_KINDS, export_model
+from ._evaluate_model import evaluate_model
+from ._export_model import EXPORT_MODEL_FORMATS, EXPORTABLE_HEADS, EXPORTABLE_KINDS, export_model
 from ._featuresets import FeatureSet, is_per_store, open_features, parse_feature_set, parse_store_sets
 from ._logme import logme_score
 from ._mlp import MLPClassifier
@@ -39,8 +40,10 @@ from ._views import VIEW_MODES, with_views
 
 __all__ = [
     "bench_heads",
+    "evaluate_model",
     "export_model",
     "EXPORT_MODEL_FORMATS",
+    "EXPORTABLE_HEADS",
     "EXPORTABLE_KINDS",
     "Model",
     "load_model",

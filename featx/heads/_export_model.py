@@ -29,15 +29,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxUsageError, missing_extra
 from ..core.io import json_text, write_atomic
 from ..extraction import embed_batch
 from ._model import PYTHON_WEIGHTS, Model, open_model
 
-__all__ = ["export_model", "EXPORT_MODEL_FORMATS", "EXPORTABLE_KINDS"]
+__all__ = ["export_model", "EXPORT_MODEL_FORMATS", "EXPORTABLE_HEADS", "EXPORTABLE_KINDS"]
 
 EXPORT_MODEL_FORMATS = ("onnx", "torchscript")
-EXPORTABLE_KINDS = "logreg, linear_svm, mlp (on any backbone, feature set or raw pixels) and fine-tunes"
+#: Head kinds written as one ONNX graph (the report's hand-over reads this too); tree and kernel
+#: heads are not tensor programs.
+EXPORTABLE_HEADS = ("logreg", "linear_svm", "mlp")
+EXPORTABLE_KINDS = f"{', '.join(EXPORTABLE_HEADS)} (on any backbone, feature set or raw pixels) and fine-tunes"
 OPSET = 17
 _DATA_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 
@@ -80,7 +83,7 @@ def _to_onnx(graph, example, path: Path) -> None:
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise FeatxError("ONNX export needs onnx (and onnxruntime to run it): pip install 'featx[export]'") from None
+        raise missing_extra("ONNX export needs onnx (and onnxruntime to run it)", "export") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(graph, (example,), str(path), input_names=["pixels"], output_names=["probabilities"],

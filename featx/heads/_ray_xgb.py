@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxUsageError, missing_extra
 from ..core.metrics import classification_metrics
 from ..core.predictions import PREDICTIONS_FILE, prediction_record
 from ..core.results import merge_results, metric_fields, write_tables
@@ -218,7 +218,7 @@ def train_xgboost_ray(store: FeatureStore | str, out: str | Path | None = None, 
         import ray
         import ray.train.xgboost  # noqa: F401
     except ImportError:
-        raise FeatxError("--engine ray needs Ray Train: pip install 'featx[ray]'") from None
+        raise missing_extra("--engine ray needs Ray Train", "ray") from None
     store = (store if isinstance(store, FeatureStore) else FeatureStore(store)).require_complete()
     split, rule = resolve_splits(store, splits, split_seed, val_fraction, test_fraction)
     for name in ("train", "val", "test"):

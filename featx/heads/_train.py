@@ -67,10 +67,25 @@ def _say(quiet: bool, message: str) -> None:
 
 def resolve_splits(store: FeatureStore, splits_file=None, split_seed: int = 0, val_fraction: float = 0.1,
                    test_fraction: float = 0.2) -> tuple[np.ndarray, dict]:
-    """Train/val/test per row of ``store``: a recorded split file, or the store's assignment."""
+    """Train/val/test per row of ``store``: a recorded split file, or the store's assignment.
+
+    Unlabelled rows (label -1) are in no split either way; ``rule["unlabelled"]`` counts them.
+    """
     if splits_file is not None:
-        return load_splits(splits_file, store.ids), {"rule": f"loaded from {splits_file}"}
+        return leave_out_unlabelled(store, load_splits(splits_file, store.ids), {"rule": f"loaded from {splits_file}"})
     return store.split_assignment(seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+def leave_out_unlabelled(store: FeatureStore, split: np.ndarray, rule: dict) -> tuple[np.ndarray, dict]:
+    """``split`` with every unlabelled row in no split (``""``), whatever a loaded split file says.
+
+    The store's own assignment already does this (:func:`featx.data.assign_splits`); a split
+    file written from the source without ``allow_unlabelled`` may give those rows a split.
+    """
+    unlabelled = store.labels < 0
+    if not unlabelled.any():
+        return split, rule
+    return np.where(unlabelled, "", split), {**rule, "unlabelled": int(unlabelled.sum())}
 
 
 def training_rows(ids, labels, split: np.ndarray, per_class: int | None, seed: int) -> dict[str, np.ndarray]:
@@ -232,6 +247,9 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
         store = with_views(store, split, views)
         plan = plan_memory(store, max_memory, quiet)
     _check_training_set(store, split, per_class, seed_list[0], quiet)
+    if rule.get("unlabelled"):
+        _say(quiet, f"{rule['unlabelled']} unlabelled row(s) of {store.path} left out of every split "
+                    "(kept by --allow-unlabelled for predict and export; never trained or scored)")
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -507,7 +525,8 @@ def evaluate_head(
     recorded = Path(model_dir).resolve().parent / SPLITS_FILE
     if splits is None and recorded.is_file():
         try:
-            split, rule = load_splits(recorded, store.ids), {"rule": f"loaded from {recorded}"}
+            split, rule = leave_out_unlabelled(store, load_splits(recorded, store.ids),
+                                               {"rule": f"loaded from {recorded}"})
         except FeatxError:
             split = None
     else:

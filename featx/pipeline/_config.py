@@ -16,6 +16,7 @@ Schema (defaults in brackets)::
       val_fraction: 0.1                # [0.1]  carved per class when the source has no val split
       test_fraction: 0.2               # [0.2]
       split_seed: 0                    # [0]
+      allow_unlabelled: false          # [false] keep samples without a label (extracted, in no split)
     backbones:                         # timm names, or mappings:
       - name: efficientnet_lite0
         weights: null                  # [null] offline/hub default, 'hub', 'random' or a file
@@ -65,7 +66,7 @@ SPLIT_DEFAULTS = {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}
 _TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "repeats", "device", "out",
              "feature_sets", "raw_pixels", "search", "views")
 VIEW_MODES = ("train", "test", "both")
-_SOURCE_KEYS = ("path", *SPLIT_DEFAULTS)
+_SOURCE_KEYS = ("path", *SPLIT_DEFAULTS, "allow_unlabelled")
 _BACKBONE_DEFAULTS = {"weights": None, "pooling": "avg", "batch_size": 8, "precision": "auto", "dtype": "float32",
                       "workers": "auto", **BACKBONE_FEATURE_DEFAULTS}
 _HEAD_KEYS = ("name", "params", "label")
@@ -256,6 +257,11 @@ def _validate_source(value, locator) -> dict:
         out[key] = _int(raw, ("source", key), locator, 0) if key == "split_seed" else _fraction(raw, ("source", key), locator)
     if out["val_fraction"] + out["test_fraction"] >= 1:
         raise locator.error(("source",), "val_fraction + test_fraction must be below 1")
+    keep = src.get("allow_unlabelled", False)
+    if not isinstance(keep, bool):
+        raise locator.error(("source", "allow_unlabelled"), f"must be true or false, got {keep!r}")
+    if keep:  # only then, so the resolved config of every other pipeline stays as it was
+        out["allow_unlabelled"] = True
     return out
 
 

@@ -33,14 +33,11 @@ from ..core.predictions import load_correctness
 
 __all__ = ["RULE", "Decision", "decide", "inference_ms", "training_seconds", "fmt_ms", "compare_rows", "model_dir",
            "locate_predictions",
-           "handover", "EXPORTABLE_HEADS"]
+           "handover"]
 
 RULE = ("Recommendation rule: among the rows that the paired test on the shared test images cannot tell apart from the "
         "most accurate one (95% paired-bootstrap CI of the accuracy difference includes 0), the cheapest at inference "
         "(ms per image as shown); ties by training cost.")
-
-# Head kinds `featx export-model` writes as one ONNX graph; tree and kernel heads do not export.
-EXPORTABLE_HEADS = frozenset({"logreg", "linear_svm", "mlp"})
 
 
 def training_seconds(entry: dict) -> float | None:
@@ -198,6 +195,8 @@ def _head_name(entry: dict, folder: Path | None) -> str:
 
 def handover(entry: dict, out: Path) -> dict:
     """What a user runs next with the recommended row: model path, predict and export commands."""
+    from ..heads import EXPORTABLE_HEADS  # export-model's own list: the report offers what it does
+
     folder = model_dir(entry, out)
     if folder is None:
         return {"model": None, "predict": None, "export": None,
@@ -212,6 +211,6 @@ def handover(entry: dict, out: Path) -> dict:
         "python": f"featx.load_model({str(folder)!r}).predict(images)",
         "export": f"featx export-model {path} --format onnx --out model.onnx" if exports else None,
         "note": None if exports else (f"{kind} heads do not export to ONNX (kinds that export: "
-                                      f"{', '.join(sorted(EXPORTABLE_HEADS))} and fine-tunes); ship the model "
+                                      f"{', '.join(EXPORTABLE_HEADS)} and fine-tunes); ship the model "
                                       "folder and use featx predict or featx.load_model"),
     }

@@ -240,7 +240,9 @@ class _Runner:
             from ..data import open_source
 
             try:
-                self._source = open_source(self.pipeline.source["path"])
+                # One source for every stage: extract, raw pixels and fine-tunes see the same labels.
+                self._source = open_source(self.pipeline.source["path"],
+                                           allow_unlabelled=self.pipeline.source.get("allow_unlabelled", False))
             except FeatxUsageError as exc:
                 where = self.pipeline.path or "pipeline"
                 raise FeatxUsageError(f"{where}: source.path: {exc} (or --set source.path=...)") from None

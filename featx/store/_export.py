@@ -4,7 +4,8 @@ One row per usable item: ``id`` (string), ``label`` (int64), ``label_name`` (str
 ``split`` (train/val/test: the assignment ``featx train`` uses with its default seed and
 fractions, which keeps the source's own split where it has one) and ``features``
 (``fixed_size_list<float32>[D]``, which Spark, Ray Data, pandas and embedding indexes read
-as one vector per row). The store's config, fingerprint, store id and class names go into
+as one vector per row). A row kept without a label (``extract --allow-unlabelled``) has
+label -1, a null ``label_name`` and the split ``""``. The store's config, fingerprint, store id and class names go into
 the schema metadata under ``featx``. Rows come through the verified reader
 (:func:`~featx.store.iter_verified_shards`) one shard (or 65,536 rows) at a time, so a
 damaged or swapped shard is an error, never exported, and export never holds more than
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxUsageError, missing_extra
 from ..core.io import disk_errors, fsync_dir
 from ._place import check_apart
 from ._shards import iter_verified_shards
@@ -69,7 +70,7 @@ def export_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise FeatxError("export to Parquet needs pyarrow: pip install 'featx[parquet]'") from None
+        raise missing_extra("export to Parquet needs pyarrow", "parquet") from None
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     out = Path(out)
     _check_out(store, out, overwrite)
@@ -90,7 +91,8 @@ def export_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike
                 writer.write_table(pa.table({
                     "id": pa.array(ids.astype(str).tolist(), pa.string()),
                     "label": pa.array(labels.astype(np.int64)),
-                    "label_name": pa.array(names[labels].tolist(), pa.string()),
+                    # An unlabelled row (-1, --allow-unlabelled) has no name: null, never names[-1].
+                    "label_name": pa.array([names[k] if k >= 0 else None for k in labels.tolist()], pa.string()),
                     "split": pa.array(np.asarray(chunk_splits).astype(str).tolist(), pa.string()),
                     "features": pa.FixedSizeListArray.from_arrays(flat, store.dim),
                 }, schema=schema))

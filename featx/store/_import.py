@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxUsageError, missing_extra
+from ..data import UNLABELLED
 from ._lock import writer_lock
 from ._place import is_featx_store, swap_in
 from ._shard_writer import ShardedWriter
@@ -63,8 +64,10 @@ def _labels(labels, class_names) -> tuple[np.ndarray, list[str]]:
     if labels.ndim != 1:
         raise FeatxUsageError(f"labels must be one-dimensional; got shape {labels.shape}")
     if labels.dtype.kind in "iu":
-        if labels.size and labels.min() < 0:
-            raise FeatxUsageError("integer labels must be class indices 0..K-1; found a negative label")
+        # -1 (UNLABELLED, as `featx export` writes a row kept without a label) is in no class and no split.
+        if labels.size and labels.min() < UNLABELLED:
+            raise FeatxUsageError("integer labels must be class indices 0..K-1 (or -1: unlabelled); "
+                                  f"found {int(labels.min())}")
         k = int(labels.max()) + 1 if labels.size else 0
         names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(k)]
         if k > len(names):
@@ -164,8 +167,8 @@ def write_store(
 
     ``features``: (N, D) array-like (an ndarray, ``np.memmap`` or h5py dataset is read
     in row blocks), or an iterable of (n_i, D) blocks whose rows add up to N.
-    ``labels``: N class indices (with ``class_names`` naming them, else ``"0".."K-1"``)
-    or N class-name strings. ``ids``: N unique ids (default ``"0".."N-1"``). ``splits``:
+    ``labels``: N class indices (with ``class_names`` naming them, else ``"0".."K-1"``; -1 for a
+    row without a label, kept in no split) or N class-name strings. ``ids``: N unique ids (default ``"0".."N-1"``). ``splits``:
     N of train/val/test/"" (default: none, so featx computes a seeded split).
     ``shard_size``: write a sharded store (a directory) of that many rows per shard;
     ``None``: one HDF5 file. ``backbone``: what made the embeddings, recorded as provenance.
@@ -328,7 +331,7 @@ def _read_parquet(src: Path, feature_columns: list[str] | None) -> dict:
     try:
         import pyarrow.dataset as ds
     except ImportError:
-        raise FeatxError("--format parquet needs pyarrow: pip install 'featx[parquet]'") from None
+        raise missing_extra("--format parquet needs pyarrow", "parquet") from None
     try:
         dataset = ds.dataset(str(src), format="parquet")
         names = dataset.schema.names

@@ -360,15 +360,15 @@ class FeatureStore:
         return self
 
     def info(self) -> dict:
-        split_counts: dict[str, int] = {}
-        for split in self.splits:
-            key = str(split) or "none"
-            split_counts[key] = split_counts.get(key, 0) + 1
+        from collections import Counter
+
+        split_counts = dict(Counter(str(split) or "none" for split in self.splits))
         return {
             "path": str(self.path),
             "n_items": self.n_items,
             "n_done": self.n_done,
             "n_skipped": len(self.skipped),
+            "n_unlabelled": int((self.labels < 0).sum()),  # label -1 (extract --allow-unlabelled): in no split
             "n_pending": self.n_pending,
             "dim": self.dim,
             "dtype": self.feature_dtype,
