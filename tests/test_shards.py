@@ -168,3 +168,33 @@ def test_export_refuses_incomplete_store(folder, tiny_spec, tmp_path):
     result = CliRunner().invoke(cli, ["export", str(out), str(tmp_path / "f.parquet")])
     assert result.exit_code == 1 and "incomplete" in result.output
     assert not (tmp_path / "f.parquet").exists()
+
+
+def test_reuse_reads_each_shard_once(folder, tiny_spec, tmp_path, monkeypatch):
+    """Reuse checks every shard (sha256, ids, shape) and compares the source with the item records
+    in one read of each shard, not a sha256 pass and then a second read for the records."""
+    from collections import Counter
+    from pathlib import Path
+
+    from featx.core import io as core_io
+    from featx.store import _shard_writer, _shards
+
+    out = tmp_path / "s"
+    extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)
+    reads = Counter()
+    real_read_bytes, real_sha = Path.read_bytes, core_io.file_sha256
+
+    def read_bytes(self):
+        reads[self.name] += self.name.startswith("part-")
+        return real_read_bytes(self)
+
+    def sha(path):
+        reads[Path(path).name] += Path(path).name.startswith("part-")
+        return real_sha(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    for module in (core_io, _shards, _shard_writer):
+        monkeypatch.setattr(module, "file_sha256", sha, raising=False)
+    again = extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)
+    assert again.reused
+    assert {name: n for name, n in reads.items() if n} == {f"part-{i:05d}.h5": 1 for i in range(4)}

@@ -91,8 +91,9 @@ def _make_legacy(path: Path, source) -> None:
     """Turn a store into one written before per-item hashes (same layout as format 1 had)."""
     with h5py.File(path, "r+") as h5:
         del h5["item_hash"], h5["item_stat"]
-        del h5.attrs["content_digest"]
+        del h5.attrs["content_digest"], h5.attrs["header_sha256"]  # format 1 had no header hash either
         h5.attrs["fingerprint"] = source.fingerprint()
+        h5.attrs["featx_format"] = 1
 
 
 def test_stores_without_item_hashes_are_reused_as_before(image_folder, tiny_spec, tmp_path, monkeypatch):
@@ -272,7 +273,8 @@ def test_an_incomplete_format1_store_resumes_and_verifies(image_folder, tiny_spe
     assert resumed.complete and not resumed.has_item_hashes and resumed.run_info["rows_this_run"] == 4
     np.testing.assert_array_equal(resumed.features, fresh.features)
     report = featx.store.verify_store(old)
-    assert report.ok and set(report.unchecksummed) == {"features", "labels", "status", "skip_reasons"}
+    assert report.ok and set(report.unchecksummed) == {"features", "labels", "status", "skip_reasons",
+                                                       "header (format 1: no header_sha256)"}
 
 
 def test_a_subclass_overriding_load_is_used_and_its_files_still_hashed(image_folder, tiny_spec, tmp_path, monkeypatch):

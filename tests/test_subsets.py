@@ -74,8 +74,8 @@ def test_threads_are_set_for_the_run_recorded_and_restored(tmp_path, tiny_spec, 
     seen = []
     import featx.extraction._extractor as extractor
 
-    real = extractor._run_threaded
-    monkeypatch.setattr(extractor, "_run_threaded", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    real = extractor.run_extraction  # the loop, which runs inside the run's thread setting
+    monkeypatch.setattr(extractor, "run_extraction", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
     target = 1 if before != 1 else 2
     store = extract(src, tiny_spec, tmp_path / "t.h5", threads=target, **FAST)
     assert seen == [target] and torch.get_num_threads() == before

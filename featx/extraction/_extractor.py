@@ -13,6 +13,7 @@ differs is never reused silently (see ``featx.store.check_existing``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -114,20 +115,18 @@ def _subset(src: Source, per_class: int | None, limit: int | None, seed: int) ->
     return src, record
 
 
-class _torch_threads:
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
     """``torch.set_num_threads(n)`` for a block, restoring the previous count (nothing for ``None``)."""
-
-    def __init__(self, n: int | None):
-        self.n, self.before = n, None
-
-    def __enter__(self):
-        if self.n is not None:
-            self.before = torch.get_num_threads()
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        if self.before is not None:
-            torch.set_num_threads(self.before)
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def extract(
@@ -274,8 +273,6 @@ def _disconnect(layout: _Layout) -> None:
 
 def _close_quietly(writer) -> None:
     # Closing after a failed write fails too; the first error is the one to report.
-    import contextlib
-
     with contextlib.suppress(Exception):
         writer.close()
 
@@ -319,33 +316,29 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layo
 
 
 def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool, layout: _Layout):
-    sharded = target.is_dir()
-    reopen = ShardedWriter.reopen if sharded else StoreWriter.reopen
-    writer = None
-    if sharded:
+    writer, records = None, None
+    if target.is_dir():
         _check_sharded_resume(target, store, layout)
-        # Reopening checks every listed shard's sha256 (a damaged one is dropped and rebuilt), so a
-        # reused store is one whose bytes are what was committed, not one that only says so.
-        writer = reopen(target)
-        store = FeatureStore(target)
-    check = check_store_items(store, src)
+        # Reopening reads every listed shard once, through the verified read (a damaged one is dropped and
+        # rebuilt), and keeps its item records: a reused store's bytes are what was committed.
+        writer = ShardedWriter.reopen(target)
+        store, records = FeatureStore(target), writer.records
+    check = check_store_items(store, src, records)
     touched, changed = (check.touched, check.changed) if check is not None else ({}, [])
-    if store.complete and not (touched or changed) and not sharded:
+    if store.complete and not (touched or changed) and writer is None:
         store.reused = True
         return store
-    writer = writer or reopen(target)
+    writer = writer or StoreWriter.reopen(target)
     if touched or changed:
         writer.refresh_items(touched, changed)
     if changed and not quiet:
         print(f"featx: {len(changed)} file(s) changed since extraction (first: {store.all_ids[changed[0]]}); "
               "extracting them again", file=sys.stderr)
-    if len(writer.pending_rows()) == 0:
+    if store.complete and not changed:  # only stat data (and so shard hashes) were refreshed
         _close_quietly(writer)
-        reused = FeatureStore(target)
-        if reused.complete:
-            reused.reused = True
-            return reused
-        writer = reopen(target)
+        store = FeatureStore(target)
+        store.reused = True
+        return store
     return writer
 
 
@@ -374,32 +367,25 @@ def _run_ray(writer, src, spec, data_config, cluster, prec, dtype, batch_size, s
 
 def _run(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet, compile,
          decode, recipe: FeatureRecipe | None = None, threads: int | None = None) -> dict:
-    with _torch_threads(threads):
-        info = _run_threaded(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict,
-                             quiet, compile, decode, recipe)
-    return {**info, "threads": threads or torch.get_num_threads()}
-
-
-def _run_threaded(writer, src, model, data_config, dev, prec, batch_size, workers, channels_last, strict, quiet,
-                  compile, decode, recipe: FeatureRecipe | None = None) -> dict:
     if channels_last is None:
         channels_last = dev.type == "cuda"
-    model = prepare_model(model, dev, bool(channels_last), compile=False)
-    workers = resolve_workers(workers, dev)
-    input_size = tuple(data_config["input_size"])
-    batch_size, auto = resolve_batch_size(batch_size, model, input_size, dev, prec, bool(channels_last))
-    if auto and not quiet:
-        why = "largest power of two that fits" if dev.type == "cuda" else "the measured-best CPU default"
-        print(f"featx: batch size auto -> {batch_size} ({why})", file=sys.stderr)
-    if compile:
-        # Compiled after sizing: the trial batches would each trigger a recompilation.
-        model = torch.compile(model)
-    batches = writer.batches(batch_size)
-    info = run_extraction(writer, src, model, data_config, batches, dev=dev, precision=prec, workers=workers,
-                          channels_last=bool(channels_last), strict=strict, quiet=quiet, decode=decode,
-                          recipe=recipe)
+    with _torch_threads(threads):
+        model = prepare_model(model, dev, bool(channels_last), compile=False)
+        workers = resolve_workers(workers, dev)
+        input_size = tuple(data_config["input_size"])
+        batch_size, auto = resolve_batch_size(batch_size, model, input_size, dev, prec, bool(channels_last))
+        if auto and not quiet:
+            why = "largest power of two that fits" if dev.type == "cuda" else "the measured-best CPU default"
+            print(f"featx: batch size auto -> {batch_size} ({why})", file=sys.stderr)
+        if compile:
+            # Compiled after sizing: the trial batches would each trigger a recompilation.
+            model = torch.compile(model)
+        info = run_extraction(writer, src, model, data_config, writer.batches(batch_size), dev=dev, precision=prec,
+                              workers=workers, channels_last=bool(channels_last), strict=strict, quiet=quiet,
+                              decode=decode, recipe=recipe)
+        used_threads = torch.get_num_threads()
     # compile, decode and sizing are how the run went, not what the features are: kept
     # here, out of the config (the cache key); see README "Performance".
     return {"device": str(dev), "batch_size": batch_size, "batch_size_auto": auto, "workers": workers,
             "channels_last": bool(channels_last), "compile": bool(compile), "decode": decode, "precision": prec,
-            **info}
+            **info, "threads": used_threads}

@@ -6,6 +6,7 @@ the progress file. Nothing here runs a model: extraction writes stores, heads re
 from __future__ import annotations
 
 from ._export import EXPORT_FORMATS, export_store
+from ._file_writer import StoreWriter
 from ._import import IMPORT_FORMATS, IMPORTED, imported_identity, read_import_source, write_store
 from ._lock import lock_holder, lock_path, writer_lock
 from ._place import NEW_SUFFIX, build_target, check_apart, is_featx_store, remove_temporaries, swap_in
@@ -15,7 +16,6 @@ from ._shards import (
     ITEMS,
     MANIFEST,
     ShardedFeatureStore,
-    is_sharded_store,
     iter_verified_shards,
     manifest_digest,
     read_shard,
@@ -29,7 +29,6 @@ from ._store import (
     STATUS_PENDING,
     STATUS_SKIPPED,
     FeatureStore,
-    StoreWriter,
     check_existing,
     check_store_items,
     damaged_error,
@@ -49,7 +48,6 @@ __all__ = [
     "read_shard_fields",
     "manifest_digest",
     "shard_name",
-    "is_sharded_store",
     "MANIFEST",
     "ITEMS",
     "FORMAT_VERSION",

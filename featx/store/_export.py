@@ -5,12 +5,13 @@ One row per usable item: ``id`` (string), ``label`` (int64), ``label_name`` (str
 fractions, which keeps the source's own split where it has one) and ``features``
 (``fixed_size_list<float32>[D]``, which Spark, Ray Data, pandas and embedding indexes read
 as one vector per row). A row kept without a label (``extract --allow-unlabelled``) has
-label -1, a null ``label_name`` and the split ``""``. The store's config, fingerprint, store id and class names go into
-the schema metadata under ``featx``. Rows come through the verified reader
+label -1, a null ``label_name`` and the split ``""``. The store's config, fingerprint, store
+id and class names go into the schema metadata under ``featx``. Rows come through the verified reader
 (:func:`~featx.store.iter_verified_shards`) one shard (or 65,536 rows) at a time, so a
 damaged or swapped shard is an error, never exported, and export never holds more than
-one shard's features; the file appears by atomic rename. OUT may not be the store or lie
-inside it; an existing OUT is replaced only with ``overwrite`` and only if it is a file
+one shard's features; the file appears by atomic rename, and the temporary file of an
+export that was killed is removed by the next export to that OUT. OUT may not be the store
+or lie inside it; an existing OUT is replaced only with ``overwrite`` and only if it is a file
 featx exported.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import FeatxUsageError, missing_extra
-from ..core.io import disk_errors, fsync_dir
+from ..core.io import disk_errors, fsync_dir, remove_stale_temps
 from ._place import check_apart
 from ._shards import iter_verified_shards
 from ._store import FeatureStore
@@ -83,6 +84,8 @@ def export_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike
                         ("split", pa.string()), ("features", pa.list_(pa.float32(), store.dim))],
                        metadata={"featx": json.dumps(meta, sort_keys=True, default=str)})
     out.parent.mkdir(parents=True, exist_ok=True)
+    # A killed export's temporary file of this OUT (``.NAME.PID.tmp`` of a dead process; never a live one's).
+    remove_stale_temps(out.parent, out.name)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     with disk_errors(out, tmp):
         with pq.ParquetWriter(tmp, schema) as writer:

@@ -25,9 +25,9 @@ __all__ = ["is_featx_store", "check_apart", "build_target", "swap_in", "remove_t
 NEW_SUFFIX = ".new"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # Every name a sharded writer creates inside its directory, temporary ones included.
-_SHARDED_NAMES = re.compile(r"^(manifest\.json|items\.h5|part-\d{5,}\.h5)$"
-                            r"|^\.(manifest\.json|items\.h5|part-\d{5,}\.h5)\..*tmp$")
-_TEMPORARY = re.compile(r"^\.(manifest\.json|items\.h5|part-\d{5,}\.h5)\..*tmp$")
+_FILES = r"(manifest\.json|items\.h5|part-\d{5,}\.h5)"
+_TEMPORARY = re.compile(rf"^\.{_FILES}\..*tmp$")
+_SHARDED_NAMES = re.compile(rf"^{_FILES}$|{_TEMPORARY.pattern}")
 
 
 def _foreign_entries(directory: Path) -> list[str]:

@@ -24,29 +24,32 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..core.errors import FeatxError, FeatxUsageError
+from ..core.errors import FeatxError
 from ..core.io import disk_errors, file_sha256, write_durably
-from ..core.runtime import library_versions
 from ._place import remove_temporaries
 from ._shards import (
     ITEMS,
-    MANIFEST,
+    RECORD_FIELDS,
     SHARD_RE,
+    STAMP_KEYS,
+    _check_shard,
     _read_items,
     _read_manifest,
     _write_manifest,
+    empty_records,
     read_shard_fields,
     shard_name,
+    take_records,
 )
 from ._store import (
     _HASH_BYTES,
-    _REASON_BYTES,
     FORMAT_VERSION,
-    STATUS_DONE,
     STATUS_PENDING,
     STATUS_SKIPPED,
-    _attr_text,
-    _canonical,
+    encode_reasons,
+    run_record,
+    store_header,
+    write_listing,
 )
 
 __all__ = ["ShardedWriter", "write_shard"]
@@ -80,8 +83,7 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
     # Unique temp name: a retried task and a stray one from a killed run never collide.
     tmp = directory / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     n = len(ids)
-    status = np.array([STATUS_DONE if r is None else STATUS_SKIPPED for r in reasons], dtype=np.uint8)
-    encoded = np.array([(r or "").encode("utf-8")[:_REASON_BYTES] for r in reasons], dtype=f"S{_REASON_BYTES}")
+    status, encoded = encode_reasons(reasons)
 
     def build(h5: h5py.File) -> None:
         h5.attrs["featx_format"] = FORMAT_VERSION
@@ -101,12 +103,15 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
             h5.create_dataset(f"feature_sets/{name}", data=np.asarray(rows).reshape(n, -1).astype(dtype))
 
     sha = _commit_h5(final, tmp, build)
-    return {
-        "index": index, "name": final.name, "start": start, "stop": start + n, "rows": n,
-        "first_id": str(ids[0]) if n else "", "last_id": str(ids[-1]) if n else "",
-        "sha256": sha, "bytes": final.stat().st_size,
-        "skipped": [[start + i, r] for i, r in enumerate(reasons) if r is not None],
-    }
+    return shard_entry(index, start, ids, reasons, sha, final.stat().st_size)
+
+
+def shard_entry(index: int, start: int, ids, reasons: list[str | None], sha256: str, size: int) -> dict:
+    """The manifest entry of committed shard ``index``: its rows, id range, sha256, size and skipped rows."""
+    n = len(ids)
+    return {"index": index, "name": shard_name(index), "start": start, "stop": start + n, "rows": n,
+            "first_id": str(ids[0]) if n else "", "last_id": str(ids[-1]) if n else "", "sha256": sha256,
+            "bytes": size, "skipped": [[start + i, r] for i, r in enumerate(reasons) if r is not None]}
 
 
 class _Slot:
@@ -143,46 +148,35 @@ class ShardedWriter:
         self.has_records = bool(manifest.get("item_records"))
         self.on_progress = None
         self._open: dict[int, _Slot] = {}
+        #: (stats, hashes) of every row, as read from the committed shards on reopen (stores with item records).
+        self.records = empty_records(len(ids)) if self.has_records else None
 
     @classmethod
     def create(cls, path: Path, *, config: dict, fingerprint: str, ids, labels, splits, class_names, dim: int,
                dtype: str, shard_size: int, item_records: bool = False,
                extra_sets: list[dict] | None = None) -> ShardedWriter:
-        if shard_size < 1:
-            raise FeatxUsageError("shard size must be at least 1")
         path.mkdir(parents=True, exist_ok=True)
 
-        def build(h5: h5py.File) -> None:
-            h5.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
-            h5.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
-            h5.create_dataset("splits", data=np.asarray(splits, dtype=object), dtype=h5py.string_dtype())
-
-        items_sha = _commit_h5(path / ITEMS, path / f".{ITEMS}.tmp", build)
-        n = len(ids)
-        config = _canonical(config)
+        items_sha = _commit_h5(path / ITEMS, path / f".{ITEMS}.tmp", lambda h5: write_listing(h5, ids, labels, splits))
+        n, manifest = len(ids), store_header(config, fingerprint, class_names)
         # What every shard of this store carries: a resume adopts an orphan shard only when both match.
-        identity = json.dumps({"config": config, "dim": int(dim), "dtype": dtype}, sort_keys=True)
-        manifest = {
-            "featx_format": FORMAT_VERSION, "layout": "sharded", "config": config,
-            "nonce": uuid.uuid4().hex, "config_sha256": hashlib.sha256(identity.encode()).hexdigest(),
-            "items_sha256": items_sha, "item_records": bool(item_records),
-            "fingerprint": fingerprint, "class_names": list(class_names),
-            "versions": library_versions(xgboost=False), "n_items": n, "dim": int(dim), "dtype": dtype,
+        identity = json.dumps({"config": manifest["config"], "dim": int(dim), "dtype": dtype}, sort_keys=True)
+        manifest.update({
+            "layout": "sharded", "nonce": uuid.uuid4().hex, "config_sha256": hashlib.sha256(identity.encode()).hexdigest(),
+            "items_sha256": items_sha, "item_records": bool(item_records), "n_items": n, "dim": int(dim), "dtype": dtype,
             "shard_size": int(shard_size), "n_shards": -(-n // shard_size), "shards": {},
-            "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": "", "run": {},
-        }
+        })
         if extra_sets:
             manifest["feature_sets"] = list(extra_sets)
         # The manifest goes last: a directory without it is not a store yet, and is recreated.
-        with disk_errors(path / MANIFEST):
-            _write_manifest(path, manifest)
+        _write_manifest(path, manifest)
         return cls(path, manifest, np.asarray(ids, dtype=object))
 
     @property
     def stamp(self) -> dict:
         """The attributes every shard of this store records (none for stores made before stamps)."""
         m = self.manifest
-        return {"store_nonce": m["nonce"], "store_config": m["config_sha256"]} if "nonce" in m else {}
+        return dict(zip(STAMP_KEYS, (m["nonce"], m["config_sha256"]))) if "nonce" in m else {}
 
     @classmethod
     def reopen(cls, path: Path) -> ShardedWriter:
@@ -195,46 +189,44 @@ class ShardedWriter:
         return writer
 
     def _check_listed(self) -> None:
-        """Drop manifest entries whose shard file vanished or changed, so they are rebuilt."""
-        dropped = False
-        for key, entry in list(self.manifest["shards"].items()):
-            shard = self.path / entry["name"]
-            if not shard.is_file() or file_sha256(shard) != entry["sha256"]:
-                shard.unlink(missing_ok=True)
-                del self.manifest["shards"][key]
-                self.manifest["complete"], dropped = False, True
+        """Read every listed shard once (the verified read, keeping its item records); drop the entries
+        whose shard vanished or changed, so they are rebuilt."""
+        dropped = [key for key, entry in self.manifest["shards"].items() if self._keep(entry) is None]
+        for key in dropped:
+            (self.path / self.manifest["shards"].pop(key)["name"]).unlink(missing_ok=True)
+            self.manifest["complete"] = False
         if dropped:  # on disk before anything else: readers see those rows pending, not damaged
-            with disk_errors(self.path / MANIFEST):
-                _write_manifest(self.path, self.manifest)
+            _write_manifest(self.path, self.manifest)
+
+    def _keep(self, entry: dict) -> dict | None:
+        """A committed shard's fields, read once, if it is this store's and checks out: its sha256 (``None``
+        for an orphan), the listing's ids there, its shape, this store's nonce and config hash (never another
+        store's or another run's shard), every row done or skipped. Its item records go to :attr:`records`."""
+        names = ["status", "skip_reasons", *(RECORD_FIELDS if self.has_records else [])]
+        problem, fields = _check_shard(self.path, entry, self.ids, int(self.manifest["dim"]), names)
+        if problem or any(fields["stamp"][k] != v for k, v in self.stamp.items()) \
+                or (fields["status"] == STATUS_PENDING).any():
+            return None
+        if self.records is not None:
+            take_records(self.records, entry, fields)
+        return fields
 
     def _adopt_committed(self) -> None:
         """Add shards committed on disk after the last manifest write (driver killed in between)."""
         for shard in sorted(self.path.iterdir()):
             match = SHARD_RE.match(shard.name)
             index = int(match.group(1)) if match else -1
-            if index < 0 or str(index) in self.manifest["shards"]:
+            if shard.name != shard_name(index) or str(index) in self.manifest["shards"]:
                 continue
             start, stop = self.shard_range(index)
-            try:
-                with h5py.File(shard, "r") as h5:
-                    # Another store's or another run's shard (another nonce or config) is never adopted.
-                    if any(_attr_text(h5, key) != value for key, value in self.stamp.items()):
-                        raise KeyError("not this store's shard")
-                    ids = h5["ids"].asstr()[:]
-                    status = h5["status"][:]
-                    reasons = [bytes(r).decode("utf-8", "replace").rstrip("\x00") for r in h5["skip_reasons"][:]]
-            except (OSError, KeyError):
-                ids, status, reasons = np.array([]), np.array([]), []
-            if stop > self.manifest["n_items"] or not np.array_equal(ids.astype(str), self.ids[start:stop].astype(str)) \
-                    or (status == STATUS_PENDING).any():
+            entry = {"name": shard.name, "start": start, "stop": stop, "sha256": None}
+            fields = self._keep(entry) if index < self.manifest["n_shards"] else None
+            if fields is None:
                 shard.unlink(missing_ok=True)
                 continue
-            self.record({
-                "index": index, "name": shard.name, "start": start, "stop": stop, "rows": stop - start,
-                "first_id": str(ids[0]), "last_id": str(ids[-1]), "sha256": file_sha256(shard),
-                "bytes": shard.stat().st_size,
-                "skipped": [[start + i, r] for i, (s, r) in enumerate(zip(status, reasons)) if s == STATUS_SKIPPED],
-            })
+            reasons = [bytes(r).decode("utf-8", "replace").rstrip("\x00") if s == STATUS_SKIPPED else None
+                       for s, r in zip(fields["status"], fields["skip_reasons"])]
+            self.record(shard_entry(index, start, fields["ids"], reasons, fields["sha256"], shard.stat().st_size))
 
     def shard_range(self, index: int) -> tuple[int, int]:
         size = self.manifest["shard_size"]
@@ -292,49 +284,34 @@ class ShardedWriter:
                     h5["item_stat"][row - entry["start"]] = np.asarray(touched[row], dtype=np.int64)
             # A kill before the manifest below: the shard no longer matches its sha256 and is rebuilt.
             entry.update(sha256=file_sha256(shard), bytes=shard.stat().st_size)
-        with disk_errors(self.path / MANIFEST):
-            _write_manifest(self.path, self.manifest)
+        _write_manifest(self.path, self.manifest)
 
     def record(self, entry: dict) -> None:
         self.manifest["shards"][str(entry["index"])] = entry
-        with disk_errors(self.path / MANIFEST):
-            _write_manifest(self.path, self.manifest)
+        _write_manifest(self.path, self.manifest)
 
     def finish(self, run_info: dict) -> None:
         """Check every shard through the verified reader and the ids against the listing; then ``complete``."""
         hashes = self._verify_ids()
-        previous = self.manifest.get("run") or {}
-        total = float(previous.get("extract_seconds_total", 0.0)) + float(run_info.get("seconds_this_run", 0.0))
-        self.manifest["run"] = {**run_info, "extract_seconds_total": round(total, 3)}
-        self.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.manifest.update(run=run_record(self.manifest.get("run") or {}, run_info),
+                             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), complete=True)
         if self.has_records:
             from ..data import digest_of_hashes
 
             self.manifest["content_digest"] = digest_of_hashes(hashes)
-        self.manifest["complete"] = True
-        with disk_errors(self.path / MANIFEST):
-            _write_manifest(self.path, self.manifest)
+        _write_manifest(self.path, self.manifest)
 
     def _verify_ids(self) -> list[str]:
-        """Raise unless the ids read back from the shards are exactly the listing; the item hashes."""
-        n_shards = self.manifest["n_shards"]
-        if self.pending_shards():
-            raise FeatxError(f"internal error: shards {self.pending_shards()[:5]} of {self.path} are missing; "
-                             "not marking it complete")
-        names = ["item_hash"] if self.has_records else []
-        seen, hashes = [], []
-        for index in range(n_shards):
-            fields = read_shard_fields(self.path, self.manifest["shards"][str(index)], self.ids,
-                                       int(self.manifest["dim"]), names)
-            seen.append(fields["ids"])
+        """The item hashes, once the shards tile the listing (each covers exactly its rows: none missing,
+        none twice) and each, read back through the verified reader, holds the listing's ids there."""
+        names, hashes = (["item_hash"] if self.has_records else []), []
+        for index in range(self.manifest["n_shards"]):
+            entry = self.manifest["shards"].get(str(index))
+            if entry is None or (entry["start"], entry["stop"]) != self.shard_range(index):
+                raise FeatxError(f"{self.path}: shard {index} is missing or covers other rows than the listing has "
+                                 "for it; not marking it complete (re-run extract to rebuild it)")
+            fields = read_shard_fields(self.path, entry, self.ids, int(self.manifest["dim"]), names)
             hashes.extend(h.decode("ascii") for h in fields.get("item_hash", []))
-        got = np.concatenate(seen) if seen else np.array([], dtype=object)
-        if len(got) != len(self.ids) or not np.array_equal(got.astype(str), np.asarray(self.ids).astype(str)):
-            dupes = len(got) - len(set(got.tolist()))
-            raise FeatxError(
-                f"{self.path}: the shards hold {len(got)} rows ({dupes} duplicate ids) for {len(self.ids)} listed items; "
-                "not marking it complete (delete the damaged shards and re-run extract)"
-            )
         return hashes
 
     def close(self) -> None:

@@ -10,15 +10,7 @@ Layout (``docs/store-format.md``)::
                           item_stat (file sources), feature_sets/<name> (--layers); attributes:
                           the store's nonce and config hash
 
-Shard ``N`` always covers the same rows of the source listing, whoever writes it (the
-local engine or a Ray actor on another node), so writing a shard twice gives the same
-file and a retried task can never duplicate a row. A shard is written under a temporary
-name, fsynced and renamed into place: a file named ``part-NNNNN.h5`` is whole. The
-manifest is rewritten atomically after each shard; a shard committed on disk but missing
-from the manifest (the driver was killed in between) is validated and adopted on resume.
-``complete`` is written only after the ids of all shards, read back from the shards
-themselves, equal the source listing: no id missing, none twice.
-
+How it is written (one shard at a time, each committed whole) is in ``_shard_writer``.
 :class:`ShardedFeatureStore` reads such a directory with the same interface as a
 single-file :class:`FeatureStore`; ``FeatureStore(path)`` returns one for a directory.
 """
@@ -36,22 +28,29 @@ import h5py
 import numpy as np
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError
-from ..core.io import file_sha256, json_text, write_json_atomic
-from ._store import FORMAT_VERSION, STATUS_DONE, STATUS_PENDING, STATUS_SKIPPED, FeatureStore, _first_line
+from ..core.io import disk_errors, file_sha256, json_text, write_json_atomic
+from ._store import (
+    FORMAT_VERSION,
+    STATUS_DONE,
+    STATUS_PENDING,
+    STATUS_SKIPPED,
+    FeatureStore,
+    _attr_text,
+    _first_line,
+)
 
-__all__ = ["ShardedFeatureStore", "shard_name", "is_sharded_store", "verify_sharded", "iter_verified_shards",
+__all__ = ["ShardedFeatureStore", "shard_name", "verify_sharded", "iter_verified_shards",
            "read_shard", "read_shard_fields", "manifest_digest", "MANIFEST", "ITEMS", "SHARD_RE"]
 
 MANIFEST, ITEMS = "manifest.json", "items.h5"
 SHARD_RE = re.compile(r"^part-(\d{5,})\.h5$")
+# A shard's attributes naming its store: the store's nonce and config hash (adoption checks both).
+STAMP_KEYS = ("store_nonce", "store_config")
+RECORD_FIELDS = ["item_stat", "item_hash"]
 
 
 def shard_name(index: int) -> str:
     return f"part-{index:05d}.h5"
-
-
-def is_sharded_store(path: str | os.PathLike) -> bool:
-    return Path(path).is_dir()
 
 
 def manifest_digest(manifest: dict) -> str:
@@ -63,7 +62,8 @@ def manifest_digest(manifest: dict) -> str:
 
 def _write_manifest(path: Path, manifest: dict) -> None:
     manifest["manifest_sha256"] = manifest_digest(manifest)
-    write_json_atomic(path / MANIFEST, manifest)
+    with disk_errors(path / MANIFEST):
+        write_json_atomic(path / MANIFEST, manifest)
 
 
 def _read_manifest(path: Path) -> dict:
@@ -78,7 +78,12 @@ def _read_manifest(path: Path) -> dict:
         raise FeatxError(f"{manifest} is not a featx sharded-store manifest")
     if int(data.get("featx_format", 0)) > FORMAT_VERSION:
         raise FeatxError(f"{path} uses store format {data['featx_format']}; this featx reads up to {FORMAT_VERSION}")
-    # Manifests written before the digest have none (they keep opening; their shards are still checked).
+    # Format 1 manifests written before the digest have none (they keep opening; their shards are still
+    # checked). Format 2 ones, and format 1 ones with a nonce (written by the same code), always carry it:
+    # one without it was edited, not written before digests.
+    if "manifest_sha256" not in data and (int(data.get("featx_format", 0)) >= 2 or "nonce" in data):
+        raise StoreDamagedError(f"{manifest} was edited or damaged (it has no manifest_sha256, which every manifest "
+                                "of its format carries); re-run extract with --overwrite")
     if "manifest_sha256" in data and data["manifest_sha256"] != manifest_digest(data):
         raise StoreDamagedError(f"{manifest} was edited or damaged (its fields no longer match its manifest_sha256); "
                                 "re-run extract with --overwrite")
@@ -104,73 +109,35 @@ class ShardedFeatureStore(FeatureStore):
     sha256 checked against the manifest) on first access.
     """
 
-    def __init__(self, path: str | os.PathLike):  # noqa: D107 - same contract as FeatureStore
-        self.path = Path(path)
+    def _load(self) -> tuple[dict, np.ndarray, dict[int, str]]:
         self.manifest = _read_manifest(self.path)
-        m = self.manifest
-        self.config, self.fingerprint = m["config"], m["fingerprint"]
-        self.class_names, self.versions, self.run_info = m["class_names"], m["versions"], m.get("run", {})
-        self._complete_attr = bool(m.get("complete", False))
-        # Shards carry a sha256 each (checked on read); those of file sources also each item's content hash.
-        self.has_item_hashes, self.content_digest = bool(m.get("item_records")), m.get("content_digest")
-        self._extra_sets: list[dict] = list(m.get("feature_sets", []))
-        self._all_ids, self._all_labels, self._all_splits = _read_items(self.path, m.get("items_sha256"))
-        self.n_items, self.dim, self.feature_dtype = len(self._all_ids), int(m["dim"]), m["dtype"]
-        self._status = np.full(self.n_items, STATUS_PENDING, dtype=np.uint8)
+        self._all_ids, self._all_labels, self._all_splits = _read_items(self.path, self.manifest.get("items_sha256"))
+        status = np.full(len(self._all_ids), STATUS_PENDING, dtype=np.uint8)
         reasons: dict[int, str] = {}
         for entry in self.shards:
-            self._status[entry["start"]:entry["stop"]] = STATUS_DONE
+            status[entry["start"]:entry["stop"]] = STATUS_DONE
             for row, reason in entry["skipped"]:
-                self._status[row] = STATUS_SKIPPED
+                status[row] = STATUS_SKIPPED
                 reasons[row] = reason
-        self._done = self._status == STATUS_DONE
-        self.skipped = [{"id": str(self._all_ids[i]), "reason": reasons[i]} for i in sorted(reasons)]
-        self._features = None
-        self.reused = False
+        return self.manifest, status, reasons
 
     @property
     def shards(self) -> list[dict]:
         return sorted(self.manifest.get("shards", {}).values(), key=lambda e: e["index"])
 
-    @property
-    def features(self) -> np.ndarray:
-        if self._features is None:
-            full = np.zeros((self.n_done, self.dim), dtype=np.float32)
-            offset = 0
-            for ids, _, _, feats in self.iter_verified_shards():
-                full[offset:offset + len(ids)] = feats
-                offset += len(ids)
-            self._features = full
-        return self._features
-
-    def iter_verified_shards(self, feature_set: str = "features"):
+    def iter_verified_shards(self, dataset: str = "features"):
         """See :func:`iter_verified_shards`: one committed shard at a time, each checked first."""
         for entry in self.shards:
-            feats = read_shard_fields(self.path, entry, self._all_ids, self.dim, [feature_set])[feature_set]
-            sl = slice(entry["start"], entry["stop"])
-            done = self._done[sl]
-            yield (self._all_ids[sl][done], self._all_labels[sl][done].astype(np.int64), self._all_splits[sl][done],
-                   feats[done].astype(np.float32, copy=False))
-
-    def feature_set(self, name: str) -> np.ndarray:
-        if name == "pooled":
-            return self.features
-        if name not in {s["name"] for s in self._extra_sets}:
-            return super().feature_set(name)  # the usage error naming the sets it has
-        parts = [feats for *_, feats in self.iter_verified_shards(f"feature_sets/{name}")]
-        dim = next(int(s["dim"]) for s in self._extra_sets if s["name"] == name)
-        return np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+            feats = read_shard_fields(self.path, entry, self._all_ids, self.dim, [dataset])[dataset]
+            yield self._usable(slice(entry["start"], entry["stop"]), feats)
 
     def item_records(self) -> tuple[np.ndarray, list[str]]:
         if not self.has_item_hashes:
             raise FeatxError(f"{self.path} has no item records (written by the Ray engine or before them)")
-        stats = np.full((self.n_items, 3), -1, dtype=np.int64)
-        hashes = [""] * self.n_items
+        records = empty_records(self.n_items)
         for entry in self.shards:
-            fields = read_shard_fields(self.path, entry, self._all_ids, self.dim, ["item_stat", "item_hash"])
-            stats[entry["start"]:entry["stop"]] = fields["item_stat"]
-            hashes[entry["start"]:entry["stop"]] = [h.decode("ascii") for h in fields["item_hash"]]
-        return stats, hashes
+            take_records(records, entry, read_shard_fields(self.path, entry, self._all_ids, self.dim, RECORD_FIELDS))
+        return records
 
     def info(self) -> dict:
         data = super().info()
@@ -181,6 +148,18 @@ class ShardedFeatureStore(FeatureStore):
 
 
 FeatureStore._directory_layout = ShardedFeatureStore
+
+
+def empty_records(n: int) -> tuple[np.ndarray, list[str]]:
+    """(stats, content hashes) of ``n`` rows none of which was read yet."""
+    return np.full((n, 3), -1, dtype=np.int64), [""] * n
+
+
+def take_records(records: tuple[np.ndarray, list[str]], entry: dict, fields: dict) -> None:
+    """Copy a verified shard's item records (``RECORD_FIELDS`` of its fields) into the store-wide ``records``."""
+    rows = slice(entry["start"], entry["stop"])
+    records[0][rows] = fields["item_stat"]
+    records[1][rows] = [h.decode("ascii") for h in fields["item_hash"]]
 
 
 def iter_verified_shards(store: FeatureStore | str | os.PathLike):
@@ -222,11 +201,13 @@ def _check_shard(path: Path, entry: dict, all_ids: np.ndarray, dim: int, names=(
         data = (path / entry["name"]).read_bytes()
     except OSError:
         return f"is missing or unreadable {rows}", {}
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+    sha = hashlib.sha256(data).hexdigest()
+    if entry["sha256"] is not None and sha != entry["sha256"]:  # None: an orphan shard, to adopt or not
         return f"sha256 differs from the manifest {rows}", {}
     try:
         with h5py.File(io.BytesIO(data), "r") as h5:
-            fields = {"ids": h5["ids"].asstr()[:], "features": h5["features"][:]}
+            fields = {"ids": h5["ids"].asstr()[:], "features": h5["features"][:], "sha256": sha,
+                      "stamp": {key: _attr_text(h5, key) for key in STAMP_KEYS}}
             fields.update({name: h5[name][:] for name in names})
     except (OSError, KeyError, ValueError) as exc:
         return f"is unreadable {rows}: {_first_line(exc)}", {}
@@ -239,18 +220,17 @@ def _check_shard(path: Path, entry: dict, all_ids: np.ndarray, dim: int, names=(
 
 
 def verify_sharded(report):
-    """``featx info --verify`` for a directory: manifest, item listing, and every shard's sha256."""
+    """``featx info --verify`` for a directory: manifest, item listing, and every shard (the verified read)."""
     try:
-        manifest = _read_manifest(report.path)
-        all_ids, _, _ = _read_items(report.path, manifest.get("items_sha256"))
+        store = ShardedFeatureStore(report.path)
     except FeatxError as exc:
         if exc.exit_code == 2:
             raise
         report.problems.append(str(exc))
         return report
     report.checked.extend([MANIFEST, ITEMS])
-    for entry in sorted(manifest["shards"].values(), key=lambda e: e["index"]):
-        problem = _check_shard(report.path, entry, all_ids, int(manifest["dim"]))[0]
+    for entry in store.shards:
+        problem = _check_shard(report.path, entry, store.all_ids, store.dim)[0]
         if problem:
             report.problems.append(f"{entry['name']}: {problem.removeprefix('is ')}")
         else:

@@ -1,6 +1,6 @@
 """The HDF5 feature store: one file per (source, backbone, weights, preprocessing, pooling).
 
-Layout (format 1), documented in the README::
+Layout (format 2; ``docs/store-format.md``)::
 
     /features      (N, D) float32 or float16   one row per source item, in source order
     /labels        (N,)   int64                class index into attrs["class_names"]
@@ -14,24 +14,21 @@ Layout (format 1), documented in the README::
     attrs: featx_format, config (JSON), fingerprint, class_names (JSON), versions (JSON),
            complete (bool), created, finished, run (JSON: device, batch size, timings),
            content_digest (one hash over /item_hash, set at finish),
-           feature_sets (JSON list of {name, dim, layer, ...}; absent when there are none)
+           feature_sets (JSON list of {name, dim, layer, ...}; absent when there are none),
+           header_sha256 (format 2: a hash over what the rows mean, see :func:`header_digest`)
 
-Crash safety: every dataset is allocated when the file is created (chunked datasets
-with early allocation), so an interrupted run can only leave pending rows half
-written, never broken metadata. The per-row arrays carry HDF5's Fletcher-32 checksum
-per chunk, so damaged bytes fail at read instead of being used. Rows are written
-batch by batch, features and item records first, then status, each followed by a
-flush: a row whose status says "done" is on disk. ``complete`` is set only after
-every row's status is done or skipped and everything else is flushed and fsynced
-(see :meth:`StoreWriter.finish`). A sidecar ``<file>.lock`` (an OS lock that a killed
-process releases) keeps a second writer out.
+The per-row arrays carry HDF5's Fletcher-32 checksum per chunk, so damaged bytes fail
+at read instead of being used. How a file is written (and why an interrupted run never
+leaves broken metadata) is in ``_file_writer``; the sharded layout in ``_shards``.
 
 Stores written before per-item hashes (no ``/item_hash``) keep their old fingerprint
 (ids, labels, splits, file sizes and mtimes) and are checked and reused as before.
+Format 1 stores, written before ``header_sha256``, open unhashed; every format 2 store has one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -45,18 +42,19 @@ from ..core.runtime import library_versions
 from ._lock import writer_lock
 
 __all__ = ["FeatureStore", "STATUS_PENDING", "STATUS_DONE", "STATUS_SKIPPED", "FORMAT_VERSION", "writer_lock",
-           "damaged_error"]
+           "damaged_error", "check_existing", "check_store_items", "diff_configs", "encode_reasons", "run_record",
+           "store_header", "write_listing"]
 
-FORMAT_VERSION = 1
+# Format 2: every store carries a hash over what its rows mean (a file's header_sha256, a manifest's
+# manifest_sha256), so a missing one is an edit; format 1 stores, written before, open without one.
+FORMAT_VERSION = 2
 STATUS_PENDING, STATUS_DONE, STATUS_SKIPPED = 0, 1, 2
 _REASON_BYTES = 256
 
 
-# Reserved sizes of the attributes rewritten at finish: rewriting an attribute in place
-# with the same type and size needs no new space in the file, so a full disk cannot
-# strike while the run's record is being written (padding spaces are valid JSON).
-_RUN_ATTR_BYTES, _FINISHED_ATTR_BYTES, _DIGEST_ATTR_BYTES = 4096, 32, 32
 _HASH_BYTES = 64
+# What a file store's header_sha256 covers: every attribute whose edit changes what the rows mean.
+_HEADER_ATTRS = ("featx_format", "config", "fingerprint", "class_names", "feature_sets", "content_digest")
 _FIX = "delete it, or run `featx extract` again with --overwrite"
 
 
@@ -76,18 +74,13 @@ def _is_lock_conflict(text: str) -> bool:
 def _open_h5(path: Path, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
-    except BlockingIOError:
-        raise StoreInUseError(f"feature store {path} is in use by another process") from None
-    except OSError as exc:
-        text = str(exc)
-        if _is_lock_conflict(text):
+    except OSError as exc:  # BlockingIOError included: another process holds the file
+        if isinstance(exc, BlockingIOError) or _is_lock_conflict(str(exc)):
             raise StoreInUseError(f"feature store {path} is in use by another process") from None
         if not path.exists():
             raise FeatxUsageError(f"feature store not found: {path}") from None
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise StoreDamagedError(
-            f"{path} is not a readable HDF5 feature store (damaged, truncated or another kind of file: {first}): {_FIX}"
-        ) from None
+        raise StoreDamagedError(f"{path} is not a readable HDF5 feature store (damaged, truncated or another kind of "
+                                f"file: {_first_line(exc)}): {_FIX}") from None
 
 
 def _padded(text: str, size: int) -> np.bytes_:
@@ -109,15 +102,6 @@ def _checked_dataset(h5: h5py.File, name: str, shape: tuple, dtype, **kwargs) ->
     row_bytes = int(np.dtype(dtype).itemsize * int(np.prod(shape[1:], dtype=np.int64)))
     chunks = (_chunk_rows(n, row_bytes), *shape[1:])
     return h5.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, fletcher32=True, dcpl=dcpl, **kwargs)
-
-
-def _fsync(h5: h5py.File) -> None:
-    h5.flush()
-    try:
-        fd = h5.id.get_vfd_handle()
-    except Exception:  # a driver without a file descriptor: the flush is all we can do
-        return
-    os.fsync(fd)
 
 
 def diff_configs(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -168,6 +152,28 @@ class FeatureStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        # What both layouts read the same way: a header (attributes, or a manifest), the
+        # listing, the status of every row and the reasons of the skipped ones.
+        meta, self._status, reasons = self._load()
+        self.config: dict = meta["config"]
+        self.fingerprint: str = str(meta["fingerprint"])
+        self.class_names: list[str] = list(meta["class_names"])
+        self.versions: dict = meta["versions"]
+        self.run_info: dict = meta.get("run") or {}
+        self.content_digest: str | None = meta.get("content_digest") or None
+        self._complete_attr = bool(meta.get("complete", False))
+        self._extra_sets: list[dict] = list(meta.get("feature_sets") or [])
+        #: True for stores that record each file item's content hash and stat data.
+        self.has_item_hashes = bool(meta.get("item_records"))
+        self.n_items, self.dim, self.feature_dtype = len(self._all_ids), int(meta["dim"]), str(meta["dtype"])
+        self._done = self._status == STATUS_DONE
+        self.skipped = [{"id": str(self._all_ids[i]), "reason": reasons[i]} for i in sorted(reasons)]
+        self._features: np.ndarray | None = None
+        #: True when :func:`featx.extract` returned this store without running the backbone.
+        self.reused = False
+
+    def _load(self) -> tuple[dict, np.ndarray, dict[int, str]]:
+        """(header fields, status of every row, {row: skip reason}); sets ``_all_ids/_labels/_splits``."""
         with _open_h5(self.path, "r") as h5:
             if h5.attrs.get("featx_format") is None:
                 raise FeatxError(f"{self.path} is an HDF5 file but not a featx feature store")
@@ -175,39 +181,24 @@ class FeatureStore:
             if fmt > FORMAT_VERSION:
                 raise FeatxError(f"{self.path} uses store format {fmt}; this featx reads up to {FORMAT_VERSION}: upgrade featx")
             try:
-                skipped, reasons = self._read_metadata(h5)
+                meta = {name: json.loads(h5.attrs[name]) for name in ("config", "class_names", "versions")}
+                meta.update(fingerprint=h5.attrs["fingerprint"], run=json.loads(h5.attrs.get("run", "{}") or "{}"),
+                            content_digest=_attr_text(h5, "content_digest"), complete=h5.attrs.get("complete", False),
+                            feature_sets=json.loads(h5.attrs.get("feature_sets", "[]")), item_records="item_hash" in h5,
+                            dim=h5["features"].shape[1], dtype=h5["features"].dtype)
+                status = h5["status"][:]
+                self._all_ids = h5["ids"].asstr()[:]
+                self._all_labels = h5["labels"][:]
+                self._all_splits = h5["splits"].asstr()[:]
+                skipped = np.flatnonzero(status == STATUS_SKIPPED)
+                reasons = h5["skip_reasons"][skipped] if skipped.size else []
+                problem = header_problem(h5, self._all_ids, self._all_labels, self._all_splits) if fmt >= 2 else None
             except (OSError, KeyError, ValueError, TypeError) as exc:
                 # Unreadable attributes or a failed checksum: damaged bytes, never a traceback.
                 raise damaged_error(self.path, _first_line(exc)) from None
-        self._done = self._status == STATUS_DONE
-        self.skipped = [
-            {"id": str(self._all_ids[i]), "reason": bytes(r).decode("utf-8", "replace").rstrip("\x00")}
-            for i, r in zip(skipped, reasons)
-        ]
-        self._features: np.ndarray | None = None
-        #: True when :func:`featx.extract` returned this store without running the backbone.
-        self.reused = False
-
-    def _read_metadata(self, h5: h5py.File):
-        self.config: dict = json.loads(h5.attrs["config"])
-        self.fingerprint: str = str(h5.attrs["fingerprint"])
-        self.class_names: list[str] = json.loads(h5.attrs["class_names"])
-        self.versions: dict = json.loads(h5.attrs["versions"])
-        self.run_info: dict = json.loads(h5.attrs.get("run", "{}") or "{}")
-        self.content_digest: str | None = _attr_text(h5, "content_digest")
-        self._complete_attr = bool(h5.attrs.get("complete", False))
-        self._status = h5["status"][:]
-        self._extra_sets: list[dict] = json.loads(h5.attrs.get("feature_sets", "[]"))
-        self.n_items, self.dim = (int(s) for s in h5["features"].shape)
-        self.feature_dtype = str(h5["features"].dtype)
-        self._all_ids = h5["ids"].asstr()[:]
-        self._all_labels = h5["labels"][:]
-        self._all_splits = h5["splits"].asstr()[:]
-        #: True for stores that record each file item's content hash and stat data.
-        self.has_item_hashes = "item_hash" in h5
-        skipped = np.flatnonzero(self._status == STATUS_SKIPPED)
-        reasons = h5["skip_reasons"][skipped] if skipped.size else []
-        return skipped, reasons
+        if problem:
+            raise damaged_error(self.path, problem)
+        return meta, status, {int(i): bytes(r).decode("utf-8", "replace").rstrip("\x00") for i, r in zip(skipped, reasons)}
 
     def item_records(self) -> tuple[np.ndarray, list[str]]:
         """(N, 3) stat data and the N content hashes recorded at extraction (file sources only)."""
@@ -249,8 +240,6 @@ class FeatureStore:
     @property
     def store_id(self) -> str:
         """A short hash of config + source fingerprint: what a trained head records it was fitted on."""
-        import hashlib
-
         payload = {"config": self.config, "fingerprint": self.fingerprint}
         if self.content_digest:  # stores with per-item hashes: the content is part of the identity
             payload["content"] = self.content_digest
@@ -260,28 +249,36 @@ class FeatureStore:
     @property
     def features(self) -> np.ndarray:
         if self._features is None:
-            with _open_h5(self.path, "r") as h5:
-                # One contiguous read, then a mask: far faster than h5py fancy indexing.
-                try:
-                    self._features = h5["features"][:][self._done]
-                except OSError as exc:
-                    raise damaged_error(self.path, f"/features: {_first_line(exc)}") from None
-            self._features = self._features.astype(np.float32, copy=False)
+            self._features = self._gather("features", self.dim)
         return self._features
 
-    def iter_verified_shards(self, rows: int = 65536):
+    def _gather(self, dataset: str, dim: int) -> np.ndarray:
+        """The usable rows of one dataset (``features`` or ``feature_sets/<name>``), as float32, block by
+        verified block (:meth:`iter_verified_shards`): one implementation for both layouts."""
+        out = np.zeros((self.n_done, dim), dtype=np.float32)
+        offset = 0
+        for ids, _, _, feats in self.iter_verified_shards(dataset):
+            out[offset:offset + len(ids)] = feats
+            offset += len(ids)
+        return out
+
+    def iter_verified_shards(self, dataset: str = "features", rows: int = 65536):
         """``(ids, labels, splits, features)`` of the usable rows, ``rows`` source rows at a time
         (see :func:`featx.store.iter_verified_shards`); each chunk's checksum is checked as it is read."""
         with _open_h5(self.path, "r") as h5:
             for lo in range(0, self.n_items, rows):
                 sl = slice(lo, min(lo + rows, self.n_items))
-                done = self._done[sl]
                 try:
-                    feats = h5["features"][sl][done]
+                    feats = h5[dataset][sl]
                 except OSError as exc:
-                    raise damaged_error(self.path, f"/features: {_first_line(exc)}") from None
-                yield (self._all_ids[sl][done], self._all_labels[sl][done].astype(np.int64), self._all_splits[sl][done],
-                       feats.astype(np.float32, copy=False))
+                    raise damaged_error(self.path, f"/{dataset}: {_first_line(exc)}") from None
+                yield self._usable(sl, feats)
+
+    def _usable(self, rows: slice, feats: np.ndarray) -> tuple:
+        """``(ids, labels, splits, features)`` of the usable rows among source rows ``rows`` (``feats``: all of them)."""
+        done = self._done[rows]
+        return (self._all_ids[rows][done], self._all_labels[rows][done].astype(np.int64), self._all_splits[rows][done],
+                feats[done].astype(np.float32, copy=False))
 
     @property
     def feature_sets(self) -> list[dict]:
@@ -292,14 +289,11 @@ class FeatureStore:
         """The done rows of one named set (``pooled`` is :attr:`features`)."""
         if name == "pooled":
             return self.features
-        if name not in {s["name"] for s in self._extra_sets}:
+        extra = next((s for s in self._extra_sets if s["name"] == name), None)
+        if extra is None:
             known = ", ".join(s["name"] for s in self.feature_sets)
             raise FeatxUsageError(f"feature store {self.path} has no feature set {name!r}; it has: {known}")
-        with _open_h5(self.path, "r") as h5:
-            try:
-                return h5["feature_sets"][name][:][self._done].astype(np.float32, copy=False)
-            except OSError as exc:
-                raise damaged_error(self.path, f"/feature_sets/{name}: {_first_line(exc)}") from None
+        return self._gather(f"feature_sets/{name}", int(extra["dim"]))
 
     @property
     def done_mask(self) -> np.ndarray:
@@ -394,177 +388,52 @@ class FeatureStore:
         return f"FeatureStore({str(self.path)!r}, {self.n_done}x{self.dim}, {self.backbone}, {state})"
 
 
-class StoreWriter:
-    """Create or reopen a store for writing; used by :func:`featx.extract` under :func:`writer_lock`.
-
-    Every write goes through :func:`~featx.core.io.disk_errors`: a full disk or an I/O
-    error is one line naming the store, and a half-made ``.creating`` file is removed.
-    """
-
-    def __init__(self, path: Path, h5: h5py.File):
-        self.path = path
-        self.h5 = h5
-        try:
-            self.status = h5["status"][:]
-        except OSError as exc:
-            h5.close()
-            raise damaged_error(path, _first_line(exc)) from None
-        self.has_records = "item_hash" in h5
-        #: Called with (rows done or skipped, rows in all) after every batch (the progress sidecar).
-        self.on_progress = None
-
-    @classmethod
-    def create(cls, path: Path, *, config: dict, fingerprint: str, ids, labels, splits, class_names, dim: int,
-               dtype: str, item_records: bool = False, extra_sets: list[dict] | None = None) -> StoreWriter:
-        """Write the skeleton (every dataset allocated) under ``<path>.creating``, then rename it into place.
-
-        ``item_records``: add ``/item_hash`` and ``/item_stat`` for a file source's per-item checks.
-        ``extra_sets``: ``{name, dim, ...}`` of each ``/feature_sets/<name>`` to allocate beside ``/features``.
-        """
-        from ..core.io import disk_errors, fsync_dir
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".creating")
-        # A crash during creation never leaves a half-made file at the real path.
-        with disk_errors(path, tmp):
-            with h5py.File(tmp, "w") as h5:
-                _write_attrs(h5, config, fingerprint, class_names)
-                _write_datasets(h5, ids, labels, splits, dim, dtype, item_records)
-                if extra_sets:
-                    h5.attrs["feature_sets"] = json.dumps(extra_sets)
-                    for extra in extra_sets:
-                        _checked_dataset(h5, f"feature_sets/{extra['name']}", (len(ids), extra["dim"]), dtype, fillvalue=0)
-            os.replace(tmp, path)
-        fsync_dir(path.parent)
-        return cls(path, _open_h5(path, "r+"))
-
-    @classmethod
-    def reopen(cls, path: Path) -> StoreWriter:
-        return cls(path, _open_h5(path, "r+"))
-
-    def pending_rows(self) -> np.ndarray:
-        return np.flatnonzero(self.status == STATUS_PENDING)
-
-    def batches(self, batch_size: int) -> list[list[int]]:
-        """The pending rows in fixed, batch-aligned blocks ``[k*B, (k+1)*B)``: a resumed run recomputes
-        the same blocks with the same batch composition, so its file equals an uninterrupted one."""
-        n = len(self.status)
-        blocks = np.unique(self.pending_rows() // batch_size)
-        return [list(range(int(b) * batch_size, min((int(b) + 1) * batch_size, n))) for b in blocks]
-
-    def write_batch(self, start: int, features: np.ndarray, reasons: list[str | None], records=None,
-                    extra: dict[str, np.ndarray] | None = None) -> None:
-        """Write rows ``start:start+len(reasons)``: features (and item records), flush, then status, flush.
-
-        ``records``: one :class:`featx.data.ItemRecord` (or None) per row, for stores with item records.
-        ``extra``: rows of the ``/feature_sets`` (written, like features, before the status).
-        """
-        from ..core.io import disk_errors
-
-        stop = start + len(reasons)
-        with disk_errors(self.path):
-            self.h5["features"][start:stop] = features
-            for name, values in (extra or {}).items():
-                self.h5["feature_sets"][name][start:stop] = values
-            if records is not None and self.has_records:
-                self._write_records(start, records)
-            self.h5.flush()
-            status = np.array([STATUS_DONE if r is None else STATUS_SKIPPED for r in reasons], dtype=np.uint8)
-            encoded = np.array([(r or "").encode("utf-8")[:_REASON_BYTES] for r in reasons], dtype=f"S{_REASON_BYTES}")
-            self.h5["skip_reasons"][start:stop] = encoded
-            self.h5["status"][start:stop] = status
-            self.h5.flush()
-        self.status[start:stop] = status
-        if self.on_progress is not None:
-            self.on_progress(int((self.status != STATUS_PENDING).sum()), len(self.status))
-
-    def _write_records(self, start: int, records) -> None:
-        from ..data import NO_STAT
-
-        stop = start + len(records)
-        self.h5["item_hash"][start:stop] = np.array([(r.digest if r else "").encode("ascii") for r in records],
-                                                    dtype=f"S{_HASH_BYTES}")
-        self.h5["item_stat"][start:stop] = np.array([r.stat if r else NO_STAT for r in records], dtype=np.int64)
-
-    def refresh_items(self, touched: dict[int, tuple[int, int, int]], changed: list[int]) -> None:
-        """Record new stat data of touched-but-unchanged items; mark changed items pending again."""
-        from ..core.io import disk_errors
-
-        with disk_errors(self.path):
-            if changed:
-                # Not complete from the first changed row on, and on disk before any row moves.
-                self.h5.attrs.modify("complete", False)
-                self.h5.flush()
-            for row, stat in sorted(touched.items()):
-                self.h5["item_stat"][row] = np.asarray(stat, dtype=np.int64)
-            for row in sorted(changed):
-                self.h5["status"][row] = STATUS_PENDING
-                self.status[row] = STATUS_PENDING
-            self.h5.flush()
-
-    def finish(self, run_info: dict) -> None:
-        """Record the run, flush and fsync; only then set ``complete`` (flushed and fsynced too).
-
-        A failure anywhere before the last step (a full disk during the final flush) leaves
-        an incomplete store whose attributes read back, which the next run resumes.
-        """
-        from ..core.io import disk_errors
-
-        if (self.status == STATUS_PENDING).any():
-            raise FeatxError("internal error: finishing a store with pending rows")
-        # Time to result counts every run that built this store, resumed ones included.
-        previous = json.loads(self.h5.attrs.get("run", "{}") or "{}")
-        run_info = {**run_info, "extract_seconds_total": round(
-            float(previous.get("extract_seconds_total", 0.0)) + float(run_info.get("seconds_this_run", 0.0)), 3)}
-        with disk_errors(self.path):
-            if self.has_records:
-                from ..data import digest_of_hashes
-
-                hashes = [h.decode("ascii") for h in self.h5["item_hash"][:]]
-                _set_attr(self.h5, "content_digest", digest_of_hashes(hashes), _DIGEST_ATTR_BYTES)
-            _set_attr(self.h5, "run", json.dumps(run_info, sort_keys=True), _RUN_ATTR_BYTES)
-            _set_attr(self.h5, "finished", time.strftime("%Y-%m-%dT%H:%M:%S%z"), _FINISHED_ATTR_BYTES)
-            _fsync(self.h5)
-            self.h5.attrs.modify("complete", True)
-            _fsync(self.h5)
-
-    def close(self) -> None:
-        self.h5.close()
+def encode_reasons(reasons: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(status, fixed-size utf-8 skip reasons) of rows whose reason is None (done) or a text (skipped)."""
+    status = np.array([STATUS_DONE if r is None else STATUS_SKIPPED for r in reasons], dtype=np.uint8)
+    return status, np.array([(r or "").encode("utf-8")[:_REASON_BYTES] for r in reasons], dtype=f"S{_REASON_BYTES}")
 
 
-def _set_attr(h5: h5py.File, name: str, text: str, reserved: int) -> None:
-    """Rewrite a reserved fixed-size text attribute in place (stores before reservations: replace it)."""
-    current = h5.attrs.get(name)
-    if isinstance(current, np.bytes_) and len(text.encode("utf-8")) <= reserved:
-        h5.attrs.modify(name, _padded(text, reserved))
-    else:
-        h5.attrs[name] = _padded(text, reserved)
+def run_record(previous: dict, run_info: dict) -> dict:
+    """This run's record; time to result counts every run that built the store, resumed ones included."""
+    total = float(previous.get("extract_seconds_total", 0.0)) + float(run_info.get("seconds_this_run", 0.0))
+    return {**run_info, "extract_seconds_total": round(total, 3)}
 
 
-def _write_attrs(h5: h5py.File, config: dict, fingerprint: str, class_names) -> None:
-    h5.attrs["featx_format"] = FORMAT_VERSION
-    h5.attrs["config"] = json.dumps(_canonical(config), sort_keys=True)
-    h5.attrs["fingerprint"] = fingerprint
-    h5.attrs["class_names"] = json.dumps(list(class_names))
-    h5.attrs["versions"] = json.dumps(library_versions(xgboost=False), sort_keys=True)
-    h5.attrs["complete"] = np.bool_(False)
-    h5.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    h5.attrs["run"] = _padded("{}", _RUN_ATTR_BYTES)
-    h5.attrs["finished"] = _padded("", _FINISHED_ATTR_BYTES)
+def store_header(config: dict, fingerprint: str, class_names) -> dict:
+    """The fields every new store starts with, whatever its layout (attributes of a file, a manifest's keys)."""
+    return {"featx_format": FORMAT_VERSION, "config": _canonical(config), "fingerprint": fingerprint,
+            "class_names": list(class_names), "versions": library_versions(xgboost=False), "complete": False,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": "", "run": {}}
 
 
-def _write_datasets(h5: h5py.File, ids, labels, splits, dim: int, dtype: str, item_records: bool) -> None:
-    n = len(ids)
-    _checked_dataset(h5, "features", (n, dim), dtype, fillvalue=0)
-    _checked_dataset(h5, "labels", (n,), np.int64)[:] = np.asarray(labels, dtype=np.int64)
+def header_digest(h5: h5py.File, ids, labels, splits) -> str:
+    """sha256 over what a file store's rows mean: the attributes of ``_HEADER_ATTRS``, the shape and
+    dtype of ``/features``, and the item listing (``/ids`` and ``/splits`` carry no HDF5 checksum)."""
+    header = {name: _attr_text(h5, name) for name in _HEADER_ATTRS}
+    header["features"] = [list(h5["features"].shape), str(h5["features"].dtype)]
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for column in (ids, splits):  # ids hold no NUL (the sources refuse one), splits are train/val/test/""
+        digest.update("\x00".join(map(str, column)).encode("utf-8") + b"\x01")
+    digest.update(np.asarray(labels, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def header_problem(h5: h5py.File, ids, labels, splits) -> str | None:
+    """What is wrong with a format 2 file's ``header_sha256`` (None when it matches)."""
+    recorded = _attr_text(h5, "header_sha256")
+    if recorded is None:
+        return "no header_sha256, which every format 2 store carries: its attributes were edited"
+    if recorded != header_digest(h5, ids, labels, splits):
+        return "its attributes or item listing (config, class names, ids, labels, splits) were edited"
+    return None
+
+
+def write_listing(h5: h5py.File, ids, labels, splits) -> None:
+    """The item listing (ids, labels, splits in source order): a file store's, or a sharded store's items.h5."""
+    _checked_dataset(h5, "labels", (len(ids),), np.int64)[:] = np.asarray(labels, dtype=np.int64)
     h5.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
     h5.create_dataset("splits", data=np.asarray(splits, dtype=object), dtype=h5py.string_dtype())
-    _checked_dataset(h5, "status", (n,), np.uint8, fillvalue=STATUS_PENDING)
-    _checked_dataset(h5, "skip_reasons", (n,), f"S{_REASON_BYTES}", fillvalue=b"")
-    if item_records:
-        h5.attrs["content_digest"] = _padded("", _DIGEST_ATTR_BYTES)
-        _checked_dataset(h5, "item_hash", (n,), f"S{_HASH_BYTES}", fillvalue=b"")
-        _checked_dataset(h5, "item_stat", (n, 3), np.int64, fillvalue=-1)
 
 
 def check_existing(path: Path, config: dict, source) -> FeatureStore:
@@ -588,13 +457,14 @@ def check_existing(path: Path, config: dict, source) -> FeatureStore:
     return store
 
 
-def check_store_items(store: FeatureStore, source):
+def check_store_items(store: FeatureStore, source, records: tuple | None = None):
     """Which extracted rows' files were touched (same bytes) or changed since extraction, or None
-    for stores and sources without per-item records."""
+    for stores and sources without per-item records. ``records``: the store's (stats, hashes)
+    when the caller has already read them (a resumed sharded writer), else they are read here."""
     paths = source.item_paths() if store.has_item_hashes else None
     if paths is None or len(paths) != store.n_items:
         return None
     from ..data import check_items
 
-    stats, hashes = store.item_records()
+    stats, hashes = records or store.item_records()
     return check_items(paths, stats, hashes, np.flatnonzero(store._status != STATUS_PENDING))

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 
 from ..core.errors import FeatxError
-from ._store import _open_h5
+from ._store import _open_h5, header_problem
 
 __all__ = ["verify_store", "VerifyReport"]
 
@@ -58,6 +58,7 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
         return report
     with h5:
         _check_attrs(h5, report)
+        _check_header(h5, report)
         for name in _REQUIRED:
             if name not in h5:
                 report.problems.append(f"/{name}: missing")
@@ -77,6 +78,21 @@ def _check_attrs(h5: h5py.File, report: VerifyReport) -> None:
                 report.problems.append(f"attribute {name}: missing")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         report.problems.append(f"attributes unreadable: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+
+
+def _check_header(h5: h5py.File, report: VerifyReport) -> None:
+    """A format 2 file's header_sha256 against its attributes and item listing; format 1 has none."""
+    try:
+        if int(h5.attrs.get("featx_format", 0)) < 2:
+            report.unchecksummed.append("header (format 1: no header_sha256)")
+            return
+        problem = header_problem(h5, h5["ids"].asstr()[:], h5["labels"][:], h5["splits"].asstr()[:])
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        problem = f"header unreadable: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+    if problem:
+        report.problems.append(f"header: {problem}")
+    else:
+        report.checked.append("header_sha256")
 
 
 def _check_dataset(name: str, dset: h5py.Dataset, report: VerifyReport) -> None:

@@ -1,0 +1,226 @@
+"""The single-file layout of a feature store, written: :class:`StoreWriter` (the reader and the
+format are in ``_store``).
+
+Crash safety: every dataset is allocated when the file is created (chunked datasets
+with early allocation), so an interrupted run can only leave pending rows half
+written, never broken metadata. Rows are written batch by batch, features and item
+records first, then status, each followed by a flush: a row whose status says "done"
+is on disk. ``complete`` is set only after every row's status is done or skipped and
+everything else is flushed and fsynced (see :meth:`StoreWriter.finish`). A sidecar
+``<file>.lock`` (an OS lock that a killed process releases) keeps a second writer out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..core.errors import FeatxError
+from ._store import (
+    _HASH_BYTES,
+    _REASON_BYTES,
+    STATUS_PENDING,
+    _checked_dataset,
+    _first_line,
+    _open_h5,
+    _padded,
+    damaged_error,
+    encode_reasons,
+    header_digest,
+    run_record,
+    store_header,
+    write_listing,
+)
+
+__all__ = ["StoreWriter"]
+
+# Reserved sizes of the attributes rewritten at finish: rewriting an attribute in place
+# with the same type and size needs no new space in the file, so a full disk cannot
+# strike while the run's record is being written (padding spaces are valid JSON).
+_RUN_ATTR_BYTES, _FINISHED_ATTR_BYTES, _DIGEST_ATTR_BYTES = 4096, 32, 32
+
+
+def _fsync(h5: h5py.File) -> None:
+    h5.flush()
+    try:
+        fd = h5.id.get_vfd_handle()
+    except Exception:  # a driver without a file descriptor: the flush is all we can do
+        return
+    os.fsync(fd)
+
+
+class StoreWriter:
+    """Create or reopen a store for writing; used by :func:`featx.extract` under :func:`writer_lock`.
+
+    Every write goes through :func:`~featx.core.io.disk_errors`: a full disk or an I/O
+    error is one line naming the store, and a half-made ``.creating`` file is removed.
+    """
+
+    def __init__(self, path: Path, h5: h5py.File):
+        self.path = path
+        self.h5 = h5
+        try:
+            self.status = h5["status"][:]
+        except OSError as exc:
+            h5.close()
+            raise damaged_error(path, _first_line(exc)) from None
+        self.has_records = "item_hash" in h5
+        #: Called with (rows done or skipped, rows in all) after every batch (the progress sidecar).
+        self.on_progress = None
+
+    @classmethod
+    def create(cls, path: Path, *, config: dict, fingerprint: str, ids, labels, splits, class_names, dim: int,
+               dtype: str, item_records: bool = False, extra_sets: list[dict] | None = None) -> StoreWriter:
+        """Write the skeleton (every dataset allocated) under ``<path>.creating``, then rename it into place.
+
+        ``item_records``: add ``/item_hash`` and ``/item_stat`` for a file source's per-item checks.
+        ``extra_sets``: ``{name, dim, ...}`` of each ``/feature_sets/<name>`` to allocate beside ``/features``.
+        """
+        from ..core.io import disk_errors, fsync_dir
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".creating")
+        # A crash during creation never leaves a half-made file at the real path.
+        with disk_errors(path, tmp):
+            with h5py.File(tmp, "w") as h5:
+                _write_attrs(h5, config, fingerprint, class_names)
+                _write_datasets(h5, ids, labels, splits, dim, dtype, item_records)
+                if extra_sets:
+                    h5.attrs["feature_sets"] = json.dumps(extra_sets)
+                    for extra in extra_sets:
+                        _checked_dataset(h5, f"feature_sets/{extra['name']}", (len(ids), extra["dim"]), dtype, fillvalue=0)
+                _seal(h5, (ids, labels, splits))
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+        return cls(path, _open_h5(path, "r+"))
+
+    @classmethod
+    def reopen(cls, path: Path) -> StoreWriter:
+        return cls(path, _open_h5(path, "r+"))
+
+    def pending_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.status == STATUS_PENDING)
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        """The pending rows in fixed, batch-aligned blocks ``[k*B, (k+1)*B)``: a resumed run recomputes
+        the same blocks with the same batch composition, so its file equals an uninterrupted one."""
+        n = len(self.status)
+        blocks = np.unique(self.pending_rows() // batch_size)
+        return [list(range(int(b) * batch_size, min((int(b) + 1) * batch_size, n))) for b in blocks]
+
+    def write_batch(self, start: int, features: np.ndarray, reasons: list[str | None], records=None,
+                    extra: dict[str, np.ndarray] | None = None) -> None:
+        """Write rows ``start:start+len(reasons)``: features (and item records), flush, then status, flush.
+
+        ``records``: one :class:`featx.data.ItemRecord` (or None) per row, for stores with item records.
+        ``extra``: rows of the ``/feature_sets`` (written, like features, before the status).
+        """
+        from ..core.io import disk_errors
+
+        stop = start + len(reasons)
+        with disk_errors(self.path):
+            self.h5["features"][start:stop] = features
+            for name, values in (extra or {}).items():
+                self.h5["feature_sets"][name][start:stop] = values
+            if records is not None and self.has_records:
+                self._write_records(start, records)
+            self.h5.flush()
+            status, encoded = encode_reasons(reasons)
+            self.h5["skip_reasons"][start:stop] = encoded
+            self.h5["status"][start:stop] = status
+            self.h5.flush()
+        self.status[start:stop] = status
+        if self.on_progress is not None:
+            self.on_progress(int((self.status != STATUS_PENDING).sum()), len(self.status))
+
+    def _write_records(self, start: int, records) -> None:
+        from ..data import NO_STAT
+
+        stop = start + len(records)
+        self.h5["item_hash"][start:stop] = np.array([(r.digest if r else "").encode("ascii") for r in records],
+                                                    dtype=f"S{_HASH_BYTES}")
+        self.h5["item_stat"][start:stop] = np.array([r.stat if r else NO_STAT for r in records], dtype=np.int64)
+
+    def refresh_items(self, touched: dict[int, tuple[int, int, int]], changed: list[int]) -> None:
+        """Record new stat data of touched-but-unchanged items; mark changed items pending again."""
+        from ..core.io import disk_errors
+
+        with disk_errors(self.path):
+            if changed:
+                # Not complete from the first changed row on, and on disk before any row moves.
+                self.h5.attrs.modify("complete", False)
+                self.h5.flush()
+            for row, stat in sorted(touched.items()):
+                self.h5["item_stat"][row] = np.asarray(stat, dtype=np.int64)
+            for row in sorted(changed):
+                self.h5["status"][row] = STATUS_PENDING
+                self.status[row] = STATUS_PENDING
+            self.h5.flush()
+
+    def finish(self, run_info: dict) -> None:
+        """Record the run, flush and fsync; only then set ``complete`` (flushed and fsynced too).
+
+        A failure anywhere before the last step (a full disk during the final flush) leaves
+        an incomplete store whose attributes read back, which the next run resumes.
+        """
+        from ..core.io import disk_errors
+
+        if (self.status == STATUS_PENDING).any():
+            raise FeatxError("internal error: finishing a store with pending rows")
+        run_info = run_record(json.loads(self.h5.attrs.get("run", "{}") or "{}"), run_info)
+        with disk_errors(self.path):
+            if self.has_records:
+                from ..data import digest_of_hashes
+
+                hashes = [h.decode("ascii") for h in self.h5["item_hash"][:]]
+                _set_attr(self.h5, "content_digest", digest_of_hashes(hashes), _DIGEST_ATTR_BYTES)
+            _seal(self.h5)
+            _set_attr(self.h5, "run", json.dumps(run_info, sort_keys=True), _RUN_ATTR_BYTES)
+            _set_attr(self.h5, "finished", time.strftime("%Y-%m-%dT%H:%M:%S%z"), _FINISHED_ATTR_BYTES)
+            _fsync(self.h5)
+            self.h5.attrs.modify("complete", True)
+            _fsync(self.h5)
+
+    def close(self) -> None:
+        self.h5.close()
+
+
+def _set_attr(h5: h5py.File, name: str, text: str, reserved: int) -> None:
+    """Rewrite a reserved fixed-size text attribute in place (stores before reservations: replace it)."""
+    current = h5.attrs.get(name)
+    if isinstance(current, np.bytes_) and len(text.encode("utf-8")) <= reserved:
+        h5.attrs.modify(name, _padded(text, reserved))
+    else:
+        h5.attrs[name] = _padded(text, reserved)
+
+
+def _seal(h5: h5py.File, listing: tuple | None = None) -> None:
+    """(Re)write ``header_sha256`` over the header as it is now (at create, and at finish: the content
+    digest, or an import's late fingerprint); ``listing``: (ids, labels, splits), else read from the file."""
+    ids, labels, splits = listing or (h5["ids"].asstr()[:], h5["labels"][:], h5["splits"].asstr()[:])
+    _set_attr(h5, "header_sha256", header_digest(h5, ids, labels, splits), _HASH_BYTES)
+
+
+def _write_attrs(h5: h5py.File, config: dict, fingerprint: str, class_names) -> None:
+    header = store_header(config, fingerprint, class_names)
+    for name in ("config", "class_names", "versions"):
+        header[name] = json.dumps(header[name], sort_keys=True)
+    h5.attrs.update({**header, "complete": np.bool_(False), "run": _padded("{}", _RUN_ATTR_BYTES),
+                     "finished": _padded("", _FINISHED_ATTR_BYTES)})
+
+
+def _write_datasets(h5: h5py.File, ids, labels, splits, dim: int, dtype: str, item_records: bool) -> None:
+    n = len(ids)
+    _checked_dataset(h5, "features", (n, dim), dtype, fillvalue=0)
+    write_listing(h5, ids, labels, splits)
+    _checked_dataset(h5, "status", (n,), np.uint8, fillvalue=STATUS_PENDING)
+    _checked_dataset(h5, "skip_reasons", (n,), f"S{_REASON_BYTES}", fillvalue=b"")
+    if item_records:
+        h5.attrs["content_digest"] = _padded("", _DIGEST_ATTR_BYTES)
+        _checked_dataset(h5, "item_hash", (n,), f"S{_HASH_BYTES}", fillvalue=b"")
+        _checked_dataset(h5, "item_stat", (n, 3), np.int64, fillvalue=-1)
