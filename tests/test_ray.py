@@ -65,7 +65,7 @@ def test_missing_ray_names_the_extra(folder, tmp_path, monkeypatch):
     out = tmp_path / "store"
     result = CliRunner().invoke(cli, ["extract", "--source", str(folder), *TINY, "--out", str(out),
                                       "--engine", "ray", "-q"])
-    assert result.exit_code == 1 and "pip install 'featx[ray]'" in result.output
+    assert result.exit_code == 1 and "pip install -e '.[ray]'" in result.output
     assert not out.exists()
 
 
