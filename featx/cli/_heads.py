@@ -86,13 +86,18 @@ def _print_entries(entries: list[dict]) -> None:
 @click.option("--max-memory", "max_memory", default=None, metavar="SIZE",
               help="Memory for the features a head holds (256MB, 4GB, ...); past it logreg and xgboost stream the store "
                    "batch by batch and other heads are skipped. Default: half the available memory.")
+@click.option("--views", "views", default=None, type=click.Choice(["train", "test", "both"]),
+              help="Average each row with its mirror view (added by `featx extract ... --views hflip` on this store): "
+                   "on the train rows, on val and test, or on all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results entries as JSON (progress stays on stderr).")
 def train(features, feature_set, heads_, out, per_class, seeds, splits, split_seed, repeats, val_fraction, test_fraction,
-          param, bootstrap, threads, quiet, engine, ray_workers, address, max_memory, as_json):
+          param, bootstrap, threads, quiet, engine, ray_workers, address, max_memory, views, as_json):
     """Train, select (on val) and evaluate (on test) classical heads on a feature store."""
     from ..heads import train_heads
 
     names = _head_names(heads_)
+    if engine == "ray" and views:
+        raise FeatxUsageError("--engine ray reads the store shard by shard; --views needs --engine local")
     if engine == "ray" and repeats != 1:
         raise FeatxUsageError("--engine ray trains on one split; drop --repeats")
     if engine == "ray" and names != ["logreg"]:
@@ -107,7 +112,7 @@ def train(features, feature_set, heads_, out, per_class, seeds, splits, split_se
         features, heads=names, params=_parse_params(param, names), per_class=per_class, seeds=seeds, out=out,
         splits=splits, split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
         n_boot=bootstrap, threads=threads or None, quiet=quiet, feature_set=feature_set, repeats=repeats,
-        max_memory=max_memory, engine=engine, ray_options=ray_options,
+        max_memory=max_memory, engine=engine, ray_options=ray_options, views=views,
     )
     if as_json:
         _echo_json(entries)

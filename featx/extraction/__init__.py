@@ -60,6 +60,7 @@ from ._ray import join_ray, ray_errors
 from ._ray_bench import bench_ray_extract, format_ray_table
 from ._sizing import CPU_BATCH_SIZE, auto_batch_size, resolve_batch_size, resolve_workers
 from ._sklearn import FeatureExtractor
+from ._views import view_path
 from ._writer import BackgroundWriter, to_host
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "POOLINGS",
     "extract",
+    "view_path",
     "default_store_path",
     "make_eval_transform",
     "jsonable_data_config",

@@ -9,6 +9,7 @@ from ._bench_stream import bench_heads
 from ._evaluate_model import evaluate_model
 from ._export_model import EXPORT_MODEL_FORMATS, EXPORTABLE_HEADS, EXPORTABLE_KINDS, export_model
 from ._featuresets import FeatureSet, is_per_store, open_features, parse_feature_set, parse_store_sets
+from ._logme import logme_score
 from ._mlp import MLPClassifier
 from ._model import CLI_WEIGHTS, PYTHON_WEIGHTS, Model, build_finetuned, image_inputs, load_model, open_model
 from ._persist import HEAD_FORMAT, MANIFEST_FILE, TRUSTED_TYPES, TrainedHead, load_head, save_head
@@ -35,6 +36,7 @@ from ._train import (
     train_heads,
     training_rows,
 )
+from ._views import VIEW_MODES, with_views
 
 __all__ = [
     "bench_heads",
@@ -56,6 +58,9 @@ __all__ = [
     "TorchLogisticRegression",
     "MLPClassifier",
     "FeatureSet",
+    "logme_score",
+    "with_views",
+    "VIEW_MODES",
     "open_features",
     "parse_feature_set",
     "parse_store_sets",

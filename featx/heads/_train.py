@@ -50,6 +50,7 @@ from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
 from ._select import PATH_PATIENCE, select_and_fit
 from ._stream import fit_seed_streaming, memory_fields, plan_memory, predict_streaming, score_streaming
+from ._views import with_views
 
 __all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
 
@@ -188,6 +189,7 @@ def train_heads(
     max_memory: int | str | None = None,
     engine: str = "local",
     ray_options: Mapping | None = None,
+    views: str | None = None,
 ) -> list[dict] | tuple[list[dict], dict[str, BaseEstimator]]:
     """Train, select and evaluate ``heads`` on ``store``; return one results entry per head.
 
@@ -222,14 +224,20 @@ def train_heads(
     ``engine="ray"`` fits the ``logreg`` head by the streaming path as one Ray Train
     ``TorchTrainer`` task (``ray_options``: ``workers``, ``address``; :mod:`._ray_logreg`);
     selection, scoring and saving are this function's own.
+
+    ``views`` (``train``, ``test`` or ``both``): average each row with its mirror view (added to
+    the store with ``featx extract ... --views hflip``) on the train rows, on val and test, or on
+    all (:func:`featx.heads.with_views`); recorded in the row (``views``) and its store id.
     """
     from threadpoolctl import threadpool_limits
 
     ray = _ray_task(engine, ray_options, heads, feature_set, store, repeats)
+    if ray is not None and views:
+        raise FeatxUsageError("engine ray reads the store shard by shard; views need engine local")
     with threadpool_limits(threads):
         entries, models = _train_heads(open_features(store, feature_set), heads, params, per_class, seeds, out, splits,
                                        split_seed, val_fraction, test_fraction, n_boot, threads, quiet, repeats,
-                                       max_memory, ray)
+                                       max_memory, ray, views)
     return (entries, models) if return_models else entries
 
 
@@ -246,7 +254,7 @@ def _ray_task(engine: str, ray_options, heads, feature_set, store, repeats: int)
 
 
 def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction, test_fraction, n_boot,
-                 threads, quiet, repeats=1, max_memory=None, ray=None) -> tuple[list[dict], dict]:
+                 threads, quiet, repeats=1, max_memory=None, ray=None, views=None) -> tuple[list[dict], dict]:
     store = _open_store(store)
     plan = plan_memory(store, max_memory, quiet)
     if ray is not None:  # the Ray Train workers stream their shares: nothing is held in memory
@@ -256,6 +264,11 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
     for name in ("train", "val", "test"):
         if not np.any(split == name):
             raise FeatxUsageError(f"the {name} split of {store.path} is empty: give a store with more items per class")
+    if views is not None:
+        if repeats != 1:
+            raise FeatxUsageError("--views averages by the first split's rows; drop --repeats")
+        store = with_views(store, split, views)
+        plan = plan_memory(store, max_memory, quiet)
     _check_training_set(store, split, per_class, seed_list[0], quiet)
     if rule.get("unlabelled"):
         _say(quiet, f"{rule['unlabelled']} unlabelled row(s) of {store.path} left out of every split "
