@@ -90,8 +90,9 @@ def test_hflip_store_is_mean_of_image_and_mirror_stores(tmp_path, tiny_spec, ima
     np.testing.assert_allclose(both.features, 0.5 * (plain.features + mirror.features), rtol=1e-4, atol=1e-5)
     assert both.config["features"] == {"layers": [], "views": ["hflip"]}
     assert both.store_id != plain.store_id
-    with pytest.raises(StoreMismatchError, match="features"):
-        extract(_source(images), tiny_spec, tmp_path / "p.h5", views="hflip", **FAST)
+    # On the plain store the view is added beside it (only the mirror pass; tests/test_views.py), not refused.
+    assert extract(_source(images), tiny_spec, tmp_path / "p.h5", views="hflip", **FAST).store_id == plain.store_id
+    assert (tmp_path / "p.view-hflip.h5").is_file()
 
 
 def test_preprocessing_overrides_change_data_config_and_key(tmp_path, tiny_spec, images):

@@ -203,7 +203,7 @@ def test_feature_sets_validation_names_file_and_line(tmp_path, replace, line, ex
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("layers", "[x]", "not a layer index"), ("views", "mirror", "unknown view"),
+    ("layers", "[x]", "not a layer index"), ("views", "vflip", "unknown view"),
     ("crop_pct", "1.5", "crop_pct must be in"), ("interpolation", "cubic", "interpolation"),
 ])
 def test_backbone_feature_options_are_validated_with_line(tmp_path, key, value, expected):

@@ -65,7 +65,7 @@ def test_missing_ray_names_the_extra(folder, tmp_path, monkeypatch):
     out = tmp_path / "store"
     result = CliRunner().invoke(cli, ["extract", "--source", str(folder), *TINY, "--out", str(out),
                                       "--engine", "ray", "-q"])
-    assert result.exit_code == 1 and "pip install 'featx[ray]'" in result.output
+    assert result.exit_code == 1 and "pip install -e '.[ray]'" in result.output
     assert not out.exists()
 
 
@@ -183,3 +183,70 @@ def test_worker_node_removed_mid_extraction(ray_local, folder, tiny_spec, local_
     finally:
         ray_local.shutdown()
         cluster.shutdown()
+
+
+def _bmp_folder(root: Path, n: int = 4) -> Path:
+    """Images of one size in a format whose file size depends on the size alone (same-size edits)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for c, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+            pixels[..., c] = 255
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.bmp")
+    return root
+
+
+def test_ray_written_shards_carry_item_hashes(ray_local, tiny_spec, tmp_path):
+    """A touch is a refresh, a same-size same-mtime edit re-extracts its shard: as for local stores."""
+    from PIL import Image
+
+    folder, out = _bmp_folder(tmp_path / "imgs"), tmp_path / "ray"
+    store = extract(folder, tiny_spec, out, engine="ray", shard_size=4, quiet=True)
+    assert store.has_item_hashes and store.manifest["item_records"]
+    stats, hashes = store.item_records()
+    features = store.features.copy()
+    assert all(len(h) == 64 for h in hashes) and (stats >= 0).all()
+    os.utime(folder / "a" / "001.bmp")  # touched: same bytes, new mtime
+    again = extract(folder, tiny_spec, out, engine="ray", shard_size=4, quiet=True)
+    assert again.reused and again.item_records()[0][1].tolist() != stats[1].tolist()
+    edited = folder / "b" / "002.bmp"
+    before = edited.stat()
+    Image.fromarray(np.zeros((20, 24, 3), dtype=np.uint8)).save(edited)
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert edited.stat().st_size == before.st_size and edited.stat().st_mtime_ns == before.st_mtime_ns
+    redone = extract(folder, tiny_spec, out, engine="ray", shard_size=4, quiet=True)
+    assert not redone.reused and redone.run_info["rows_this_run"] == 4  # the edited item's shard, alone
+    row = redone.all_ids.tolist().index("b/002.bmp")
+    assert not np.allclose(redone.features[row], features[row])
+
+
+def test_a_store_resumes_across_engines(ray_local, folder, tiny_spec, local_store, tmp_path):
+    """Both engines write the same shards: a local store resumes on Ray, and a Ray store locally."""
+    out = tmp_path / "both"
+    first = extract(folder, tiny_spec, out, shard_size=4, quiet=True, workers=0)
+    assert first.has_item_hashes
+    (out / "part-00001.h5").unlink()  # as if that shard never landed
+    on_ray = extract(folder, tiny_spec, out, engine="ray", shard_size=4, quiet=True)
+    assert on_ray.run_info["engine"] == "ray" and on_ray.run_info["rows_this_run"] == 4
+    _assert_same_as_local(on_ray, local_store)
+    (out / "part-00002.h5").unlink()
+    back = extract(folder, tiny_spec, out, shard_size=4, quiet=True, workers=0)
+    assert back.run_info.get("engine", "local") == "local" and back.run_info["rows_this_run"] == 4
+    _assert_same_as_local(back, local_store)
+    assert extract(folder, tiny_spec, out, engine="ray", shard_size=4, quiet=True).reused
+
+
+def test_quiet_ray_extraction_prints_no_ray_lines(ray_local, folder, tmp_path):
+    """With -q, stderr holds featx's own lines only: none of Ray's banners, warnings or core-worker errors."""
+    address = ray_local.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_BACKEND_LOG_LEVEL", None)
+    done = subprocess.run([sys.executable, "-m", "featx.cli", "extract", "--source", str(folder), *TINY, "--out",
+                           str(tmp_path / "q"), "--engine", "ray", "--address", address, "--actors", "2",
+                           "--shard-size", "4", "-q"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith("featx: ") for line in lines), lines

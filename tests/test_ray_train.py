@@ -68,7 +68,7 @@ def test_train_engine_ray_matches_the_local_protocol(tmp_path):
 
 def test_train_engine_ray_refuses_other_heads(tmp_path):
     store = _sharded_store(tmp_path / "store", n=60, shard_size=30)
-    result = CliRunner().invoke(cli, ["train", "--features", str(store.path), "--heads", "logreg", "--engine", "ray",
+    result = CliRunner().invoke(cli, ["train", "--features", str(store.path), "--heads", "knn", "--engine", "ray",
                                       "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "xgboost head alone" in result.output
 
@@ -81,3 +81,35 @@ def test_train_engine_ray_with_an_unreachable_address_is_one_line_and_writes_not
                                       "--address", "127.0.0.1:9", "--out", str(out)])
     assert result.exit_code == 1 and "cannot reach the Ray cluster at 127.0.0.1:9" in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_temporary_ray_train_folder_is_removed_without_out(tmp_path, monkeypatch, fails):
+    """Without --out, Ray Train's storage is a temporary folder featx made: gone after the run, success or failure."""
+    pytest.importorskip("ray.train.xgboost")
+    import tempfile
+
+    from featx import FeatxError
+    from featx.heads import _ray_xgb
+
+    store = _sharded_store(tmp_path / "store", n=60, shard_size=30)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    seen = []
+
+    def run(ray, store, split, rule, out, storage, *args):
+        (storage / "checkpoint").mkdir(parents=True)  # what Ray Train leaves there
+        seen.append(storage)
+        if fails:
+            raise FeatxError("boom")
+        return {"model": None}
+
+    monkeypatch.setattr(_ray_xgb, "join_ray", lambda ray, address: False)
+    monkeypatch.setattr(_ray_xgb, "_run", run)
+    if fails:
+        with pytest.raises(FeatxError):
+            _ray_xgb.train_xgboost_ray(store)
+    else:
+        assert _ray_xgb.train_xgboost_ray(store) == {"model": None}
+    assert seen and seen[0].parent == tmp_path / "tmp" and not seen[0].exists()
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import textwrap
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -93,6 +95,9 @@ def test_halving_prunes_by_rung_on_train_and_val_only_and_caches(folder, tmp_pat
     # A rerun extracts nothing; a widened space extracts only the new candidates' stores.
     again = run_search(folder, _spec(), tmp_path / "s", split=SPLIT, quiet=True)
     assert all(e["reused"] for e in again["search"]) and again["chosen"] == doc["chosen"]
+    # The search's cost is what its stores recorded, not what the cached rerun took.
+    recorded = sum(featx.FeatureStore(p).run_info["extract_seconds_total"] for p in stores)
+    assert again["cost_seconds"] >= recorded > 0
     before = set((tmp_path / "s" / "features").glob("*.h5"))
     wider = run_search(folder, _spec(space={"img_size": [32, 40, 48], "interpolation": ["bicubic", "bilinear"], "crop_pct": [1.0]}),
                        tmp_path / "s", split=SPLIT, quiet=True)
@@ -171,3 +176,73 @@ def test_pipeline_search_adds_its_choice_and_tags_the_row(folder, tmp_path):
     assert resolved.backbones == [] and resolved.search.to_dict() == pipeline.search.to_dict()
     with pytest.raises(FeatxUsageError, match="search.space.crop"):
         load_pipeline(path, overrides=["search.space.crop=[1.0]"])
+
+
+def test_a_pooled_candidate_shares_its_layers_twins_extraction(folder, tmp_path):
+    spec = _spec(space={"img_size": [32], "crop_pct": [1.0], "layers": ["", "-1"]}, eta=2)
+    doc = run_search(folder, spec, tmp_path / "l", split=SPLIT, quiet=True)
+    rung0 = list((tmp_path / "l" / "features").glob("a__pc2__*.h5"))
+    assert len(rung0) == 1  # two candidates, one extraction: pooled comes out of the layers pass
+    by_layers = {tuple(e["config"].get("layers", [])): e for e in doc["search"]}
+    assert set(by_layers) == {(), (-1,)}
+    # The pooled candidate is scored on pooled alone, its twin on pooled + the layer.
+    assert by_layers[()]["sets"] == ["pooled"]
+    assert by_layers[(-1,)]["sets"][0] == "pooled" and len(by_layers[(-1,)]["sets"]) == 2
+    assert doc["chosen"][0]["sets"] == by_layers[tuple(doc["chosen"][0]["options"].get("layers", []))]["sets"]
+    store = featx.FeatureStore(rung0[0])
+    assert len(store.feature_sets) == 2
+
+
+def test_logme_proxy_scores_without_a_head_and_is_recorded(folder, tmp_path):
+    doc = run_search(folder, _spec(proxy="logme"), tmp_path / "m", split=SPLIT, quiet=True)
+    assert doc["proxy"].startswith("LogME") and doc["spec"]["proxy"] == "logme"
+    scores = [e["proxy_score"] for e in doc["search"]]
+    assert all(np.isfinite(scores)) and len(set(scores)) > 1
+    assert all(e["proxy"].startswith("LogME") for e in doc["search"])
+    assert doc["paired"] is None  # no per-item predictions to pair
+    with pytest.raises(FeatxUsageError, match="search.proxy"):
+        _spec(proxy="knn")
+
+
+def test_combine_reuses_the_rung_stores_and_never_extracts_at_the_last_rung(folder, tmp_path):
+    spec = parse_search({"backbones": TINY + [{"name": "test_resnet", "weights": "random", "label": "b"}],
+                         "space": {"img_size": [32, 40], "interpolation": ["bicubic", "bilinear"], "crop_pct": [1.0]},
+                         "min_per_class": 2, "eta": 2, "batch_size": 32})
+    doc = run_search(folder, spec, tmp_path / "c", split=SPLIT, quiet=True)
+    combos = [e for e in doc["search"] if " + " in e["candidate"]]
+    other = "b" if doc["chosen"][0]["backbone"]["label"] == "a" else "a"
+    reached = max(e["subsample"]["per_class"] for e in doc["search"]
+                  if " + " not in e["candidate"] and e["candidate"].startswith(other + " "))
+    # Judged where both already have stores (never below rung 1, min_per_class * eta = 4 per class).
+    assert len(combos) == 1 and combos[0]["subsample"]["per_class"] == max(4, reached)
+    assert f"at {max(4, reached)}/class" in combos[0]["reason"]
+    last = max(e["subsample"]["per_class"] for e in doc["search"] if " + " not in e["candidate"])
+    if reached < last:
+        assert not list((tmp_path / "c" / "features").glob(f"{other}__pc{last}__*.h5"))  # nothing new at the last rung
+
+
+def test_combine_scores_where_both_have_stores_and_extracts_only_below_rung_1(monkeypatch):
+    from featx.pipeline import _search
+    from featx.pipeline._search_space import Candidate
+
+    def result(label, per_classes):
+        r = _search._Result(Candidate({"name": label, "weights": None, "label": label}, ()))
+        r.scores = [(i, p, p, p, 0.5) for i, p in enumerate(per_classes)]
+        r.stores = {p: SimpleNamespace(labels=np.zeros(p)) for p in per_classes}
+        r.correct = {p: np.ones(3, bool) for p in per_classes}
+        return r
+
+    extracted, scored = [], []
+    monkeypatch.setattr(_search, "_evaluate_or_drop", lambda s, r, rung, pc, items: (
+        extracted.append((r.candidate.label, pc)), r.stores.__setitem__(pc, SimpleNamespace(labels=np.zeros(pc))),
+        r.scores.append((rung, pc, pc, pc, 0.5)), True)[-1])
+    monkeypatch.setattr(_search, "_combined_score", lambda s, members, pc: (
+        scored.append(([m.candidate.label for m in members], pc)), (0.4 + 0.1 * len(members), None))[-1])
+    searcher = SimpleNamespace(spec=SimpleNamespace(min_per_class=2, eta=2, proxy="logreg"), elapsed=0, budget=1e9,
+                               subsample=lambda pc: np.arange(pc), say=lambda text: None)
+    winner, rung1, rung0 = result("w", [2, 4, 8]), result("b", [2, 4]), result("c", [2])
+    head, *entries = _search._combine(searcher, winner, [winner, rung1, rung0], 8)
+    assert ("b", 8) not in extracted and ("w", 8) not in [(m, p) for m, p in extracted]  # nothing at the last rung
+    assert extracted == [("c", 4)]  # only the rung-0 backbone, at rung 1 (min_per_class * eta)
+    assert {pc for _, pc in scored} == {4} and [e["subsample"]["per_class"] for e in entries] == [4, 4]
+    assert head["combination"] == ["w", "b", "c"] and head["per_class"] == 4

@@ -55,7 +55,9 @@ class IntOrAuto(click.ParamType):
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with another config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--layers", default=None, help="Also store these forward_intermediates layers, pooled, as feature sets (e.g. -1,-2).")
-@click.option("--views", default=None, help="hflip: average each embedding with its mirror image's (default: none).")
+@click.option("--views", default=None, help="hflip: average each embedding with its mirror image's (default: none). On an existing store of the "
+                   "same options without views, adds the view beside it (only the mirror pass runs); "
+                   "then train with --views train|test|both.")
 @click.option("--img-size", type=int, default=None, help="Override the model's eval input size (pixels, 16..4096).")
 @click.option("--crop-pct", type=float, default=None, help="Override the eval centre-crop fraction (0.1..1; 1.0: no crop).")
 @click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]),

@@ -80,30 +80,39 @@ def _print_entries(entries: list[dict]) -> None:
               help="BLAS/OpenMP threads per fit; 0: the libraries' default (1 is fastest on a machine busy with other work).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
-              help="ray: the xgboost head on Ray Train, reading the store shard by shard (the ray extra: pip install -e '.[ray]' in a checkout).")
+              help="ray: the xgboost or the logreg head on Ray Train, each worker reading its share of the store's shards (the ray extra: pip install -e '.[ray]' in a checkout).")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray Train workers (--engine ray).")
 @click.option("--address", default=None, help="Ray cluster for --engine ray: 'auto' (a running `ray start` cluster), ray://HOST:PORT, or omitted: a private local Ray instance (never a cluster already running).")
 @click.option("--max-memory", "max_memory", default=None, metavar="SIZE",
               help="Memory for the features a head holds (256MB, 4GB, ...); past it logreg and xgboost stream the store "
                    "batch by batch and other heads are skipped. Default: half the available memory.")
+@click.option("--views", "views", default=None, type=click.Choice(["train", "test", "both"]),
+              help="Average each row with its mirror view (added by `featx extract ... --views hflip` on this store): "
+                   "on the train rows, on val and test, or on all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results entries as JSON (progress stays on stderr).")
 def train(features, feature_set, heads_, out, per_class, seeds, splits, split_seed, repeats, val_fraction, test_fraction,
-          param, bootstrap, threads, quiet, engine, ray_workers, address, max_memory, as_json):
+          param, bootstrap, threads, quiet, engine, ray_workers, address, max_memory, views, as_json):
     """Train, select (on val) and evaluate (on test) classical heads on a feature store."""
     from ..heads import train_heads
 
     names = _head_names(heads_)
+    if engine == "ray" and views:
+        raise FeatxUsageError("--engine ray reads the store shard by shard; --views needs --engine local")
     if engine == "ray" and repeats != 1:
         raise FeatxUsageError("--engine ray trains on one split; drop --repeats")
-    if engine == "ray":
+    if engine == "ray" and names != ["logreg"]:
         _train_on_ray(features, names, out, per_class, seeds, feature_set, param, splits, split_seed, val_fraction,
                       test_fraction, bootstrap, quiet, ray_workers, address, as_json)
         return
+    if engine == "ray" and feature_set:
+        raise FeatxUsageError("--engine ray trains on the store's own features; drop --feature-set")
+    # logreg on Ray: the local protocol and save path, the fit a Ray Train task (featx.heads._ray_logreg).
+    ray_options = {"workers": ray_workers, "address": address} if engine == "ray" else None
     entries = train_heads(
         features, heads=names, params=_parse_params(param, names), per_class=per_class, seeds=seeds, out=out,
         splits=splits, split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
         n_boot=bootstrap, threads=threads or None, quiet=quiet, feature_set=feature_set, repeats=repeats,
-        max_memory=max_memory,
+        max_memory=max_memory, engine=engine, ray_options=ray_options, views=views,
     )
     if as_json:
         _echo_json(entries)
@@ -126,8 +135,8 @@ def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, sp
     from ..heads import train_xgboost_ray
 
     if names != ["xgboost"] or per_class is not None or seeds != 1 or feature_set or param:
-        raise FeatxUsageError("--engine ray trains the xgboost head alone, without --per-class, --seeds, "
-                              "--feature-set or --param")
+        raise FeatxUsageError("--engine ray trains the xgboost head alone (without --per-class, --seeds, "
+                              "--feature-set or --param) or the logreg head alone")
     entry = train_xgboost_ray(features, out, workers=workers, address=address, splits=splits, split_seed=split_seed,
                               val_fraction=val_fraction, test_fraction=test_fraction, n_boot=bootstrap, quiet=quiet)
     if as_json:

@@ -68,6 +68,7 @@ _LAZY = {
     "resolve_batch_size": "._sizing",
     "resolve_workers": "._sizing",
     "FeatureExtractor": "._sklearn",
+    "view_path": "._views",
     "BackgroundWriter": "._writer",
     "to_host": "._writer",
 }
@@ -130,6 +131,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from ._ray_bench import bench_ray_extract, format_ray_table
     from ._sizing import CPU_BATCH_SIZE, auto_batch_size, resolve_batch_size, resolve_workers
     from ._sklearn import FeatureExtractor
+    from ._views import view_path
     from ._writer import BackgroundWriter, to_host
 
 __all__ = [
@@ -143,6 +145,7 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "POOLINGS",
     "extract",
+    "view_path",
     "default_store_path",
     "make_eval_transform",
     "jsonable_data_config",

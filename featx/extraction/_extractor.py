@@ -53,6 +53,7 @@ from ._features import (
 from ._gpu_decode import check_gpu_decode
 from ._inputs import FEATURE_DTYPES, default_store_path, source_locations, store_config
 from ._sizing import resolve_batch_size, resolve_workers
+from ._views import ADDED_VIEW, COMPANION_VIEW, announce, plain_store, view_path
 
 __all__ = ["extract", "ENGINES", "DEFAULT_SHARD_SIZE"]
 
@@ -82,11 +83,6 @@ class _Layout:
     @property
     def sharded(self) -> bool:
         return self.shard_size is not None
-
-    @property
-    def records(self) -> bool:
-        """Per-item content hashes: written by the local loop (Ray actors do not read the files' records)."""
-        return self.engine == "local"
 
 
 def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, threads: int | None = None) -> int | str:
@@ -145,17 +141,13 @@ def extract(
     overwrite: bool = False,
     quiet: bool = False,
     max_pixels: int | None = None,
-    compile: bool = False,
-    decode: str = "cpu",
+    compile: bool = False, decode: str = "cpu",
     layers: str | Sequence[int] | None = None,
     views: str | Sequence[str] | None = None,
-    img_size: int | None = None,
-    crop_pct: float | None = None,
-    interpolation: str | None = None,
+    img_size: int | None = None, crop_pct: float | None = None, interpolation: str | None = None,
     per_class: int | None = None, limit: int | None = None, subset_seed: int = 0, threads: int | None = None,
-    shard_size: int | None = None,
-    engine: str = "local",
-    ray_options: dict | None = None, allow_unlabelled: bool = False,
+    shard_size: int | None = None, engine: str = "local", ray_options: dict | None = None,
+    allow_unlabelled: bool = False,
 ) -> FeatureStore:
     """Extract embeddings of every image in ``source`` into an HDF5 store and return it.
 
@@ -166,7 +158,8 @@ def extract(
     0 (in-process decoding) for a CPU model on <= 2 usable cores, else the usable cores less one. ``compile=True``: ``torch.compile``; ``decode="gpu"``: nvjpeg.
 
     ``layers="-1,-2"`` adds those ``forward_intermediates`` layers, pooled, as named sets
-    (same forward pass); ``views="hflip"`` averages with the mirror image; ``img_size`` /
+    (same forward pass); ``views="hflip"`` averages with the mirror image (on a plain store of this
+    config: only the mirror pass, beside it, :mod:`featx.extraction._views`); ``img_size`` /
     ``crop_pct`` / ``interpolation`` override the eval preprocessing; ``per_class`` / ``limit``: a stratified
     seeded subset; ``allow_unlabelled``: samples without a label kept (label -1, no split; ``open_source``).
     Each is in the store config (id, cache key) only when used. ``threads``: torch's CPU threads (run info).
@@ -192,6 +185,9 @@ def extract(
     model, data_config = create_backbone(spec)
     data_config = data_config_with(model, data_config, overrides)
     config = store_config(src, spec, data_config, prec, dtype, options, decode)
+    added = _add_view(dict(locals()), recipe, overrides, subset, (data_config, prec, dtype, decode))
+    if added is not None:
+        return added
     with writer_lock(path):
         target = build_target(path, overwrite)
         writer = _open_writer(target, src, config, model, data_config, dev, dtype, layout, rebuild=target != path,
@@ -208,6 +204,25 @@ def extract(
             _write(writer, path, target, lambda: _run(writer, src, model, data_config, dev, prec, batch_size, workers,
                                                       channels_last, strict, quiet, compile, decode, recipe, threads))
     return FeatureStore(path)
+
+
+_COMPANION_ARGS = ("batch_size", "device", "workers", "precision", "dtype", "channels_last", "strict", "quiet", "compile",
+                   "decode", "layers", "img_size", "crop_pct", "interpolation", "threads", "shard_size", "allow_unlabelled")
+
+
+def _add_view(call: dict, recipe: FeatureRecipe, overrides: dict, subset: dict, rest: tuple) -> FeatureStore | None:
+    """``--views hflip`` on a complete store of this config without views (at ``out`` or its default path): only
+    the mirror pass runs, into its companion (:mod:`featx.extraction._views`); None when there is no such store."""
+    if recipe.views != (ADDED_VIEW,) or call["overwrite"] or call["layout"].cluster is not None:
+        return None
+    src, spec, (data_config, prec, dtype, decode) = call["src"], call["spec"], rest
+    plain = {**feature_options(FeatureRecipe(recipe.layers, (), recipe.pooling), overrides), **subset}
+    base = Path(call["out"]) if call["out"] is not None else default_store_path(src, spec, extra=plain)
+    if plain_store(base, store_config(src, spec, data_config, prec, dtype, plain, decode), src) is None:
+        return None
+    companion = extract(src, spec, view_path(base), views=COMPANION_VIEW, **{k: call[k] for k in _COMPANION_ARGS})
+    announce(base, companion, call["quiet"])
+    return FeatureStore(base)
 
 
 def _write(writer, path: Path, target: Path, run) -> None:
@@ -285,8 +300,10 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layo
     # Every set's width from one pass on a blank image (just the pooled one without --layers).
     sets = feature_set_layout(model, data_config["input_size"], next(model.parameters()).device,
                               recipe or FeatureRecipe())
-    records = layout.records and src.item_paths() is not None
-    common = dict(config=config, fingerprint=src.structure_fingerprint() if layout.records else src.fingerprint(),
+    # Per-item content hashes for file sources, whichever engine writes the shards (both read each
+    # file's bytes once, hash them and decode them), so either engine can resume the other's store.
+    records = src.item_paths() is not None
+    common = dict(config=config, fingerprint=src.structure_fingerprint(),
                   ids=src.ids, labels=src.labels, splits=[item.split for item in src.items],
                   class_names=src.class_names, dim=sets[0]["dim"], dtype=dtype, item_records=records,
                   extra_sets=sets[1:])
@@ -327,9 +344,6 @@ def _check_sharded_resume(target: Path, store, layout: _Layout) -> None:
     if layout.shard_size and layout.shard_size != kept:
         print(f"featx: {target} was written with --shard-size {kept}; keeping that (not {layout.shard_size}) for "
               "this store (--overwrite rewrites it)", file=sys.stderr)
-    if store.has_item_hashes and not layout.records:
-        raise FeatxUsageError(f"{target} was written by the local engine (with per-item content hashes); resume it "
-                              "with --engine local, or --overwrite to rebuild it with Ray")
 
 
 def _run_ray(writer, src, spec, data_config, cluster, prec, dtype, batch_size, strict, quiet) -> dict:

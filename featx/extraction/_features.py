@@ -7,7 +7,9 @@ A :class:`FeatureRecipe` says which embeddings an extraction computes per image:
   ``forward_intermediates``, negative ones counted from the end, e.g. ``(-1, -2)``),
   each pooled spatially with the store's pooling, named ``layer<k>`` with ``k`` the
   absolute index;
-* ``views``: ``("hflip",)`` averages every set over the image and its horizontal mirror.
+* ``views``: ``("hflip",)`` averages every set over the image and its horizontal mirror;
+  ``("mirror",)`` stores the mirror image's embeddings alone (what ``--views hflip`` adds to
+  an existing store: the view's own pass, averaged with the stored one at train time).
 
 With layers, every set of a view comes from **one** call of ``forward_intermediates``
 (the final map goes through ``forward_head``, which is what ``model(x)`` does), so
@@ -37,7 +39,7 @@ __all__ = ["FeatureRecipe", "DEFAULT_SET", "VIEWS", "INTERPOLATIONS", "parse_lay
 
 DEFAULT_SET = "pooled"
 FEATURE_DTYPES = ("float32", "float16")  # storage dtypes of a store's features
-VIEWS = ("hflip",)
+VIEWS = ("hflip", "mirror")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos")
 _SPATIAL_POOLINGS = ("avg", "max", "avgmax", "catavgmax")
 
@@ -82,6 +84,8 @@ def parse_views(spec: str | Sequence | None) -> tuple[str, ...]:
         if item in out:
             raise FeatxUsageError(f"views: {item!r} is listed twice")
         out.append(item)
+    if len(out) > 1:
+        raise FeatxUsageError("views: hflip already includes the mirror image; give one view")
     return tuple(out)
 
 
@@ -167,6 +171,8 @@ def embed_batch(model: nn.Module, images: torch.Tensor, recipe: FeatureRecipe) -
     import torch
 
     absolute = _absolute_layers(model, recipe.layers) if recipe.layers else []
+    if "mirror" in recipe.views:
+        return _one_view(model, torch.flip(images, dims=[3]), recipe, absolute)
     sets = _one_view(model, images, recipe, absolute)
     if "hflip" in recipe.views:
         mirrored = _one_view(model, torch.flip(images, dims=[3]), recipe, absolute)

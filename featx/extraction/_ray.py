@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.errors import BadImageError, FeatxError, FeatxUsageError, missing_extra
+from ..core.errors import FeatxError, FeatxUsageError, missing_extra
 
 __all__ = ["connect", "join_ray", "run_ray_shards", "RayCluster", "split_eval_transform", "ray_errors",
            "describe_ray_failure"]
@@ -70,6 +70,36 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                          "(start one with `ray start --head`, or check the address)") from None
 
 
+@contextlib.contextmanager
+def _quiet_backend() -> Iterator[None]:
+    """Ray's C++ side (the driver's core worker, and the raylet and workers it starts) logging only
+    fatal lines, unless the user set ``RAY_BACKEND_LOG_LEVEL`` (then theirs is kept, as is its output).
+
+    Its error level is not featx's: every Ray Data actor receives its operator by object-store
+    reference, which ``core_worker.cc`` reports on every run as "constructor arguments in the
+    object store" (ray-project/ray#53727), whatever the arguments. Real failures still reach
+    featx as exceptions (:func:`ray_errors`), and Ray's log files keep everything. The one line
+    the core worker prints about the setting itself, while ``ray.init`` starts it, is dropped.
+    """
+    import sys
+
+    if os.environ.get("RAY_BACKEND_LOG_LEVEL"):
+        yield
+        return
+    os.environ["RAY_BACKEND_LOG_LEVEL"] = "fatal"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
+
+
 def join_ray(ray, address: str | None) -> bool:
     """Join ``address``, or start a private local Ray; True when this process started it.
 
@@ -84,8 +114,9 @@ def join_ray(ray, address: str | None) -> bool:
     if address:
         _check_reachable(address)
     try:
-        ray.init(address=address or "local", include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                 configure_logging=True)
+        with _quiet_backend():
+            ray.init(address=address or "local", include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                     configure_logging=True)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own types here
         where = address or "a local Ray instance"
         raise FeatxError(f"cannot connect to the Ray cluster at {where}: {str(exc).splitlines()[0]}") from None
@@ -222,36 +253,61 @@ def split_eval_transform(data_config: dict):
     return steps[:cut], steps[cut + 1:]
 
 
+_SOURCES: dict = {}  # per worker process: the source behind each object-store reference, unpickled once
+
+
+def _resolve_source(source):
+    """The Source behind ``source`` (an object-store reference, or the Source itself)."""
+    import ray
+
+    if not isinstance(source, ray.ObjectRef):
+        return source
+    if source not in _SOURCES:
+        _SOURCES.clear()  # one extraction at a time per worker: an earlier run's listing is not kept
+        _SOURCES[source] = ray.get(source)
+    return _SOURCES[source]
+
+
 def _decode_shards(batch: dict, source, data_config: dict) -> dict:
-    """Ray task: one shard row -> its resized, cropped uint8 pixels and per-item skip reasons."""
+    """Ray task: one shard row -> its resized, cropped uint8 pixels, per-item skip reasons and, for
+    file items, the content hash and stat data read with the image (as the local loader records)."""
+    source = _resolve_source(source)
     pil_steps, _ = split_eval_transform(data_config)
     _, height, width = data_config["input_size"]
-    out = {"shard": [], "start": [], "pixels": [], "reasons": [], "ids": []}
+    out = {"shard": [], "start": [], "pixels": [], "reasons": [], "ids": [], "records": []}
     for shard, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
         pixels = np.zeros((int(stop) - int(start), height, width, 3), dtype=np.uint8)
-        reasons = []
+        reasons, records = [], []
         for row, index in enumerate(range(int(start), int(stop))):
-            try:
-                image = source.load(index)
+            image, reason, record = source.load_item(index)  # the bytes read once: hashed, then decoded
+            records.append(None if record is None else [record.digest, list(record.stat)])
+            if image is not None:
                 for step in pil_steps:
                     image = step(image)
                 pixels[row] = np.asarray(image, dtype=np.uint8)
-                reasons.append(None)
-            except BadImageError as exc:
-                reasons.append(str(exc))
+            reasons.append(reason or None)
         out["shard"].append(int(shard))
         out["start"].append(int(start))
         out["pixels"].append(pixels.tobytes())
         out["reasons"].append(json.dumps(reasons))
         out["ids"].append(json.dumps([source.items[i].id for i in range(int(start), int(stop))]))
+        out["records"].append(json.dumps(records))
     return {k: np.array(v) if k in ("shard", "start") else np.array(v, dtype=object) for k, v in out.items()}
+
+
+def _shard_records(records_json: str):
+    """(content hashes, (n, 3) stat data) of a decoded shard, '' and -1s where an item has none."""
+    records = json.loads(records_json)
+    hashes = [r[0] if r else "" for r in records]
+    stats = np.array([r[1] if r else [-1, -1, -1] for r in records], dtype=np.int64).reshape(len(records), 3)
+    return hashes, stats
 
 
 class _EmbedShards:
     """Ray actor: one backbone replica; embeds a decoded shard and commits it as ``part-NNNNN.h5``."""
 
     def __init__(self, spec, data_config: dict, device_type: str, precision: str, cpus: float, batch_size: int,
-                 out_dir: str, dtype: str, stamp: dict | None = None):
+                 out_dir: str, dtype: str, stamp: dict | None = None, records: bool = False):
         import torch
 
         from ..core.runtime import tune_malloc
@@ -266,7 +322,7 @@ class _EmbedShards:
         _, self.tensor_steps = split_eval_transform(data_config)
         self.shape = tuple(data_config["input_size"])
         self.precision, self.batch_size = precision, batch_size
-        self.out_dir, self.dtype, self.stamp = out_dir, dtype, stamp
+        self.out_dir, self.dtype, self.stamp, self.records = out_dir, dtype, stamp, records
         import ray
 
         self.node = ray.get_runtime_context().get_node_id()
@@ -292,14 +348,16 @@ class _EmbedShards:
         from ..store import write_shard
 
         entries = []
-        for shard, start, blob, reasons_json, ids_json in zip(batch["shard"], batch["start"], batch["pixels"],
-                                                              batch["reasons"], batch["ids"]):
+        for shard, start, blob, reasons_json, ids_json, records_json in zip(
+                batch["shard"], batch["start"], batch["pixels"], batch["reasons"], batch["ids"], batch["records"]):
             reasons = json.loads(reasons_json)
             pixels = np.frombuffer(blob, dtype=np.uint8).reshape(len(reasons), self.shape[1], self.shape[2], 3)
             feats = self._embed(pixels)
             feats[[i for i, r in enumerate(reasons) if r]] = 0.0
+            # The same shard file as the local engine writes: per-item content hashes when the store keeps them.
+            records = _shard_records(records_json) if self.records else None
             entry = write_shard(self.out_dir, int(shard), int(start), json.loads(ids_json), feats, reasons, self.dtype,
-                                stamp=self.stamp)
+                                stamp=self.stamp, records=records)
             entry["node"] = self.node  # which machine wrote it: for the record, and the node-loss test
             entries.append(json.dumps(entry))
         return {"entry": np.array(entries, dtype=object)}
@@ -331,21 +389,25 @@ def _drive(ray, writer, src, spec, data_config, cluster, rows, prec, dtype, batc
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    # Plain dicts travel to the workers; the Source object pickles with its paths, not its images' bytes.
+    # Ray Data's notes (progress bars off, operator plans) are not the user's business; its errors still raise.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Plain dicts travel to the workers. The source listing (every item's path: megabytes for a big
+    # source) goes into the object store once, by reference: Ray Data fuses the decode into the
+    # actors, so whatever the decode takes by value would be part of every actor's constructor
+    # arguments. The actor itself gets names and options only, and builds the model from them.
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map_batches(_decode_shards, batch_size=1, fn_kwargs={"source": src, "data_config": data_config},
+    ds = ds.map_batches(_decode_shards, batch_size=1, fn_kwargs={"source": ray.put(src), "data_config": data_config},
                         num_cpus=1)
     ds = ds.map_batches(
-        # concurrency=N: a fixed pool of N actors, all started at once. An autoscaling pool
-        # (min 1, max N) only grows when work queues, so with shards as fast as decoding it
-        # stayed at one actor: --actors 2 wrote every shard from one node.
-        _EmbedShards, batch_size=1, concurrency=cluster.actors, num_gpus=cluster.gpus_per_actor or None,
-        num_cpus=cluster.cpus_per_actor,
+        # A fixed pool of N actors, all started at once. An autoscaling pool (min 1, max N) only
+        # grows when work queues, so with shards as fast as decoding it stayed at one actor:
+        # --actors 2 wrote every shard from one node.
+        _EmbedShards, batch_size=1, compute=ray.data.ActorPoolStrategy(size=cluster.actors),
+        num_gpus=cluster.gpus_per_actor or None, num_cpus=cluster.cpus_per_actor,
         fn_constructor_kwargs={
             "spec": spec, "data_config": data_config, "device_type": cluster.device_type, "precision": prec,
             "cpus": cluster.cpus_per_actor, "batch_size": batch_size, "out_dir": os.fspath(writer.path), "stamp": writer.stamp,
-            "dtype": dtype,
+            "dtype": dtype, "records": writer.has_records,
         },
     )
     total = sum(r["stop"] - r["start"] for r in rows)

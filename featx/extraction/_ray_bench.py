@@ -11,6 +11,7 @@ img/s is stored rows over the wall time of ``extract()``. Goal (issue 13): Ray l
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ def bench_ray_extract(source, backbone: str, *, weights=None, batch_size: int = 
     from ..data import open_source
     from ._backbones import resolve_backbone
     from ._bench import subset_source
-    from ._ray import _import_ray
+    from ._ray import _import_ray, _quiet_backend
 
     ray = _import_ray()
     with tempfile.TemporaryDirectory() as folder:
@@ -47,8 +48,11 @@ def bench_ray_extract(source, backbone: str, *, weights=None, batch_size: int = 
                                                               "ray_options": {"actors": n}}
         started_here = not ray.is_initialized()
         if started_here:
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            with _quiet_backend():
+                ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR",
+                         log_to_driver=False)
         try:
+            load_before = os.getloadavg()
             runs = {name: [] for name in sides}
             for _ in range(repeats):
                 for name, engine in sides.items():
@@ -60,7 +64,10 @@ def bench_ray_extract(source, backbone: str, *, weights=None, batch_size: int = 
     best = {name: max(v) for name, v in runs.items()}
     ray_sides = [n for n in best if n.startswith("ray")]
     return {"settings": {"backbone": backbone, "n_images": len(src), "batch_size": batch_size, "workers": workers,
-                         "shard_size": shard_size, "ray_cpus": ray_cpus, "repeats": repeats},
+                         "shard_size": shard_size, "ray_cpus": ray_cpus, "repeats": repeats,
+                         # The machine's load around the runs: on a shared machine the walls say how busy it was.
+                         "load_average": {"before": [round(v, 2) for v in load_before],
+                                          "after": [round(v, 2) for v in os.getloadavg()]}},
             "img_per_s": best, "runs": runs,
             "ray_over_local": {n: best[n] / best["local"] for n in ray_sides},
             "actors_scaling": best[ray_sides[-1]] / best[ray_sides[0]] if len(ray_sides) > 1 else None}
@@ -69,7 +76,9 @@ def bench_ray_extract(source, backbone: str, *, weights=None, batch_size: int = 
 def format_ray_table(result: dict) -> str:
     s = result["settings"]
     lines = [f"{s['backbone']}, {s['n_images']} images, batch {s['batch_size']}, shard {s['shard_size']}, "
-             f"Ray with {s['ray_cpus']} CPUs, best of {s['repeats']}"]
+             f"Ray with {s['ray_cpus']} CPUs, best of {s['repeats']}, load average (1/5/15 min) "
+             f"{'/'.join(map(str, s['load_average']['before']))} before, "
+             f"{'/'.join(map(str, s['load_average']['after']))} after"]
     for name, value in result["img_per_s"].items():
         runs = ", ".join(f"{v:.1f}" for v in result["runs"][name])
         lines.append(f"  {name:14s} {value:8.1f} img/s   (runs: {runs})")

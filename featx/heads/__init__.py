@@ -24,6 +24,7 @@ _LAZY = {
     "open_features": "._featuresets",
     "parse_feature_set": "._featuresets",
     "parse_store_sets": "._featuresets",
+    "logme_score": "._logme",
     "MLPClassifier": "._mlp",
     "CLI_WEIGHTS": "._model",
     "PYTHON_WEIGHTS": "._model",
@@ -60,6 +61,8 @@ _LAZY = {
     "select_and_fit": "._train",
     "train_heads": "._train",
     "training_rows": "._train",
+    "VIEW_MODES": "._views",
+    "with_views": "._views",
 }
 __getattr__, __dir__ = lazy_namespace(__name__, _LAZY)
 
@@ -70,6 +73,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from ._export_model import export_model
     from ._exportable import EXPORT_MODEL_FORMATS, EXPORTABLE_HEADS, EXPORTABLE_KINDS
     from ._featuresets import FeatureSet, is_per_store, open_features, parse_feature_set, parse_store_sets
+    from ._logme import logme_score
     from ._mlp import MLPClassifier
     from ._model import (
         CLI_WEIGHTS,
@@ -104,6 +108,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         train_heads,
         training_rows,
     )
+    from ._views import VIEW_MODES, with_views
 
 __all__ = [
     "bench_heads",
@@ -125,6 +130,9 @@ __all__ = [
     "TorchLogisticRegression",
     "MLPClassifier",
     "FeatureSet",
+    "logme_score",
+    "with_views",
+    "VIEW_MODES",
     "open_features",
     "parse_feature_set",
     "parse_store_sets",

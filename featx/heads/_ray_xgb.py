@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -227,14 +228,19 @@ def train_xgboost_ray(store: FeatureStore | str, out: str | Path | None = None, 
     # The extract engine's way in: an unreachable address is one line at once, not minutes of retries.
     started_here = join_ray(ray, address)
     # Ray Train's storage is featx's own folder: a failed or killed run's is removed, and so is a
-    # leftover of an earlier killed run before this one starts.
-    storage = Path(out).resolve() / _TRAIN_DIR if out is not None else None
-    if storage is not None:
+    # leftover of an earlier killed run before this one starts. Without --out it is a temporary
+    # folder, removed after the run whatever its outcome (the booster is read from it first).
+    if out is not None:
+        storage = Path(out).resolve() / _TRAIN_DIR
         shutil.rmtree(storage, ignore_errors=True)
+    else:
+        storage = Path(tempfile.mkdtemp(prefix="featx-ray-train-"))
     try:
         with ray_errors("xgboost on Ray Train", cleanup=storage):
-            return _run(ray, store, split, rule, out, workers, n_boot, seed, quiet)
+            return _run(ray, store, split, rule, out, storage, workers, n_boot, seed, quiet)
     finally:
+        if out is None:
+            shutil.rmtree(storage, ignore_errors=True)
         if started_here:
             ray.shutdown()
 
@@ -248,10 +254,7 @@ def _datasets(ray, store, split, names) -> dict:
         for name in names}
 
 
-def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:
-    import tempfile
-
-    storage = str(Path(out).resolve() / _TRAIN_DIR) if out is not None else tempfile.mkdtemp(prefix="featx-ray-train-")
+def _run(ray, store, split, rule, out, storage: Path, workers, n_boot, seed, quiet) -> dict:
     n_classes = len(store.class_names)
     base = {"objective": "multi:softprob", "num_class": n_classes, "eval_metric": "mlogloss", "tree_method": "hist",
             "eta": 0.1, "subsample": 0.8, "colsample_bytree": 0.8, "seed": seed}
@@ -265,7 +268,7 @@ def _run(ray, store, split, rule, out, workers, n_boot, seed, quiet) -> dict:
     config = {"params": base, "depths": list(_DEPTHS), "rounds": _MAX_ROUNDS, "dim": store.dim,
               "n_classes": n_classes, "batch_rows": _BATCH_ROWS}
     started = time.perf_counter()
-    booster, trace = _boost(data, config, workers, storage)
+    booster, trace = _boost(data, config, workers, str(storage))
     fit_seconds = time.perf_counter() - started
     chosen = trace[rank_candidates(trace)]
     t0 = time.perf_counter()

@@ -100,11 +100,18 @@ def fit_seed_streaming(task: dict, spec, fixed: dict, seed: int, rows: dict) -> 
             f"--max-memory {format_size(plan['max_memory'])}); the streaming heads are {', '.join(STREAMING_HEADS)}, "
             "or raise --max-memory")
     readers = {name: BatchReader(store, rows[name], batch_rows=plan["batch_rows"]) for name in ("train", "val", "refit")}
+    select, extra, fields = selectors[spec.name], {}, {}
+    if task.get("ray") is not None:  # engine "ray": the logreg fit as a Ray Train task (train_heads checked the head)
+        from ._ray_logreg import select_logreg_ray
+
+        select, extra = select_logreg_ray, {"ray_options": task["ray"]}
     started = time.perf_counter()
-    model, selection = selectors[spec.name](spec, fixed, seed, readers["train"], readers["val"], readers["refit"],
-                                            budget=plan["max_memory"], cache_dir=task["out"])
+    model, selection = select(spec, fixed, seed, readers["train"], readers["val"], readers["refit"],
+                              budget=plan["max_memory"], cache_dir=task["out"], **extra)
+    if extra:
+        fields = {"engine": "ray", "ray_workers": selection["ray_workers"], "ray_train_runs": selection["ray_train_runs"]}
     return {"seed": seed, "model": model, "selection": selection, "fit_seconds": time.perf_counter() - started,
-            "n_train": int(rows["train"].sum()), "test_rows": rows["test"]}
+            "n_train": int(rows["train"].sum()), "test_rows": rows["test"], "entry_fields": fields}
 
 
 def score_streaming(task: dict, spec, run: dict) -> dict:

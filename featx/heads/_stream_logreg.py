@@ -29,13 +29,37 @@ from ._torch_logreg import TorchLogisticRegression, logreg_loss_and_grad
 __all__ = ["stream_scaler", "fit_logreg_stream", "select_logreg_stream", "stream_scores"]
 
 
-def stream_scaler(reader):
-    """A ``StandardScaler`` fitted over the reader's batches (float32 per batch)."""
+def stream_scaler(reader, reduce=None):
+    """A ``StandardScaler`` fitted over the reader's batches (float32 per batch).
+
+    ``reduce`` (data-parallel workers, each reading its share of the rows): a sum over the
+    workers (:func:`featx.heads._ray_logreg` gives torch.distributed's all-reduce); every
+    worker then holds the scaler of all the rows.
+    """
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler()
     for X, _ in reader:
         scaler.partial_fit(X.astype(np.float32, copy=False))
+    return scaler if reduce is None else _pooled_scaler(scaler, reader.dim, reduce)
+
+
+def _pooled_scaler(local, dim: int, reduce):
+    """The scaler of every worker's rows from each worker's (count, mean, variance), in float64."""
+    from sklearn.preprocessing import StandardScaler
+
+    n = float(getattr(local, "n_samples_seen_", 0))  # a worker with no rows of this split has none
+    mean = np.asarray(getattr(local, "mean_", np.zeros(dim)), dtype=np.float64)
+    var = np.asarray(getattr(local, "var_", np.zeros(dim)), dtype=np.float64)
+    total = reduce(np.concatenate([[n], n * mean, n * (var + mean * mean)]))
+    count = max(total[0], 1.0)
+    mean = total[1:dim + 1] / count
+    var = np.maximum(total[dim + 1:] / count - mean * mean, 0.0)
+    scaler = StandardScaler()
+    scaler.mean_, scaler.var_, scaler.n_features_in_ = mean, var, dim
+    # As scikit-learn's partial_fit: a (near-)constant feature is left unscaled.
+    scaler.scale_ = np.where(var < 10 * np.finfo(np.float64).eps, 1.0, np.sqrt(var))
+    scaler.n_samples_seen_ = int(round(total[0]))
     return scaler
 
 
@@ -55,8 +79,13 @@ def _standardised(reader, scaler, codes: dict, k: int):
 
 
 def fit_logreg_stream(reader, scaler, classes: np.ndarray, *, C: float, tol: float = 1e-4, max_iter: int = 1000,
-                      warm: tuple | None = None, history_size: int = 10) -> TorchLogisticRegression:
-    """A fitted :class:`TorchLogisticRegression` on the reader's rows, scaled by ``scaler``."""
+                      warm: tuple | None = None, history_size: int = 10, reduce=None) -> TorchLogisticRegression:
+    """A fitted :class:`TorchLogisticRegression` on the reader's rows, scaled by ``scaler``.
+
+    ``reduce``: data-parallel workers, each reading its share (``len(reader)`` is then the
+    rows of all of them): every loss and gradient is the sum of the workers' parts, so each
+    worker's L-BFGS takes the same steps on the same full-batch objective.
+    """
     import torch
 
     k, d, n = len(classes), reader.dim, len(reader)
@@ -82,6 +111,10 @@ def fit_logreg_stream(reader, scaler, classes: np.ndarray, *, C: float, tol: flo
                 loss += share * part
                 dW += share * gW
                 db += share * gb
+            if reduce is not None:
+                flat = reduce(torch.cat([loss.reshape(1), dW.reshape(-1), db]).to(torch.float64).numpy())
+                flat = torch.from_numpy(flat).to(torch.float32)
+                loss, dW, db = flat[0], flat[1:1 + k * d].view(k, d), flat[1 + k * d:]
             loss += 0.5 * l2 * (W * W).sum()
             dW += l2 * W
             theta.grad = torch.cat([dW.reshape(-1), db])
@@ -101,8 +134,9 @@ def fit_logreg_stream(reader, scaler, classes: np.ndarray, *, C: float, tol: flo
     return clf
 
 
-def stream_scores(reader, model) -> dict:
-    """``heldout_scores`` of ``model`` over the reader's rows, batch by batch: val accuracy and log-loss."""
+def stream_scores(reader, model, reduce=None) -> dict:
+    """``heldout_scores`` of ``model`` over the reader's rows, batch by batch: val accuracy and log-loss
+    (``reduce``: summed over data-parallel workers, as :func:`fit_logreg_stream`)."""
     right, loss_sum, classes = 0, 0.0, np.asarray(model.classes_)
     index = {int(c): i for i, c in enumerate(classes)}
     for X, y in reader:
@@ -113,18 +147,20 @@ def stream_scores(reader, model) -> dict:
             loss_sum = np.nan  # a val label the model never saw: no loss, as heldout_scores
         else:
             loss_sum += float(-np.log(np.clip(proba[np.arange(len(y)), cols], 1e-15, 1.0)).sum())
+    if reduce is not None:
+        right, loss_sum = reduce(np.array([right, loss_sum], dtype=np.float64))
     n = max(len(reader), 1)
-    loss = None if not np.isfinite(loss_sum) else loss_sum / n
+    loss = None if not np.isfinite(loss_sum) else float(loss_sum) / n
     return {"val_accuracy": right / n, "val_loss": loss, "loss": "log_loss"}
 
 
 class _StreamProbe(_Probe):
     """The selection walk's probe (see ``_search``) with its fits and scores made from batches."""
 
-    def __init__(self, grid, fixed: dict, train, val, scaler, classes, tol: float, max_iter: int):
+    def __init__(self, grid, fixed: dict, train, val, scaler, classes, tol: float, max_iter: int, reduce=None):
         super().__init__(None, grid, None, None, None, None, fixed)
         self.train, self.val, self.scaler, self.classes = train, val, scaler, classes
-        self.tol, self.max_iter = tol, max_iter
+        self.tol, self.max_iter, self.reduce = tol, max_iter, reduce
 
     def _fit(self, C: float) -> None:
         import math
@@ -136,15 +172,19 @@ class _StreamProbe(_Probe):
         if self.coefs:
             warm = self.coefs[min(self.coefs, key=lambda c: (abs(math.log(c / C)), c))]
         clf = fit_logreg_stream(self.train, self.scaler, self.classes, C=C, tol=self.tol, max_iter=self.max_iter,
-                                warm=warm)
-        self.scores[C] = stream_scores(self.val, Pipeline([("scale", self.scaler), ("clf", clf)]))
+                                warm=warm, reduce=self.reduce)
+        self.scores[C] = stream_scores(self.val, Pipeline([("scale", self.scaler), ("clf", clf)]), self.reduce)
         self.coefs[C] = (clf.coef_.copy(), clf.intercept_.copy())
         self.trace.append({"params": {**self.fixed, "C": C}, **self.scores[C], "n_iter": int(clf.n_iter_[0]),
                            "seconds": round(time.perf_counter() - started, 3)})
 
 
-def select_logreg_stream(spec, fixed: dict, seed: int, train, val, refit, **_) -> tuple:
-    """(model, selection record) of the logreg head from three readers (train, val, refit)."""
+def select_logreg_stream(spec, fixed: dict, seed: int, train, val, refit, reduce=None, **_) -> tuple:
+    """(model, selection record) of the logreg head from three readers (train, val, refit).
+
+    ``reduce``: run by data-parallel workers, each with its share of every split's rows (the
+    readers' ``len`` and ``labels`` those of the whole split); every worker makes the same choices.
+    """
     from sklearn.pipeline import Pipeline
 
     candidates = adapted_candidates(spec, fixed, seed, train)
@@ -155,15 +195,15 @@ def select_logreg_stream(spec, fixed: dict, seed: int, train, val, refit, **_) -
     search_tol = float(spec.search_only.get("tol", tol))
     classes = np.unique(train.labels)
     started = time.perf_counter()
-    scaler = stream_scaler(train)
-    probe = _StreamProbe(grid, rest, train, val, scaler, classes, search_tol, max_iter)
+    scaler = stream_scaler(train, reduce)
+    probe = _StreamProbe(grid, rest, train, val, scaler, classes, search_tol, max_iter, reduce)
     on_edge = _search_with_edges(probe, COARSE_STEP)
     chosen = probe.grid[probe.best()]
     selection_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    refit_scaler = stream_scaler(refit)
+    refit_scaler = stream_scaler(refit, reduce)
     clf = fit_logreg_stream(refit, refit_scaler, classes, C=chosen, tol=tol, max_iter=max_iter,
-                            warm=probe.coefs[chosen])
+                            warm=probe.coefs[chosen], reduce=reduce)
     model = Pipeline([("scale", refit_scaler), ("clf", clf)])
     record = {
         "params": {**rest, "C": chosen, "engine": "torch"},

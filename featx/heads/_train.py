@@ -50,6 +50,7 @@ from ._persist import load_head, save_head
 from ._registry import HeadSpec, get_head
 from ._select import PATH_PATIENCE, select_and_fit
 from ._stream import fit_seed_streaming, memory_fields, plan_memory, predict_streaming, score_streaming
+from ._views import with_views
 
 __all__ = ["train_heads", "evaluate_head", "select_and_fit", "training_rows", "resolve_splits", "RESULTS_FILE", "CONFIG_FILE", "ENTRY_FILE"]
 
@@ -186,6 +187,9 @@ def train_heads(
     repeats: int = 1,
     return_models: bool = False,
     max_memory: int | str | None = None,
+    engine: str = "local",
+    ray_options: Mapping | None = None,
+    views: str | None = None,
 ) -> list[dict] | tuple[list[dict], dict[str, BaseEstimator]]:
     """Train, select and evaluate ``heads`` on ``store``; return one results entry per head.
 
@@ -216,25 +220,55 @@ def train_heads(
     memory) bounds the features a head holds: past it, ``logreg`` and ``xgboost`` stream
     the store batch by batch and the other heads are skipped with the reason
     (:func:`featx.core.memory.memory_plan`). Each results row records ``memory_path``.
+
+    ``engine="ray"`` fits the ``logreg`` head by the streaming path as one Ray Train
+    ``TorchTrainer`` task (``ray_options``: ``workers``, ``address``; :mod:`._ray_logreg`);
+    selection, scoring and saving are this function's own.
+
+    ``views`` (``train``, ``test`` or ``both``): average each row with its mirror view (added to
+    the store with ``featx extract ... --views hflip``) on the train rows, on val and test, or on
+    all (:func:`featx.heads.with_views`); recorded in the row (``views``) and its store id.
     """
     from threadpoolctl import threadpool_limits
 
+    ray = _ray_task(engine, ray_options, heads, feature_set, store, repeats)
+    if ray is not None and views:
+        raise FeatxUsageError("engine ray reads the store shard by shard; views need engine local")
     with threadpool_limits(threads):
         entries, models = _train_heads(open_features(store, feature_set), heads, params, per_class, seeds, out, splits,
                                        split_seed, val_fraction, test_fraction, n_boot, threads, quiet, repeats,
-                                       max_memory)
+                                       max_memory, ray, views)
     return (entries, models) if return_models else entries
 
 
+def _ray_task(engine: str, ray_options, heads, feature_set, store, repeats: int) -> dict | None:
+    """The Ray options of an ``engine="ray"`` run (None for local), after checking it can run on Ray."""
+    if engine not in ("local", "ray"):
+        raise FeatxUsageError(f"engine {engine!r} is not local or ray")
+    if engine == "local":
+        return None
+    if list(heads) != ["logreg"] or feature_set or repeats != 1 or not isinstance(store, (str, os.PathLike, FeatureStore)):
+        raise FeatxUsageError("engine ray fits the logreg head alone, on one store, without a feature set or repeats "
+                              "(xgboost on Ray: train_xgboost_ray)")
+    return dict(ray_options or {})
+
+
 def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed, val_fraction, test_fraction, n_boot,
-                 threads, quiet, repeats=1, max_memory=None) -> tuple[list[dict], dict]:
+                 threads, quiet, repeats=1, max_memory=None, ray=None, views=None) -> tuple[list[dict], dict]:
     store = _open_store(store)
     plan = plan_memory(store, max_memory, quiet)
+    if ray is not None:  # the Ray Train workers stream their shares: nothing is held in memory
+        plan = {**plan, "memory_path": "streaming"}
     specs, params, seed_list = _check_request(heads, params, seeds, per_class)
     split, rule = resolve_splits(store, splits, split_seed, val_fraction, test_fraction)
     for name in ("train", "val", "test"):
         if not np.any(split == name):
             raise FeatxUsageError(f"the {name} split of {store.path} is empty: give a store with more items per class")
+    if views is not None:
+        if repeats != 1:
+            raise FeatxUsageError("--views averages by the first split's rows; drop --repeats")
+        store = with_views(store, split, views)
+        plan = plan_memory(store, max_memory, quiet)
     _check_training_set(store, split, per_class, seed_list[0], quiet)
     if rule.get("unlabelled"):
         _say(quiet, f"{rule['unlabelled']} unlabelled row(s) of {store.path} left out of every split "
@@ -245,7 +279,8 @@ def _train_heads(store, heads, params, per_class, seeds, out, splits, split_seed
         remove_stale_temps(out_dir)  # a killed train's ``.HEAD.PID.new`` / ``.results.json.PID.tmp``
         _record_splits(out_dir, store, split, rule)
     task = {"store": store, "split": split, "rule": rule, "per_class": per_class, "n_boot": n_boot,
-            "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet, "plan": plan}
+            "digest": splits_digest(*split_record(store, split, rule)), "out": out_dir, "quiet": quiet, "plan": plan,
+            "ray": ray}
     others = _repeat_tasks(task, repeats, val_fraction, test_fraction)
 
     entries, models = [], {}
@@ -472,7 +507,7 @@ def _head_entry(task: dict, spec: HeadSpec, runs: list[dict], seed_list: list[in
     """
     split, first = task["split"], runs[0]
     entry = {
-        **_base_entry(task["store"], spec.name),
+        **_base_entry(task["store"], spec.name), **first.get("entry_fields", {}),
         "per_class": task["per_class"], "seeds": seed_list,
         "n_train": first["n_train"], "n_val": int((split == "val").sum()), "n_test": int((split == "test").sum()),
         "refit_on": "train" if task["per_class"] is not None else "train+val",

@@ -64,7 +64,8 @@ __all__ = ["Pipeline", "load_pipeline", "parse_overrides", "check_backbone", "SP
 
 SPLIT_DEFAULTS = {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}
 _TOP_KEYS = ("name", "source", "backbones", "heads", "finetune", "per_class", "seeds", "repeats", "device", "out",
-             "feature_sets", "raw_pixels", "search")
+             "feature_sets", "raw_pixels", "search", "views")
+VIEW_MODES = ("train", "test", "both")
 _SOURCE_KEYS = ("path", *SPLIT_DEFAULTS, "allow_unlabelled")
 _BACKBONE_DEFAULTS = {"weights": None, "pooling": "avg", "batch_size": 8, "precision": "auto", "dtype": "float32",
                       "workers": "auto", **BACKBONE_FEATURE_DEFAULTS}
@@ -94,6 +95,7 @@ class Pipeline:
     raw_pixels: dict | None = None  # the raw-pixel control (see featx.pipeline._controls); None: off
     feature_sets: list[dict] = field(default_factory=list)  # combinations of stores/layers (_feature_config)
     search: SearchSpec | None = None  # a budgeted search whose choice joins the backbones (_search_space)
+    views: str | None = None  # heads average the mirror view on train, test (val + test) or both rows
 
     def to_dict(self) -> dict:
         return {
@@ -109,6 +111,7 @@ class Pipeline:
             **({"feature_sets": [dict(f) for f in self.feature_sets if not f.get("search")]}
                if any(not f.get("search") for f in self.feature_sets) else {}),
             **({"search": self.search.to_dict()} if self.search is not None else {}),
+            **({"views": self.views} if self.views is not None else {}),
         }
 
 
@@ -443,7 +446,17 @@ def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os
         raw_pixels=validate_raw_pixels(data.get("raw_pixels"), locator),
         feature_sets=validate_feature_sets(data.get("feature_sets"), backbones, locator),
         search=validate_search(data.get("search"), locator),
+        views=_views_mode(data.get("views"), locator),
     )
     if not pipeline.heads and not pipeline.finetune:
         raise locator.error(("heads",), "nothing to run: list at least one head or one fine-tune mode")
     return pipeline
+
+
+def _views_mode(value, locator) -> str | None:
+    """``views:``: the heads average each row with its mirror view (added to every store) on these rows."""
+    if value in (None, False, "none"):
+        return None
+    if value not in VIEW_MODES:
+        raise locator.error(("views",), f"must be one of {', '.join(VIEW_MODES)} (or none), got {value!r}")
+    return value

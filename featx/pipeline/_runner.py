@@ -289,21 +289,21 @@ class _Runner:
 
             precision = resolve_precision(stage.backbone["precision"], device_type(self.pipeline.device))
             return _hash({"source": self.fingerprint, "backbone": identity, "precision": precision,
-                          "dtype": stage.backbone["dtype"], **_feature_options(stage.backbone)})
+                          "dtype": stage.backbone["dtype"], **_feature_options(stage.backbone), **self._views()})
         if stage.kind == "head" and stage.feature_set is not None:
             store_ids = [self.store_id(stages[i]) for i in stage.inputs]
             if None in store_ids:
                 return None
             return _hash({"stores": store_ids, "sets": stage.feature_set["layers"], "head": stage.head["name"],
                           "params": stage.head["params"], "per_class": stage.per_class, "seeds": self.pipeline.seeds,
-                          "split": self.split, **self._repeats()})
+                          "split": self.split, **self._repeats(), **self._views()})
         if stage.kind == "head":
             store_id = self.store_id(stages[stage.after])
             if store_id is None:
                 return None  # known once the store exists
             return _hash({"store": store_id, "head": stage.head["name"], "params": stage.head["params"],
                           "per_class": stage.per_class, "seeds": self.pipeline.seeds, "split": self.split,
-                          **self._repeats()})
+                          **self._repeats(), **self._views(stages[stage.after])})
         options = {k: v for k, v in stage.finetune.items() if k != "backbones"}
         return _hash({"source": self.fingerprint, "backbone": identity, "finetune": options,
                       "per_class": stage.per_class, "split": self.split})
@@ -354,6 +354,9 @@ class _Runner:
             why = "is damaged" if isinstance(exc, StoreDamagedError) else "holds features of an older config"
             self.say(f"{stage.path} {why}; rebuilding it")
             store = extract(self.source, self.spec(bb), stage.path, overwrite=True, **kwargs)
+        if self.pipeline.views and not bb.get("views"):
+            # The heads read the mirror view too: added beside the store (only the mirror pass runs).
+            extract(self.source, self.spec(bb), stage.path, **{**kwargs, "views": "hflip", "overwrite": False})
         return {"store_id": store.store_id}
 
     def run_raw(self, stage: Stage) -> dict:
@@ -376,8 +379,14 @@ class _Runner:
             store = FeatureSet([self.by_id[i].path for i in stage.inputs], stage.feature_set["layers"])
         train_heads(store, heads=[stage.head["name"]], params={stage.head["name"]: stage.head["params"]},
                     per_class=stage.per_class, seeds=self.pipeline.seeds, out=stage.path, quiet=self.quiet,
-                    repeats=self.pipeline.repeats, **self.split)
+                    repeats=self.pipeline.repeats, views=self._views(self.by_id[stage.after]).get("views"), **self.split)
         return {}
+
+    def _views(self, store_stage: Stage | None = None) -> dict:
+        # Like repeats: in a stage's identity only when used; the raw-pixel control has no views.
+        if not self.pipeline.views or (store_stage is not None and store_stage.kind == "raw"):
+            return {}
+        return {"views": self.pipeline.views}
 
     def _repeats(self) -> dict:
         # In a head stage's identity only when used, so the stages of earlier runs stay valid.

@@ -45,7 +45,8 @@ from ._search_space import Candidate, SearchSpec, candidates, informed_space
 __all__ = ["run_search", "SEARCH_FILE", "image_side", "chosen_summary"]
 
 SEARCH_FILE = "search.json"
-PROXY = "logreg val accuracy (C chosen on val)"
+PROXIES = {"logreg": "logreg val accuracy (C chosen on val)",
+           "logme": "LogME evidence per item on train + val (no head fitted)"}
 
 
 @dataclass
@@ -60,7 +61,9 @@ class _Result:
     status: str = "running"
     reason: str = ""
     stores: dict = field(default_factory=dict)   # per_class -> store path
+    sets: list = field(default_factory=list)     # the store's sets this candidate is scored on
     correct: dict = field(default_factory=dict)  # per_class -> per val item: the proxy got it right
+    candidate_proxy: str = "logreg"
 
     @property
     def score(self) -> float:
@@ -69,7 +72,8 @@ class _Result:
     def entry(self) -> dict:
         rung, per_class, n_train, n_val, score = self.scores[-1] if self.scores else (None, None, 0, 0, None)
         return {"candidate": self.candidate.id, "config": self.candidate.config(), "proxy_score": score,
-                "proxy": PROXY, "subsample_size": n_train + n_val, "round": rung,
+                "proxy": PROXIES[self.candidate_proxy], "subsample_size": n_train + n_val, "round": rung,
+                "sets": list(self.sets),
                 "subsample": {"per_class": per_class, "n_train": n_train, "n_val": n_val, "rung": rung},
                 "scores": [{"rung": r, "per_class": p, "proxy_score": s} for r, p, _, _, s in self.scores],
                 "cost_seconds": round(self.cost, 3), "reused": self.reused, "status": self.status,
@@ -112,6 +116,31 @@ class _Searcher:
             raise FeatxUsageError("search: the split has no val items to score candidates on; raise val_fraction")
         self.started = time.perf_counter()
         self.budget = spec.budget_minutes * 60.0
+        self.shared_layers: tuple = ()  # see share_layers
+        self.used: set[Path] = set()     # stores already charged to a candidate in this run
+
+    def share_layers(self, space: dict) -> None:
+        """Extract every candidate with the union of the space's layers: the pooled set comes out of the
+        same pass, so a pooled-only candidate and its layers twin share one extraction (half the cost)."""
+        union: list = []
+        for value in space.get("layers", ()):
+            union.extend(i for i in (value or ()) if i not in union)
+        self.shared_layers = tuple(union)
+
+    def extraction(self, candidate: Candidate) -> dict:
+        """The extract options of ``candidate``'s store: its own, with the shared layers."""
+        options = candidate.extract_options()
+        if self.shared_layers:
+            options["layers"] = list(self.shared_layers)
+        return options
+
+    def sets_of(self, candidate: Candidate, store) -> list[str]:
+        """The sets ``candidate`` is scored on: pooled, plus the sets of its own layers (by position in the union)."""
+        names = _sets(store)
+        own = candidate.option("layers") or ()
+        if not self.shared_layers:
+            return names
+        return [names[0], *(names[1 + self.shared_layers.index(i)] for i in own)]
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -134,26 +163,46 @@ class _Searcher:
         return int(np.bincount(self.src.labels[train]).max()) if train.size else 0
 
     def store_for(self, candidate: Candidate, per_class: int, items: np.ndarray):
-        """The candidate's store on ``items`` (train/val labelled as in the full split), extracted or reused."""
+        """The candidate's store on ``items`` (train/val labelled as in the full split), extracted or reused.
+        Extracted with the shared layers; when those fail (a layer the model lacks), with its own options."""
+        own = candidate.extract_options()
+        shared = self.extraction(candidate)
+        if shared != own:
+            try:
+                return self._extract(candidate, per_class, items, shared)
+            except FeatxError:
+                self.shared_layers = ()  # sets_of then reads the candidate's own store
+        return self._extract(candidate, per_class, items, own)
+
+    def store_path(self, candidate: Candidate, per_class: int, options: dict) -> Path:
+        """Where the candidate's store at ``per_class`` extracted with ``options`` is cached."""
+        config = {**candidate.config(), **options}
+        key = hashlib.sha256(json.dumps({"config": config, "per_class": per_class, "seed": self.spec.seed,
+                                         "split": self.split, "n": len(self.src)}, sort_keys=True,
+                                        default=str).encode()).hexdigest()[:12]
+        return self.out / "features" / f"{candidate.label}__pc{per_class}__{key}.h5"
+
+    def _extract(self, candidate: Candidate, per_class: int, items: np.ndarray, options: dict):
         from ..data import SubsetSource
         from ..extraction import extract, resolve_backbone
 
-        key = hashlib.sha256(json.dumps({"config": candidate.config(), "per_class": per_class, "seed": self.spec.seed,
-                                         "split": self.split, "n": len(self.src)}, sort_keys=True,
-                                        default=str).encode()).hexdigest()[:12]
-        path = self.out / "features" / f"{candidate.label}__pc{per_class}__{key}.h5"
+        path = self.store_path(candidate, per_class, options)
         sub = SubsetSource(self.src, items, splits=list(self.splits[items]))
         spec = resolve_backbone(candidate.backbone["name"], weights=candidate.backbone["weights"])
         started = time.perf_counter()
         store = extract(sub, spec, path, batch_size=self.spec.batch_size, workers=self.spec.workers,
-                        threads=self.spec.threads, device=self.device, quiet=True, **candidate.extract_options())
+                        threads=self.spec.threads, device=self.device, quiet=True, **options)
         seconds = store.run_info.get("extract_seconds_total")
-        return store, float(seconds if seconds is not None else time.perf_counter() - started)
+        seconds = float(seconds if seconds is not None else time.perf_counter() - started)
+        if path in self.used:  # its twin paid for this extraction already
+            seconds = 0.0
+        self.used.add(path)
+        return store, seconds
 
 
-def _proxy(features) -> tuple[float, float, np.ndarray]:
-    """(val accuracy of the logreg head with C chosen on val, seconds, per val item right or not) on a
-    train/val store or set."""
+def _proxy(features, proxy: str = "logreg") -> tuple[float, float, np.ndarray | None]:
+    """(score, seconds, per val item right or not) on a train/val store or set: the logreg head's val accuracy
+    with C chosen on val, or (``logme``) the LogME evidence of train + val, which fits no head (no per-item result)."""
     from ..heads import select_and_fit
 
     started = time.perf_counter()
@@ -161,6 +210,10 @@ def _proxy(features) -> tuple[float, float, np.ndarray]:
     train, val = splits == "train", splits == "val"
     if len(np.unique(y[train])) < 2 or not val.any():
         raise FeatxError("search: a subsample has fewer than two classes in train or no val items; raise min_per_class")
+    if proxy == "logme":
+        from ..heads import logme_score
+
+        return logme_score(X[train | val], y[train | val]), time.perf_counter() - started, None
     model, record = select_and_fit("logreg", (X[train], y[train]), (X[val], y[val]), (X[train], y[train]))
     # The refit (train alone, at the chosen C) gives the val predictions the paired comparison reads.
     correct = model.predict(X[val]) == y[val]
@@ -176,8 +229,10 @@ def _evaluate(searcher: _Searcher, result: _Result, rung: int, per_class: int, i
 
     store, seconds = searcher.store_for(result.candidate, per_class, items)
     result.reused &= bool(store.reused)
-    features = store if len(store.feature_sets) == 1 else FeatureSet([store], [_sets(store)])
-    score, fit_seconds, result.correct[per_class] = _proxy(features)
+    result.sets = searcher.sets_of(result.candidate, store)
+    features = store if _sets(store) == result.sets == ["pooled"] else FeatureSet([store], [result.sets])
+    result.candidate_proxy = searcher.spec.proxy
+    score, fit_seconds, result.correct[per_class] = _proxy(features, searcher.spec.proxy)
     result.cost += seconds + fit_seconds
     result.extract_cost += seconds
     result.stores[per_class] = store
@@ -232,11 +287,15 @@ def _halve(searcher: _Searcher, results: list[_Result]) -> tuple[list[_Result], 
 
 
 def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_class: int) -> list[dict]:
-    """Greedy concatenation of the winner with each other backbone's best candidate, at ``per_class``."""
-    from ..heads import FeatureSet
+    """Greedy concatenation of the winner with each other backbone's best candidate.
 
-    entries, chosen, best, best_correct = [], [winner], winner.score, winner.correct[per_class]
-    items = searcher.subsample(per_class)
+    Each trial is judged against what it extends on the same items, at the largest rung where
+    both already have stores (no new extraction), but never below rung 1 (``min_per_class * eta``
+    per class, capped at ``per_class``): a concatenation of wide sets fitted on 20 items per class
+    says little. Extracting every other backbone at the last rung instead cost more than the halving.
+    """
+    entries, chosen, best, best_correct, best_pc = [], [winner], winner.score, winner.correct[per_class], per_class
+    floor, base_of_best = min(per_class, searcher.spec.min_per_class * searcher.spec.eta), None
     others = {}
     for result in sorted((r for r in results if r.scores), key=lambda r: (-(r.scores[-1][1]), -r.score)):
         if result.candidate.label != winner.candidate.label:
@@ -244,41 +303,59 @@ def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_c
     for label, result in others.items():
         if searcher.elapsed > searcher.budget:
             break
-        if per_class not in result.stores:
-            if not _evaluate_or_drop(searcher, result, len(winner.scores) - 1, per_class, items):
-                continue
-            result.reason += f"; scored again at {per_class}/class as {label}'s best for the concatenation"
         trial = [*chosen, result]
+        pc = max(p for p in result.stores if all(p in r.stores for r in chosen))
+        if pc < floor:
+            pc, items = floor, searcher.subsample(floor)
+            if not all(_evaluate_or_drop(searcher, r, 1, pc, items) for r in trial if pc not in r.stores):
+                continue
+            result.reason += f"; scored again at {pc}/class as {label}'s best for the concatenation"
+        base, base_correct = _combined_score(searcher, chosen, pc)
         started = time.perf_counter()
-        fs = FeatureSet([r.stores[per_class] for r in trial], [_sets(r.stores[per_class]) for r in trial])
-        score, _, correct = _proxy(fs)
-        keep = score > best
+        score, correct = _combined_score(searcher, trial, pc)
+        keep = score > base
         entry = {"candidate": " + ".join(r.candidate.id for r in trial),
-                 "config": {"stores": [r.candidate.config() for r in trial]}, "proxy_score": score, "proxy": PROXY,
-                 "subsample_size": int(len(items)), "subsample": {"per_class": per_class},
-                 "cost_seconds": round(time.perf_counter() - started, 3),
+                 "config": {"stores": [r.candidate.config() for r in trial]}, "proxy_score": score,
+                 "proxy": PROXIES[searcher.spec.proxy], "subsample_size": _n_items(trial[0].stores[pc]),
+                 "subsample": {"per_class": pc}, "cost_seconds": round(time.perf_counter() - started, 3),
                  "status": "chosen" if keep else "pruned",
-                 "reason": (f"{score:.4f} above {best:.4f} without {label}" if keep
-                            else f"{score:.4f} not above {best:.4f} without {label}")}
-        searcher.say(f"combine: {entry['candidate']}: {score:.4f}")
+                 "reason": (f"{score:.4f} above {base:.4f} without {label} at {pc}/class" if keep
+                            else f"{score:.4f} not above {base:.4f} without {label} at {pc}/class")}
+        searcher.say(f"combine at {pc}/class: {entry['candidate']}: {score:.4f} (without {label}: {base:.4f})")
         for earlier in entries:
             if keep and earlier["status"] == "chosen":
                 earlier["status"], earlier["reason"] = "pruned", f"superseded by {entry['candidate']}"
         entries.append(entry)
         if keep:
-            chosen, best, best_correct = trial, score, correct
-    head = {"combination": [r.candidate.id for r in chosen], "score": best}
-    if len(chosen) > 1:
-        head["paired"] = _paired(best_correct, winner.correct[per_class], "without " + ", ".join(
-            r.candidate.label for r in chosen[1:]))
+            chosen, best, best_correct, best_pc = trial, score, correct, pc
+            base_of_best = base_correct
+    head = {"combination": [r.candidate.id for r in chosen], "score": best, "per_class": best_pc}
+    if len(chosen) > 1 and best_correct is not None:
+        head["paired"] = _paired(best_correct, base_of_best, "without " + chosen[-1].candidate.label)
     return [head, *entries]
+
+
+def _n_items(store) -> int:
+    return int(len(store.labels))
+
+
+def _combined_score(searcher: _Searcher, members: list[_Result], per_class: int) -> tuple[float, np.ndarray | None]:
+    """The proxy of ``members`` concatenated at ``per_class`` (a single member: its recorded score)."""
+    from ..heads import FeatureSet
+
+    if len(members) == 1:
+        only = members[0]
+        return next(s[4] for s in only.scores if s[1] == per_class), only.correct[per_class]
+    fs = FeatureSet([r.stores[per_class] for r in members], [r.sets for r in members])
+    score, _, correct = _proxy(fs, searcher.spec.proxy)
+    return score, correct
 
 
 def _runner_up(winner: _Result, results: list[_Result]) -> dict | None:
     """The winner against the runner-up of the last rung it shared with another candidate, on those val items."""
     for per_class in sorted(winner.correct, reverse=True):
         rivals = [r for r in results if r is not winner and per_class in r.correct]
-        if rivals:
+        if rivals and winner.correct[per_class] is not None:
             best = max(rivals, key=lambda r: max(s[4] for s in r.scores if s[1] == per_class))
             return {**_paired(winner.correct[per_class], best.correct[per_class], best.candidate.id),
                     "per_class": per_class}
@@ -294,7 +371,7 @@ def _paired(correct_a, correct_b, against: str) -> dict:
 
 def _chosen(results: list[_Result]) -> list[dict]:
     return [{"backbone": dict(r.candidate.backbone), "options": r.candidate.extract_options(), "candidate": r.candidate.id,
-             "sets": _sets(next(iter(r.stores.values())))} for r in results]
+             "sets": list(r.sets)} for r in results]
 
 
 def chosen_summary(doc: dict) -> str:
@@ -330,6 +407,7 @@ def run_search(source, spec: SearchSpec, out, *, split: dict | None = None, devi
     # Image sizes read from train/val items only: nothing of the search looks at test.
     side = image_side(SubsetSource(searcher.src, searcher.pool))
     space, note = informed_space(spec, side, _input_sides(spec))
+    searcher.share_layers(space)
     if note:
         searcher.say(note)
     results = [_Result(c) for c in candidates(spec, space)]
@@ -343,12 +421,16 @@ def run_search(source, spec: SearchSpec, out, *, split: dict | None = None, devi
         head, *combos = _combine(searcher, winner, results, per_class)
         by_id = {r.candidate.id: r for r in results}
         chosen, score = [by_id[i] for i in head["combination"]], head["score"]
+        per_class = head["per_class"]  # where the chosen concatenation was scored
         paired = head.get("paired", paired)
         for r in chosen[1:]:
             r.status, r.reason = "chosen", f"joins the winner: the concatenation scores {score:.4f} on val"
     doc = {"search": [r.entry() for r in results] + combos, "chosen": _chosen(chosen), "score": score,
-           "per_class": per_class, "seconds": round(searcher.elapsed, 3), "note": note, "proxy": PROXY,
+           "per_class": per_class, "seconds": round(searcher.elapsed, 3), "note": note, "proxy": PROXIES[spec.proxy],
            "spec": spec.to_dict(), "split": searcher.split, "n_candidates": len(results), "paired": paired}
+    # The search's cost as its stores recorded it (extraction seconds plus proxy fits): the same on a
+    # cached rerun, whose own ``seconds`` are only what that rerun took.
+    doc["cost_seconds"] = round(sum(e["cost_seconds"] for e in doc["search"]), 3)
     doc["summary"] = chosen_summary(doc)
     write_atomic(Path(out) / SEARCH_FILE, json_text(doc))
     searcher.say(doc["summary"])

@@ -15,6 +15,7 @@ YAML (defaults in brackets)::
       min_per_class: 20                   # [20] first rung: train and val items per class
       eta: 3                              # [3] keep the best 1/eta per rung; the next rung is eta x larger
       combine: true                       # [true] try concatenating the best of each backbone
+      proxy: logreg                       # [logreg] val accuracy of logreg; or logme (LogME evidence, no head fitted)
       seed: 0                             # [0] seed of the subsamples
       batch_size: 32                      # [32] extraction batch size of every candidate
       workers: 1                          # [1] loader workers (or auto)
@@ -39,7 +40,8 @@ __all__ = ["SearchSpec", "Candidate", "validate_search", "parse_search", "candid
 
 SPACE_KEYS = ("img_size", "crop_pct", "interpolation", "layers", "views")
 SEARCH_KEYS = ("backbones", "space", "budget_minutes", "min_per_class", "eta", "combine", "seed", "batch_size",
-               "workers", "threads")
+               "workers", "threads", "proxy")
+PROXY_NAMES = ("logreg", "logme")
 # A source whose images are at most this fraction of the backbone's input side counts as "much smaller".
 SMALL_IMAGE_RATIO = 0.25
 
@@ -58,13 +60,14 @@ class SearchSpec:
     batch_size: int = 32
     workers: int | str = 1
     threads: int | None = None
+    proxy: str = "logreg"
 
     def to_dict(self) -> dict:
         return {"backbones": [dict(b) for b in self.backbones],
                 "space": {k: [_yaml_value(k, v) for v in values] for k, values in self.space.items()},
                 "budget_minutes": self.budget_minutes, "min_per_class": self.min_per_class, "eta": self.eta,
                 "combine": self.combine, "seed": self.seed, "batch_size": self.batch_size, "workers": self.workers,
-                "threads": self.threads}
+                "threads": self.threads, **({"proxy": self.proxy} if self.proxy != "logreg" else {})}
 
 
 def _yaml_value(key: str, value):
@@ -217,12 +220,15 @@ def validate_search(value, locator) -> SearchSpec | None:
     combine = value.get("combine", True)
     if not isinstance(combine, bool):
         raise locator.error(("search", "combine"), f"must be true or false, got {combine!r}")
+    proxy = value.get("proxy", "logreg")
+    if proxy not in PROXY_NAMES:
+        raise locator.error(("search", "proxy"), f"must be one of {', '.join(PROXY_NAMES)}, got {proxy!r}")
     return SearchSpec(
         backbones=_validate_backbones(value.get("backbones"), locator), space=_validate_space(value.get("space"), locator),
         budget_minutes=_number(value, "budget_minutes", 30.0, locator, 0, float),
         min_per_class=_number(value, "min_per_class", 20, locator, 2), eta=_number(value, "eta", 3, locator, 2),
         combine=combine, seed=_number(value, "seed", 0, locator, 0), batch_size=_number(value, "batch_size", 32, locator, 1),
-        workers=_number(value, "workers", 1, locator, 0), threads=_number(value, "threads", None, locator, 1))
+        workers=_number(value, "workers", 1, locator, 0), threads=_number(value, "threads", None, locator, 1), proxy=proxy)
 
 
 def parse_search(value: dict) -> SearchSpec:
