@@ -11,7 +11,6 @@ only needs the errors never pay for torch, timm or scikit-learn.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 # The version and the errors are plain Python and small: imported eagerly so
@@ -25,6 +24,7 @@ from .core.errors import (
     StoreInUseError,
     StoreMismatchError,
 )
+from .core.lazy import lazy_namespace
 from .core.version import __version__
 
 # Public name -> the featx package that defines it, imported on first access.
@@ -88,19 +88,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from .store import FeatureStore, write_store
 
 
-def __getattr__(name: str):
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f".{name}", __name__)
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'featx' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | _SUBPACKAGES)
+__getattr__, __dir__ = lazy_namespace(__name__, _LAZY, frozenset(_SUBPACKAGES))
 
 
 # Kept literal (not built from _LAZY) so tools that read __all__ statically see every name.

@@ -356,6 +356,8 @@ def test_a_full_disk_while_writing_the_report_keeps_the_earlier_report(trained, 
     before = _tree(out)
     for target in ("best.png", "report.html"):
         monkeypatch.undo()
+        # An unchanged plot is reused, not redrawn: make the report redraw it, so the write is tried.
+        monkeypatch.setattr("featx.pipeline._report_plots._recorded_key", lambda path: None)
         _fail_writes(monkeypatch, target)
         with pytest.raises(DiskError, match=f"no space left on device while writing .*{target}"):
             write_report(out)

@@ -16,11 +16,15 @@ from collections.abc import Callable, Mapping
 __all__ = ["lazy_namespace"]
 
 
-def lazy_namespace(package: str, table: Mapping[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+def lazy_namespace(package: str, table: Mapping[str, str], subpackages: frozenset[str] = frozenset(),
+                   ) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: ``table`` maps each public name to its module
-    (relative, e.g. ``"._backbones"``); a name is imported once, then kept in the package."""
+    (relative, e.g. ``"._backbones"``); a name is imported once, then kept in the package.
+    ``subpackages`` are answered with the subpackage itself (``featx.heads``)."""
 
     def __getattr__(name: str):
+        if name in subpackages:
+            return importlib.import_module(f".{name}", package)
         try:
             module = table[name]
         except KeyError:
@@ -30,6 +34,6 @@ def lazy_namespace(package: str, table: Mapping[str, str]) -> tuple[Callable[[st
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(table) | set(vars(sys.modules[package])))
+        return sorted(set(table) | set(subpackages) | set(vars(sys.modules[package])))
 
     return __getattr__, __dir__
