@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binom, binomtest
 
 from featx.core.paired import (
     bootstrap_differences,
@@ -62,6 +62,17 @@ def test_mcnemar_counts_discordant_items_and_matches_scipy_and_the_binomial_sums
     assert mcnemar(b, a)["p_exact"] == pytest.approx(result["p_exact"])  # symmetric
     same = mcnemar(a, a)
     assert same["p_exact"] == 1.0 and same["p_mid"] == 1.0
+
+
+@pytest.mark.parametrize(("only_a", "only_b"), [(0, 1), (7, 7), (3, 40), (4_100, 4_400), (0, 12_000)])
+def test_mcnemar_matches_scipy_from_tiny_to_large_and_tied_counts(only_a, only_b):
+    # featx computes the tail in integers (no SciPy import on a warm run); SciPy is the reference.
+    a = np.r_[np.ones(only_a, bool), np.zeros(only_b, bool)]
+    result = mcnemar(a, ~a)
+    n, k = only_a + only_b, min(only_a, only_b)
+    assert result["p_exact"] == pytest.approx(binomtest(only_a, n, 0.5).pvalue, rel=1e-9, abs=1e-300)
+    assert result["p_mid"] == pytest.approx(min(1.0, 2 * (binom.cdf(k, n, 0.5) - 0.5 * binom.pmf(k, n, 0.5))),
+                                            rel=1e-9, abs=1e-300)
 
 
 def test_items_needed_gives_the_stated_power_in_simulation():

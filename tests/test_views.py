@@ -109,3 +109,15 @@ def test_pipeline_views_key_adds_the_view_and_keys_the_heads(stores, tmp_path):
     assert "both" in views and None in views  # the raw-pixel control has no views
     with pytest.raises(featx.FeatxUsageError, match="views"):
         featx.load_pipeline(path, overrides=["views=sideways"])
+
+
+def test_pipeline_views_with_a_backbone_views_is_refused_at_load(tmp_path):
+    # The backbone's views average the mirror into the features; the pipeline's keep it apart for
+    # the heads. Together they used to fail at the first head, after the extraction.
+    path = tmp_path / "p.yaml"
+    path.write_text("source: digits\nbackbones:\n  - {name: test_efficientnet, weights: random, views: hflip}\n"
+                    "heads: [logreg]\nviews: both\n")
+    with pytest.raises(featx.FeatxUsageError, match=r"p\.yaml:3: backbones\[0\]\.views: cannot be combined"):
+        featx.load_pipeline(path)
+    path.write_text(path.read_text().replace("views: both\n", ""))
+    assert featx.load_pipeline(path).backbones[0]["views"] == ["hflip"]

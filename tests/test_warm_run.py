@@ -22,7 +22,7 @@ from tests.test_report_decide import _row
 from .conftest import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "timm", "sklearn", "matplotlib", "xgboost")
+HEAVY = ("torch", "timm", "sklearn", "scipy", "matplotlib", "xgboost")
 
 
 def test_digits_source_equals_scikit_learns_digits():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ._extract import IntOrAuto
+from ._extract import WORKERS_HELP, IntOrAuto
 
 __all__ = ["COMMANDS", "search"]
 
@@ -67,7 +67,7 @@ def _space(values: tuple[str, ...]) -> dict:
 @click.option("--test-fraction", type=float, default=0.2, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the subsamples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--workers", default="1", show_default=True, type=IntOrAuto(0), help="Loader workers per extraction (or auto).")
+@click.option("--workers", default="auto", show_default=True, type=IntOrAuto(0), help=WORKERS_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", "-q", is_flag=True)

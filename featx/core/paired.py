@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
 
@@ -81,18 +82,31 @@ def mcnemar(correct_a, correct_b) -> dict:
     ``2 * (P(X <= k) - P(X = k) / 2)`` with ``k = min(only_a, only_b)``, capped at 1;
     less conservative than the exact p, with close to nominal error rates.
     """
-    from scipy.stats import binom, binomtest
-
     a, b = _pair(correct_a, correct_b)
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
     discordant = only_a + only_b
     if discordant == 0:
         p_exact = p_mid = 1.0
     else:
-        p_exact = float(binomtest(only_a, discordant, 0.5).pvalue)
-        k = min(only_a, only_b)
-        p_mid = float(min(1.0, 2 * (binom.cdf(k, discordant, 0.5) - 0.5 * binom.pmf(k, discordant, 0.5))))
+        # At 1/2 the binomial is symmetric, so the two-sided exact p is twice the smaller tail.
+        cdf, pmf = _half_binomial_tail(min(only_a, only_b), discordant)
+        p_exact = min(1.0, 2 * cdf)
+        p_mid = min(1.0, 2 * (cdf - 0.5 * pmf))
     return {"only_a": only_a, "only_b": only_b, "p_exact": p_exact, "p_mid": p_mid}
+
+
+def _half_binomial_tail(k: int, n: int) -> tuple[float, float]:
+    """``P(X <= k)`` and ``P(X = k)`` for ``X ~ Binomial(n, 1/2)``, exactly.
+
+    Integer arithmetic instead of ``scipy.stats``: importing SciPy costs a warm ``featx run``
+    (which only redraws the report) more than a second.
+    """
+    term, total = 1, 1  # C(n, 0)
+    for i in range(1, k + 1):
+        term = term * (n - i + 1) // i
+        total += term
+    scale = 2 ** n
+    return total / scale, term / scale  # int / int is correctly rounded, however large
 
 
 def items_needed(gap: float, disagreement: float, *, alpha: float = 0.05, power: float = 0.8) -> int:
@@ -107,13 +121,11 @@ def items_needed(gap: float, disagreement: float, *, alpha: float = 0.05, power:
     i.e. the ``n`` at which a two-sided level-``alpha`` McNemar test detects ``delta``
     with probability ``power``.
     """
-    from scipy.stats import norm
-
     delta = abs(float(gap))
     if not 0 < delta <= 1:
         raise ValueError(f"gap must be a non-zero accuracy difference in (0, 1], got {gap!r}")
     psi = min(1.0, max(float(disagreement), delta))
-    z_a, z_b = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    z_a, z_b = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
     return int(math.ceil((z_a * math.sqrt(psi) + z_b * math.sqrt(max(psi - delta * delta, 0.0))) ** 2 / delta ** 2))
 
 

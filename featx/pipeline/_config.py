@@ -450,7 +450,21 @@ def load_pipeline(path: str | os.PathLike | dict, overrides=(), *, out: str | os
     )
     if not pipeline.heads and not pipeline.finetune:
         raise locator.error(("heads",), "nothing to run: list at least one head or one fine-tune mode")
+    _check_views_once(pipeline, locator)
     return pipeline
+
+
+def _check_views_once(pipeline: Pipeline, locator) -> None:
+    # A backbone's ``views:`` averages the mirror into its features at extraction; the pipeline's
+    # ``views:`` keeps the mirror as a view of its own for the heads. Both at once would fail only
+    # at the first head stage, after the extraction was paid for.
+    if pipeline.views is None:
+        return
+    for i, bb in enumerate(pipeline.backbones):
+        if bb.get("views"):
+            raise locator.error(("backbones", i, "views"),
+                                f"cannot be combined with the pipeline's views: {pipeline.views} (which adds the mirror "
+                                "view to every store itself); drop one of the two")
 
 
 def _views_mode(value, locator) -> str | None:

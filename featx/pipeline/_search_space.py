@@ -18,7 +18,7 @@ YAML (defaults in brackets)::
       proxy: logreg                       # [logreg] val accuracy of logreg; or logme (LogME evidence, no head fitted)
       seed: 0                             # [0] seed of the subsamples
       batch_size: 32                      # [32] extraction batch size of every candidate
-      workers: 1                          # [1] loader workers (or auto)
+      workers: auto                       # [auto] loader workers (auto: as featx extract)
       threads: null                       # [null] torch CPU threads
 
 A candidate is one backbone with one value per space key: one extraction, so one
@@ -58,7 +58,7 @@ class SearchSpec:
     combine: bool = True
     seed: int = 0
     batch_size: int = 32
-    workers: int | str = 1
+    workers: int | str = "auto"
     threads: int | None = None
     proxy: str = "logreg"
 
@@ -228,7 +228,7 @@ def validate_search(value, locator) -> SearchSpec | None:
         budget_minutes=_number(value, "budget_minutes", 30.0, locator, 0, float),
         min_per_class=_number(value, "min_per_class", 20, locator, 2), eta=_number(value, "eta", 3, locator, 2),
         combine=combine, seed=_number(value, "seed", 0, locator, 0), batch_size=_number(value, "batch_size", 32, locator, 1),
-        workers=_number(value, "workers", 1, locator, 0), threads=_number(value, "threads", None, locator, 1), proxy=proxy)
+        workers=_number(value, "workers", "auto", locator, 0), threads=_number(value, "threads", None, locator, 1), proxy=proxy)
 
 
 def parse_search(value: dict) -> SearchSpec:
