@@ -156,3 +156,33 @@ def test_cli_import_parquet(tmp_path):
     result = CliRunner().invoke(cli, ["import", "--format", "parquet", str(tmp_path / "ragged.parquet"),
                                       str(tmp_path / "q.h5")])
     assert result.exit_code == 2 and "different lengths" in result.output
+
+
+def test_parquet_class_names_survive_export_and_import_and_come_from_a_name_column(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    X, y = _data()
+    # Names that sort differently from their codes, so "sorted names" would be caught too.
+    featx.write_store(tmp_path / "s.h5", X, y, class_names=["zebra", "ant", "moth"])
+    featx.store.export_store(tmp_path / "s.h5", tmp_path / "e.parquet")
+    back = featx.store.write_store(tmp_path / "back.h5", **{
+        k: v for k, v in featx.store.read_import_source(tmp_path / "e.parquet", "parquet").items()
+        if k in ("features", "labels", "ids", "splits", "class_names")})
+    assert back.class_names == ["zebra", "ant", "moth"]
+    np.testing.assert_array_equal(back.labels, y)
+    # Another tool's file: integer labels with a name column, no featx metadata.
+    table = pa.table({"label": y, "label_name": np.array(["zebra", "ant", "moth"])[y],
+                      "features": pa.array(list(X), type=pa.list_(pa.float32()))})
+    pq.write_table(table, tmp_path / "other.parquet")
+    result = CliRunner().invoke(cli, ["import", "--format", "parquet", str(tmp_path / "other.parquet"),
+                                      str(tmp_path / "o.h5")])
+    assert result.exit_code == 0, result.output
+    assert featx.FeatureStore(tmp_path / "o.h5").class_names == ["zebra", "ant", "moth"]
+    wrong = np.array(["zebra", "ant", "moth"])[y]
+    wrong[np.flatnonzero(y == 1)[0]] = "moth"  # one row names label 1 like label 2
+    for bad, message in ((wrong, "named both"), (np.array(["zebra"] * len(y)), "two labels one name")):
+        pq.write_table(table.set_column(1, "label_name", pa.array(bad)), tmp_path / "bad.parquet")
+        result = CliRunner().invoke(cli, ["import", "--format", "parquet", str(tmp_path / "bad.parquet"),
+                                          str(tmp_path / "c.h5")])
+        assert result.exit_code == 2 and message in result.output, result.output

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -345,12 +346,39 @@ def _read_parquet(src: Path, feature_columns: list[str] | None) -> dict:
     if features == [None] or any(c not in names for c in features):
         raise FeatxUsageError(f"{src} has no features column (features or embedding, or give --feature-columns); "
                               f"its columns: {', '.join(names[:10])}")
-    meta = [c for c in (label, _column(names, "id", "ids"), _column(names, "split", "splits")) if c]
+    name_col = _column(names, "label_name", "class_name")
+    meta = [c for c in (label, _column(names, "id", "ids"), _column(names, "split", "splits"), name_col) if c]
     table = dataset.to_table(columns=meta)  # ids, labels, splits: small; the features are streamed
     get = {c: table.column(c).to_numpy(zero_copy_only=False) for c in meta}
     return {"features": _parquet_blocks(dataset, features), "labels": get[label],
             "ids": get.get(_column(names, "id", "ids")), "splits": get.get(_column(names, "split", "splits")),
-            "class_names": None, "source_name": src.name}
+            "class_names": _parquet_class_names(dataset.schema, get[label], get.get(name_col)),
+            "source_name": src.name}
+
+
+def _parquet_class_names(schema, labels: np.ndarray, label_names: np.ndarray | None) -> list[str] | None:
+    """The class names a Parquet file carries: ``featx export``'s schema metadata, else a name column.
+
+    Without them integer labels would come back as classes "0".."K-1", and a round trip
+    through export and import would lose what the classes are.
+    """
+    with contextlib.suppress(ValueError, TypeError, AttributeError):  # someone else's "featx" key: ignore it
+        found = json.loads((schema.metadata or {}).get(b"featx", b"{}")).get("class_names")
+        if isinstance(found, list) and found:
+            return [str(c) for c in found]
+    if label_names is None or labels.dtype.kind not in "iu" or not len(labels):
+        return None  # string labels name themselves
+    k = int(labels.max()) + 1
+    named: dict[int, str] = {}
+    for code, name in zip(labels.tolist(), label_names.tolist()):
+        if code < 0 or name is None:
+            continue  # an unlabelled row has no name
+        if named.setdefault(code, str(name)) != str(name):
+            raise FeatxUsageError(f"label {code} is named both {named[code]!r} and {name!r} in the name column")
+    out = [named.get(i, str(i)) for i in range(k)]
+    if len(set(out)) < k:
+        raise FeatxUsageError(f"the name column gives two labels one name ({', '.join(out[:10])})")
+    return out
 
 
 def _parquet_blocks(dataset, columns: list[str]) -> Iterator[np.ndarray]:
