@@ -267,3 +267,21 @@ def test_run_keeps_unlabelled_samples_out_of_heads_and_fine_tunes_alike(tmp_path
     assert len({e["splits_digest"] for e in entries}) == 1
     assert all(e["split_rule"]["unlabelled"] == N_UNLABELLED and e["class_names"] == ["0", "1"] for e in entries)
     assert all(sum(map(sum, e["confusion_matrix"])) == e["n_test"] for e in entries)
+
+
+def test_array_source_without_labels_is_an_error_unless_allowed_then_stored_unlabelled(tmp_path):
+    from featx import resolve_backbone
+    from featx.data import ArraySource
+
+    images = np.random.default_rng(0).integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)
+    with pytest.raises(FeatxUsageError, match="allow_unlabelled=True"):
+        ArraySource(images)  # used to become one class "0"
+    with pytest.raises(FeatxUsageError, match=r"None or -1 \(index 2\)"):
+        ArraySource(images, [0, 1, None, 1, 0, 1])
+    mixed = ArraySource(images, ["cat", "dog", None, "dog", -1, "cat"], allow_unlabelled=True)
+    assert mixed.class_names == ["cat", "dog"] and mixed.labels.tolist() == [0, 1, -1, 1, -1, 0]
+    source = ArraySource(images, allow_unlabelled=True)
+    assert source.n_unlabelled == 6 and source.class_names == []
+    store = extract(source, resolve_backbone("test_efficientnet", weights="random"), tmp_path / "u.h5",
+                    batch_size=4, workers=0, quiet=True)
+    assert store.n_done == 6 and set(store.labels.tolist()) == {UNLABELLED}

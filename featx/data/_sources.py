@@ -390,8 +390,44 @@ def _refuse_aliases(csv_path: Path, root: Path, rows: list[tuple[int, str, str, 
             first[key] = (line_no, path, label)
 
 
+def _array_labels(labels, n: int, class_names, allow_unlabelled: bool) -> tuple[np.ndarray, list[str]]:
+    """Class indices and names of an :class:`ArraySource`; ``None`` or -1 is "no label".
+
+    Without labels every image used to become class "0", a class no one asked for: a missing
+    label is now an error unless ``allow_unlabelled`` keeps it as UNLABELLED (never a class).
+    """
+    values = [None] * n if labels is None else np.asarray(labels, dtype=object).tolist()
+    if len(values) != n:
+        raise FeatxUsageError(f"{n} images but {len(values)} labels")
+    missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, int) and v == UNLABELLED)]
+    if missing and not allow_unlabelled:
+        what = "no labels were given" if labels is None else f"{len(missing)} label(s) are None or -1 (index {missing[0]})"
+        raise FeatxUsageError(f"{what}; pass labels, or allow_unlabelled=True to keep those images for "
+                              "extraction only (never a class)")
+    skip = set(missing)
+    known = [v for i, v in enumerate(values) if i not in skip]
+    if class_names is None:
+        try:
+            uniques = sorted(set(known))
+        except TypeError:
+            raise FeatxUsageError("labels mix numbers and names; give one kind, or class_names") from None
+        mapping = {u: i for i, u in enumerate(uniques)}
+        class_names = [str(u) for u in uniques]
+    else:
+        k = len(class_names)
+        if any(not isinstance(v, int) or not 0 <= v < k for v in known):
+            raise FeatxUsageError(f"labels must lie in [0, {k}) to index class_names")
+        mapping = {i: i for i in range(k)}
+    codes = np.array([UNLABELLED if i in skip else mapping[v] for i, v in enumerate(values)], dtype=np.int64)
+    return codes, list(class_names)
+
+
 class ArraySource(Source):
-    """In-memory images: an (N, H, W, 3) uint8 array or a list of PIL images, with labels."""
+    """In-memory images: an (N, H, W, 3) uint8 array or a list of PIL images, with labels.
+
+    ``allow_unlabelled``: ``labels`` may be omitted, or hold ``None`` / -1 for some images;
+    those are kept with :data:`UNLABELLED` for extraction only, as the file sources keep theirs.
+    """
 
     kind = "array"
 
@@ -403,8 +439,9 @@ class ArraySource(Source):
         ids: Sequence[str] | None = None,
         splits: Sequence[str] | None = None,
         name: str = "array",
+        allow_unlabelled: bool = False,
     ):
-        self.name = name
+        self.name, self.allow_unlabelled = name, allow_unlabelled
         if isinstance(images, np.ndarray):
             if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
                 raise FeatxUsageError(
@@ -414,17 +451,7 @@ class ArraySource(Source):
             raise FeatxUsageError("images must be a uint8 (N, H, W, 3) array or a list of PIL images")
         self.images = images
         n = len(images)
-        labels = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels)
-        if len(labels) != n:
-            raise FeatxUsageError(f"{n} images but {len(labels)} labels")
-        if class_names is None:
-            uniques = sorted(set(labels.tolist()))
-            class_names = [str(u) for u in uniques]
-            mapping = {u: i for i, u in enumerate(uniques)}
-            labels = np.array([mapping[v] for v in labels.tolist()], dtype=np.int64)
-        elif labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
-            raise FeatxUsageError(f"labels must lie in [0, {len(class_names)}) to index class_names")
-        self.class_names = list(class_names)
+        labels, self.class_names = _array_labels(labels, n, class_names, allow_unlabelled)
         ids = [f"{i:06d}" for i in range(n)] if ids is None else [safe_id(str(i)) for i in ids]
         if len(set(ids)) != n:
             raise FeatxUsageError("ids must be unique, one per image")
