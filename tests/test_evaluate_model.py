@@ -58,3 +58,13 @@ def test_another_source_is_refused_not_scored_on_another_split(trained, tmp_path
     shutil.copy(other / "r" / "000.png", other / "g" / "extra.png")  # one more item: another split
     with pytest.raises(FeatxUsageError, match="not the one .* was scored on"):
         evaluate_model(trained["root"] / "ft" / "model", str(other), device="cpu")
+
+
+def test_a_head_of_a_per_class_subset_store_is_evaluated_on_the_same_subset(trained, tiny_spec, tmp_path):
+    # The row records the store's subset, so the source is drawn the same way before its split.
+    store = extract(str(trained["images"]), tiny_spec, tmp_path / "sub.h5", quiet=True, workers=0, per_class=6)
+    head = train_heads(store, ["logreg"], out=tmp_path / "heads", n_boot=50)[0]
+    assert head["store_subset"] == {"per_class": 6, "seed": 0}
+    entry = evaluate_model(tmp_path / "heads" / "logreg", str(trained["images"]), n_boot=50, device="cpu")
+    assert entry["splits_digest"] == head["splits_digest"] and entry["n_test"] == head["n_test"]
+    assert entry["accuracy"] == pytest.approx(head["accuracy"])

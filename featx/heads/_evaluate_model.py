@@ -3,7 +3,8 @@ the images of its test split.
 
 A fine-tune reads pixels, not a feature store, so it is evaluated on a source. The test split is the
 one the model was scored on: ``splits`` if given, else the ``splits.json`` of the run it was saved in,
-else the split recomputed from the source with the rule its results row records. Unless ``splits``
+else the split recomputed from the source with the rule its results row records (after the same
+stratified seeded subset, when its store was a ``--per-class``/``--limit`` one). Unless ``splits``
 is given, the split's digest must equal the row's ``splits_digest``: another source, or the same one
 with items added, removed or relabelled, would give another test split, and a number on it would
 not be comparable with the row's. Images go through :func:`featx.load_model`, the path ``featx
@@ -24,7 +25,7 @@ from ..core.metrics import classification_metrics
 from ..core.modeldir import RESULT_FILE
 from ..core.results import metric_fields
 from ..core.runtime import library_versions
-from ..data import SPLITS_FILE, assign_splits, load_splits, open_source, splits_digest
+from ..data import SPLITS_FILE, assign_splits, load_splits, open_source, splits_digest, subset_source
 from ._model import CLI_WEIGHTS, open_model
 
 __all__ = ["evaluate_model"]
@@ -96,6 +97,8 @@ def evaluate_model(model_dir: str | os.PathLike, source, *, splits: str | os.Pat
     row = _saved_row(model_dir)
     # A model scored with unlabelled samples beside its split reads the source the same way.
     src = open_source(source, allow_unlabelled=bool((row.get("split_rule") or {}).get("unlabelled")))
+    if row.get("store_subset"):  # its store held a stratified seeded subset: the same draw, then the split
+        src = subset_source(src, **row["store_subset"])
     if list(model.classes_) != list(src.class_names):
         raise FeatxUsageError(f"{model_dir} predicts the classes {list(model.classes_)[:6]} but the source has "
                               f"{list(src.class_names)[:6]}: give the source it was trained on")

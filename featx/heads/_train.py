@@ -149,6 +149,8 @@ def _base_entry(store: FeatureStore, head: str) -> dict:
         "store_path": str(store.path),
         # Concatenated stores: each store with its cost, and their summed extraction time.
         **(store.entry_fields() if isinstance(store, FeatureSet) else {}),
+        # A --per-class/--limit store: `evaluate --source` draws the same subset before the split.
+        **({"store_subset": subset} if (subset := store.config.get("subset")) else {}),
     }
 
 
