@@ -72,7 +72,7 @@ def _xgboost_side_by_side(ray, cluster, rows: int, dim: int, classes: int, worke
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default="/work/data/cifar10/test")
+    parser.add_argument("--source", default="digits", help="images for the extraction part (any featx source)")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--shard-size", type=int, default=32)
