@@ -246,3 +246,36 @@ def test_combine_scores_where_both_have_stores_and_extracts_only_below_rung_1(mo
     assert extracted == [("c", 4)]  # only the rung-0 backbone, at rung 1 (min_per_class * eta)
     assert {pc for _, pc in scored} == {4} and [e["subsample"]["per_class"] for e in entries] == [4, 4]
     assert head["combination"] == ["w", "b", "c"] and head["per_class"] == 4
+
+
+def test_combine_adds_a_backbone_only_for_a_gain_the_paired_ci_separates_from_noise(monkeypatch):
+    from featx.pipeline import _search
+    from featx.pipeline._search_space import Candidate
+
+    n = 400
+    base = np.zeros(n, bool)
+    base[: n // 2] = True  # the winner alone: 0.50
+
+    def result(label):
+        r = _search._Result(Candidate({"name": label, "weights": None, "label": label}, ()))
+        r.scores, r.stores, r.correct = [(0, 4, 4, 4, 0.5)], {4: SimpleNamespace(labels=np.zeros(n))}, {4: base}
+        return r
+
+    def with_gain(extra):  # the concatenation also gets `extra` of the winner's misses right
+        out = base.copy()
+        out[n // 2: n // 2 + extra] = True
+        return out
+
+    gains = {"small": with_gain(3), "large": with_gain(60)}
+    monkeypatch.setattr(_search, "_combined_score", lambda s, members, pc: (
+        (0.5, base) if len(members) == 1 else
+        (float(gains[members[-1].candidate.label].mean()), gains[members[-1].candidate.label])))
+    searcher = SimpleNamespace(spec=SimpleNamespace(min_per_class=2, eta=2, proxy="logreg"), elapsed=0, budget=1e9,
+                               subsample=lambda pc: np.arange(pc), say=lambda text: None)
+    winner = result("w")
+    for label, chosen in (("small", False), ("large", True)):
+        head, entry = _search._combine(searcher, winner, [winner, result(label)], 4)
+        assert entry["proxy_score"] > 0.5 and (entry["status"] == "chosen") is chosen
+        assert (entry["paired"]["ci"][0] > 0) is chosen and "paired gain" in entry["reason"]
+        assert ("could be noise" in entry["reason"]) is not chosen
+        assert head["combination"] == (["w", label] if chosen else ["w"])

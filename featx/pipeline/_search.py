@@ -313,14 +313,17 @@ def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_c
         base, base_correct = _combined_score(searcher, chosen, pc)
         started = time.perf_counter()
         score, correct = _combined_score(searcher, trial, pc)
-        keep = score > base
+        # Another backbone costs a whole extraction of the source: it is added only for a gain the
+        # paired bootstrap on the same val items can tell from noise (LogME has no per-item answers,
+        # so it compares scores alone).
+        gain = None if correct is None or base_correct is None else _paired(correct, base_correct, f"without {label}")
+        keep = score > base and (gain is None or gain["ci"][0] > 0)
         entry = {"candidate": " + ".join(r.candidate.id for r in trial),
                  "config": {"stores": [r.candidate.config() for r in trial]}, "proxy_score": score,
                  "proxy": PROXIES[searcher.spec.proxy], "subsample_size": _n_items(trial[0].stores[pc]),
                  "subsample": {"per_class": pc}, "cost_seconds": round(time.perf_counter() - started, 3),
-                 "status": "chosen" if keep else "pruned",
-                 "reason": (f"{score:.4f} above {base:.4f} without {label} at {pc}/class" if keep
-                            else f"{score:.4f} not above {base:.4f} without {label} at {pc}/class")}
+                 "status": "chosen" if keep else "pruned", **({"paired": gain} if gain else {}),
+                 "reason": _combine_reason(score, base, gain, keep, label, pc)}
         searcher.say(f"combine at {pc}/class: {entry['candidate']}: {score:.4f} (without {label}: {base:.4f})")
         for earlier in entries:
             if keep and earlier["status"] == "chosen":
@@ -333,6 +336,15 @@ def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_c
     if len(chosen) > 1 and best_correct is not None:
         head["paired"] = _paired(best_correct, base_of_best, "without " + chosen[-1].candidate.label)
     return [head, *entries]
+
+
+def _combine_reason(score: float, base: float, gain: dict | None, keep: bool, label: str, pc: int) -> str:
+    ci = "" if gain is None else f" (paired gain {gain['diff']:+.3f} [{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}])"
+    if keep:
+        return f"{score:.4f} above {base:.4f} without {label} at {pc}/class{ci}"
+    if score > base:
+        return f"{score:.4f} above {base:.4f} without {label} at {pc}/class, but a gain that could be noise{ci}"
+    return f"{score:.4f} not above {base:.4f} without {label} at {pc}/class{ci}"
 
 
 def _n_items(store) -> int:
