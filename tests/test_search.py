@@ -114,6 +114,21 @@ def test_budget_stops_the_halving_and_says_so(folder, tmp_path):
     assert {e["subsample"]["rung"] for e in doc["search"]} == {0}  # no second rung was started
 
 
+def test_the_budget_is_charged_recorded_costs_so_a_cached_rerun_stops_where_the_run_did(folder, tmp_path,
+                                                                                         monkeypatch):
+    from featx.pipeline import _search
+
+    full = run_search(folder, _spec(), tmp_path / "c", split=SPLIT, quiet=True)
+    assert {e["subsample"]["rung"] for e in full["search"]} != {0}  # unbudgeted, it goes past rung 0
+    original = _search._Searcher._extract
+    # The same cached stores, as if each had taken 10,000 s to extract: a wall-clock budget would let
+    # this rerun (seconds of proxy fits) go on; one charged with what the stores cost must stop.
+    monkeypatch.setattr(_search._Searcher, "_extract", lambda self, *a: (original(self, *a)[0], 1e4))
+    again = run_search(folder, _spec(budget_minutes=60), tmp_path / "c", split=SPLIT, quiet=True)
+    assert {e["subsample"]["rung"] for e in again["search"]} == {0}
+    assert any(e["reason"].startswith("budget") for e in again["search"] if e["status"] == "pruned")
+
+
 def test_a_candidate_that_cannot_be_extracted_is_pruned_with_its_reason(folder, tmp_path):
     spec = _spec(space={"img_size": [32], "crop_pct": [1.0], "layers": ["", "-9"]})  # test_efficientnet has 5 layers
     doc = run_search(folder, spec, tmp_path / "f", split=SPLIT, quiet=True)
@@ -239,6 +254,7 @@ def test_combine_scores_where_both_have_stores_and_extracts_only_below_rung_1(mo
     monkeypatch.setattr(_search, "_combined_score", lambda s, members, pc: (
         scored.append(([m.candidate.label for m in members], pc)), (0.4 + 0.1 * len(members), None))[-1])
     searcher = SimpleNamespace(spec=SimpleNamespace(min_per_class=2, eta=2, proxy="logreg"), elapsed=0, budget=1e9,
+                               charge=lambda seconds: None,
                                subsample=lambda pc: np.arange(pc), say=lambda text: None)
     winner, rung1, rung0 = result("w", [2, 4, 8]), result("b", [2, 4]), result("c", [2])
     head, *entries = _search._combine(searcher, winner, [winner, rung1, rung0], 8)
@@ -271,6 +287,7 @@ def test_combine_adds_a_backbone_only_for_a_gain_the_paired_ci_separates_from_no
         (0.5, base) if len(members) == 1 else
         (float(gains[members[-1].candidate.label].mean()), gains[members[-1].candidate.label])))
     searcher = SimpleNamespace(spec=SimpleNamespace(min_per_class=2, eta=2, proxy="logreg"), elapsed=0, budget=1e9,
+                               charge=lambda seconds: None,
                                subsample=lambda pc: np.arange(pc), say=lambda text: None)
     winner = result("w")
     for label, chosen in (("small", False), ("large", True)):

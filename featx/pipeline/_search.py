@@ -114,7 +114,7 @@ class _Searcher:
         self.pool = np.flatnonzero(np.isin(self.splits, ("train", "val")))
         if not (self.splits == "val").any():
             raise FeatxUsageError("search: the split has no val items to score candidates on; raise val_fraction")
-        self.started = time.perf_counter()
+        self.spent = 0.0  # see elapsed
         self.budget = spec.budget_minutes * 60.0
         self.shared_layers: tuple = ()  # see share_layers
         self.used: set[Path] = set()     # stores already charged to a candidate in this run
@@ -148,7 +148,12 @@ class _Searcher:
 
     @property
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        """What the budget is charged: each extraction at the seconds its store recorded (a cached store
+        too) plus the proxy fits. Wall time would let a cached rerun go further than the run it repeats."""
+        return self.spent
+
+    def charge(self, seconds: float) -> None:
+        self.spent += seconds
 
     def subsample(self, per_class: int) -> np.ndarray:
         from ..data import subset_indices
@@ -235,6 +240,7 @@ def _evaluate(searcher: _Searcher, result: _Result, rung: int, per_class: int, i
     score, fit_seconds, result.correct[per_class] = _proxy(features, searcher.spec.proxy)
     result.cost += seconds + fit_seconds
     result.extract_cost += seconds
+    searcher.charge(seconds + fit_seconds)
     result.stores[per_class] = store
     splits = store.splits
     result.scores.append((rung, per_class, int((splits == "train").sum()), int((splits == "val").sum()), score))
@@ -313,6 +319,7 @@ def _combine(searcher: _Searcher, winner: _Result, results: list[_Result], per_c
         base, base_correct = _combined_score(searcher, chosen, pc)
         started = time.perf_counter()
         score, correct = _combined_score(searcher, trial, pc)
+        searcher.charge(time.perf_counter() - started)
         # Another backbone costs a whole extraction of the source: it is added only for a gain the
         # paired bootstrap on the same val items can tell from noise (LogME has no per-item answers,
         # so it compares scores alone).
