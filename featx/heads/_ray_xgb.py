@@ -15,9 +15,17 @@ per run): every depth, its val score (each worker counts its val rows right, the
 are summed over the workers with XGBoost's collective allreduce, so every worker picks
 the same depth) and the refit. Each worker builds its ``QuantileDMatrix`` batch by batch
 from ``iter_batches`` of its dataset shard (an ``xgboost.DataIter``), so no worker
-concatenates its rows. Differences, recorded in the entry: no PCA step (``"pca": None``;
-a PCA fitted on data larger than one machine's RAM is another project; XGBoost's ``hist``
-samples columns itself), and no few-shot or multi-seed mode.
+concatenates its rows.
+
+The preprocessing is the local head's: a PCA step of ``pca`` components (the head's
+parameter, 128 by default; None or 0: none), fitted without gathering the rows. Before the
+Ray Train run, one pass of Ray tasks over the same blocks the workers read (the same
+verified reads) returns per split its row count, mean and centred ``x^T x``; the driver
+merges them and takes the covariance's top eigenvectors (:mod:`._ray_pca`): train's PCA for
+the depth selection, train+val's for the refit, as the local head refits its pipeline. The
+workers project each batch with those arrays before XGBoost sees it; the saved head is the
+local kind of pipeline (``CappedPCA``, then ``XGBClassifier``), which scores the test split.
+Not on Ray: the few-shot and multi-seed modes.
 """
 
 from __future__ import annotations
