@@ -189,6 +189,10 @@ def test_a_ray_trained_booster_is_saved_as_a_head(work, digits, pca):
     np.testing.assert_allclose(model.predict_proba(_images(digits, rows)), expected, atol=1e-4)
     head = featx.load_head(out / "xgboost")
     np.testing.assert_allclose(head.predict_proba(test), expected, atol=1e-5)
+    from featx.heads._export_model import head_module
+
+    with pytest.raises(featx.FeatxUsageError, match=r"\(XGBClassifier\) is not a tensor program"):
+        head_module(head)  # refused as the local xgboost head is: a tree, not for its PCA
     result = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "xgboost"), "--features", str(store.path)])
     assert result.exit_code == 0, result.output
 
