@@ -157,28 +157,42 @@ def test_a_linear_fine_tune_is_a_loadable_model(digits, tmp_path):
                                model.predict_proba(_images(digits, test[:3])), atol=1e-6)
 
 
-def test_a_ray_trained_booster_is_saved_as_a_head(work, digits):
-    """The Ray path's save (no Ray needed): the same head format, its steps say no PCA."""
+@pytest.mark.parametrize("pca", [None, 16])
+def test_a_ray_trained_booster_is_saved_as_a_head(work, digits, pca):
+    """The Ray path's save (no Ray needed): the same head format as the local one, its PCA step
+    (fitted from streamed moments) included when asked; without, the steps say no PCA."""
     import xgboost
 
-    from featx.heads._ray_xgb import _save
+    from featx.heads._ray_pca import block_moments, pca_from_moments, project
+    from featx.heads._ray_xgb import _as_head, _save
     from featx.heads._train import resolve_splits
 
     store, out = work["store"], work["root"] / "ray"
     split, rule = resolve_splits(store)
     train = split != "test"
+    X = store.features[train]
+    fitted = pca_from_moments(block_moments(X, store.dim), pca, 0) if pca else None
+    Z = project(X, fitted.pca_.components_, fitted.pca_.mean_) if pca else X
     booster = xgboost.train({"objective": "multi:softprob", "num_class": 10, "tree_method": "hist", "max_depth": 3},
-                            xgboost.DMatrix(store.features[train], label=store.labels[train]), 5)
+                            xgboost.DMatrix(Z, label=store.labels[train]), 5)
     entry = json.loads((work["root"] / "heads" / "decision_tree" / "result.json").read_text())
-    entry = {**entry, "head": "xgboost", "params": {"max_depth": 3, "n_estimators": 5, "pca": None}, "engine": "ray"}
-    _save(out, store, split, rule, booster, entry)
+    entry = {**entry, "head": "xgboost", "params": {"max_depth": 3, "n_estimators": 5, "pca": pca}, "engine": "ray"}
+    _save(out, store, split, rule, _as_head(booster, fitted), entry)
     manifest = json.loads((out / "xgboost" / "manifest.json").read_text())
-    assert manifest["steps"] == ["clf"] and manifest["engine"] == "ray" and manifest["files"]["xgboost"]
+    assert manifest["steps"] == (["pca", "clf"] if pca else ["clf"]) and manifest["engine"] == "ray"
+    assert manifest["files"]["xgboost"] and bool(manifest["files"]["skops"]) == bool(pca)
     (row,) = read_results(out)
     model = featx.load_model(model_path(out, row))
     rows = np.flatnonzero(split == "test")
-    np.testing.assert_allclose(model.predict_proba(_images(digits, rows)),
-                               booster.predict(xgboost.DMatrix(store.features[rows])), atol=1e-4)
+    test = store.features[rows]
+    expected = booster.predict(xgboost.DMatrix(project(test, fitted.pca_.components_, fitted.pca_.mean_) if pca else test))
+    np.testing.assert_allclose(model.predict_proba(_images(digits, rows)), expected, atol=1e-4)
+    head = featx.load_head(out / "xgboost")
+    np.testing.assert_allclose(head.predict_proba(test), expected, atol=1e-5)
+    from featx.heads._export_model import head_module
+
+    with pytest.raises(featx.FeatxUsageError, match=r"\(XGBClassifier\) is not a tensor program"):
+        head_module(head)  # refused as the local xgboost head is: a tree, not for its PCA
     result = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "xgboost"), "--features", str(store.path)])
     assert result.exit_code == 0, result.output
 

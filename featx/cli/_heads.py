@@ -134,11 +134,12 @@ def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, sp
     from ..core.errors import FeatxUsageError
     from ..heads import train_xgboost_ray
 
-    if names != ["xgboost"] or per_class is not None or seeds != 1 or feature_set or param:
-        raise FeatxUsageError("--engine ray trains the xgboost head alone (without --per-class, --seeds, "
-                              "--feature-set or --param) or the logreg head alone")
+    if names != ["xgboost"] or per_class is not None or seeds != 1 or feature_set:
+        raise FeatxUsageError("--engine ray trains the xgboost head alone (without --per-class, --seeds or "
+                              "--feature-set; --param xgboost.pca only) or the logreg head alone")
     entry = train_xgboost_ray(features, out, workers=workers, address=address, splits=splits, split_seed=split_seed,
-                              val_fraction=val_fraction, test_fraction=test_fraction, n_boot=bootstrap, quiet=quiet)
+                              val_fraction=val_fraction, test_fraction=test_fraction, n_boot=bootstrap, quiet=quiet,
+                              params=_parse_params(param, names).get("xgboost"))
     if as_json:
         _echo_json([entry])
         return

@@ -104,7 +104,7 @@ def save_head(path: str | os.PathLike, estimator: BaseEstimator, manifest: dict,
             (tmp / SKOPS_FILE).write_bytes(sio.dumps(estimator))
             files["skops"] = SKOPS_FILE
         doc = {"featx_model_format": MODEL_FORMAT, "kind": "head", **manifest, "files": files,
-               # Which preprocessing the head applies itself (e.g. a Ray-trained booster has no PCA).
+               # Which preprocessing the head applies itself (e.g. an xgboost head trained with pca=None has no PCA).
                "steps": [name for name, _ in estimator.steps] if pipeline else ["clf"],
                "model_classes": [int(c) for c in getattr(estimator, "classes_", [])],
                "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -15,9 +15,17 @@ per run): every depth, its val score (each worker counts its val rows right, the
 are summed over the workers with XGBoost's collective allreduce, so every worker picks
 the same depth) and the refit. Each worker builds its ``QuantileDMatrix`` batch by batch
 from ``iter_batches`` of its dataset shard (an ``xgboost.DataIter``), so no worker
-concatenates its rows. Differences, recorded in the entry: no PCA step (``"pca": None``;
-a PCA fitted on data larger than one machine's RAM is another project; XGBoost's ``hist``
-samples columns itself), and no few-shot or multi-seed mode.
+concatenates its rows.
+
+The preprocessing is the local head's: a PCA step of ``pca`` components (the head's
+parameter, 128 by default; None or 0: none), fitted without gathering the rows. Before the
+Ray Train run, one pass of Ray tasks over the same blocks the workers read (the same
+verified reads) returns per split its row count, mean and centred ``x^T x``; the driver
+merges them and takes the covariance's top eigenvectors (:mod:`._ray_pca`): train's PCA for
+the depth selection, train+val's for the refit, as the local head refits its pipeline. The
+workers project each batch with those arrays before XGBoost sees it; the saved head is the
+local kind of pipeline (``CappedPCA``, then ``XGBClassifier``), which scores the test split.
+Not on Ray: the few-shot and multi-seed modes.
 """
 
 from __future__ import annotations
@@ -62,24 +70,83 @@ def _blocks(store: FeatureStore) -> list[dict]:
     return [{"path": str(store.path), "entry": "", "start": 0, "stop": store.n_items}]
 
 
-def _read_block(batch: dict, split_by_row: np.ndarray, labels: np.ndarray, status_done: np.ndarray, want: str,
-                all_ids: np.ndarray, dim: int) -> dict:
-    """Ray task: the rows of ``want`` in the given blocks, as (features, label)."""
+def _block_rows(path, entry, all_ids: np.ndarray, dim: int) -> np.ndarray:
+    """One block's feature rows, read the verified way."""
     import h5py
 
     from ..store import read_shard
 
+    if entry:  # a shard: its sha256, ids and width checked before use (the store's one verified read)
+        return read_shard(Path(str(path)), json.loads(str(entry)), all_ids, dim)[1]
+    with h5py.File(str(path), "r") as h5:
+        return h5["features"][:]
+
+
+def _read_block(batch: dict, split_by_row: np.ndarray, labels: np.ndarray, status_done: np.ndarray, want: str,
+                all_ids: np.ndarray, dim: int) -> dict:
+    """Ray task: the rows of ``want`` in the given blocks, as (features, label)."""
     feats, ys = [], []
     for path, entry, start, stop in zip(batch["path"], batch["entry"], batch["start"], batch["stop"]):
-        if entry:  # a shard: its sha256, ids and width checked before use (the store's one verified read)
-            _, rows = read_shard(Path(str(path)), json.loads(str(entry)), all_ids, dim)
-        else:
-            with h5py.File(str(path), "r") as h5:
-                rows = h5["features"][:]
+        rows = _block_rows(path, entry, all_ids, dim)
         keep = status_done[int(start):int(stop)] & (split_by_row[int(start):int(stop)] == want)
         feats.append(rows[keep].astype(np.float32))
         ys.append(labels[int(start):int(stop)][keep])
     return {"features": np.concatenate(feats), "label": np.concatenate(ys)}
+
+
+def _block_moments(batch: dict, split_by_row: np.ndarray, status_done: np.ndarray, all_ids: np.ndarray, dim: int,
+                   names: tuple) -> dict:
+    """Ray task: each split's (rows, mean, centred scatter) over the given blocks, one read per block."""
+    from ._ray_pca import block_moments, merge_moments
+
+    total = {name: block_moments(np.zeros((0, dim)), dim) for name in names}
+    for path, entry, start, stop in zip(batch["path"], batch["entry"], batch["start"], batch["stop"]):
+        rows = _block_rows(path, entry, all_ids, dim)
+        where = split_by_row[int(start):int(stop)]
+        for name in names:
+            keep = status_done[int(start):int(stop)] & (where == name)
+            total[name] = merge_moments(total[name], block_moments(rows[keep], dim))
+    return {"n": np.array([[total[name][0] for name in names]]),
+            "mean": np.stack([total[name][1] for name in names])[None],
+            "scatter": np.stack([total[name][2] for name in names])[None]}
+
+
+def _split_moments(ray, store: FeatureStore, split: np.ndarray, names=("train", "val")) -> dict:
+    """Each split's moments in ONE pass over the blocks, read by Ray tasks as the workers' datasets read them.
+
+    Ray Data rather than the driver's BatchReader: the reads and the D x D products (the pass's
+    whole cost, n D^2) run spread over the cluster where the blocks are read, and the driver only
+    merges one D x D partial per block as they stream in (Ray Data's backpressure bounds how many).
+    """
+    from ._ray_pca import block_moments, merge_moments
+
+    by_row, _, done = _per_row(store, split)
+    blocks = _blocks(store)
+    data = ray.data.from_items(blocks, override_num_blocks=len(blocks)).map_batches(
+        _block_moments, batch_size=1, fn_kwargs={"split_by_row": by_row, "status_done": done, "all_ids": store.all_ids,
+                                                 "dim": store.dim, "names": tuple(names)})
+    total = {name: block_moments(np.zeros((0, store.dim)), store.dim) for name in names}
+    for part in data.iter_batches(batch_size=1, batch_format="numpy"):
+        for i, name in enumerate(names):
+            one = (int(part["n"][0][i]), np.asarray(part["mean"][0][i]), np.asarray(part["scatter"][0][i]))
+            total[name] = merge_moments(total[name], one)
+    return total
+
+
+def _fit_pcas(ray, store: FeatureStore, split: np.ndarray, asked, seed: int) -> tuple:
+    """(selection PCA on train, refit PCA on train+val), as the local protocol fits them; (None, None) without."""
+    from ._ray_pca import merge_moments, pca_from_moments
+
+    if not asked:
+        return None, None
+    moments = _split_moments(ray, store, split)
+    return (pca_from_moments(moments["train"], asked, seed),
+            pca_from_moments(merge_moments(moments["train"], moments["val"]), asked, seed))
+
+
+def _arrays(pca) -> dict | None:
+    """What a worker projects with: the fitted components and mean (k x D and D floats, small)."""
+    return None if pca is None else {"components": pca.pca_.components_, "mean": pca.pca_.mean_}
 
 
 def _per_row(store: FeatureStore, split: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,9 +159,15 @@ def _per_row(store: FeatureStore, split: np.ndarray) -> tuple[np.ndarray, np.nda
     return by_row, labels, done
 
 
-def _shard_iterator(shard, dim: int, batch_rows: int):
-    """An ``xgboost.DataIter`` over a Ray Train dataset shard, one ``iter_batches`` pass per XGBoost pass."""
+def _shard_iterator(shard, dim: int, batch_rows: int, pca: dict | None = None):
+    """An ``xgboost.DataIter`` over a Ray Train dataset shard, one ``iter_batches`` pass per XGBoost pass;
+    each batch projected with ``pca`` (components, mean) first when given, as the saved head's PCA step does."""
     import xgboost
+
+    from ._ray_pca import project
+
+    def prepared(features):
+        return features if pca is None else project(features, pca["components"], pca["mean"])
 
     class _Batches(xgboost.DataIter):
         def __init__(self):
@@ -109,11 +182,11 @@ def _shard_iterator(shard, dim: int, batch_rows: int):
                 self._it = None
                 if self._empty:  # a worker with no rows still joins the collective, with an empty matrix
                     self._empty = False
-                    input_data(data=np.zeros((0, dim), np.float32), label=np.zeros(0))
+                    input_data(data=prepared(np.zeros((0, dim), np.float32)), label=np.zeros(0))
                     return True
                 return False
             self._empty = False
-            input_data(data=batch["features"], label=batch["label"])
+            input_data(data=prepared(batch["features"]), label=batch["label"])
             return True
 
         def reset(self) -> None:
@@ -145,13 +218,14 @@ def _worker_loop(config: dict) -> None:
     import ray.train
     import xgboost
 
-    def matrix(name, ref=None):
+    def matrix(name, pca, ref=None):
         shard = ray.train.get_dataset_shard(name)
-        return xgboost.QuantileDMatrix(_shard_iterator(shard, config["dim"], config["batch_rows"]), ref=ref,
+        return xgboost.QuantileDMatrix(_shard_iterator(shard, config["dim"], config["batch_rows"], pca), ref=ref,
                                        max_bin=256)
 
-    dtrain = matrix("train")
-    dval = matrix("val", ref=dtrain)
+    # Train and val projected with train's PCA (the selection), the refit rows with train+val's.
+    dtrain = matrix("train", config["pca"]["select"])
+    dval = matrix("val", config["pca"]["select"], ref=dtrain)
     trace = []
     for depth in config["depths"]:
         booster = xgboost.train({**config["params"], "max_depth": depth}, dtrain, num_boost_round=config["rounds"],
@@ -160,11 +234,12 @@ def _worker_loop(config: dict) -> None:
             else booster.num_boosted_rounds()
         # best_score: val log-loss at the best round, already reduced over the workers by XGBoost.
         loss = float(booster.best_score) if booster.attr("best_score") is not None else float("nan")
-        trace.append({"params": {"max_depth": depth, "n_estimators": rounds},
+        trace.append({"params": {"max_depth": depth, "n_estimators": rounds, "pca": config["pca"]["select_size"]},
                       "val_accuracy": _val_accuracy(booster, dval, rounds, config["n_classes"]), "val_loss": loss})
     chosen = trace[rank_candidates(trace)]  # accuracy, ties to the lower val loss, as the local heads
     del dtrain, dval
-    booster = xgboost.train({**config["params"], "max_depth": chosen["params"]["max_depth"]}, matrix("refit"),
+    booster = xgboost.train({**config["params"], "max_depth": chosen["params"]["max_depth"]},
+                            matrix("refit", config["pca"]["refit"]),
                             num_boost_round=chosen["params"]["n_estimators"], verbose_eval=False)
     # One report at the end (a report per round is a synchronous round trip: seconds per round here).
     if ray.train.get_context().get_world_rank() == 0:
@@ -197,29 +272,47 @@ def _boost(datasets: dict, config: dict, workers: int, storage: str):
     return booster, trace
 
 
-def _predict(store: FeatureStore, split: np.ndarray, want: str, booster, rounds: int) -> tuple:
-    """Predictions on ``want`` rows, streamed in bounded, verified batches (:class:`BatchReader`)."""
-    import xgboost
-
+def _predict(store: FeatureStore, split: np.ndarray, want: str, model) -> tuple:
+    """Predictions of the head as saved (PCA step, then the classifier) on ``want`` rows, streamed in
+    bounded, verified batches (:class:`BatchReader`)."""
     preds, ys, probas = [], [], []
     for feats, labels in BatchReader(store, split == want, batch_rows=_BATCH_ROWS * 4):
-        proba = booster.predict(xgboost.DMatrix(np.asarray(feats, dtype=np.float32)), iteration_range=(0, rounds))
-        proba = np.column_stack([1 - proba, proba]) if proba.ndim == 1 else proba
+        proba = model.predict_proba(np.asarray(feats, dtype=np.float32))
         preds.append(np.argmax(proba, axis=1))
         ys.append(labels)
         probas.append(proba)
     return np.concatenate(preds), np.concatenate(ys), np.concatenate(probas)
 
 
+def _asked_pca(params: dict | None):
+    """The PCA size asked: ``params["pca"]`` (None or 0: no PCA step), else the local head's own;
+    any other parameter is refused (the Ray head searches its depths and rounds itself)."""
+    from ._registry import get_head
+
+    params = dict(params or {})
+    other = sorted(set(params) - {"pca"})
+    if other:
+        raise FeatxUsageError(f"xgboost on Ray takes the parameter pca only, not {', '.join(other)}")
+    asked = params.get("pca", get_head("xgboost").search_space["pca"][0])
+    if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 0):
+        raise FeatxUsageError(f"xgboost.pca={asked!r}: expected a number of components (0 or None: no PCA)")
+    return asked
+
+
 def train_xgboost_ray(store: FeatureStore | str, out: str | Path | None = None, *, workers: int = 2,
                       address: str | None = None, splits=None, split_seed: int = 0, val_fraction: float = 0.1,
-                      test_fraction: float = 0.2, n_boot: int = 1000, seed: int = 0, quiet: bool = True) -> dict:
-    """Select, refit and test the ``xgboost`` head with Ray Train; return its results entry."""
+                      test_fraction: float = 0.2, n_boot: int = 1000, seed: int = 0, quiet: bool = True,
+                      params: dict | None = None) -> dict:
+    """Select, refit and test the ``xgboost`` head with Ray Train; return its results entry.
+
+    ``params``: the head's parameters; ``pca`` only (the local head's 128 by default; None or 0: none).
+    """
     try:
         import ray
         import ray.train.xgboost  # noqa: F401
     except ImportError:
         raise missing_extra("--engine ray needs Ray Train", "ray") from None
+    asked = _asked_pca(params)
     store = (store if isinstance(store, FeatureStore) else FeatureStore(store)).require_complete()
     split, rule = resolve_splits(store, splits, split_seed, val_fraction, test_fraction)
     for name in ("train", "val", "test"):
@@ -237,7 +330,7 @@ def train_xgboost_ray(store: FeatureStore | str, out: str | Path | None = None, 
         storage = Path(tempfile.mkdtemp(prefix="featx-ray-train-"))
     try:
         with ray_errors("xgboost on Ray Train", cleanup=storage):
-            return _run(ray, store, split, rule, out, storage, workers, n_boot, seed, quiet)
+            return _run(ray, store, split, rule, out, storage, workers, n_boot, seed, quiet, asked)
     finally:
         if out is None:
             shutil.rmtree(storage, ignore_errors=True)
@@ -254,37 +347,48 @@ def _datasets(ray, store, split, names) -> dict:
         for name in names}
 
 
-def _run(ray, store, split, rule, out, storage: Path, workers, n_boot, seed, quiet) -> dict:
-    n_classes = len(store.class_names)
+def _booster_params(n_classes: int, seed: int) -> dict:
     base = {"objective": "multi:softprob", "num_class": n_classes, "eval_metric": "mlogloss", "tree_method": "hist",
             "eta": 0.1, "subsample": 0.8, "colsample_bytree": 0.8, "seed": seed}
     if n_classes == 2:
         base = {**{k: v for k, v in base.items() if k != "num_class"}, "objective": "binary:logistic",
                 "eval_metric": "logloss"}
+    return base
+
+
+def _run(ray, store, split, rule, out, storage: Path, workers, n_boot, seed, quiet, asked=None) -> dict:
+    n_classes = len(store.class_names)
     data = _datasets(ray, store, split, ("train", "val"))
     # "refit" rows: train and val together (the split array relabelled for the reader).
     refit_split = np.where(np.isin(split, ("train", "val")), "refit", split)
     data["refit"] = _datasets(ray, store, refit_split, ("refit",))["refit"]
-    config = {"params": base, "depths": list(_DEPTHS), "rounds": _MAX_ROUNDS, "dim": store.dim,
-              "n_classes": n_classes, "batch_rows": _BATCH_ROWS}
     started = time.perf_counter()
+    select_pca, refit_pca = _fit_pcas(ray, store, split, asked, seed)
+    pca = {"select": _arrays(select_pca), "refit": _arrays(refit_pca),
+           "select_size": select_pca.n_components_ if select_pca is not None else asked}
+    config = {"params": _booster_params(n_classes, seed), "depths": list(_DEPTHS), "rounds": _MAX_ROUNDS,
+              "dim": store.dim, "n_classes": n_classes, "batch_rows": _BATCH_ROWS, "pca": pca}
     booster, trace = _boost(data, config, workers, str(storage))
     fit_seconds = time.perf_counter() - started
     chosen = trace[rank_candidates(trace)]
+    model = _as_head(booster, refit_pca)
     t0 = time.perf_counter()
-    pred, y_test, proba = _predict(store, split, "test", booster, chosen["params"]["n_estimators"])
+    pred, y_test, proba = _predict(store, split, "test", model)
     per_1k = (time.perf_counter() - t0) / max(len(y_test), 1) * 1000
     metrics = classification_metrics(y_test, pred, store.class_names, n_boot=n_boot, seed=seed)
     entry = _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, workers, seed)
-    # The report's gallery, as for the local head (probabilities already computed above).
+    entry["params"]["pca"] = refit_pca.n_components_ if refit_pca is not None else asked
+    if refit_pca is not None and refit_pca.n_components_ < asked:  # recorded as the local head records a cap
+        entry["selection"]["capped"] = {"pca": {"asked": asked, "used": refit_pca.n_components_}}
     # The test items' predictions, as the local head records them (paired comparisons in the report).
     test = (store.ids[split == "test"], y_test, pred)
     if out is None:  # else written inside the head's folder as it is saved (see _save)
         entry["test_predictions"] = prediction_record(*test, path=None)
+    # The report's gallery, as for the local head (probabilities already computed above).
     entry["mistakes"] = worst_mistakes(PrecomputedProba(proba, np.arange(proba.shape[1])), np.arange(len(y_test)),
                                        y_test, pred, store.ids[split == "test"], store.class_names)
     if out is not None:
-        _save(Path(out), store, split, rule, booster, entry, test)
+        _save(Path(out), store, split, rule, model, entry, test)
     if not quiet:
         print(f"featx: xgboost (ray, {workers} workers, one Ray Train run): val {chosen['val_accuracy']:.4f} with "
               f"{json.dumps(chosen['params'])}; test accuracy {metrics['accuracy']:.4f}")
@@ -301,7 +405,7 @@ def _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, work
         "fit_seconds": round(fit_seconds, 3), "predict_seconds_per_1k": round(per_1k, 5), "ray_train_runs": 1,
         # Every worker streams its shard of the rows: no process holds the features.
         "memory_path": "streaming", "max_memory": None,
-        "params": {**chosen["params"], "pca": None},
+        "params": dict(chosen["params"]),
         "selection": {"val_accuracy": chosen["val_accuracy"], "metric": "val_accuracy", "tie_break": "val_loss", "method": "val",
                       "search": "early_stopping", "budget": len(_DEPTHS), "candidates": trace,
                       # Selection and refit run in one worker group: their split of the wall time is not measured.
@@ -310,18 +414,26 @@ def _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, work
     }
 
 
-def _save(out: Path, store, split, rule, booster, entry, test: tuple | None = None) -> None:
-    """Save the booster as a head through the same path as the local one (:func:`save_head`),
-    its results row and test predictions inside the folder being built, so the three commit together.
-
-    Its manifest's ``steps`` say what it applies: the classifier alone, no PCA.
-    """
+def _as_head(booster, pca=None):
+    """The refit booster as the local head's kind of model: ``Pipeline([("pca", CappedPCA), ("clf",
+    XGBClassifier)])``, or the classifier step alone when no PCA was asked."""
+    from sklearn.pipeline import Pipeline
     from xgboost import XGBClassifier
 
+    clf = XGBClassifier()
+    clf.load_model(booster.save_raw("ubj"))
+    return clf if pca is None else Pipeline([("pca", pca), ("clf", clf)])
+
+
+def _save(out: Path, store, split, rule, model, entry, test: tuple | None = None) -> None:
+    """Save the head (:func:`_as_head`) through the same path as the local one (:func:`save_head`),
+    its results row and test predictions inside the folder being built, so the three commit together.
+
+    Its manifest's ``steps`` say what it applies: ``["pca", "clf"]`` as the local head, ``["clf"]``
+    when no PCA was asked.
+    """
     out.mkdir(parents=True, exist_ok=True)
     _record_splits(out, store, split, rule)
-    model = XGBClassifier()
-    model.load_model(booster.save_raw("ubj"))
     task = {"store": store, "per_class": None, "digest": entry["splits_digest"], "rule": rule}
     run = {"selection": {"params": entry["params"]}, "seed": entry["seeds"][0]}
     manifest = {**_head_manifest(task, "xgboost", run), "engine": "ray"}

@@ -210,7 +210,7 @@ def _scaler():
 def _pca(n_components: int | None, random_state):
     from ._capped import CappedPCA
 
-    if n_components is None:
+    if not n_components:  # None or 0: no PCA step (the streamed and Ray xgboost heads read 0 the same way)
         return "pca", None
     # Randomised SVD: the exact one is minutes on 50,000 x 1,280, this is seconds. Capped to
     # the rows and features of the data it is fitted on (a small CV fold).
