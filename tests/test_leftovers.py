@@ -102,8 +102,11 @@ def test_ctrl_c_while_the_command_line_imports_is_130_and_one_line(tmp_path):
     script = tmp_path / "featx"
     script.write_text("import os, signal, time\nimport featx.cli\nos.kill(os.getpid(), signal.SIGINT)\n"
                       "time.sleep(30)\nprint('not interrupted')\n")
+    # A shell's background job inherits SIGINT ignored (and Ctrl-C could not reach it): the child gets
+    # the default back, as a command typed at a terminal has it.
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert proc.stderr.strip() == "featx: interrupted while starting; nothing was done"
 
