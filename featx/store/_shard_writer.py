@@ -42,11 +42,11 @@ from ._shards import (
     take_records,
 )
 from ._store import (
-    _HASH_BYTES,
     FORMAT_VERSION,
     STATUS_PENDING,
     STATUS_SKIPPED,
     encode_reasons,
+    encode_records,
     run_record,
     store_header,
     write_listing,
@@ -75,8 +75,8 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
     Called by the local engine and by Ray actors alike; the entry carries everything the
     driver needs (sha256, id range, skipped rows) without reopening the file. ``stamp``
     (:attr:`ShardedWriter.stamp`: the store's nonce and config hash) goes into the shard's
-    attributes, so a resume adopts only shards of this very store. ``records``: (content
-    hashes, (n, 3) stat data) of file items; ``extra``: the rows of each ``--layers`` set.
+    attributes, so a resume adopts only shards of this very store. ``records``: one
+    :class:`~featx.data.ItemRecord` (or None) per row; ``extra``: the rows of each ``--layers`` set.
     """
     directory = Path(directory)
     final = directory / shard_name(index)
@@ -96,9 +96,8 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
         h5.create_dataset("status", data=status)
         h5.create_dataset("skip_reasons", data=encoded)
         if records is not None:
-            hashes, stats = records
-            h5.create_dataset("item_hash", data=np.array([h.encode("ascii") for h in hashes], dtype=f"S{_HASH_BYTES}"))
-            h5.create_dataset("item_stat", data=np.asarray(stats, dtype=np.int64).reshape(n, 3))
+            for name, data in zip(RECORD_FIELDS, encode_records(records)):
+                h5.create_dataset(name, data=data)
         for name, rows in (extra or {}).items():
             h5.create_dataset(f"feature_sets/{name}", data=np.asarray(rows).reshape(n, -1).astype(dtype))
 
@@ -120,7 +119,7 @@ class _Slot:
     def __init__(self, rows: int, dim: int, extra_dims: dict[str, int]):
         self.features = np.zeros((rows, dim), dtype=np.float32)
         self.reasons: list[str | None] = [None] * rows
-        self.hashes, self.stats = [""] * rows, np.full((rows, 3), -1, dtype=np.int64)
+        self.records: list = [None] * rows
         self.extra = {name: np.zeros((rows, d), dtype=np.float32) for name, d in extra_dims.items()}
         self.missing = rows
 
@@ -128,9 +127,7 @@ class _Slot:
         stop = at + len(reasons)
         self.features[at:stop] = features
         self.reasons[at:stop] = reasons
-        for i, record in enumerate(records or []):
-            if record is not None:
-                self.hashes[at + i], self.stats[at + i] = record.digest, record.stat
+        self.records[at:stop] = records or [None] * len(reasons)
         for name, rows in (extra or {}).items():
             self.extra[name][at:stop] = rows
         self.missing -= len(reasons)
@@ -257,9 +254,9 @@ class ShardedWriter:
         slot.put(start - lo, features, reasons, records, extra)
         if slot.missing == 0:
             del self._open[index]
-            records = (slot.hashes, slot.stats) if self.has_records else None
             self.record(write_shard(self.path, index, lo, self.ids[lo:hi], slot.features, slot.reasons,
-                                    self.manifest["dtype"], stamp=self.stamp, records=records,
+                                    self.manifest["dtype"], stamp=self.stamp,
+                                    records=slot.records if self.has_records else None,
                                     extra=slot.extra or None))
         if self.on_progress is not None:
             done = sum(e["rows"] for e in self.manifest["shards"].values())
