@@ -181,19 +181,22 @@ class ShardedWriter:
         ids, _, _ = _read_items(path, manifest.get("items_sha256"))
         remove_temporaries(path)  # of a killed run: under the writer lock, no live writer owns them
         writer = cls(path, manifest, ids)
-        writer._check_listed()
+        # Read every listed shard once (the verified read, keeping its item records); drop the entries
+        # whose shard vanished or changed, so they are rebuilt.
+        dropped = [int(key) for key, entry in manifest["shards"].items() if writer._keep(entry) is None]
+        if dropped:  # on disk before anything else: readers see those rows pending, not damaged
+            writer._drop(dropped)
         writer._adopt_committed()
         return writer
 
-    def _check_listed(self) -> None:
-        """Read every listed shard once (the verified read, keeping its item records); drop the entries
-        whose shard vanished or changed, so they are rebuilt."""
-        dropped = [key for key, entry in self.manifest["shards"].items() if self._keep(entry) is None]
-        for key in dropped:
-            (self.path / self.manifest["shards"].pop(key)["name"]).unlink(missing_ok=True)
+    def _drop(self, indices) -> None:
+        """Forget shards ``indices`` (entries and files), so they are rebuilt; the manifest goes to disk."""
+        for index in sorted(indices):
+            entry = self.manifest["shards"].pop(str(index), None)
+            if entry:
+                (self.path / entry["name"]).unlink(missing_ok=True)
             self.manifest["complete"] = False
-        if dropped:  # on disk before anything else: readers see those rows pending, not damaged
-            _write_manifest(self.path, self.manifest)
+        _write_manifest(self.path, self.manifest)
 
     def _keep(self, entry: dict) -> dict | None:
         """A committed shard's fields, read once, if it is this store's and checks out: its sha256 (``None``
@@ -267,12 +270,8 @@ class ShardedWriter:
         """Record new stat data of touched-but-unchanged items; make shards with changed items pending again."""
         size = self.manifest["shard_size"]
         redo = {row // size for row in changed}
-        for index in sorted(redo):
-            entry = self.manifest["shards"].pop(str(index), None)
-            if entry:
-                (self.path / entry["name"]).unlink(missing_ok=True)
         if redo:
-            self.manifest["complete"] = False
+            self._drop(redo)
         for index in sorted({row // size for row in touched} - redo):
             entry = self.manifest["shards"][str(index)]
             shard = self.path / entry["name"]
@@ -289,18 +288,8 @@ class ShardedWriter:
 
     def finish(self, run_info: dict) -> None:
         """Check every shard through the verified reader and the ids against the listing; then ``complete``."""
-        hashes = self._verify_ids()
-        self.manifest.update(run=run_record(self.manifest.get("run") or {}, run_info),
-                             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), complete=True)
-        if self.has_records:
-            from ..data import digest_of_hashes
-
-            self.manifest["content_digest"] = digest_of_hashes(hashes)
-        _write_manifest(self.path, self.manifest)
-
-    def _verify_ids(self) -> list[str]:
-        """The item hashes, once the shards tile the listing (each covers exactly its rows: none missing,
-        none twice) and each, read back through the verified reader, holds the listing's ids there."""
+        # The shards must tile the listing (each covers exactly its rows: none missing, none twice) and
+        # each, read back through the verified reader, hold the listing's ids there.
         names, hashes = (["item_hash"] if self.has_records else []), []
         for index in range(self.manifest["n_shards"]):
             entry = self.manifest["shards"].get(str(index))
@@ -309,7 +298,13 @@ class ShardedWriter:
                                  "for it; not marking it complete (re-run extract to rebuild it)")
             fields = read_shard_fields(self.path, entry, self.ids, int(self.manifest["dim"]), names)
             hashes.extend(h.decode("ascii") for h in fields.get("item_hash", []))
-        return hashes
+        self.manifest.update(run=run_record(self.manifest.get("run") or {}, run_info),
+                             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), complete=True)
+        if self.has_records:
+            from ..data import digest_of_hashes
+
+            self.manifest["content_digest"] = digest_of_hashes(hashes)
+        _write_manifest(self.path, self.manifest)
 
     def close(self) -> None:
         """Nothing held open between shards; here for symmetry with the single-file writer."""
