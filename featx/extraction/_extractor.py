@@ -112,12 +112,10 @@ def _subset(src: Source, per_class: int | None, limit: int | None, seed: int) ->
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
-    """``torch.set_num_threads(n)`` for a block, restoring the previous count (nothing for ``None``)."""
-    if n is None:
-        yield
-        return
+    """``torch.set_num_threads(n)`` for a block (``None``: the count as it is), then the previous count again."""
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    if n is not None:
+        torch.set_num_threads(n)
     try:
         yield
     finally:

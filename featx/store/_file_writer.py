@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import h5py
@@ -32,8 +31,8 @@ from ._store import (
     damaged_error,
     encode_reasons,
     encode_records,
+    finish_fields,
     header_digest,
-    run_record,
     store_header,
     write_listing,
 )
@@ -181,16 +180,15 @@ class StoreWriter:
 
         if (self.status == STATUS_PENDING).any():
             raise FeatxError("internal error: finishing a store with pending rows")
-        run_info = run_record(json.loads(self.h5.attrs.get("run", "{}") or "{}"), run_info)
+        previous = json.loads(self.h5.attrs.get("run", "{}") or "{}")
         with disk_errors(self.path):
-            if self.has_records:
-                from ..data import digest_of_hashes
-
-                hashes = [h.decode("ascii") for h in self.h5["item_hash"][:]]
-                _set_attr(self.h5, "content_digest", digest_of_hashes(hashes), _DIGEST_ATTR_BYTES)
+            hashes = [h.decode("ascii") for h in self.h5["item_hash"][:]] if self.has_records else None
+            fields = finish_fields(previous, run_info, hashes)
+            if hashes is not None:  # before the seal: header_sha256 covers the content digest
+                _set_attr(self.h5, "content_digest", fields["content_digest"], _DIGEST_ATTR_BYTES)
             _seal(self.h5)
-            _set_attr(self.h5, "run", json.dumps(run_info, sort_keys=True), _RUN_ATTR_BYTES)
-            _set_attr(self.h5, "finished", time.strftime("%Y-%m-%dT%H:%M:%S%z"), _FINISHED_ATTR_BYTES)
+            _set_attr(self.h5, "run", json.dumps(fields["run"], sort_keys=True), _RUN_ATTR_BYTES)
+            _set_attr(self.h5, "finished", fields["finished"], _FINISHED_ATTR_BYTES)
             _fsync(self.h5)
             self.h5.attrs.modify("complete", True)
             _fsync(self.h5)

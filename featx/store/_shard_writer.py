@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import time
 import uuid
 from pathlib import Path
 
@@ -47,7 +46,7 @@ from ._store import (
     STATUS_SKIPPED,
     encode_reasons,
     encode_records,
-    run_record,
+    finish_fields,
     store_header,
     write_listing,
 )
@@ -298,12 +297,8 @@ class ShardedWriter:
                                  "for it; not marking it complete (re-run extract to rebuild it)")
             fields = read_shard_fields(self.path, entry, self.ids, int(self.manifest["dim"]), names)
             hashes.extend(h.decode("ascii") for h in fields.get("item_hash", []))
-        self.manifest.update(run=run_record(self.manifest.get("run") or {}, run_info),
-                             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), complete=True)
-        if self.has_records:
-            from ..data import digest_of_hashes
-
-            self.manifest["content_digest"] = digest_of_hashes(hashes)
+        previous = self.manifest.get("run") or {}
+        self.manifest.update(finish_fields(previous, run_info, hashes if self.has_records else None), complete=True)
         _write_manifest(self.path, self.manifest)
 
     def close(self) -> None:

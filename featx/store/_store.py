@@ -43,7 +43,7 @@ from ._lock import writer_lock
 
 __all__ = ["FeatureStore", "STATUS_PENDING", "STATUS_DONE", "STATUS_SKIPPED", "FORMAT_VERSION", "writer_lock",
            "damaged_error", "check_existing", "check_store_items", "diff_configs", "encode_reasons", "encode_records",
-           "run_record", "store_header", "write_listing"]
+           "finish_fields", "store_header", "write_listing"]
 
 # Format 2: every store carries a hash over what its rows mean (a file's header_sha256, a manifest's
 # manifest_sha256), so a missing one is an edit; format 1 stores, written before, open without one.
@@ -376,10 +376,17 @@ def encode_records(records) -> tuple[np.ndarray, np.ndarray]:
     return hashes, np.array([r.stat if r else (-1, -1, -1) for r in records], dtype=np.int64).reshape(-1, 3)
 
 
-def run_record(previous: dict, run_info: dict) -> dict:
-    """This run's record; time to result counts every run that built the store, resumed ones included."""
-    total = float(previous.get("extract_seconds_total", 0.0)) + float(run_info.get("seconds_this_run", 0.0))
-    return {**run_info, "extract_seconds_total": round(total, 3)}
+def finish_fields(previous_run: dict, run_info: dict, hashes: list[str] | None) -> dict:
+    """What finishing a store records, whatever its layout: the run (time to result counts every run that
+    built the store, resumed ones included), when, and the content digest over ``hashes`` (item records)."""
+    total = float(previous_run.get("extract_seconds_total", 0.0)) + float(run_info.get("seconds_this_run", 0.0))
+    fields = {"run": {**run_info, "extract_seconds_total": round(total, 3)},
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if hashes is not None:
+        from ..data import digest_of_hashes
+
+        fields["content_digest"] = digest_of_hashes(hashes)
+    return fields
 
 
 def store_header(config: dict, fingerprint: str, class_names) -> dict:
