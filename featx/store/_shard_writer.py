@@ -194,7 +194,7 @@ class ShardedWriter:
             entry = self.manifest["shards"].pop(str(index), None)
             if entry:
                 (self.path / entry["name"]).unlink(missing_ok=True)
-            self.manifest["complete"] = False
+        self.manifest["complete"] = False
         _write_manifest(self.path, self.manifest)
 
     def _keep(self, entry: dict) -> dict | None:
