@@ -116,8 +116,8 @@ def _raise(code: int):
 
 
 WRITE_PATHS = {
-    # store creation: the skeleton's datasets
-    "create": lambda mp, code: mp.setattr(_file_writer, "_write_datasets", _raise(code)),
+    # store creation: the skeleton's datasets (the item listing is written among them)
+    "create": lambda mp, code: mp.setattr(_file_writer, "write_listing", _raise(code)),
     # rows: a batch's item records (after its features)
     "rows": lambda mp, code: mp.setattr(_file_writer.StoreWriter, "_write_records", _raise(code)),
     # the final flush and fsync in finish

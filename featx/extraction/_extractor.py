@@ -112,12 +112,10 @@ def _subset(src: Source, per_class: int | None, limit: int | None, seed: int) ->
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
-    """``torch.set_num_threads(n)`` for a block, restoring the previous count (nothing for ``None``)."""
-    if n is None:
-        yield
-        return
+    """``torch.set_num_threads(n)`` for a block (``None``: the count as it is), then the previous count again."""
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    if n is not None:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -193,7 +191,10 @@ def extract(
         writer = _open_writer(target, src, config, model, data_config, dev, dtype, layout, rebuild=target != path,
                               quiet=quiet, recipe=recipe)
         if isinstance(writer, FeatureStore):
-            _disconnect(layout)
+            if layout.cluster is not None and layout.cluster.started_here:
+                import ray
+
+                ray.shutdown()
             ProgressFile(path).remove()  # a sidecar a run killed after finishing left behind
             # Reused; an --overwrite build that an interrupted run finished replaces the old store now.
             return writer if target == path else (swap_in(target, path), FeatureStore(path))[1]
@@ -259,13 +260,6 @@ def _connect(layout: _Layout, device: str, options: dict) -> torch.device:
     return torch.device(layout.cluster.device_type)
 
 
-def _disconnect(layout: _Layout) -> None:
-    if layout.cluster is not None and layout.cluster.started_here:
-        import ray
-
-        ray.shutdown()
-
-
 def _close_quietly(writer) -> None:
     # Closing after a failed write fails too; the first error is the one to report.
     with contextlib.suppress(Exception):
@@ -315,35 +309,30 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layo
 def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool, layout: _Layout):
     writer, records = None, None
     if target.is_dir():
-        _check_sharded_resume(target, store, layout)
+        kept = store.manifest["shard_size"]
+        if layout.shard_size and layout.shard_size != kept:
+            print(f"featx: {target} was written with --shard-size {kept}; keeping that (not {layout.shard_size}) "
+                  "for this store (--overwrite rewrites it)", file=sys.stderr)
         # Reopening reads every listed shard once, through the verified read (a damaged one is dropped and
         # rebuilt), and keeps its item records: a reused store's bytes are what was committed.
         writer = ShardedWriter.reopen(target)
         store, records = FeatureStore(target), writer.records
     check = check_store_items(store, src, records)
     touched, changed = (check.touched, check.changed) if check is not None else ({}, [])
-    if store.complete and not (touched or changed) and writer is None:
-        store.reused = True
-        return store
-    writer = writer or StoreWriter.reopen(target)
+    if writer is None and (touched or changed or not store.complete):
+        writer = StoreWriter.reopen(target)
     if touched or changed:
         writer.refresh_items(touched, changed)
     if changed and not quiet:
         print(f"featx: {len(changed)} file(s) changed since extraction (first: {store.all_ids[changed[0]]}); "
               "extracting them again", file=sys.stderr)
-    if store.complete and not changed:  # only stat data (and so shard hashes) were refreshed
+    if not (store.complete and not changed):
+        return writer
+    if writer is not None:  # at most stat data (and so shard hashes) were refreshed: read the store again
         _close_quietly(writer)
         store = FeatureStore(target)
-        store.reused = True
-        return store
-    return writer
-
-
-def _check_sharded_resume(target: Path, store, layout: _Layout) -> None:
-    kept = store.manifest["shard_size"]
-    if layout.shard_size and layout.shard_size != kept:
-        print(f"featx: {target} was written with --shard-size {kept}; keeping that (not {layout.shard_size}) for "
-              "this store (--overwrite rewrites it)", file=sys.stderr)
+    store.reused = True
+    return store
 
 
 def _run_ray(writer, src, spec, data_config, cluster, prec, dtype, batch_size, strict, quiet) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import h5py
@@ -31,8 +30,9 @@ from ._store import (
     _padded,
     damaged_error,
     encode_reasons,
+    encode_records,
+    finish_fields,
     header_digest,
-    run_record,
     store_header,
     write_listing,
 )
@@ -88,16 +88,28 @@ class StoreWriter:
         # A crash during creation never leaves a half-made file at the real path.
         with disk_errors(path, tmp):
             with h5py.File(tmp, "w") as h5:
-                _write_attrs(h5, config, fingerprint, class_names)
-                _write_datasets(h5, ids, labels, splits, dim, dtype, item_records)
+                header = store_header(config, fingerprint, class_names)
+                for name in ("config", "class_names", "versions"):
+                    header[name] = json.dumps(header[name], sort_keys=True)
+                h5.attrs.update({**header, "complete": np.bool_(False), "run": _padded("{}", _RUN_ATTR_BYTES),
+                                 "finished": _padded("", _FINISHED_ATTR_BYTES)})
+                n = len(ids)
+                write_listing(h5, ids, labels, splits)
+                # (name, row shape, dtype, fill) of every per-row dataset, allocated and filled now
+                rows = [("features", (dim,), dtype, 0), ("status", (), np.uint8, STATUS_PENDING),
+                        ("skip_reasons", (), f"S{_REASON_BYTES}", b"")]
+                rows += [(f"feature_sets/{s['name']}", (s["dim"],), dtype, 0) for s in extra_sets or []]
+                if item_records:
+                    h5.attrs["content_digest"] = _padded("", _DIGEST_ATTR_BYTES)
+                    rows += [("item_hash", (), f"S{_HASH_BYTES}", b""), ("item_stat", (3,), np.int64, -1)]
+                for name, shape, kind, fill in rows:
+                    _checked_dataset(h5, name, (n, *shape), kind, fillvalue=fill)
                 if extra_sets:
                     h5.attrs["feature_sets"] = json.dumps(extra_sets)
-                    for extra in extra_sets:
-                        _checked_dataset(h5, f"feature_sets/{extra['name']}", (len(ids), extra["dim"]), dtype, fillvalue=0)
                 _seal(h5, (ids, labels, splits))
             os.replace(tmp, path)
         fsync_dir(path.parent)
-        return cls(path, _open_h5(path, "r+"))
+        return cls.reopen(path)
 
     @classmethod
     def reopen(cls, path: Path) -> StoreWriter:
@@ -139,12 +151,8 @@ class StoreWriter:
             self.on_progress(int((self.status != STATUS_PENDING).sum()), len(self.status))
 
     def _write_records(self, start: int, records) -> None:
-        from ..data import NO_STAT
-
-        stop = start + len(records)
-        self.h5["item_hash"][start:stop] = np.array([(r.digest if r else "").encode("ascii") for r in records],
-                                                    dtype=f"S{_HASH_BYTES}")
-        self.h5["item_stat"][start:stop] = np.array([r.stat if r else NO_STAT for r in records], dtype=np.int64)
+        rows = slice(start, start + len(records))
+        self.h5["item_hash"][rows], self.h5["item_stat"][rows] = encode_records(records)
 
     def refresh_items(self, touched: dict[int, tuple[int, int, int]], changed: list[int]) -> None:
         """Record new stat data of touched-but-unchanged items; mark changed items pending again."""
@@ -172,16 +180,15 @@ class StoreWriter:
 
         if (self.status == STATUS_PENDING).any():
             raise FeatxError("internal error: finishing a store with pending rows")
-        run_info = run_record(json.loads(self.h5.attrs.get("run", "{}") or "{}"), run_info)
+        previous = json.loads(self.h5.attrs.get("run", "{}") or "{}")
         with disk_errors(self.path):
-            if self.has_records:
-                from ..data import digest_of_hashes
-
-                hashes = [h.decode("ascii") for h in self.h5["item_hash"][:]]
-                _set_attr(self.h5, "content_digest", digest_of_hashes(hashes), _DIGEST_ATTR_BYTES)
+            hashes = [h.decode("ascii") for h in self.h5["item_hash"][:]] if self.has_records else None
+            fields = finish_fields(previous, run_info, hashes)
+            if hashes is not None:  # before the seal: header_sha256 covers the content digest
+                _set_attr(self.h5, "content_digest", fields["content_digest"], _DIGEST_ATTR_BYTES)
             _seal(self.h5)
-            _set_attr(self.h5, "run", json.dumps(run_info, sort_keys=True), _RUN_ATTR_BYTES)
-            _set_attr(self.h5, "finished", time.strftime("%Y-%m-%dT%H:%M:%S%z"), _FINISHED_ATTR_BYTES)
+            _set_attr(self.h5, "run", json.dumps(fields["run"], sort_keys=True), _RUN_ATTR_BYTES)
+            _set_attr(self.h5, "finished", fields["finished"], _FINISHED_ATTR_BYTES)
             _fsync(self.h5)
             self.h5.attrs.modify("complete", True)
             _fsync(self.h5)
@@ -204,23 +211,3 @@ def _seal(h5: h5py.File, listing: tuple | None = None) -> None:
     digest, or an import's late fingerprint); ``listing``: (ids, labels, splits), else read from the file."""
     ids, labels, splits = listing or (h5["ids"].asstr()[:], h5["labels"][:], h5["splits"].asstr()[:])
     _set_attr(h5, "header_sha256", header_digest(h5, ids, labels, splits), _HASH_BYTES)
-
-
-def _write_attrs(h5: h5py.File, config: dict, fingerprint: str, class_names) -> None:
-    header = store_header(config, fingerprint, class_names)
-    for name in ("config", "class_names", "versions"):
-        header[name] = json.dumps(header[name], sort_keys=True)
-    h5.attrs.update({**header, "complete": np.bool_(False), "run": _padded("{}", _RUN_ATTR_BYTES),
-                     "finished": _padded("", _FINISHED_ATTR_BYTES)})
-
-
-def _write_datasets(h5: h5py.File, ids, labels, splits, dim: int, dtype: str, item_records: bool) -> None:
-    n = len(ids)
-    _checked_dataset(h5, "features", (n, dim), dtype, fillvalue=0)
-    write_listing(h5, ids, labels, splits)
-    _checked_dataset(h5, "status", (n,), np.uint8, fillvalue=STATUS_PENDING)
-    _checked_dataset(h5, "skip_reasons", (n,), f"S{_REASON_BYTES}", fillvalue=b"")
-    if item_records:
-        h5.attrs["content_digest"] = _padded("", _DIGEST_ATTR_BYTES)
-        _checked_dataset(h5, "item_hash", (n,), f"S{_HASH_BYTES}", fillvalue=b"")
-        _checked_dataset(h5, "item_stat", (n, 3), np.int64, fillvalue=-1)

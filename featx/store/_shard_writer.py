@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import time
 import uuid
 from pathlib import Path
 
@@ -42,12 +41,12 @@ from ._shards import (
     take_records,
 )
 from ._store import (
-    _HASH_BYTES,
     FORMAT_VERSION,
     STATUS_PENDING,
     STATUS_SKIPPED,
     encode_reasons,
-    run_record,
+    encode_records,
+    finish_fields,
     store_header,
     write_listing,
 )
@@ -75,8 +74,8 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
     Called by the local engine and by Ray actors alike; the entry carries everything the
     driver needs (sha256, id range, skipped rows) without reopening the file. ``stamp``
     (:attr:`ShardedWriter.stamp`: the store's nonce and config hash) goes into the shard's
-    attributes, so a resume adopts only shards of this very store. ``records``: (content
-    hashes, (n, 3) stat data) of file items; ``extra``: the rows of each ``--layers`` set.
+    attributes, so a resume adopts only shards of this very store. ``records``: one
+    :class:`~featx.data.ItemRecord` (or None) per row; ``extra``: the rows of each ``--layers`` set.
     """
     directory = Path(directory)
     final = directory / shard_name(index)
@@ -96,9 +95,8 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
         h5.create_dataset("status", data=status)
         h5.create_dataset("skip_reasons", data=encoded)
         if records is not None:
-            hashes, stats = records
-            h5.create_dataset("item_hash", data=np.array([h.encode("ascii") for h in hashes], dtype=f"S{_HASH_BYTES}"))
-            h5.create_dataset("item_stat", data=np.asarray(stats, dtype=np.int64).reshape(n, 3))
+            for name, data in zip(RECORD_FIELDS, encode_records(records)):
+                h5.create_dataset(name, data=data)
         for name, rows in (extra or {}).items():
             h5.create_dataset(f"feature_sets/{name}", data=np.asarray(rows).reshape(n, -1).astype(dtype))
 
@@ -120,7 +118,7 @@ class _Slot:
     def __init__(self, rows: int, dim: int, extra_dims: dict[str, int]):
         self.features = np.zeros((rows, dim), dtype=np.float32)
         self.reasons: list[str | None] = [None] * rows
-        self.hashes, self.stats = [""] * rows, np.full((rows, 3), -1, dtype=np.int64)
+        self.records: list = [None] * rows
         self.extra = {name: np.zeros((rows, d), dtype=np.float32) for name, d in extra_dims.items()}
         self.missing = rows
 
@@ -128,9 +126,7 @@ class _Slot:
         stop = at + len(reasons)
         self.features[at:stop] = features
         self.reasons[at:stop] = reasons
-        for i, record in enumerate(records or []):
-            if record is not None:
-                self.hashes[at + i], self.stats[at + i] = record.digest, record.stat
+        self.records[at:stop] = records or [None] * len(reasons)
         for name, rows in (extra or {}).items():
             self.extra[name][at:stop] = rows
         self.missing -= len(reasons)
@@ -184,19 +180,22 @@ class ShardedWriter:
         ids, _, _ = _read_items(path, manifest.get("items_sha256"))
         remove_temporaries(path)  # of a killed run: under the writer lock, no live writer owns them
         writer = cls(path, manifest, ids)
-        writer._check_listed()
+        # Read every listed shard once (the verified read, keeping its item records); drop the entries
+        # whose shard vanished or changed, so they are rebuilt.
+        dropped = [int(key) for key, entry in manifest["shards"].items() if writer._keep(entry) is None]
+        if dropped:  # on disk before anything else: readers see those rows pending, not damaged
+            writer._drop(dropped)
         writer._adopt_committed()
         return writer
 
-    def _check_listed(self) -> None:
-        """Read every listed shard once (the verified read, keeping its item records); drop the entries
-        whose shard vanished or changed, so they are rebuilt."""
-        dropped = [key for key, entry in self.manifest["shards"].items() if self._keep(entry) is None]
-        for key in dropped:
-            (self.path / self.manifest["shards"].pop(key)["name"]).unlink(missing_ok=True)
-            self.manifest["complete"] = False
-        if dropped:  # on disk before anything else: readers see those rows pending, not damaged
-            _write_manifest(self.path, self.manifest)
+    def _drop(self, indices) -> None:
+        """Forget shards ``indices`` (entries and files), so they are rebuilt; the manifest goes to disk."""
+        for index in sorted(indices):
+            entry = self.manifest["shards"].pop(str(index), None)
+            if entry:
+                (self.path / entry["name"]).unlink(missing_ok=True)
+        self.manifest["complete"] = False
+        _write_manifest(self.path, self.manifest)
 
     def _keep(self, entry: dict) -> dict | None:
         """A committed shard's fields, read once, if it is this store's and checks out: its sha256 (``None``
@@ -257,9 +256,9 @@ class ShardedWriter:
         slot.put(start - lo, features, reasons, records, extra)
         if slot.missing == 0:
             del self._open[index]
-            records = (slot.hashes, slot.stats) if self.has_records else None
             self.record(write_shard(self.path, index, lo, self.ids[lo:hi], slot.features, slot.reasons,
-                                    self.manifest["dtype"], stamp=self.stamp, records=records,
+                                    self.manifest["dtype"], stamp=self.stamp,
+                                    records=slot.records if self.has_records else None,
                                     extra=slot.extra or None))
         if self.on_progress is not None:
             done = sum(e["rows"] for e in self.manifest["shards"].values())
@@ -270,12 +269,8 @@ class ShardedWriter:
         """Record new stat data of touched-but-unchanged items; make shards with changed items pending again."""
         size = self.manifest["shard_size"]
         redo = {row // size for row in changed}
-        for index in sorted(redo):
-            entry = self.manifest["shards"].pop(str(index), None)
-            if entry:
-                (self.path / entry["name"]).unlink(missing_ok=True)
         if redo:
-            self.manifest["complete"] = False
+            self._drop(redo)
         for index in sorted({row // size for row in touched} - redo):
             entry = self.manifest["shards"][str(index)]
             shard = self.path / entry["name"]
@@ -292,18 +287,8 @@ class ShardedWriter:
 
     def finish(self, run_info: dict) -> None:
         """Check every shard through the verified reader and the ids against the listing; then ``complete``."""
-        hashes = self._verify_ids()
-        self.manifest.update(run=run_record(self.manifest.get("run") or {}, run_info),
-                             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), complete=True)
-        if self.has_records:
-            from ..data import digest_of_hashes
-
-            self.manifest["content_digest"] = digest_of_hashes(hashes)
-        _write_manifest(self.path, self.manifest)
-
-    def _verify_ids(self) -> list[str]:
-        """The item hashes, once the shards tile the listing (each covers exactly its rows: none missing,
-        none twice) and each, read back through the verified reader, holds the listing's ids there."""
+        # The shards must tile the listing (each covers exactly its rows: none missing, none twice) and
+        # each, read back through the verified reader, hold the listing's ids there.
         names, hashes = (["item_hash"] if self.has_records else []), []
         for index in range(self.manifest["n_shards"]):
             entry = self.manifest["shards"].get(str(index))
@@ -312,7 +297,9 @@ class ShardedWriter:
                                  "for it; not marking it complete (re-run extract to rebuild it)")
             fields = read_shard_fields(self.path, entry, self.ids, int(self.manifest["dim"]), names)
             hashes.extend(h.decode("ascii") for h in fields.get("item_hash", []))
-        return hashes
+        previous = self.manifest.get("run") or {}
+        self.manifest.update(finish_fields(previous, run_info, hashes if self.has_records else None), complete=True)
+        _write_manifest(self.path, self.manifest)
 
     def close(self) -> None:
         """Nothing held open between shards; here for symmetry with the single-file writer."""

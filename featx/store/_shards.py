@@ -46,7 +46,7 @@ MANIFEST, ITEMS = "manifest.json", "items.h5"
 SHARD_RE = re.compile(r"^part-(\d{5,})\.h5$")
 # A shard's attributes naming its store: the store's nonce and config hash (adoption checks both).
 STAMP_KEYS = ("store_nonce", "store_config")
-RECORD_FIELDS = ["item_stat", "item_hash"]
+RECORD_FIELDS = ["item_hash", "item_stat"]  # in the order of encode_records
 
 
 def shard_name(index: int) -> str:

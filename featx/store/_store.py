@@ -42,8 +42,8 @@ from ..core.runtime import library_versions
 from ._lock import writer_lock
 
 __all__ = ["FeatureStore", "STATUS_PENDING", "STATUS_DONE", "STATUS_SKIPPED", "FORMAT_VERSION", "writer_lock",
-           "damaged_error", "check_existing", "check_store_items", "diff_configs", "encode_reasons", "run_record",
-           "store_header", "write_listing"]
+           "damaged_error", "check_existing", "check_store_items", "diff_configs", "encode_reasons", "encode_records",
+           "finish_fields", "store_header", "write_listing"]
 
 # Format 2: every store carries a hash over what its rows mean (a file's header_sha256, a manifest's
 # manifest_sha256), so a missing one is an edit; format 1 stores, written before, open without one.
@@ -63,19 +63,15 @@ def damaged_error(path: Path, detail: str) -> StoreDamagedError:
     return StoreDamagedError(f"feature store {path} is damaged ({detail}): {_FIX}")
 
 
-def _is_lock_conflict(text: str) -> bool:
-    # HDF5's own file locking: "unable to lock file, errno = 11, ... Resource temporarily
-    # unavailable". Match that phrase, never a bare "lock" ("sblock" is in every
-    # truncated-file message).
-    low = text.lower()
-    return "unable to lock file" in low or "resource temporarily unavailable" in low
-
-
 def _open_h5(path: Path, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
     except OSError as exc:  # BlockingIOError included: another process holds the file
-        if isinstance(exc, BlockingIOError) or _is_lock_conflict(str(exc)):
+        # HDF5's own file locking: "unable to lock file, errno = 11, ... Resource temporarily
+        # unavailable". Match that phrase, never a bare "lock" ("sblock" is in every
+        # truncated-file message).
+        low = str(exc).lower()
+        if isinstance(exc, BlockingIOError) or "unable to lock file" in low or "resource temporarily" in low:
             raise StoreInUseError(f"feature store {path} is in use by another process") from None
         if not path.exists():
             raise FeatxUsageError(f"feature store not found: {path}") from None
@@ -88,10 +84,6 @@ def _padded(text: str, size: int) -> np.bytes_:
     return np.bytes_(data.ljust(size) if len(data) <= size else data)
 
 
-def _chunk_rows(n: int, row_bytes: int, target: int = 1 << 18) -> int:
-    return max(1, min(n, target // max(1, row_bytes)))
-
-
 def _checked_dataset(h5: h5py.File, name: str, shape: tuple, dtype, **kwargs) -> h5py.Dataset:
     """A chunked, Fletcher-32-checksummed dataset whose chunks are all allocated (and filled) now."""
     n = shape[0]
@@ -100,7 +92,7 @@ def _checked_dataset(h5: h5py.File, name: str, shape: tuple, dtype, **kwargs) ->
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     row_bytes = int(np.dtype(dtype).itemsize * int(np.prod(shape[1:], dtype=np.int64)))
-    chunks = (_chunk_rows(n, row_bytes), *shape[1:])
+    chunks = (max(1, min(n, (1 << 18) // max(1, row_bytes))), *shape[1:])  # chunks of about 256 KiB
     return h5.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, fletcher32=True, dcpl=dcpl, **kwargs)
 
 
@@ -356,31 +348,15 @@ class FeatureStore:
     def info(self) -> dict:
         from collections import Counter
 
-        split_counts = dict(Counter(str(split) or "none" for split in self.splits))
         return {
-            "path": str(self.path),
-            "n_items": self.n_items,
-            "n_done": self.n_done,
-            "n_skipped": len(self.skipped),
+            "path": str(self.path), "n_items": self.n_items, "n_done": self.n_done, "n_skipped": len(self.skipped),
             "n_unlabelled": int((self.labels < 0).sum()),  # label -1 (extract --allow-unlabelled): in no split
-            "n_pending": self.n_pending,
-            "dim": self.dim,
-            "dtype": self.feature_dtype,
-            "complete": self.complete,
-            "backbone": self.backbone,
-            "weights": self.config["backbone"]["weights"],
-            "classes": self.class_names,
-            "splits": split_counts,
-            "store_id": self.store_id,
-            "size_bytes": self.path.stat().st_size,
-            "config": self.config,
-            "fingerprint": self.fingerprint,
-            "item_hashes": self.has_item_hashes,
-            "content_digest": self.content_digest,
-            "versions": self.versions,
-            "run": self.run_info,
-            "skipped": self.skipped,
-            "feature_sets": self.feature_sets,
+            "n_pending": self.n_pending, "dim": self.dim, "dtype": self.feature_dtype, "complete": self.complete,
+            "backbone": self.backbone, "weights": self.config["backbone"]["weights"], "classes": self.class_names,
+            "splits": dict(Counter(str(split) or "none" for split in self.splits)), "store_id": self.store_id,
+            "size_bytes": self.path.stat().st_size, "config": self.config, "fingerprint": self.fingerprint,
+            "item_hashes": self.has_item_hashes, "content_digest": self.content_digest, "versions": self.versions,
+            "run": self.run_info, "skipped": self.skipped, "feature_sets": self.feature_sets,
         }
 
     def __repr__(self) -> str:
@@ -394,10 +370,23 @@ def encode_reasons(reasons: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
     return status, np.array([(r or "").encode("utf-8")[:_REASON_BYTES] for r in reasons], dtype=f"S{_REASON_BYTES}")
 
 
-def run_record(previous: dict, run_info: dict) -> dict:
-    """This run's record; time to result counts every run that built the store, resumed ones included."""
-    total = float(previous.get("extract_seconds_total", 0.0)) + float(run_info.get("seconds_this_run", 0.0))
-    return {**run_info, "extract_seconds_total": round(total, 3)}
+def encode_records(records) -> tuple[np.ndarray, np.ndarray]:
+    """(content hashes, (n, 3) stat data) of rows' :class:`~featx.data.ItemRecord` (None: '' and -1s)."""
+    hashes = np.array([(r.digest if r else "").encode("ascii") for r in records], dtype=f"S{_HASH_BYTES}")
+    return hashes, np.array([r.stat if r else (-1, -1, -1) for r in records], dtype=np.int64).reshape(-1, 3)
+
+
+def finish_fields(previous_run: dict, run_info: dict, hashes: list[str] | None) -> dict:
+    """What finishing a store records, whatever its layout: the run (time to result counts every run that
+    built the store, resumed ones included), when, and the content digest over ``hashes`` (item records)."""
+    total = float(previous_run.get("extract_seconds_total", 0.0)) + float(run_info.get("seconds_this_run", 0.0))
+    fields = {"run": {**run_info, "extract_seconds_total": round(total, 3)},
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if hashes is not None:
+        from ..data import digest_of_hashes
+
+        fields["content_digest"] = digest_of_hashes(hashes)
+    return fields
 
 
 def store_header(config: dict, fingerprint: str, class_names) -> dict:
