@@ -10,7 +10,7 @@ Layout (``docs/store-format.md``)::
                           item_stat (file sources), feature_sets/<name> (--layers); attributes:
                           the store's nonce and config hash
 
-How it is written (one shard at a time, each committed whole) is in ``_shard_writer``.
+How it is written (one shard at a time, each committed whole) is in ``_writer``.
 :class:`ShardedFeatureStore` reads such a directory with the same interface as a
 single-file :class:`FeatureStore`; ``FeatureStore(path)`` returns one for a directory.
 """
@@ -39,8 +39,8 @@ from ._store import (
     _first_line,
 )
 
-__all__ = ["ShardedFeatureStore", "shard_name", "verify_sharded", "iter_verified_shards",
-           "read_shard", "read_shard_fields", "manifest_digest", "MANIFEST", "ITEMS", "SHARD_RE"]
+__all__ = ["ShardedFeatureStore", "shard_name", "verify_sharded", "iter_verified_shards", "read_shard_fields",
+           "manifest_digest", "MANIFEST", "ITEMS", "SHARD_RE"]
 
 MANIFEST, ITEMS = "manifest.json", "items.h5"
 SHARD_RE = re.compile(r"^part-(\d{5,})\.h5$")
@@ -179,14 +179,9 @@ def iter_verified_shards(store: FeatureStore | str | os.PathLike):
     yield from store.iter_verified_shards()
 
 
-def read_shard(path: Path, entry: dict, all_ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, features)`` of one committed shard after its sha256, ids and width check out, else one line."""
-    fields = read_shard_fields(path, entry, all_ids, dim, ["features"])
-    return fields["ids"], fields["features"]
-
-
-def read_shard_fields(path: Path, entry: dict, all_ids: np.ndarray, dim: int, names) -> dict[str, np.ndarray]:
-    """The datasets ``names`` (and ``ids``) of one committed shard, read as :func:`read_shard` reads."""
+def read_shard_fields(path: Path, entry: dict, all_ids: np.ndarray, dim: int, names=("features",)) -> dict:
+    """The datasets ``names`` (and ``ids``) of one committed shard, once its sha256, ids and width check
+    out (:func:`_check_shard`), else one :class:`~featx.core.errors.StoreDamagedError` line."""
     problem, fields = _check_shard(path, entry, all_ids, dim, names)
     if problem:
         raise StoreDamagedError(f"shard {path / entry['name']} {problem}; delete it and re-run extract to rebuild "

@@ -18,8 +18,8 @@ Layout (format 2; ``docs/store-format.md``)::
            header_sha256 (format 2: a hash over what the rows mean, see :func:`header_digest`)
 
 The per-row arrays carry HDF5's Fletcher-32 checksum per chunk, so damaged bytes fail
-at read instead of being used. How a file is written (and why an interrupted run never
-leaves broken metadata) is in ``_file_writer``; the sharded layout in ``_shards``.
+at read instead of being used. How a store is written (and why an interrupted run never
+leaves broken metadata) is in ``_writer``; the sharded layout in ``_shards``.
 
 Stores written before per-item hashes (no ``/item_hash``) keep their old fingerprint
 (ids, labels, splits, file sizes and mtimes) and are checked and reused as before.
@@ -31,28 +31,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError, StoreInUseError, StoreMismatchError
-from ..core.runtime import library_versions
-from ._lock import writer_lock
 
-__all__ = ["FeatureStore", "STATUS_PENDING", "STATUS_DONE", "STATUS_SKIPPED", "FORMAT_VERSION", "writer_lock",
-           "damaged_error", "check_existing", "check_store_items", "diff_configs", "encode_reasons", "encode_records",
-           "finish_fields", "store_header", "write_listing"]
+__all__ = ["FeatureStore", "STATUS_PENDING", "STATUS_DONE", "STATUS_SKIPPED", "FORMAT_VERSION", "damaged_error",
+           "check_existing", "check_store_items", "diff_configs", "header_digest"]
 
 # Format 2: every store carries a hash over what its rows mean (a file's header_sha256, a manifest's
 # manifest_sha256), so a missing one is an edit; format 1 stores, written before, open without one.
 FORMAT_VERSION = 2
 STATUS_PENDING, STATUS_DONE, STATUS_SKIPPED = 0, 1, 2
-_REASON_BYTES = 256
 
-
-_HASH_BYTES = 64
 # What a file store's header_sha256 covers: every attribute whose edit changes what the rows mean.
 _HEADER_ATTRS = ("featx_format", "config", "fingerprint", "class_names", "feature_sets", "content_digest")
 _FIX = "delete it, or run `featx extract` again with --overwrite"
@@ -77,23 +70,6 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
             raise FeatxUsageError(f"feature store not found: {path}") from None
         raise StoreDamagedError(f"{path} is not a readable HDF5 feature store (damaged, truncated or another kind of "
                                 f"file: {_first_line(exc)}): {_FIX}") from None
-
-
-def _padded(text: str, size: int) -> np.bytes_:
-    data = text.encode("utf-8")
-    return np.bytes_(data.ljust(size) if len(data) <= size else data)
-
-
-def _checked_dataset(h5: h5py.File, name: str, shape: tuple, dtype, **kwargs) -> h5py.Dataset:
-    """A chunked, Fletcher-32-checksummed dataset whose chunks are all allocated (and filled) now."""
-    n = shape[0]
-    if n == 0:
-        return h5.create_dataset(name, shape=shape, dtype=dtype, **kwargs)
-    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    row_bytes = int(np.dtype(dtype).itemsize * int(np.prod(shape[1:], dtype=np.int64)))
-    chunks = (max(1, min(n, (1 << 18) // max(1, row_bytes))), *shape[1:])  # chunks of about 256 KiB
-    return h5.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, fletcher32=True, dcpl=dcpl, **kwargs)
 
 
 def diff_configs(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -364,38 +340,6 @@ class FeatureStore:
         return f"FeatureStore({str(self.path)!r}, {self.n_done}x{self.dim}, {self.backbone}, {state})"
 
 
-def encode_reasons(reasons: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
-    """(status, fixed-size utf-8 skip reasons) of rows whose reason is None (done) or a text (skipped)."""
-    status = np.array([STATUS_DONE if r is None else STATUS_SKIPPED for r in reasons], dtype=np.uint8)
-    return status, np.array([(r or "").encode("utf-8")[:_REASON_BYTES] for r in reasons], dtype=f"S{_REASON_BYTES}")
-
-
-def encode_records(records) -> tuple[np.ndarray, np.ndarray]:
-    """(content hashes, (n, 3) stat data) of rows' :class:`~featx.data.ItemRecord` (None: '' and -1s)."""
-    hashes = np.array([(r.digest if r else "").encode("ascii") for r in records], dtype=f"S{_HASH_BYTES}")
-    return hashes, np.array([r.stat if r else (-1, -1, -1) for r in records], dtype=np.int64).reshape(-1, 3)
-
-
-def finish_fields(previous_run: dict, run_info: dict, hashes: list[str] | None) -> dict:
-    """What finishing a store records, whatever its layout: the run (time to result counts every run that
-    built the store, resumed ones included), when, and the content digest over ``hashes`` (item records)."""
-    total = float(previous_run.get("extract_seconds_total", 0.0)) + float(run_info.get("seconds_this_run", 0.0))
-    fields = {"run": {**run_info, "extract_seconds_total": round(total, 3)},
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if hashes is not None:
-        from ..data import digest_of_hashes
-
-        fields["content_digest"] = digest_of_hashes(hashes)
-    return fields
-
-
-def store_header(config: dict, fingerprint: str, class_names) -> dict:
-    """The fields every new store starts with, whatever its layout (attributes of a file, a manifest's keys)."""
-    return {"featx_format": FORMAT_VERSION, "config": _canonical(config), "fingerprint": fingerprint,
-            "class_names": list(class_names), "versions": library_versions(xgboost=False), "complete": False,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": "", "run": {}}
-
-
 def header_digest(h5: h5py.File, ids, labels, splits) -> str:
     """sha256 over what a file store's rows mean: the attributes of ``_HEADER_ATTRS``, the shape and
     dtype of ``/features``, and the item listing (``/ids`` and ``/splits`` carry no HDF5 checksum)."""
@@ -416,13 +360,6 @@ def header_problem(h5: h5py.File, ids, labels, splits) -> str | None:
     if recorded != header_digest(h5, ids, labels, splits):
         return "its attributes or item listing (config, class names, ids, labels, splits) were edited"
     return None
-
-
-def write_listing(h5: h5py.File, ids, labels, splits) -> None:
-    """The item listing (ids, labels, splits in source order): a file store's, or a sharded store's items.h5."""
-    _checked_dataset(h5, "labels", (len(ids),), np.int64)[:] = np.asarray(labels, dtype=np.int64)
-    h5.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
-    h5.create_dataset("splits", data=np.asarray(splits, dtype=object), dtype=h5py.string_dtype())
 
 
 def check_existing(path: Path, config: dict, source) -> FeatureStore:
