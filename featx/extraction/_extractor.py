@@ -18,7 +18,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -61,28 +60,16 @@ ENGINES = ("local", "ray")
 DEFAULT_SHARD_SIZE = 1024
 
 
-@dataclass
-class _Layout:
-    """Which layout the store has and who writes it: ``shard_size`` is None for one file (local only)."""
-
-    shard_size: int | None
-    engine: str = "local"
-    ray_options: dict = field(default_factory=dict)
-    cluster: object = None  # the connected Ray cluster (engine "ray")
-
-    @classmethod
-    def of(cls, out, shard_size: int | None, engine: str, ray_options: dict | None) -> _Layout:
-        if engine not in ENGINES:
-            raise FeatxUsageError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
-        if shard_size is not None and shard_size < 1:
-            raise FeatxUsageError("shard size must be at least 1")
-        if shard_size is None and (engine == "ray" or (out is not None and Path(out).is_dir())):
-            shard_size = 0  # sharded; the size: the existing store's, else the default
-        return cls(shard_size, engine, dict(ray_options or {}))
-
-    @property
-    def sharded(self) -> bool:
-        return self.shard_size is not None
+def _sharding(out, shard_size: int | None, engine: str) -> int | None:
+    """The layout: None for one file (local engine only), else the shard size (0: the existing store's,
+    else the default), from ``shard_size``, the engine and whether ``out`` is a directory."""
+    if engine not in ENGINES:
+        raise FeatxUsageError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if shard_size is not None and shard_size < 1:
+        raise FeatxUsageError("shard size must be at least 1")
+    if shard_size is None and (engine == "ray" or (out is not None and Path(out).is_dir())):
+        return 0
+    return shard_size
 
 
 def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, threads: int | None = None) -> int | str:
@@ -166,18 +153,19 @@ def extract(
     or a directory ``out`` write a sharded store (``docs/store-format.md``).
     """
     workers = _check_arguments(batch_size, workers, dtype, threads)
-    layout = _Layout.of(out, shard_size, engine, ray_options)
+    sharding = _sharding(out, shard_size, engine)
     src, subset = _subset(open_source(source, max_pixels, allow_unlabelled), per_class, limit, subset_seed)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
     overrides = check_input_size(spec.model, spec.model_kwargs, preprocessing_overrides(img_size, crop_pct, interpolation))
     options = feature_options(recipe, overrides)
-    dev = _connect(layout, device, {"compile": compile, "decode": decode, "threads": threads, **options})
+    run_options = {"compile": compile, "decode": decode, "threads": threads, **options}
+    dev, cluster = _connect(engine, ray_options, device, run_options)
     options.update(subset)
     prec = resolve_precision(precision, dev)
     check_gpu_decode(decode, dev)
     path = Path(out) if out is not None else default_store_path(src, spec, extra=options)
-    path = path.with_suffix("") if out is None and layout.sharded else path
+    path = path.with_suffix("") if out is None and sharding is not None else path
     check_apart(path, *source_locations(src))
 
     model, data_config = create_backbone(spec)
@@ -188,18 +176,12 @@ def extract(
         return added
     with writer_lock(path):
         target = build_target(path, overwrite)
-        writer = _open_writer(target, src, config, model, data_config, dev, dtype, layout, rebuild=target != path,
-                              quiet=quiet, recipe=recipe)
+        writer = _open_writer(target, src, config, model, data_config, dev if cluster is None else "cpu", dtype,
+                              sharding, rebuild=target != path, quiet=quiet, recipe=recipe)
         if isinstance(writer, FeatureStore):
-            if layout.cluster is not None and layout.cluster.started_here:
-                import ray
-
-                ray.shutdown()
-            ProgressFile(path).remove()  # a sidecar a run killed after finishing left behind
-            # Reused; an --overwrite build that an interrupted run finished replaces the old store now.
-            return writer if target == path else (swap_in(target, path), FeatureStore(path))[1]
-        if layout.cluster is not None:
-            _write(writer, path, target, lambda: _run_ray(writer, src, spec, data_config, layout.cluster, prec, dtype,
+            return _reused(writer, path, target, cluster)
+        if cluster is not None:
+            _write(writer, path, target, lambda: _run_ray(writer, src, spec, data_config, cluster, prec, dtype,
                                                           batch_size, strict, quiet))
         else:
             _write(writer, path, target, lambda: _run(writer, src, model, data_config, dev, prec, batch_size, workers,
@@ -214,7 +196,7 @@ _COMPANION_ARGS = ("batch_size", "device", "workers", "precision", "dtype", "cha
 def _add_view(call: dict, recipe: FeatureRecipe, overrides: dict, subset: dict, rest: tuple) -> FeatureStore | None:
     """``--views hflip`` on a complete store of this config without views (at ``out`` or its default path): only
     the mirror pass runs, into its companion (:mod:`featx.extraction._views`); None when there is no such store."""
-    if recipe.views != (ADDED_VIEW,) or call["overwrite"] or call["layout"].cluster is not None:
+    if recipe.views != (ADDED_VIEW,) or call["overwrite"] or call["cluster"] is not None:
         return None
     src, spec, (data_config, prec, dtype, decode) = call["src"], call["spec"], rest
     plain = {**feature_options(FeatureRecipe(recipe.layers, (), recipe.pooling), overrides), **subset}
@@ -224,6 +206,17 @@ def _add_view(call: dict, recipe: FeatureRecipe, overrides: dict, subset: dict, 
     companion = extract(src, spec, view_path(base), views=COMPANION_VIEW, **{k: call[k] for k in _COMPANION_ARGS})
     announce(base, companion, call["quiet"])
     return FeatureStore(base)
+
+
+def _reused(store: FeatureStore, path: Path, target: Path, cluster) -> FeatureStore:
+    """A store reused without running the backbone; an --overwrite build that an interrupted run
+    finished replaces the old store now."""
+    if cluster is not None and cluster.started_here:
+        import ray
+
+        ray.shutdown()
+    ProgressFile(path).remove()  # a sidecar a run killed after finishing left behind
+    return store if target == path else (swap_in(target, path), FeatureStore(path))[1]
 
 
 def _write(writer, path: Path, target: Path, run) -> None:
@@ -246,18 +239,18 @@ def _write(writer, path: Path, target: Path, run) -> None:
         swap_in(target, path)
 
 
-def _connect(layout: _Layout, device: str, options: dict) -> torch.device:
-    """The device the features are computed on; for Ray, the cluster is joined (and checked) first."""
-    if layout.engine != "ray":
-        return resolve_device(device)
+def _connect(engine: str, ray_options: dict | None, device: str, options: dict) -> tuple:
+    """The device the features are computed on, and for Ray the cluster, joined (and checked) first."""
+    if engine != "ray":
+        return resolve_device(device), None
     unsupported = sorted(k for k, v in options.items() if v not in (None, False, "cpu", {}))
     if unsupported:
         raise FeatxUsageError(f"--engine ray does not support {', '.join(unsupported)} yet; use --engine local")
     from ._ray import connect
 
     # Connect (and check the cluster can serve the device) before anything is written.
-    layout.cluster = connect(device=device, **layout.ray_options)
-    return torch.device(layout.cluster.device_type)
+    cluster = connect(device=device, **(ray_options or {}))
+    return torch.device(cluster.device_type), cluster
 
 
 def _close_quietly(writer) -> None:
@@ -266,7 +259,7 @@ def _close_quietly(writer) -> None:
         writer.close()
 
 
-def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layout: _Layout, *, rebuild: bool,
+def _open_writer(target: Path, src, config, model, data_config, dev, dtype, sharding: int | None, *, rebuild: bool,
                  quiet: bool, recipe: FeatureRecipe | None = None):
     """A writer for ``target`` (created, resumed or refreshed), or the complete store to reuse.
 
@@ -274,12 +267,12 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layo
     interrupted --overwrite is resumed when it matches, else started again.
     """
     exists = target.is_file() or (target / MANIFEST).is_file()
-    if exists and target.is_dir() != layout.sharded:
+    if exists and target.is_dir() != (sharding is not None):
         if not rebuild:
+            writes = "--shard-size and --engine ray write" if sharding is not None else "this run writes"
             raise FeatxUsageError(
                 f"{target} is a {'sharded store (a directory)' if target.is_dir() else 'single-file store'}; "
-                f"{'--shard-size and --engine ray write' if layout.sharded else 'this run writes'} the other layout: "
-                "use another --out, or --overwrite to replace it")
+                f"{writes} the other layout: use another --out, or --overwrite to replace it")
         exists = False
     if exists:
         try:
@@ -288,9 +281,9 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layo
             if not rebuild:
                 raise
         else:
-            return _reuse_or_resume(target, store, src, quiet, layout)
+            return _reuse_or_resume(target, store, src, quiet, sharding)
     remove_path(target)  # nothing, an empty folder, or featx's own leftovers (build_target checked)
-    model.to(dev if layout.cluster is None else "cpu")
+    model.to(dev)
     # Every set's width from one pass on a blank image (just the pooled one without --layers).
     sets = feature_set_layout(model, data_config["input_size"], next(model.parameters()).device,
                               recipe or FeatureRecipe())
@@ -301,17 +294,17 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layo
                   ids=src.ids, labels=src.labels, splits=[item.split for item in src.items],
                   class_names=src.class_names, dim=sets[0]["dim"], dtype=dtype, item_records=records,
                   extra_sets=sets[1:])
-    if layout.sharded:
-        return ShardedWriter.create(target, shard_size=layout.shard_size or DEFAULT_SHARD_SIZE, **common)
+    if sharding is not None:
+        return ShardedWriter.create(target, shard_size=sharding or DEFAULT_SHARD_SIZE, **common)
     return StoreWriter.create(target, **common)
 
 
-def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool, layout: _Layout):
+def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool, sharding: int | None):
     writer, records = None, None
     if target.is_dir():
         kept = store.manifest["shard_size"]
-        if layout.shard_size and layout.shard_size != kept:
-            print(f"featx: {target} was written with --shard-size {kept}; keeping that (not {layout.shard_size}) "
+        if sharding and sharding != kept:
+            print(f"featx: {target} was written with --shard-size {kept}; keeping that (not {sharding}) "
                   "for this store (--overwrite rewrites it)", file=sys.stderr)
         # Reopening reads every listed shard once, through the verified read (a damaged one is dropped and
         # rebuilt), and keeps its item records: a reused store's bytes are what was committed.
