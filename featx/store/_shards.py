@@ -111,8 +111,8 @@ class ShardedFeatureStore(FeatureStore):
 
     def _load(self) -> tuple[dict, np.ndarray, dict[int, str]]:
         self.manifest = _read_manifest(self.path)
-        self._all_ids, self._all_labels, self._all_splits = _read_items(self.path, self.manifest.get("items_sha256"))
-        status = np.full(len(self._all_ids), STATUS_PENDING, dtype=np.uint8)
+        self.all_ids, self.all_labels, self.all_splits = _read_items(self.path, self.manifest.get("items_sha256"))
+        status = np.full(len(self.all_ids), STATUS_PENDING, dtype=np.uint8)
         reasons: dict[int, str] = {}
         for entry in self.shards:
             status[entry["start"]:entry["stop"]] = STATUS_DONE
@@ -128,7 +128,7 @@ class ShardedFeatureStore(FeatureStore):
     def iter_verified_shards(self, dataset: str = "features"):
         """See :func:`iter_verified_shards`: one committed shard at a time, each checked first."""
         for entry in self.shards:
-            feats = read_shard_fields(self.path, entry, self._all_ids, self.dim, [dataset])[dataset]
+            feats = read_shard_fields(self.path, entry, self.all_ids, self.dim, [dataset])[dataset]
             yield self._usable(slice(entry["start"], entry["stop"]), feats)
 
     def item_records(self) -> tuple[np.ndarray, list[str]]:
@@ -136,7 +136,7 @@ class ShardedFeatureStore(FeatureStore):
             raise FeatxError(f"{self.path} has no item records (written by the Ray engine or before them)")
         records = empty_records(self.n_items)
         for entry in self.shards:
-            take_records(records, entry, read_shard_fields(self.path, entry, self._all_ids, self.dim, RECORD_FIELDS))
+            take_records(records, entry, read_shard_fields(self.path, entry, self.all_ids, self.dim, RECORD_FIELDS))
         return records
 
     def info(self) -> dict:

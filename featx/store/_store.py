@@ -122,6 +122,8 @@ class FeatureStore:
         self.path = Path(path)
         # What both layouts read the same way: a header (attributes, or a manifest), the
         # listing, the status of every row and the reasons of the skipped ones.
+        # _load also sets what every item of the source has, skipped ones included, in source order:
+        # ``all_ids``, ``all_labels`` (-1: unlabelled) and ``all_splits`` (the source's own, "" for none).
         meta, self._status, reasons = self._load()
         self.config: dict = meta["config"]
         self.fingerprint: str = str(meta["fingerprint"])
@@ -133,15 +135,15 @@ class FeatureStore:
         self._extra_sets: list[dict] = list(meta.get("feature_sets") or [])
         #: True for stores that record each file item's content hash and stat data.
         self.has_item_hashes = bool(meta.get("item_records"))
-        self.n_items, self.dim, self.feature_dtype = len(self._all_ids), int(meta["dim"]), str(meta["dtype"])
+        self.n_items, self.dim, self.feature_dtype = len(self.all_ids), int(meta["dim"]), str(meta["dtype"])
         self._done = self._status == STATUS_DONE
-        self.skipped = [{"id": str(self._all_ids[i]), "reason": reasons[i]} for i in sorted(reasons)]
+        self.skipped = [{"id": str(self.all_ids[i]), "reason": reasons[i]} for i in sorted(reasons)]
         self._features: np.ndarray | None = None
         #: True when :func:`featx.extract` returned this store without running the backbone.
         self.reused = False
 
     def _load(self) -> tuple[dict, np.ndarray, dict[int, str]]:
-        """(header fields, status of every row, {row: skip reason}); sets ``_all_ids/_labels/_splits``."""
+        """(header fields, status of every row, {row: skip reason}); sets ``all_ids/labels/splits``."""
         with _open_h5(self.path, "r") as h5:
             if h5.attrs.get("featx_format") is None:
                 raise FeatxError(f"{self.path} is an HDF5 file but not a featx feature store")
@@ -155,12 +157,12 @@ class FeatureStore:
                             feature_sets=json.loads(h5.attrs.get("feature_sets", "[]")), item_records="item_hash" in h5,
                             dim=h5["features"].shape[1], dtype=h5["features"].dtype)
                 status = h5["status"][:]
-                self._all_ids = h5["ids"].asstr()[:]
-                self._all_labels = h5["labels"][:]
-                self._all_splits = h5["splits"].asstr()[:]
+                self.all_ids = h5["ids"].asstr()[:]
+                self.all_labels = h5["labels"][:]
+                self.all_splits = h5["splits"].asstr()[:]
                 skipped = np.flatnonzero(status == STATUS_SKIPPED)
                 reasons = h5["skip_reasons"][skipped] if skipped.size else []
-                problem = header_problem(h5, self._all_ids, self._all_labels, self._all_splits) if fmt >= 2 else None
+                problem = header_problem(h5, self.all_ids, self.all_labels, self.all_splits) if fmt >= 2 else None
             except (OSError, KeyError, ValueError, TypeError) as exc:
                 # Unreadable attributes or a failed checksum: damaged bytes, never a traceback.
                 raise damaged_error(self.path, _first_line(exc)) from None
@@ -185,7 +187,7 @@ class FeatureStore:
         return [] (their fingerprint already covers sizes and mtimes).
         """
         check = check_store_items(self, source)
-        return [] if check is None else [str(self._all_ids[i]) for i in check.changed]
+        return [] if check is None else [str(self.all_ids[i]) for i in check.changed]
 
     # A complete flag alone could lie if the file was edited by hand; trust it only
     # when the status column agrees.
@@ -245,7 +247,7 @@ class FeatureStore:
     def _usable(self, rows: slice, feats: np.ndarray) -> tuple:
         """``(ids, labels, splits, features)`` of the usable rows among source rows ``rows`` (``feats``: all of them)."""
         done = self._done[rows]
-        return (self._all_ids[rows][done], self._all_labels[rows][done].astype(np.int64), self._all_splits[rows][done],
+        return (self.all_ids[rows][done], self.all_labels[rows][done].astype(np.int64), self.all_splits[rows][done],
                 feats[done].astype(np.float32, copy=False))
 
     @property
@@ -270,15 +272,15 @@ class FeatureStore:
 
     @property
     def labels(self) -> np.ndarray:
-        return self._all_labels[self._done].astype(np.int64)
+        return self.all_labels[self._done].astype(np.int64)
 
     @property
     def ids(self) -> np.ndarray:
-        return self._all_ids[self._done]
+        return self.all_ids[self._done]
 
     @property
     def splits(self) -> np.ndarray:
-        return self._all_splits[self._done]
+        return self.all_splits[self._done]
 
     def split_assignment(self, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
                          usable_only: bool = True) -> tuple[np.ndarray, dict]:
@@ -290,28 +292,13 @@ class FeatureStore:
         """
         from ..data import assign_splits
 
-        splits, rule = assign_splits(self._all_ids, self._all_labels, self._all_splits, seed=seed,
+        splits, rule = assign_splits(self.all_ids, self.all_labels, self.all_splits, seed=seed,
                                      val_fraction=val_fraction, test_fraction=test_fraction)
         return (splits[self._done] if usable_only else splits), rule
 
     @property
-    def all_ids(self) -> np.ndarray:
-        """Ids of every item of the source, skipped ones included."""
-        return self._all_ids
-
-    @property
-    def all_labels(self) -> np.ndarray:
-        """Labels of every item of the source, skipped ones included (``all_ids`` order)."""
-        return self._all_labels
-
-    @property
-    def all_splits(self) -> np.ndarray:
-        """The source's own split of every item ("" when it has none), skipped ones included."""
-        return self._all_splits
-
-    @property
     def has_splits(self) -> bool:
-        return bool(np.any(self._all_splits != ""))
+        return bool(np.any(self.all_splits != ""))
 
     def require_complete(self) -> FeatureStore:
         if not self.complete:

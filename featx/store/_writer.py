@@ -34,6 +34,7 @@ import json
 import os
 import time
 import uuid
+from itertools import chain
 from pathlib import Path
 
 import h5py
@@ -93,7 +94,7 @@ class _Writer:
     def batches(self, batch_size: int) -> list[list[int]]:
         """The pending rows in fixed, aligned batches: blocks ``[k*B, (k+1)*B)`` in a file, batches from
         each pending shard's first row in a directory (a shard never waits on another's rows). A resumed
-        run recomputes the same batches with the same composition, so its store equals an uninterrupted one."""
+        run recomputes the same batches with the same composition: its store equals an uninterrupted one."""
         block, out = self._block or batch_size, []
         for k in np.unique(self.pending_rows() // block):
             start, stop = int(k) * block, min((int(k) + 1) * block, self.n_items)
@@ -105,11 +106,11 @@ class _Writer:
             self.on_progress(done, self.n_items)
 
     def finish(self, run_info: dict) -> None:
-        """Check every row is in (each layout its way), then record the run (time to result counts every
-        run that built the store, resumed ones included), its finish time and the content digest (stores
-        with item records), and ``complete`` last: a store that fails to finish is resumed by the next run."""
+        """Check every row is in (each layout its way), then record the run (time to result counts
+        every run that built the store, resumed ones included), its finish time and the content digest
+        (stores with item records), and ``complete`` last: a store that fails to finish is resumed."""
         hashes, previous = self._check_rows()
-        total = float(previous.get("extract_seconds_total", 0.0)) + float(run_info.get("seconds_this_run", 0.0))
+        total = float(previous.get("extract_seconds_total", 0.0)) + float(run_info.get("seconds_this_run", 0))
         fields = {"run": {**run_info, "extract_seconds_total": round(total, 3)},
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if self.has_records:
@@ -278,11 +279,7 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
     status, encoded = encode_reasons(reasons)
 
     def build(h5: h5py.File) -> None:
-        h5.attrs["featx_format"] = FORMAT_VERSION
-        h5.attrs["shard"] = index
-        h5.attrs["start"] = start
-        for key, value in (stamp or {}).items():
-            h5.attrs[key] = value
+        h5.attrs.update({"featx_format": FORMAT_VERSION, "shard": index, "start": start, **(stamp or {})})
         h5.create_dataset("features", data=np.asarray(features).reshape(n, -1).astype(dtype))
         h5.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
         h5.create_dataset("status", data=status)
@@ -305,33 +302,14 @@ def shard_entry(index: int, start: int, ids, reasons: list[str | None], sha256: 
             "bytes": size, "skipped": [[start + i, r] for i, r in enumerate(reasons) if r is not None]}
 
 
-class _Slot:
-    """The rows of one shard gathered from batches until all are in."""
-
-    def __init__(self, rows: int, dim: int, extra_dims: dict[str, int]):
-        self.features = np.zeros((rows, dim), dtype=np.float32)
-        self.reasons: list[str | None] = [None] * rows
-        self.records: list = [None] * rows
-        self.extra = {name: np.zeros((rows, d), dtype=np.float32) for name, d in extra_dims.items()}
-        self.missing = rows
-
-    def put(self, at: int, features, reasons, records, extra) -> None:
-        stop = at + len(reasons)
-        self.features[at:stop] = features
-        self.reasons[at:stop] = reasons
-        self.records[at:stop] = records or [None] * len(reasons)
-        for name, rows in (extra or {}).items():
-            self.extra[name][at:stop] = rows
-        self.missing -= len(reasons)
-
-
 class ShardedWriter(_Writer):
     """Create or resume a sharded store; the driver (one process, under the writer lock) owns the manifest."""
 
     def __init__(self, path: Path, manifest: dict, ids: np.ndarray):
         super().__init__(path, int(manifest["n_items"]), bool(manifest.get("item_records")))
         self.manifest, self.ids, self._block = manifest, ids, int(manifest["shard_size"])
-        self._open: dict[int, _Slot] = {}
+        # The batches of each shard not yet committed, by first row: (features, reasons, records, extra).
+        self._open: dict[int, dict[int, tuple]] = {}
         #: (stats, hashes) of every row, as read from the committed shards on reopen (stores with item records).
         self.records = empty_records(len(ids)) if self.has_records else None
 
@@ -340,7 +318,6 @@ class ShardedWriter(_Writer):
                dtype: str, shard_size: int, item_records: bool = False,
                extra_sets: list[dict] | None = None) -> ShardedWriter:
         path.mkdir(parents=True, exist_ok=True)
-
         items_sha = _commit_h5(path / ITEMS, path / f".{ITEMS}.tmp", lambda h5: write_listing(h5, ids, labels, splits))
         n, manifest = len(ids), store_header(config, fingerprint, class_names)
         # What every shard of this store carries: a resume adopts an orphan shard only when both match.
@@ -429,19 +406,21 @@ class ShardedWriter(_Writer):
     def write_batch(self, start: int, features: np.ndarray, reasons: list[str | None], records=None,
                     extra: dict[str, np.ndarray] | None = None) -> None:
         """Rows ``start..start+len(reasons)`` (inside one shard); the shard is committed once all its rows are in."""
-        index = start // self.manifest["shard_size"]
+        index = start // self._block
         lo, hi = self.shard_range(index)
-        dims = {s["name"]: int(s["dim"]) for s in self.manifest.get("feature_sets", [])}
-        slot = self._open.setdefault(index, _Slot(hi - lo, int(self.manifest["dim"]), dims))
-        slot.put(start - lo, features, reasons, records, extra)
-        if slot.missing == 0:
-            del self._open[index]
-            self.record(write_shard(self.path, index, lo, self.ids[lo:hi], slot.features, slot.reasons,
-                                    self.manifest["dtype"], stamp=self.stamp,
-                                    records=slot.records if self.has_records else None,
-                                    extra=slot.extra or None))
+        parts = self._open.setdefault(index, {})
+        # Copies: the caller may reuse its arrays for the next batch.
+        parts[start] = (np.array(features), list(reasons), list(records or [None] * len(reasons)),
+                        {name: np.array(rows) for name, rows in (extra or {}).items()})
+        if sum(len(part[1]) for part in parts.values()) == hi - lo:
+            feats, reasons, records, extra = zip(*(parts[k] for k in sorted(self._open.pop(index))))
+            extra = {name: np.concatenate([rows[name] for rows in extra]) for name in extra[0]}
+            records = list(chain(*records)) if self.has_records else None
+            self.record(write_shard(self.path, index, lo, self.ids[lo:hi], np.concatenate(feats),
+                                    list(chain(*reasons)), self.manifest["dtype"], stamp=self.stamp,
+                                    records=records, extra=extra or None))
         done = sum(e["rows"] for e in self.manifest["shards"].values())
-        self._progress(done + sum(len(s.reasons) - s.missing for s in self._open.values()))
+        self._progress(done + sum(len(part[1]) for shard in self._open.values() for part in shard.values()))
 
     def refresh_items(self, touched: dict[int, tuple[int, int, int]], changed: list[int]) -> None:
         """Record new stat data of touched-but-unchanged items; make shards with changed items pending again."""
