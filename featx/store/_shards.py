@@ -46,7 +46,6 @@ MANIFEST, ITEMS = "manifest.json", "items.h5"
 SHARD_RE = re.compile(r"^part-(\d{5,})\.h5$")
 # A shard's attributes naming its store: the store's nonce and config hash (adoption checks both).
 STAMP_KEYS = ("store_nonce", "store_config")
-RECORD_FIELDS = ["item_hash", "item_stat"]  # in the order of encode_records
 
 
 def shard_name(index: int) -> str:
@@ -125,19 +124,10 @@ class ShardedFeatureStore(FeatureStore):
     def shards(self) -> list[dict]:
         return sorted(self.manifest.get("shards", {}).values(), key=lambda e: e["index"])
 
-    def iter_verified_shards(self, dataset: str = "features"):
-        """See :func:`iter_verified_shards`: one committed shard at a time, each checked first."""
-        for entry in self.shards:
-            feats = read_shard_fields(self.path, entry, self.all_ids, self.dim, [dataset])[dataset]
-            yield self._usable(slice(entry["start"], entry["stop"]), feats)
-
-    def item_records(self) -> tuple[np.ndarray, list[str]]:
-        if not self.has_item_hashes:
-            raise FeatxError(f"{self.path} has no item records (written by the Ray engine or before them)")
-        records = empty_records(self.n_items)
-        for entry in self.shards:
-            take_records(records, entry, read_shard_fields(self.path, entry, self.all_ids, self.dim, RECORD_FIELDS))
-        return records
+    def _blocks(self, names):
+        for entry in self.shards:  # each checked before use: sha256, ids, shape
+            fields = read_shard_fields(self.path, entry, self.all_ids, self.dim, names)
+            yield slice(entry["start"], entry["stop"]), fields
 
     def info(self) -> dict:
         data = super().info()
@@ -148,18 +138,6 @@ class ShardedFeatureStore(FeatureStore):
 
 
 FeatureStore._directory_layout = ShardedFeatureStore
-
-
-def empty_records(n: int) -> tuple[np.ndarray, list[str]]:
-    """(stats, content hashes) of ``n`` rows none of which was read yet."""
-    return np.full((n, 3), -1, dtype=np.int64), [""] * n
-
-
-def take_records(records: tuple[np.ndarray, list[str]], entry: dict, fields: dict) -> None:
-    """Copy a verified shard's item records (``RECORD_FIELDS`` of its fields) into the store-wide ``records``."""
-    rows = slice(entry["start"], entry["stop"])
-    records[0][rows] = fields["item_stat"]
-    records[1][rows] = [h.decode("ascii") for h in fields["item_hash"]]
 
 
 def iter_verified_shards(store: FeatureStore | str | os.PathLike):

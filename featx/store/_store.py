@@ -45,6 +45,7 @@ __all__ = ["FeatureStore", "STATUS_PENDING", "STATUS_DONE", "STATUS_SKIPPED", "F
 # manifest_sha256), so a missing one is an edit; format 1 stores, written before, open without one.
 FORMAT_VERSION = 2
 STATUS_PENDING, STATUS_DONE, STATUS_SKIPPED = 0, 1, 2
+RECORD_FIELDS = ["item_hash", "item_stat"]  # the datasets of item records, in the order of encode_records
 
 # What a file store's header_sha256 covers: every attribute whose edit changes what the rows mean.
 _HEADER_ATTRS = ("featx_format", "config", "fingerprint", "class_names", "feature_sets", "content_digest")
@@ -173,12 +174,11 @@ class FeatureStore:
     def item_records(self) -> tuple[np.ndarray, list[str]]:
         """(N, 3) stat data and the N content hashes recorded at extraction (file sources only)."""
         if not self.has_item_hashes:
-            raise FeatxError(f"{self.path} was written before per-item hashes; it has no item records")
-        try:
-            with _open_h5(self.path, "r") as h5:
-                return h5["item_stat"][:], [h.decode("ascii") for h in h5["item_hash"][:]]
-        except OSError as exc:
-            raise damaged_error(self.path, _first_line(exc)) from None
+            raise FeatxError(f"{self.path} has no item records (it was written before featx recorded them)")
+        records = empty_records(self.n_items)
+        for rows, fields in self._blocks(RECORD_FIELDS):
+            take_records(records, rows, fields)
+        return records
 
     def changed_items(self, source) -> list[str]:
         """Ids of done or skipped rows whose file content changed since extraction (read-only check).
@@ -232,23 +232,26 @@ class FeatureStore:
             offset += len(ids)
         return out
 
-    def iter_verified_shards(self, dataset: str = "features", rows: int = 65536):
-        """``(ids, labels, splits, features)`` of the usable rows, ``rows`` source rows at a time
-        (see :func:`featx.store.iter_verified_shards`); each chunk's checksum is checked as it is read."""
-        with _open_h5(self.path, "r") as h5:
-            for lo in range(0, self.n_items, rows):
-                sl = slice(lo, min(lo + rows, self.n_items))
-                try:
-                    feats = h5[dataset][sl]
-                except OSError as exc:
-                    raise damaged_error(self.path, f"/{dataset}: {_first_line(exc)}") from None
-                yield self._usable(sl, feats)
+    def iter_verified_shards(self, dataset: str = "features"):
+        """``(ids, labels, splits, features)`` of the usable rows, block by verified block (see
+        :func:`featx.store.iter_verified_shards`)."""
+        for rows, fields in self._blocks([dataset]):
+            done = self._done[rows]
+            yield (self.all_ids[rows][done], self.all_labels[rows][done].astype(np.int64), self.all_splits[rows][done],
+                   fields[dataset][done].astype(np.float32, copy=False))
 
-    def _usable(self, rows: slice, feats: np.ndarray) -> tuple:
-        """``(ids, labels, splits, features)`` of the usable rows among source rows ``rows`` (``feats``: all of them)."""
-        done = self._done[rows]
-        return (self.all_ids[rows][done], self.all_labels[rows][done].astype(np.int64), self.all_splits[rows][done],
-                feats[done].astype(np.float32, copy=False))
+    def _blocks(self, names, size: int = 65536):
+        """``(rows, {name: values there})`` of the datasets ``names`` over all source rows, ``size`` rows at
+        a time, each chunk's checksum checked as it is read (a sharded store: shard by verified shard)."""
+        with _open_h5(self.path, "r") as h5:
+            for lo in range(0, self.n_items, size):
+                rows, fields = slice(lo, min(lo + size, self.n_items)), {}
+                for name in names:
+                    try:
+                        fields[name] = h5[name][rows]
+                    except OSError as exc:
+                        raise damaged_error(self.path, f"/{name}: {_first_line(exc)}") from None
+                yield rows, fields
 
     @property
     def feature_sets(self) -> list[dict]:
@@ -347,6 +350,17 @@ def header_problem(h5: h5py.File, ids, labels, splits) -> str | None:
     if recorded != header_digest(h5, ids, labels, splits):
         return "its attributes or item listing (config, class names, ids, labels, splits) were edited"
     return None
+
+
+def empty_records(n: int) -> tuple[np.ndarray, list[str]]:
+    """(stats, content hashes) of ``n`` rows none of which was read yet."""
+    return np.full((n, 3), -1, dtype=np.int64), [""] * n
+
+
+def take_records(records: tuple[np.ndarray, list[str]], rows: slice, fields: dict) -> None:
+    """Copy the item records (``RECORD_FIELDS`` of ``fields``) of source rows ``rows`` into ``records``."""
+    records[0][rows] = fields["item_stat"]
+    records[1][rows] = [h.decode("ascii") for h in fields["item_hash"]]
 
 
 def check_existing(path: Path, config: dict, source) -> FeatureStore:

@@ -46,20 +46,18 @@ from ..core.runtime import library_versions
 from ._place import remove_temporaries
 from ._shards import (
     ITEMS,
-    RECORD_FIELDS,
     SHARD_RE,
     STAMP_KEYS,
     _check_shard,
     _read_items,
     _read_manifest,
     _write_manifest,
-    empty_records,
     read_shard_fields,
     shard_name,
-    take_records,
 )
 from ._store import (
     FORMAT_VERSION,
+    RECORD_FIELDS,
     STATUS_DONE,
     STATUS_PENDING,
     STATUS_SKIPPED,
@@ -67,7 +65,9 @@ from ._store import (
     _first_line,
     _open_h5,
     damaged_error,
+    empty_records,
     header_digest,
+    take_records,
 )
 
 __all__ = ["StoreWriter", "ShardedWriter", "write_shard"]
@@ -372,7 +372,7 @@ class ShardedWriter(_Writer):
                 or (fields["status"] == STATUS_PENDING).any():
             return None
         if self.records is not None:
-            take_records(self.records, entry, fields)
+            take_records(self.records, slice(entry["start"], entry["stop"]), fields)
         return fields
 
     def _adopt_committed(self) -> None:
