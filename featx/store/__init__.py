@@ -10,26 +10,24 @@ from ._import import IMPORT_FORMATS, IMPORTED, imported_identity, read_import_so
 from ._lock import lock_holder, lock_path, writer_lock
 from ._place import NEW_SUFFIX, build_target, check_apart, is_featx_store, remove_temporaries, swap_in
 from ._progress import ProgressFile, progress_path, read_progress
-from ._shards import (
+from ._store import (
+    FORMAT_VERSION,
     ITEMS,
     MANIFEST,
+    STATUS_DONE,
+    STATUS_PENDING,
+    STATUS_SKIPPED,
+    FeatureStore,
     ShardedFeatureStore,
+    check_existing,
+    check_store_items,
+    damaged_error,
+    diff_configs,
     iter_verified_shards,
     manifest_digest,
     read_shard_fields,
     shard_name,
     verify_sharded,
-)
-from ._store import (
-    FORMAT_VERSION,
-    STATUS_DONE,
-    STATUS_PENDING,
-    STATUS_SKIPPED,
-    FeatureStore,
-    check_existing,
-    check_store_items,
-    damaged_error,
-    diff_configs,
 )
 from ._stream import BatchReader, verified_shard
 from ._verify import VerifyReport, verify_store

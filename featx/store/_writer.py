@@ -1,5 +1,4 @@
-"""A feature store written, in either layout, through one writing interface (the format and the
-file reader are in ``_store``, the sharded reader in ``_shards``).
+"""A feature store written, in either layout, through one interface (the format and readers: ``_store``).
 
 Both writers take the same calls from one extraction loop (``pending_rows``, ``batches``,
 ``write_batch``, ``refresh_items``, ``finish``, ``close``) and finish alike: the run's record,
@@ -44,29 +43,27 @@ from ..core.errors import FeatxError
 from ..core.io import disk_errors, file_sha256, fsync_dir, write_durably
 from ..core.runtime import library_versions
 from ._place import remove_temporaries
-from ._shards import (
-    ITEMS,
-    SHARD_RE,
-    STAMP_KEYS,
-    _check_shard,
-    _read_items,
-    _read_manifest,
-    _write_manifest,
-    read_shard_fields,
-    shard_name,
-)
 from ._store import (
     FORMAT_VERSION,
+    ITEMS,
     RECORD_FIELDS,
+    SHARD_RE,
+    STAMP_KEYS,
     STATUS_DONE,
     STATUS_PENDING,
     STATUS_SKIPPED,
     _canonical,
+    _check_shard,
     _first_line,
     _open_h5,
+    _read_items,
+    _read_manifest,
+    _write_manifest,
     damaged_error,
     empty_records,
     header_digest,
+    read_shard_fields,
+    shard_name,
     take_records,
 )
 
