@@ -60,20 +60,10 @@ ENGINES = ("local", "ray")
 DEFAULT_SHARD_SIZE = 1024
 
 
-def _sharding(out, shard_size: int | None, engine: str) -> int | None:
-    """The layout: None for one file (local engine only), else the shard size (0: the existing store's,
-    else the default), from ``shard_size``, the engine and whether ``out`` is a directory."""
-    if engine not in ENGINES:
-        raise FeatxUsageError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
-    if shard_size is not None and shard_size < 1:
-        raise FeatxUsageError("shard size must be at least 1")
-    if shard_size is None and (engine == "ray" or (out is not None and Path(out).is_dir())):
-        return 0
-    return shard_size
-
-
-def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, threads: int | None = None) -> int | str:
-    """Check the run options; the number of loader workers (or ``"auto"``)."""
+def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, threads: int | None, out,
+                     shard_size: int | None, engine: str) -> tuple[int | str, int | None]:
+    """Check the run options; the number of loader workers (or ``"auto"``), and the layout: None for one
+    file (local engine only), else the shard size (0: the existing store's, else the default)."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise FeatxUsageError(f"threads must be a whole number >= 1, got {threads!r}")
     if batch_size != "auto":
@@ -82,7 +72,13 @@ def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, thre
         workers = resolve_workers(workers)
     if dtype not in FEATURE_DTYPES:
         raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
-    return workers
+    if engine not in ENGINES:
+        raise FeatxUsageError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if shard_size is not None and shard_size < 1:
+        raise FeatxUsageError("shard size must be at least 1")
+    if shard_size is None and (engine == "ray" or (out is not None and Path(out).is_dir())):
+        shard_size = 0  # sharded: a directory, or the Ray engine's shards
+    return workers, shard_size
 
 
 def _subset(src: Source, per_class: int | None, limit: int | None, seed: int) -> tuple[Source, dict]:
@@ -99,7 +95,7 @@ def _subset(src: Source, per_class: int | None, limit: int | None, seed: int) ->
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
-    """``torch.set_num_threads(n)`` for a block (``None``: the count as it is), then the previous count again."""
+    """``torch.set_num_threads(n)`` for a block (``None``: as it is), then the previous count again."""
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
@@ -152,8 +148,7 @@ def extract(
     ``shard_size=N``, ``engine="ray"`` (with ``ray_options``: address, actors, gpus_per_actor)
     or a directory ``out`` write a sharded store (``docs/store-format.md``).
     """
-    workers = _check_arguments(batch_size, workers, dtype, threads)
-    sharding = _sharding(out, shard_size, engine)
+    workers, sharding = _check_arguments(batch_size, workers, dtype, threads, out, shard_size, engine)
     src, subset = _subset(open_source(source, max_pixels, allow_unlabelled), per_class, limit, subset_seed)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
@@ -176,13 +171,13 @@ def extract(
         return added
     with writer_lock(path):
         target = build_target(path, overwrite)
-        writer = _open_writer(target, src, config, model, data_config, dev if cluster is None else "cpu", dtype,
-                              sharding, rebuild=target != path, quiet=quiet, recipe=recipe)
+        writer = _open_writer(target, src, config, model, data_config, dev if cluster is None else "cpu",
+                              dtype, sharding, rebuild=target != path, quiet=quiet, recipe=recipe)
         if isinstance(writer, FeatureStore):
             return _reused(writer, path, target, cluster)
         if cluster is not None:
-            _write(writer, path, target, lambda: _run_ray(writer, src, spec, data_config, cluster, prec, dtype,
-                                                          batch_size, strict, quiet))
+            _write(writer, path, target, lambda: _run_ray(writer, src, spec, data_config, cluster, prec,
+                                                          dtype, batch_size, strict, quiet))
         else:
             _write(writer, path, target, lambda: _run(writer, src, model, data_config, dev, prec, batch_size, workers,
                                                       channels_last, strict, quiet, compile, decode, recipe, threads))
@@ -259,8 +254,8 @@ def _close_quietly(writer) -> None:
         writer.close()
 
 
-def _open_writer(target: Path, src, config, model, data_config, dev, dtype, sharding: int | None, *, rebuild: bool,
-                 quiet: bool, recipe: FeatureRecipe | None = None):
+def _open_writer(target: Path, src, config, model, data_config, dev, dtype, sharding: int | None, *,
+                 rebuild: bool, quiet: bool, recipe: FeatureRecipe | None = None):
     """A writer for ``target`` (created, resumed or refreshed), or the complete store to reuse.
 
     ``rebuild``: ``target`` is the ``.new`` sibling of an --overwrite; one left by an
@@ -290,10 +285,9 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, shar
     # Per-item content hashes for file sources, whichever engine writes the shards (both read each
     # file's bytes once, hash them and decode them), so either engine can resume the other's store.
     records = src.item_paths() is not None
-    common = dict(config=config, fingerprint=src.structure_fingerprint(),
-                  ids=src.ids, labels=src.labels, splits=[item.split for item in src.items],
-                  class_names=src.class_names, dim=sets[0]["dim"], dtype=dtype, item_records=records,
-                  extra_sets=sets[1:])
+    common = dict(config=config, fingerprint=src.structure_fingerprint(), ids=src.ids, labels=src.labels,
+                  splits=[item.split for item in src.items], class_names=src.class_names, dim=sets[0]["dim"],
+                  dtype=dtype, item_records=records, extra_sets=sets[1:])
     if sharding is not None:
         return ShardedWriter.create(target, shard_size=sharding or DEFAULT_SHARD_SIZE, **common)
     return StoreWriter.create(target, **common)

@@ -54,10 +54,10 @@ import numpy as np
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError, StoreInUseError, StoreMismatchError
 from ..core.io import disk_errors, file_sha256, json_text, write_json_atomic
 
-__all__ = ["FeatureStore", "ShardedFeatureStore", "STATUS_PENDING", "STATUS_DONE", "STATUS_SKIPPED", "FORMAT_VERSION",
-           "damaged_error", "check_existing", "check_store_items", "diff_configs", "header_digest", "shard_name",
-           "verify_sharded", "iter_verified_shards", "read_shard_fields", "manifest_digest", "MANIFEST", "ITEMS",
-           "SHARD_RE"]
+__all__ = ["FeatureStore", "ShardedFeatureStore", "STATUS_PENDING", "STATUS_DONE", "STATUS_SKIPPED",
+           "FORMAT_VERSION", "damaged_error", "check_existing", "check_store_items", "diff_configs",
+           "header_digest", "shard_name", "verify_sharded", "iter_verified_shards", "read_shard_fields",
+           "manifest_digest", "MANIFEST", "ITEMS", "SHARD_RE"]
 
 # Format 2: every store carries a hash over what its rows mean (a file's header_sha256, a manifest's
 # manifest_sha256), so a missing one is an edit; format 1 stores, written before, open without one.
@@ -70,8 +70,8 @@ _HEADER_ATTRS = ("featx_format", "config", "fingerprint", "class_names", "featur
 _FIX = "delete it, or run `featx extract` again with --overwrite"
 MANIFEST, ITEMS = "manifest.json", "items.h5"
 SHARD_RE = re.compile(r"^part-(\d{5,})\.h5$")
-# A shard's attributes naming its store: the store's nonce and config hash (adoption checks both).
-STAMP_KEYS = ("store_nonce", "store_config")
+# A shard's attributes naming its store, and the manifest keys they copy (adoption checks both).
+STAMP_KEYS = {"store_nonce": "nonce", "store_config": "config_sha256"}
 
 
 def damaged_error(path: Path, detail: str) -> StoreDamagedError:
@@ -251,12 +251,11 @@ class FeatureStore:
         return out
 
     def iter_verified_shards(self, dataset: str = "features"):
-        """``(ids, labels, splits, features)`` of the usable rows, block by verified block (see
-        :func:`featx.store.iter_verified_shards`)."""
+        """The usable rows of ``dataset``, block by verified block (:func:`featx.store.iter_verified_shards`)."""
         for rows, fields in self._blocks([dataset]):
             done = self._done[rows]
-            yield (self.all_ids[rows][done], self.all_labels[rows][done].astype(np.int64), self.all_splits[rows][done],
-                   fields[dataset][done].astype(np.float32, copy=False))
+            yield (self.all_ids[rows][done], self.all_labels[rows][done].astype(np.int64),
+                   self.all_splits[rows][done], fields[dataset][done].astype(np.float32, copy=False))
 
     def _blocks(self, names, size: int = 65536):
         """``(rows, {name: values there})`` of the datasets ``names`` over all source rows, ``size`` rows at

@@ -1,9 +1,5 @@
 """A feature store written, in either layout, through one interface (the format and readers: ``_store``).
 
-Both writers take the same calls from one extraction loop (``pending_rows``, ``batches``,
-``write_batch``, ``refresh_items``, ``finish``, ``close``) and finish alike: the run's record,
-its finish time and the content digest, then ``complete``, last. What differs is where rows go.
-
 One file (:class:`StoreWriter`): every dataset is allocated when the file is created (chunked
 datasets with early allocation), so an interrupted run can only leave pending rows half written,
 never broken metadata. Rows are written batch by batch, features and item records first, then
@@ -77,7 +73,8 @@ _RUN_ATTR_BYTES, _FINISHED_ATTR_BYTES, _DIGEST_ATTR_BYTES = 4096, 32, 32
 
 
 class _Writer:
-    """What the writers of both layouts do alike; each layout says where rows go and how it finishes."""
+    """What the writers of both layouts do alike, so one extraction loop writes either (``pending_rows``,
+    ``batches``, ``write_batch``, ``refresh_items``, ``finish``, ``close``); each says where rows go."""
 
     _block: int | None = None  # the rows every batch stays inside (a shard's); None: the batch's own
 
@@ -98,10 +95,6 @@ class _Writer:
             out.extend(list(range(s, min(s + batch_size, stop))) for s in range(start, stop, batch_size))
         return out
 
-    def _progress(self, done: int) -> None:
-        if self.on_progress is not None:
-            self.on_progress(done, self.n_items)
-
     def finish(self, run_info: dict) -> None:
         """Check every row is in (each layout its way), then record the run (time to result counts
         every run that built the store, resumed ones included), its finish time and the content digest
@@ -121,10 +114,7 @@ class _Writer:
 
 
 class StoreWriter(_Writer):
-    """Create or reopen a single-file store for writing (:func:`featx.extract`, imports, tests).
-
-    A half-made ``.creating`` file of a failed :meth:`create` is removed.
-    """
+    """Create or reopen a single-file store for writing; a failed :meth:`create` leaves no half-made file."""
 
     def __init__(self, path: Path, h5: h5py.File):
         try:
@@ -197,7 +187,8 @@ class StoreWriter(_Writer):
             self.h5["status"][start:stop] = status
             self.h5.flush()
         self.status[start:stop] = status
-        self._progress(int((self.status != STATUS_PENDING).sum()))
+        if self.on_progress is not None:
+            self.on_progress(int((self.status != STATUS_PENDING).sum()), self.n_items)
 
     def _write_records(self, start: int, records) -> None:
         rows = slice(start, start + len(records))
@@ -268,10 +259,9 @@ def write_shard(directory: str | os.PathLike, index: int, start: int, ids, featu
     attributes, so a resume adopts only shards of this very store. ``records``: one
     :class:`~featx.data.ItemRecord` (or None) per row; ``extra``: the rows of each ``--layers`` set.
     """
-    directory = Path(directory)
-    final = directory / shard_name(index)
+    final = Path(directory) / shard_name(index)
     # Unique temp name: a retried task and a stray one from a killed run never collide.
-    tmp = directory / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     n = len(ids)
     status, encoded = encode_reasons(reasons)
 
@@ -305,6 +295,8 @@ class ShardedWriter(_Writer):
     def __init__(self, path: Path, manifest: dict, ids: np.ndarray):
         super().__init__(path, int(manifest["n_items"]), bool(manifest.get("item_records")))
         self.manifest, self.ids, self._block = manifest, ids, int(manifest["shard_size"])
+        #: The attributes every shard of this store records (none for stores made before stamps).
+        self.stamp = {attr: manifest[key] for attr, key in STAMP_KEYS.items()} if "nonce" in manifest else {}
         # The batches of each shard not yet committed, by first row: (features, reasons, records, extra).
         self._open: dict[int, dict[int, tuple]] = {}
         #: (stats, hashes) of every row, as read from the committed shards on reopen (stores with item records).
@@ -329,12 +321,6 @@ class ShardedWriter(_Writer):
         # The manifest goes last: a directory without it is not a store yet, and is recreated.
         _write_manifest(path, manifest)
         return cls(path, manifest, np.asarray(ids, dtype=object))
-
-    @property
-    def stamp(self) -> dict:
-        """The attributes every shard of this store records (none for stores made before stamps)."""
-        m = self.manifest
-        return dict(zip(STAMP_KEYS, (m["nonce"], m["config_sha256"]))) if "nonce" in m else {}
 
     @classmethod
     def reopen(cls, path: Path) -> ShardedWriter:
@@ -390,8 +376,7 @@ class ShardedWriter(_Writer):
             self.record(shard_entry(index, start, fields["ids"], reasons, fields["sha256"], shard.stat().st_size))
 
     def shard_range(self, index: int) -> tuple[int, int]:
-        size = self.manifest["shard_size"]
-        return index * size, min((index + 1) * size, self.manifest["n_items"])
+        return index * self._block, min((index + 1) * self._block, self.n_items)
 
     def pending_shards(self) -> list[int]:
         return [k for k in range(self.manifest["n_shards"]) if str(k) not in self.manifest["shards"]]
@@ -416,20 +401,21 @@ class ShardedWriter(_Writer):
             self.record(write_shard(self.path, index, lo, self.ids[lo:hi], np.concatenate(feats),
                                     list(chain(*reasons)), self.manifest["dtype"], stamp=self.stamp,
                                     records=records, extra=extra or None))
-        done = sum(e["rows"] for e in self.manifest["shards"].values())
-        self._progress(done + sum(len(part[1]) for shard in self._open.values() for part in shard.values()))
+        if self.on_progress is not None:
+            done = sum(e["rows"] for e in self.manifest["shards"].values())
+            self.on_progress(done + sum(len(p[1]) for shard in self._open.values() for p in shard.values()),
+                             self.n_items)
 
     def refresh_items(self, touched: dict[int, tuple[int, int, int]], changed: list[int]) -> None:
         """Record new stat data of touched-but-unchanged items; make shards with changed items pending again."""
-        size = self.manifest["shard_size"]
-        redo = {row // size for row in changed}
+        redo = {row // self._block for row in changed}
         if redo:
             self._drop(redo)
-        for index in sorted({row // size for row in touched} - redo):
+        for index in sorted({row // self._block for row in touched} - redo):
             entry = self.manifest["shards"][str(index)]
             shard = self.path / entry["name"]
             with disk_errors(shard), h5py.File(shard, "r+") as h5:
-                for row in (r for r in touched if r // size == index):
+                for row in (r for r in touched if r // self._block == index):
                     h5["item_stat"][row - entry["start"]] = np.asarray(touched[row], dtype=np.int64)
             # A kill before the manifest below: the shard no longer matches its sha256 and is rebuilt.
             entry.update(sha256=file_sha256(shard), bytes=shard.stat().st_size)
