@@ -391,9 +391,9 @@ class ShardedWriter(_Writer):
         index = start // self._block
         lo, hi = self.shard_range(index)
         parts = self._open.setdefault(index, {})
-        # Copies: the caller may reuse its arrays for the next batch.
-        parts[start] = (np.array(features), list(reasons), list(records or [None] * len(reasons)),
-                        {name: np.array(rows) for name, rows in (extra or {}).items()})
+        # float32 copies (the caller may reuse its arrays), cast to the store's dtype once, at commit.
+        parts[start] = (np.array(features, np.float32), list(reasons), list(records or [None] * len(reasons)),
+                        {name: np.array(rows, np.float32) for name, rows in (extra or {}).items()})
         if sum(len(part[1]) for part in parts.values()) == hi - lo:
             feats, reasons, records, extra = zip(*(parts[k] for k in sorted(self._open.pop(index))))
             extra = {name: np.concatenate([rows[name] for rows in extra]) for name in extra[0]}
