@@ -46,6 +46,7 @@ import io
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import h5py
@@ -53,6 +54,7 @@ import numpy as np
 
 from ..core.errors import FeatxError, FeatxUsageError, StoreDamagedError, StoreInUseError, StoreMismatchError
 from ..core.io import disk_errors, file_sha256, json_text, write_json_atomic
+from ..data import assign_splits, check_items
 
 __all__ = ["FeatureStore", "ShardedFeatureStore", "STATUS_PENDING", "STATUS_DONE", "STATUS_SKIPPED",
            "FORMAT_VERSION", "damaged_error", "check_existing", "check_store_items", "diff_configs",
@@ -251,7 +253,7 @@ class FeatureStore:
         return out
 
     def iter_verified_shards(self, dataset: str = "features"):
-        """The usable rows of ``dataset``, block by verified block (:func:`featx.store.iter_verified_shards`)."""
+        """The usable rows of ``dataset``, one verified block at a time (see :func:`iter_verified_shards`)."""
         for rows, fields in self._blocks([dataset]):
             done = self._done[rows]
             yield (self.all_ids[rows][done], self.all_labels[rows][done].astype(np.int64),
@@ -310,8 +312,6 @@ class FeatureStore:
         assignment the fine-tune baseline computes from the source itself.
         ``usable_only=False`` returns it for every item (aligned with ``all_ids``).
         """
-        from ..data import assign_splits
-
         splits, rule = assign_splits(self.all_ids, self.all_labels, self.all_splits, seed=seed,
                                      val_fraction=val_fraction, test_fraction=test_fraction)
         return (splits[self._done] if usable_only else splits), rule
@@ -329,17 +329,18 @@ class FeatureStore:
         return self
 
     def info(self) -> dict:
-        from collections import Counter
-
         return {
-            "path": str(self.path), "n_items": self.n_items, "n_done": self.n_done, "n_skipped": len(self.skipped),
-            "n_unlabelled": int((self.labels < 0).sum()),  # label -1 (extract --allow-unlabelled): in no split
-            "n_pending": self.n_pending, "dim": self.dim, "dtype": self.feature_dtype, "complete": self.complete,
-            "backbone": self.backbone, "weights": self.config["backbone"]["weights"], "classes": self.class_names,
-            "splits": dict(Counter(str(split) or "none" for split in self.splits)), "store_id": self.store_id,
-            "size_bytes": self.path.stat().st_size, "config": self.config, "fingerprint": self.fingerprint,
-            "item_hashes": self.has_item_hashes, "content_digest": self.content_digest, "versions": self.versions,
-            "run": self.run_info, "skipped": self.skipped, "feature_sets": self.feature_sets,
+            "path": str(self.path), "n_items": self.n_items, "n_done": self.n_done,
+            "n_skipped": len(self.skipped),
+            "n_unlabelled": int((self.labels < 0).sum()),  # label -1 (extract --allow-unlabelled): no split
+            "n_pending": self.n_pending, "dim": self.dim, "dtype": self.feature_dtype,
+            "complete": self.complete, "backbone": self.backbone,
+            "weights": self.config["backbone"]["weights"], "classes": self.class_names,
+            "splits": dict(Counter(str(split) or "none" for split in self.splits)),
+            "store_id": self.store_id, "size_bytes": self.path.stat().st_size, "config": self.config,
+            "fingerprint": self.fingerprint, "item_hashes": self.has_item_hashes,
+            "content_digest": self.content_digest, "versions": self.versions, "run": self.run_info,
+            "skipped": self.skipped, "feature_sets": self.feature_sets,
         }
 
     def __repr__(self) -> str:
@@ -569,7 +570,5 @@ def check_store_items(store: FeatureStore, source, records: tuple | None = None)
     paths = source.item_paths() if store.has_item_hashes else None
     if paths is None or len(paths) != store.n_items:
         return None
-    from ..data import check_items
-
     stats, hashes = records or store.item_records()
     return check_items(paths, stats, hashes, np.flatnonzero(store._status != STATUS_PENDING))

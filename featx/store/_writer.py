@@ -38,6 +38,7 @@ import numpy as np
 from ..core.errors import FeatxError
 from ..core.io import disk_errors, file_sha256, fsync_dir, write_durably
 from ..core.runtime import library_versions
+from ..data import digest_of_hashes
 from ._place import remove_temporaries
 from ._store import (
     FORMAT_VERSION,
@@ -104,8 +105,6 @@ class _Writer:
         fields = {"run": {**run_info, "extract_seconds_total": round(total, 3)},
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if self.has_records:
-            from ..data import digest_of_hashes
-
             fields["content_digest"] = digest_of_hashes(hashes)
         self._complete(fields)
 
