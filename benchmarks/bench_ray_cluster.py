@@ -2,14 +2,15 @@
 of 1 CPU each, a head node with none), side by side in one run:
 
 1. ``extract --engine ray --actors 2``: wall time, and which node wrote each shard (both must);
-2. ``train --heads xgboost``: the local engine against Ray Train's, on one imported store of
-   ROWS x DIM (``featx.write_store``, Gaussian classes), wall time side by side.
+2. ``train --heads xgboost``: the local engine against the Ray head, once per ``--strategies``
+   (``auto``, what a user gets, then ``data``: Ray Train workers and XGBoost's collective), on one
+   imported store of ROWS x DIM (``featx.write_store``, Gaussian classes), wall times side by side.
 
 Timing claims need the machine to itself: run it plainly (not under ``nice``), and read the
 load average it prints. Examples::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_ray_cluster.py --rows 5000 --dim 128 --images 128   # quick
-    OMP_NUM_THREADS=1 python benchmarks/bench_ray_cluster.py --rows 50000 --dim 1280
+    python benchmarks/bench_ray_cluster.py --skip extract --rows 50000 --dim 1280
 """
 
 from __future__ import annotations
@@ -52,22 +53,30 @@ def _gaussian_store(path: Path, rows: int, dim: int, classes: int, shard_size: i
     return featx.write_store(path, X, y, class_names=[f"c{k}" for k in range(classes)], shard_size=shard_size)
 
 
-def _xgboost_side_by_side(ray, cluster, rows: int, dim: int, classes: int, workers: int) -> dict:
+def _xgboost_side_by_side(ray, cluster, rows: int, dim: int, classes: int, workers: int, strategies) -> dict:
+    """The local head, then the Ray head once per strategy (``auto``: what a user gets), on one store."""
     from featx.heads import train_heads, train_xgboost_ray
 
+    report = {"rows": rows, "dim": dim, "classes": classes, "ray_workers": workers}
     with tempfile.TemporaryDirectory() as tmp:
         store = _gaussian_store(Path(tmp) / "store", rows, dim, classes, shard_size=max(1024, rows // 8))
         started = time.perf_counter()
         local = train_heads(store, ["xgboost"], out=Path(tmp) / "local", n_boot=100)[0]
         local_wall = time.perf_counter() - started
-        load_between = _load()
-        started = time.perf_counter()
-        on_ray = train_xgboost_ray(store, Path(tmp) / "ray", workers=workers, address=cluster.address, n_boot=100)
-        ray_wall = time.perf_counter() - started
-    return {"rows": rows, "dim": dim, "classes": classes, "ray_workers": workers,
-            "local": {"wall_s": round(local_wall, 1), "accuracy": local["accuracy"], "params": local["params"]},
-            "ray": {"wall_s": round(ray_wall, 1), "accuracy": on_ray["accuracy"], "params": on_ray["params"]},
-            "ray_over_local_wall": round(ray_wall / local_wall, 2), "load_between": load_between}
+        report["local"] = {"wall_s": round(local_wall, 1), "accuracy": local["accuracy"], "params": local["params"]}
+        for strategy in strategies:
+            report[f"load_before_{strategy}"] = _load()
+            started = time.perf_counter()
+            on_ray = train_xgboost_ray(store, Path(tmp) / f"ray-{strategy}", workers=workers, address=cluster.address,
+                                       n_boot=100, params={"strategy": strategy})
+            wall = time.perf_counter() - started
+            report[f"ray_{strategy}"] = {
+                "wall_s": round(wall, 1), "ray_over_local_wall": round(wall / local_wall, 2),
+                "strategy": on_ray["ray_strategy"]["strategy"], "accuracy": on_ray["accuracy"],
+                "params": on_ray["params"], "selection_seconds": on_ray["selection"]["selection_seconds"],
+                "refit_seconds": on_ray["selection"]["refit_seconds"]}
+            print(json.dumps({strategy: report[f"ray_{strategy}"]}), file=sys.stderr, flush=True)
+    return report
 
 
 def main() -> None:
@@ -80,6 +89,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers for xgboost")
+    parser.add_argument("--strategies", default="auto,data",
+                        help="Ray xgboost strategies to time beside the local head (auto: what a user gets)")
     parser.add_argument("--skip", choices=("extract", "xgboost"), default=None)
     args = parser.parse_args()
     import ray
@@ -96,7 +107,8 @@ def main() -> None:
                                                     args.shard_size)
             print(json.dumps(report["extract"]), file=sys.stderr, flush=True)
         if args.skip != "xgboost":
-            report["xgboost"] = _xgboost_side_by_side(ray, cluster, args.rows, args.dim, args.classes, args.workers)
+            report["xgboost"] = _xgboost_side_by_side(ray, cluster, args.rows, args.dim, args.classes, args.workers,
+                                                      args.strategies.split(","))
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -64,6 +64,9 @@ def test_train_engine_ray_matches_the_local_protocol(tmp_path):
     rows = json.loads((tmp_path / "ray" / "results.json").read_text())
     assert any(r.get("engine") == "ray" for r in (rows if isinstance(rows, list) else rows.get("entries", [])))
     assert np.isfinite(mine["fit_seconds"])
+    # The worker group's own clock: selection and refit measured inside it, both within the fit.
+    clock = mine["selection"]["selection_seconds"], mine["selection"]["refit_seconds"]
+    assert all(0 < c < mine["fit_seconds"] for c in clock) and sum(clock) < mine["fit_seconds"]
 
 
 def test_train_engine_ray_refuses_other_heads(tmp_path):

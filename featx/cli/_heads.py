@@ -23,8 +23,10 @@ def _head_names(value: str) -> list[str]:
     return names
 
 
-def _parse_params(values: tuple[str, ...], heads: list[str]) -> dict:
-    """``--param knn.n_neighbors=5`` -> ``{"knn": {"n_neighbors": 5}}`` (values read as YAML scalars)."""
+def _parse_params(values: tuple[str, ...], heads: list[str], engine_params: tuple[str, ...] = ()) -> dict:
+    """``--param knn.n_neighbors=5`` -> ``{"knn": {"n_neighbors": 5}}`` (values read as YAML scalars).
+
+    ``engine_params``: names that are the engine's, not the head factory's (checked by the engine)."""
     import yaml
 
     out: dict = {}
@@ -40,7 +42,7 @@ def _parse_params(values: tuple[str, ...], heads: list[str]) -> dict:
 
     for head, params in out.items():
         try:
-            check_head_params(head, params)
+            check_head_params(head, {k: v for k, v in params.items() if k not in engine_params})
         except FeatxUsageError as exc:
             raise FeatxUsageError(f"--param {exc}") from None
     return out
@@ -136,10 +138,10 @@ def _train_on_ray(features, names, out, per_class, seeds, feature_set, param, sp
 
     if names != ["xgboost"] or per_class is not None or seeds != 1 or feature_set:
         raise FeatxUsageError("--engine ray trains the xgboost head alone (without --per-class, --seeds or "
-                              "--feature-set; --param xgboost.pca only) or the logreg head alone")
+                              "--feature-set; --param xgboost.pca and xgboost.strategy only) or the logreg head alone")
     entry = train_xgboost_ray(features, out, workers=workers, address=address, splits=splits, split_seed=split_seed,
                               val_fraction=val_fraction, test_fraction=test_fraction, n_boot=bootstrap, quiet=quiet,
-                              params=_parse_params(param, names).get("xgboost"))
+                              params=_parse_params(param, names, engine_params=("strategy",)).get("xgboost"))
     if as_json:
         _echo_json([entry])
         return
