@@ -18,7 +18,7 @@ import signal
 import sys
 
 import featx
-from featx.store import _file_writer
+from featx.store import _writer
 
 
 def _die(*_args, **_kwargs):
@@ -52,7 +52,7 @@ def arm(point: str) -> None:
     if point == "create":
         _die_on_replace(".creating")
     elif point == "rows":
-        real = _file_writer.StoreWriter._write_records
+        real = _writer.StoreWriter._write_records
         calls = {"n": 0}
 
         def records_then_die(self, start, records):
@@ -62,11 +62,11 @@ def arm(point: str) -> None:
                 self.h5.flush()
                 _die()
 
-        _file_writer.StoreWriter._write_records = records_then_die
+        _writer.StoreWriter._write_records = records_then_die
     elif point == "finish-run":
-        _file_writer._fsync = _after_calls(_file_writer._fsync, 0)
+        _writer._fsync = _after_calls(_writer._fsync, 0)
     elif point == "finish-complete":
-        _file_writer._fsync = _after_calls(_file_writer._fsync, 1)
+        _writer._fsync = _after_calls(_writer._fsync, 1)
     elif point == "replace":
         _die_on_replace(".new")
     elif point == "refresh":
@@ -75,7 +75,7 @@ def arm(point: str) -> None:
             self.h5.flush()
             _die()
 
-        _file_writer.StoreWriter.refresh_items = clear_then_die
+        _writer.StoreWriter.refresh_items = clear_then_die
     else:
         raise SystemExit(f"unknown kill point {point}")
 

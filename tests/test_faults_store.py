@@ -22,7 +22,7 @@ import featx
 from featx import FeatureStore, StoreInUseError, extract
 from featx.cli import cli
 from featx.core.errors import DiskError, StoreDamagedError
-from featx.store import _file_writer, _lock, _progress
+from featx.store import _lock, _progress, _writer
 
 from .conftest import write_image_folder
 
@@ -116,12 +116,12 @@ def _raise(code: int):
 
 
 WRITE_PATHS = {
-    # store creation: the skeleton's datasets
-    "create": lambda mp, code: mp.setattr(_file_writer, "_write_datasets", _raise(code)),
+    # store creation: the skeleton's datasets (the item listing is written among them)
+    "create": lambda mp, code: mp.setattr(_writer, "write_listing", _raise(code)),
     # rows: a batch's item records (after its features)
-    "rows": lambda mp, code: mp.setattr(_file_writer.StoreWriter, "_write_records", _raise(code)),
+    "rows": lambda mp, code: mp.setattr(_writer.StoreWriter, "_write_records", _raise(code)),
     # the final flush and fsync in finish
-    "finish": lambda mp, code: mp.setattr(_file_writer, "_fsync", _raise(code)),
+    "finish": lambda mp, code: mp.setattr(_writer, "_fsync", _raise(code)),
     # the lock file
     "lock": lambda mp, code: mp.setattr(_lock.os, "open", _raise(code)),
 }
@@ -148,7 +148,7 @@ def test_disk_error_on_a_store_write_path_is_one_line_and_leaves_nothing_behind(
 
 
 def test_disk_full_in_the_cli_is_one_line_exit_1(folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(_file_writer, "_fsync", _raise(errno.ENOSPC))
+    monkeypatch.setattr(_writer, "_fsync", _raise(errno.ENOSPC))
     out = tmp_path / "f.h5"
     result = CliRunner().invoke(cli, ["extract", "--source", str(folder), "--backbone", "test_efficientnet",
                                       "--weights", "random", "--out", str(out), "--workers", "0", "--quiet"])
@@ -188,7 +188,7 @@ def test_disk_full_while_writing_the_progress_file_removes_its_temp(folder, tiny
 def test_disk_full_during_overwrite_keeps_the_old_store(folder, tiny_spec, tmp_path, monkeypatch):
     out = tmp_path / "f.h5"
     old = _extract(folder, tiny_spec, out)
-    monkeypatch.setattr(_file_writer.StoreWriter, "_write_records", _raise(errno.ENOSPC))
+    monkeypatch.setattr(_writer.StoreWriter, "_write_records", _raise(errno.ENOSPC))
     max_spec = featx.resolve_backbone("test_efficientnet", weights="random", pooling="max")
     with pytest.raises(DiskError, match="no space left"):
         _extract(folder, max_spec, out, overwrite=True)

@@ -177,7 +177,7 @@ def test_reuse_reads_each_shard_once(folder, tiny_spec, tmp_path, monkeypatch):
     from pathlib import Path
 
     from featx.core import io as core_io
-    from featx.store import _shard_writer, _shards
+    from featx.store import _store, _writer
 
     out = tmp_path / "s"
     extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)
@@ -193,7 +193,7 @@ def test_reuse_reads_each_shard_once(folder, tiny_spec, tmp_path, monkeypatch):
         return real_sha(path)
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
-    for module in (core_io, _shards, _shard_writer):
+    for module in (core_io, _store, _writer):
         monkeypatch.setattr(module, "file_sha256", sha, raising=False)
     again = extract(folder, tiny_spec, out, shard_size=5, quiet=True, workers=0)
     assert again.reused

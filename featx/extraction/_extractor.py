@@ -18,7 +18,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -61,32 +60,10 @@ ENGINES = ("local", "ray")
 DEFAULT_SHARD_SIZE = 1024
 
 
-@dataclass
-class _Layout:
-    """Which layout the store has and who writes it: ``shard_size`` is None for one file (local only)."""
-
-    shard_size: int | None
-    engine: str = "local"
-    ray_options: dict = field(default_factory=dict)
-    cluster: object = None  # the connected Ray cluster (engine "ray")
-
-    @classmethod
-    def of(cls, out, shard_size: int | None, engine: str, ray_options: dict | None) -> _Layout:
-        if engine not in ENGINES:
-            raise FeatxUsageError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
-        if shard_size is not None and shard_size < 1:
-            raise FeatxUsageError("shard size must be at least 1")
-        if shard_size is None and (engine == "ray" or (out is not None and Path(out).is_dir())):
-            shard_size = 0  # sharded; the size: the existing store's, else the default
-        return cls(shard_size, engine, dict(ray_options or {}))
-
-    @property
-    def sharded(self) -> bool:
-        return self.shard_size is not None
-
-
-def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, threads: int | None = None) -> int | str:
-    """Check the run options; the number of loader workers (or ``"auto"``)."""
+def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, threads: int | None, out,
+                     shard_size: int | None, engine: str) -> tuple[int | str, int | None]:
+    """Check the run options; the number of loader workers (or ``"auto"``), and the layout: None for one
+    file (local engine only), else the shard size (0: the existing store's, else the default)."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise FeatxUsageError(f"threads must be a whole number >= 1, got {threads!r}")
     if batch_size != "auto":
@@ -95,7 +72,13 @@ def _check_arguments(batch_size: int | str, workers: int | str, dtype: str, thre
         workers = resolve_workers(workers)
     if dtype not in FEATURE_DTYPES:
         raise FeatxUsageError(f"feature dtype {dtype!r} is not one of {', '.join(FEATURE_DTYPES)}")
-    return workers
+    if engine not in ENGINES:
+        raise FeatxUsageError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if shard_size is not None and shard_size < 1:
+        raise FeatxUsageError("shard size must be at least 1")
+    if shard_size is None and (engine == "ray" or (out is not None and Path(out).is_dir())):
+        shard_size = 0  # sharded: a directory, or the Ray engine's shards
+    return workers, shard_size
 
 
 def _subset(src: Source, per_class: int | None, limit: int | None, seed: int) -> tuple[Source, dict]:
@@ -112,12 +95,10 @@ def _subset(src: Source, per_class: int | None, limit: int | None, seed: int) ->
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
-    """``torch.set_num_threads(n)`` for a block, restoring the previous count (nothing for ``None``)."""
-    if n is None:
-        yield
-        return
+    """``torch.set_num_threads(n)`` for a block (``None``: as it is), then the previous count again."""
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    if n is not None:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -167,19 +148,19 @@ def extract(
     ``shard_size=N``, ``engine="ray"`` (with ``ray_options``: address, actors, gpus_per_actor)
     or a directory ``out`` write a sharded store (``docs/store-format.md``).
     """
-    workers = _check_arguments(batch_size, workers, dtype, threads)
-    layout = _Layout.of(out, shard_size, engine, ray_options)
+    workers, sharding = _check_arguments(batch_size, workers, dtype, threads, out, shard_size, engine)
     src, subset = _subset(open_source(source, max_pixels, allow_unlabelled), per_class, limit, subset_seed)
     spec = backbone if isinstance(backbone, BackboneSpec) else resolve_backbone(backbone, weights=weights, pooling=pooling)
     recipe = FeatureRecipe.create(layers, views, spec.pooling)
     overrides = check_input_size(spec.model, spec.model_kwargs, preprocessing_overrides(img_size, crop_pct, interpolation))
     options = feature_options(recipe, overrides)
-    dev = _connect(layout, device, {"compile": compile, "decode": decode, "threads": threads, **options})
+    run_options = {"compile": compile, "decode": decode, "threads": threads, **options}
+    dev, cluster = _connect(engine, ray_options, device, run_options)
     options.update(subset)
     prec = resolve_precision(precision, dev)
     check_gpu_decode(decode, dev)
     path = Path(out) if out is not None else default_store_path(src, spec, extra=options)
-    path = path.with_suffix("") if out is None and layout.sharded else path
+    path = path.with_suffix("") if out is None and sharding is not None else path
     check_apart(path, *source_locations(src))
 
     model, data_config = create_backbone(spec)
@@ -190,16 +171,13 @@ def extract(
         return added
     with writer_lock(path):
         target = build_target(path, overwrite)
-        writer = _open_writer(target, src, config, model, data_config, dev, dtype, layout, rebuild=target != path,
-                              quiet=quiet, recipe=recipe)
+        writer = _open_writer(target, src, config, model, data_config, dev if cluster is None else "cpu",
+                              dtype, sharding, rebuild=target != path, quiet=quiet, recipe=recipe)
         if isinstance(writer, FeatureStore):
-            _disconnect(layout)
-            ProgressFile(path).remove()  # a sidecar a run killed after finishing left behind
-            # Reused; an --overwrite build that an interrupted run finished replaces the old store now.
-            return writer if target == path else (swap_in(target, path), FeatureStore(path))[1]
-        if layout.cluster is not None:
-            _write(writer, path, target, lambda: _run_ray(writer, src, spec, data_config, layout.cluster, prec, dtype,
-                                                          batch_size, strict, quiet))
+            return _reused(writer, path, target, cluster)
+        if cluster is not None:
+            _write(writer, path, target, lambda: _run_ray(writer, src, spec, data_config, cluster, prec,
+                                                          dtype, batch_size, strict, quiet))
         else:
             _write(writer, path, target, lambda: _run(writer, src, model, data_config, dev, prec, batch_size, workers,
                                                       channels_last, strict, quiet, compile, decode, recipe, threads))
@@ -213,7 +191,7 @@ _COMPANION_ARGS = ("batch_size", "device", "workers", "precision", "dtype", "cha
 def _add_view(call: dict, recipe: FeatureRecipe, overrides: dict, subset: dict, rest: tuple) -> FeatureStore | None:
     """``--views hflip`` on a complete store of this config without views (at ``out`` or its default path): only
     the mirror pass runs, into its companion (:mod:`featx.extraction._views`); None when there is no such store."""
-    if recipe.views != (ADDED_VIEW,) or call["overwrite"] or call["layout"].cluster is not None:
+    if recipe.views != (ADDED_VIEW,) or call["overwrite"] or call["cluster"] is not None:
         return None
     src, spec, (data_config, prec, dtype, decode) = call["src"], call["spec"], rest
     plain = {**feature_options(FeatureRecipe(recipe.layers, (), recipe.pooling), overrides), **subset}
@@ -223,6 +201,17 @@ def _add_view(call: dict, recipe: FeatureRecipe, overrides: dict, subset: dict, 
     companion = extract(src, spec, view_path(base), views=COMPANION_VIEW, **{k: call[k] for k in _COMPANION_ARGS})
     announce(base, companion, call["quiet"])
     return FeatureStore(base)
+
+
+def _reused(store: FeatureStore, path: Path, target: Path, cluster) -> FeatureStore:
+    """A store reused without running the backbone; an --overwrite build that an interrupted run
+    finished replaces the old store now."""
+    if cluster is not None and cluster.started_here:
+        import ray
+
+        ray.shutdown()
+    ProgressFile(path).remove()  # a sidecar a run killed after finishing left behind
+    return store if target == path else (swap_in(target, path), FeatureStore(path))[1]
 
 
 def _write(writer, path: Path, target: Path, run) -> None:
@@ -245,25 +234,18 @@ def _write(writer, path: Path, target: Path, run) -> None:
         swap_in(target, path)
 
 
-def _connect(layout: _Layout, device: str, options: dict) -> torch.device:
-    """The device the features are computed on; for Ray, the cluster is joined (and checked) first."""
-    if layout.engine != "ray":
-        return resolve_device(device)
+def _connect(engine: str, ray_options: dict | None, device: str, options: dict) -> tuple:
+    """The device the features are computed on, and for Ray the cluster, joined (and checked) first."""
+    if engine != "ray":
+        return resolve_device(device), None
     unsupported = sorted(k for k, v in options.items() if v not in (None, False, "cpu", {}))
     if unsupported:
         raise FeatxUsageError(f"--engine ray does not support {', '.join(unsupported)} yet; use --engine local")
     from ._ray import connect
 
     # Connect (and check the cluster can serve the device) before anything is written.
-    layout.cluster = connect(device=device, **layout.ray_options)
-    return torch.device(layout.cluster.device_type)
-
-
-def _disconnect(layout: _Layout) -> None:
-    if layout.cluster is not None and layout.cluster.started_here:
-        import ray
-
-        ray.shutdown()
+    cluster = connect(device=device, **(ray_options or {}))
+    return torch.device(cluster.device_type), cluster
 
 
 def _close_quietly(writer) -> None:
@@ -272,20 +254,20 @@ def _close_quietly(writer) -> None:
         writer.close()
 
 
-def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layout: _Layout, *, rebuild: bool,
-                 quiet: bool, recipe: FeatureRecipe | None = None):
+def _open_writer(target: Path, src, config, model, data_config, dev, dtype, sharding: int | None, *,
+                 rebuild: bool, quiet: bool, recipe: FeatureRecipe | None = None):
     """A writer for ``target`` (created, resumed or refreshed), or the complete store to reuse.
 
     ``rebuild``: ``target`` is the ``.new`` sibling of an --overwrite; one left by an
     interrupted --overwrite is resumed when it matches, else started again.
     """
     exists = target.is_file() or (target / MANIFEST).is_file()
-    if exists and target.is_dir() != layout.sharded:
+    if exists and target.is_dir() != (sharding is not None):
         if not rebuild:
+            writes = "--shard-size and --engine ray write" if sharding is not None else "this run writes"
             raise FeatxUsageError(
                 f"{target} is a {'sharded store (a directory)' if target.is_dir() else 'single-file store'}; "
-                f"{'--shard-size and --engine ray write' if layout.sharded else 'this run writes'} the other layout: "
-                "use another --out, or --overwrite to replace it")
+                f"{writes} the other layout: use another --out, or --overwrite to replace it")
         exists = False
     if exists:
         try:
@@ -294,56 +276,50 @@ def _open_writer(target: Path, src, config, model, data_config, dev, dtype, layo
             if not rebuild:
                 raise
         else:
-            return _reuse_or_resume(target, store, src, quiet, layout)
+            return _reuse_or_resume(target, store, src, quiet, sharding)
     remove_path(target)  # nothing, an empty folder, or featx's own leftovers (build_target checked)
-    model.to(dev if layout.cluster is None else "cpu")
+    model.to(dev)
     # Every set's width from one pass on a blank image (just the pooled one without --layers).
     sets = feature_set_layout(model, data_config["input_size"], next(model.parameters()).device,
                               recipe or FeatureRecipe())
     # Per-item content hashes for file sources, whichever engine writes the shards (both read each
     # file's bytes once, hash them and decode them), so either engine can resume the other's store.
     records = src.item_paths() is not None
-    common = dict(config=config, fingerprint=src.structure_fingerprint(),
-                  ids=src.ids, labels=src.labels, splits=[item.split for item in src.items],
-                  class_names=src.class_names, dim=sets[0]["dim"], dtype=dtype, item_records=records,
-                  extra_sets=sets[1:])
-    if layout.sharded:
-        return ShardedWriter.create(target, shard_size=layout.shard_size or DEFAULT_SHARD_SIZE, **common)
+    common = dict(config=config, fingerprint=src.structure_fingerprint(), ids=src.ids, labels=src.labels,
+                  splits=[item.split for item in src.items], class_names=src.class_names, dim=sets[0]["dim"],
+                  dtype=dtype, item_records=records, extra_sets=sets[1:])
+    if sharding is not None:
+        return ShardedWriter.create(target, shard_size=sharding or DEFAULT_SHARD_SIZE, **common)
     return StoreWriter.create(target, **common)
 
 
-def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool, layout: _Layout):
+def _reuse_or_resume(target: Path, store: FeatureStore, src, quiet: bool, sharding: int | None):
     writer, records = None, None
     if target.is_dir():
-        _check_sharded_resume(target, store, layout)
+        kept = store.manifest["shard_size"]
+        if sharding and sharding != kept:
+            print(f"featx: {target} was written with --shard-size {kept}; keeping that (not {sharding}) "
+                  "for this store (--overwrite rewrites it)", file=sys.stderr)
         # Reopening reads every listed shard once, through the verified read (a damaged one is dropped and
         # rebuilt), and keeps its item records: a reused store's bytes are what was committed.
         writer = ShardedWriter.reopen(target)
         store, records = FeatureStore(target), writer.records
     check = check_store_items(store, src, records)
     touched, changed = (check.touched, check.changed) if check is not None else ({}, [])
-    if store.complete and not (touched or changed) and writer is None:
-        store.reused = True
-        return store
-    writer = writer or StoreWriter.reopen(target)
+    if writer is None and (touched or changed or not store.complete):
+        writer = StoreWriter.reopen(target)
     if touched or changed:
         writer.refresh_items(touched, changed)
     if changed and not quiet:
         print(f"featx: {len(changed)} file(s) changed since extraction (first: {store.all_ids[changed[0]]}); "
               "extracting them again", file=sys.stderr)
-    if store.complete and not changed:  # only stat data (and so shard hashes) were refreshed
+    if not (store.complete and not changed):
+        return writer
+    if writer is not None:  # at most stat data (and so shard hashes) were refreshed: read the store again
         _close_quietly(writer)
         store = FeatureStore(target)
-        store.reused = True
-        return store
-    return writer
-
-
-def _check_sharded_resume(target: Path, store, layout: _Layout) -> None:
-    kept = store.manifest["shard_size"]
-    if layout.shard_size and layout.shard_size != kept:
-        print(f"featx: {target} was written with --shard-size {kept}; keeping that (not {layout.shard_size}) for "
-              "this store (--overwrite rewrites it)", file=sys.stderr)
+    store.reused = True
+    return store
 
 
 def _run_ray(writer, src, spec, data_config, cluster, prec, dtype, batch_size, strict, quiet) -> dict:

@@ -295,12 +295,11 @@ def _decode_shards(batch: dict, source, data_config: dict) -> dict:
     return {k: np.array(v) if k in ("shard", "start") else np.array(v, dtype=object) for k, v in out.items()}
 
 
-def _shard_records(records_json: str):
-    """(content hashes, (n, 3) stat data) of a decoded shard, '' and -1s where an item has none."""
-    records = json.loads(records_json)
-    hashes = [r[0] if r else "" for r in records]
-    stats = np.array([r[1] if r else [-1, -1, -1] for r in records], dtype=np.int64).reshape(len(records), 3)
-    return hashes, stats
+def _shard_records(records_json: str) -> list:
+    """The item records (or None) of a decoded shard's rows, as the local loader hands them over."""
+    from ..data import ItemRecord
+
+    return [ItemRecord(tuple(r[1]), r[0]) if r else None for r in json.loads(records_json)]
 
 
 class _EmbedShards:

@@ -80,10 +80,10 @@ def _block_rows(path, entry, all_ids: np.ndarray, dim: int) -> np.ndarray:
     """One block's feature rows, read the verified way."""
     import h5py
 
-    from ..store import read_shard
+    from ..store import read_shard_fields
 
     if entry:  # a shard: its sha256, ids and width checked before use (the store's one verified read)
-        return read_shard(Path(str(path)), json.loads(str(entry)), all_ids, dim)[1]
+        return read_shard_fields(Path(str(path)), json.loads(str(entry)), all_ids, dim)["features"]
     with h5py.File(str(path), "r") as h5:
         return h5["features"][:]
 

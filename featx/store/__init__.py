@@ -6,36 +6,32 @@ the progress file. Nothing here runs a model: extraction writes stores, heads re
 from __future__ import annotations
 
 from ._export import EXPORT_FORMATS, export_store
-from ._file_writer import StoreWriter
 from ._import import IMPORT_FORMATS, IMPORTED, imported_identity, read_import_source, write_store
 from ._lock import lock_holder, lock_path, writer_lock
 from ._place import NEW_SUFFIX, build_target, check_apart, is_featx_store, remove_temporaries, swap_in
 from ._progress import ProgressFile, progress_path, read_progress
-from ._shard_writer import ShardedWriter, write_shard
-from ._shards import (
-    ITEMS,
-    MANIFEST,
-    ShardedFeatureStore,
-    iter_verified_shards,
-    manifest_digest,
-    read_shard,
-    read_shard_fields,
-    shard_name,
-    verify_sharded,
-)
 from ._store import (
     FORMAT_VERSION,
+    ITEMS,
+    MANIFEST,
     STATUS_DONE,
     STATUS_PENDING,
     STATUS_SKIPPED,
     FeatureStore,
+    ShardedFeatureStore,
     check_existing,
     check_store_items,
     damaged_error,
     diff_configs,
+    iter_verified_shards,
+    manifest_digest,
+    read_shard_fields,
+    shard_name,
+    verify_sharded,
 )
 from ._stream import BatchReader, verified_shard
 from ._verify import VerifyReport, verify_store
+from ._writer import ShardedWriter, StoreWriter, write_shard
 
 __all__ = [
     "FeatureStore",
@@ -44,7 +40,6 @@ __all__ = [
     "ShardedWriter",
     "write_shard",
     "iter_verified_shards",
-    "read_shard",
     "read_shard_fields",
     "manifest_digest",
     "shard_name",

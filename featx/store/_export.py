@@ -26,8 +26,7 @@ import numpy as np
 from ..core.errors import FeatxUsageError, missing_extra
 from ..core.io import disk_errors, fsync_dir, remove_stale_temps
 from ._place import check_apart
-from ._shards import iter_verified_shards
-from ._store import FeatureStore
+from ._store import FeatureStore, iter_verified_shards
 
 __all__ = ["export_store", "EXPORT_FORMATS"]
 

@@ -40,11 +40,10 @@ import numpy as np
 
 from ..core.errors import FeatxUsageError, missing_extra
 from ..data import UNLABELLED
-from ._file_writer import StoreWriter
 from ._lock import writer_lock
 from ._place import is_featx_store, swap_in
-from ._shard_writer import ShardedWriter
 from ._store import FeatureStore
+from ._writer import ShardedWriter, StoreWriter
 
 __all__ = ["write_store", "read_import_source", "IMPORTED", "IMPORT_FORMATS", "imported_identity"]
 

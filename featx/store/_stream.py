@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._shards import read_shard_fields
-from ._store import FeatureStore, _first_line, _open_h5, damaged_error
+from ._store import FeatureStore, _first_line, _open_h5, damaged_error, read_shard_fields
 
 __all__ = ["BatchReader", "verified_shard"]
 

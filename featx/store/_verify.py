@@ -46,7 +46,7 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
     """Read every attribute and every chunk of every dataset of the store at ``path``."""
     report = VerifyReport(Path(path))
     if report.path.is_dir():  # a sharded store: each shard's sha256 against the manifest
-        from ._shards import verify_sharded
+        from ._store import verify_sharded
 
         return verify_sharded(report)
     try:
