@@ -428,7 +428,7 @@ def train_xgboost_ray(store: FeatureStore | str, out: str | Path | None = None, 
     else:
         storage = Path(tempfile.mkdtemp(prefix="featx-ray-train-"))
     try:
-        with ray_errors("xgboost on Ray Train", cleanup=storage):
+        with ray_errors("xgboost on Ray", cleanup=storage):
             return _run(ray, store, split, rule, out, storage, workers, n_boot, seed, quiet, asked, strategy)
     finally:
         if out is None:
