@@ -87,19 +87,14 @@ def test_a_ray_pca_head_refuses_other_parameters():
 
 
 @pytest.mark.slow
-def test_the_ray_head_has_the_local_heads_pca_step(tmp_path):
-    ray = pytest.importorskip("ray")
+def test_the_ray_head_has_the_local_heads_pca_step(ray_local, tmp_path):
     pytest.importorskip("ray.train.xgboost")
     store = _gaussian_store(tmp_path / "store")
     runner = CliRunner()
     args = ["train", "--features", str(store.path), "--heads", "xgboost", "--param", "xgboost.pca=8", "-q", "--json"]
     local = runner.invoke(cli, [*args, "--out", str(tmp_path / "local")])
     assert local.exit_code == 0, local.output
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        result = runner.invoke(cli, [*args, "--engine", "ray", "--ray-workers", "2", "--out", str(tmp_path / "ray")])
-    finally:
-        ray.shutdown()
+    result = runner.invoke(cli, [*args, "--engine", "ray", "--ray-workers", "2", "--out", str(tmp_path / "ray")])
     assert result.exit_code == 0, result.output
     mine, theirs = json.loads(result.output)[0], json.loads(local.output)[0]
     assert mine["engine"] == "ray" and mine["params"]["pca"] == theirs["params"]["pca"] == 8

@@ -332,7 +332,8 @@ def test_a_ray_trained_head_round_trips_through_evaluate_and_load(tmp_path):
     (row,) = read_results(out)
     assert row["model"] == "xgboost" and row["engine"] == "ray"
     head = featx.load_head(model_path(out, row))
-    assert head.manifest["steps"] == ["clf"] and head.manifest["params"]["pca"] is None
+    # The local head's kind: its PCA step (128 asked, capped at the 16 columns) before the classifier.
+    assert head.manifest["steps"] == ["pca", "clf"] and head.manifest["params"]["pca"] == row["params"]["pca"] == 16
     again = CliRunner().invoke(cli, ["evaluate", "--model", str(model_path(out, row)), "--features", str(store.path),
                                      "--json"])
     assert again.exit_code == 0, again.output
