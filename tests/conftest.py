@@ -40,3 +40,13 @@ def write_image_folder(root: Path, n_per_class: int = 4, classes=("cat", "dog"),
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return write_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A private local Ray instance (2 CPUs) for one test module; never a cluster already running here."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()

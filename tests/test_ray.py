@@ -69,14 +69,6 @@ def test_missing_ray_names_the_extra(folder, tmp_path, monkeypatch):
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_engine_equals_local_engine(ray_local, folder, tiny_spec, local_store, tmp_path):
     out = tmp_path / "ray"
     store = extract(folder, tiny_spec, out, engine="ray", shard_size=5, quiet=True)

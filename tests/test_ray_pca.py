@@ -26,15 +26,6 @@ def _gaussian_store(path, n=360, dim=24, classes=3, shard_size=70):
     return featx.write_store(path, X.astype(np.float32), y, class_names=["a", "b", "c"], shard_size=shard_size)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _assert_same_pca(mine, rows: np.ndarray, k: int) -> None:
     from sklearn.decomposition import PCA
 

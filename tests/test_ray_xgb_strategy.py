@@ -24,15 +24,6 @@ def _store(path, n=301, dim=12, shard_size=60):
     return featx.write_store(path, X.astype(np.float32), y, class_names=["a", "b", "c"], shard_size=shard_size)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.train.xgboost")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_auto_takes_candidates_while_the_quantised_matrix_fits_the_budget():
     pytest.importorskip("ray.train.xgboost")
     from featx.heads._ray_xgb import choose_strategy
@@ -60,6 +51,7 @@ def test_per_worker_datasets_keep_every_row_once(ray_local, tmp_path):
     """Ray Train's own split (equal=True) drops rows to even the counts; featx's per-worker datasets
     cover every row of the split exactly once, the same rows on every call, with a placeholder for a
     worker that has no block."""
+    pytest.importorskip("ray.train.xgboost")  # featx.heads._ray_xgb's own imports
     from featx.heads._ray_xgb import _datasets
 
     store = _store(tmp_path / "s")  # 301 rows in 6 blocks
@@ -79,6 +71,7 @@ def test_per_worker_datasets_keep_every_row_once(ray_local, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["candidates", "data"])
 def test_each_strategy_runs_the_local_protocol(ray_local, tmp_path, strategy):
+    pytest.importorskip("ray.train.xgboost")
     store = _store(tmp_path / "store", n=600)
     result = CliRunner().invoke(cli, ["train", "--features", str(store.path), "--heads", "xgboost", "--engine", "ray",
                                       "--param", f"xgboost.strategy={strategy}", "--param", "xgboost.pca=6",
