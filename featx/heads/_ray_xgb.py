@@ -476,11 +476,12 @@ def _fit(ray, store, split, storage: Path, workers: int, seed: int, asked, strat
     # Each matrix's width as the workers receive it (the two PCAs can be capped apart on tiny data).
     width = {"select": store.dim if select_pca is None else select_pca.n_components_,
              "refit": store.dim if refit_pca is None else refit_pca.n_components_}
-    plan = choose_strategy(strategy, int(np.isin(split, ("train", "val")).sum()), width["refit"], n_classes)
+    fit_rows = np.isin(split, ("train", "val"))
+    plan = choose_strategy(strategy, int(fit_rows.sum()), width["refit"], n_classes)
     ranks = workers if plan["strategy"] == "data" else None
     data = _datasets(ray, store, split, ("train", "val"), _arrays(select_pca), ranks)
     # "refit" rows: train and val together (the split array relabelled for the reader).
-    refit_split = np.where(np.isin(split, ("train", "val")), "refit", split)
+    refit_split = np.where(fit_rows, "refit", split)
     data.update(_datasets(ray, store, refit_split, ("refit",), _arrays(refit_pca), ranks))
     config = {"params": _booster_params(n_classes, seed), "depths": list(_DEPTHS), "rounds": _MAX_ROUNDS,
               "dims": {"train": width["select"], "val": width["select"], "refit": width["refit"]},
@@ -503,9 +504,7 @@ def _run(ray, store, split, rule, out, storage: Path, workers, n_boot, seed, qui
     pred, y_test, proba = _predict(store, split, "test", model)
     per_1k = (time.perf_counter() - t0) / max(len(y_test), 1) * 1000
     metrics = classification_metrics(y_test, pred, store.class_names, n_boot=n_boot, seed=seed)
-    entry = _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, workers, seed)
-    entry["selection"].update(clock)
-    entry.update(ray_strategy=plan, ray_train_runs=int(plan["strategy"] == "data"))
+    entry = _entry(store, split, rule, chosen, trace, metrics, (fit_seconds, per_1k, clock), workers, seed, plan)
     entry["params"]["pca"] = refit_pca.n_components_ if refit_pca is not None else asked
     if refit_pca is not None and refit_pca.n_components_ < asked:  # recorded as the local head records a cap
         entry["selection"]["capped"] = {"pca": {"asked": asked, "used": refit_pca.n_components_}}
@@ -526,22 +525,26 @@ def _run(ray, store, split, rule, out, storage: Path, workers, n_boot, seed, qui
     return entry
 
 
-def _entry(store, split, rule, chosen, trace, metrics, fit_seconds, per_1k, workers, seed) -> dict:
+def _entry(store, split, rule, chosen, trace, metrics, timing: tuple, workers, seed, plan: dict) -> dict:
+    """The results row; ``timing``: (fit seconds, predict seconds per 1k, the clock of the selection and refit,
+    measured where they ran: in the worker group, or in the candidate tasks)."""
+    fit_seconds, per_1k, clock = timing
     return {
         **_base_entry(store, "xgboost"), "engine": "ray", "ray_workers": workers, "per_class": None, "seeds": [seed],
         "n_train": int((split == "train").sum()), "n_val": int((split == "val").sum()),
         "n_test": int((split == "test").sum()), "refit_on": "train+val",
         "splits_digest": splits_digest(*split_record(store, split, rule)), "split_rule": rule,
         **metric_fields(metrics), "seed_summary": {},
-        "fit_seconds": round(fit_seconds, 3), "predict_seconds_per_1k": round(per_1k, 5), "ray_train_runs": 1,
-        # Every worker streams its shard of the rows: no process holds the features.
+        "fit_seconds": round(fit_seconds, 3), "predict_seconds_per_1k": round(per_1k, 5),
+        "ray_strategy": plan, "ray_train_runs": int(plan["strategy"] == "data"),
+        # The rows stream into XGBoost's quantised matrices (a worker's share, or a candidate's whole): no process
+        # holds the float features.
         "memory_path": "streaming", "max_memory": None,
         "params": dict(chosen["params"]),
         "selection": {"val_accuracy": chosen["val_accuracy"], "metric": "val_accuracy", "tie_break": "val_loss", "method": "val",
                       "search": "early_stopping", "budget": len(_DEPTHS), "candidates": trace,
-                      # Measured inside the worker group (see _worker_loop); the PCA pass and Ray Train's
-                      # start-up are in fit_seconds only.
-                      "selection_seconds": None, "refit_seconds": None},
+                      # The PCA pass and Ray's start-up are in fit_seconds only.
+                      "selection_seconds": clock["selection_seconds"], "refit_seconds": clock["refit_seconds"]},
         "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
